@@ -1,0 +1,1 @@
+//! Deterministic simulator for ringkv clusters: virtual time, simulated network and disks, faults, checkers.

@@ -1,0 +1,1 @@
+//! Durable storage for ringkv: the node write-ahead log, snapshots and the MVCC state machine.
