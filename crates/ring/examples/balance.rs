@@ -82,16 +82,18 @@ fn main() {
 
                     let leaver = NodeId(1);
                     let left_ring = before.without_node(leaver).expect("present");
-                    let (leave, leave_foreign) = match left_ring.place(&config) {
-                        Ok(left) => moves(&placement, &left, leaver),
-                        Err(_) => (0, 0), // fewer nodes than replicas
+                    let leave = match left_ring.place(&config) {
+                        Ok(left) => {
+                            let (leave, foreign) = moves(&placement, &left, leaver);
+                            format!("{:.2} ({foreign})", leave as f64 / (total / nodes as f64))
+                        }
+                        // Fewer nodes than replicas: no placement to leave to.
+                        Err(_) => "n/a".to_string(),
                     };
-                    let leave_ideal = total / nodes as f64;
                     println!(
                         "| {nodes:>3} | {shards:>4} | {replica_ratio:.2} | {leader_ratio:.2} | \
-                         {:.2} ({join_foreign}) | {:.2} ({leave_foreign}) |",
+                         {:.2} ({join_foreign}) | {leave} |",
                         join as f64 / join_ideal,
-                        leave as f64 / leave_ideal,
                     );
                 }
             }

@@ -257,7 +257,7 @@ impl Keyspace {
     /// of the range shares a prefix that fixes the hash key (see
     /// [`Keyspace::shards_for_prefix`]); `All` otherwise. The answer is sound
     /// (no key of the range lives outside it) and is `One` whenever the
-    /// range's longest common prefix alone decides the shard.
+    /// longest prefix shared by every key of the range decides the shard.
     pub fn shards_for_range(&self, start: &[u8], end: RangeEnd<'_>) -> ShardSpan {
         if let RangeEnd::Exclusive(end) = end {
             if end <= start {

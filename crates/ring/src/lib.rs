@@ -118,7 +118,9 @@
 //! replica (leadership is a role, not data). Raising a node's weight only
 //! adds points of that node, so it is a join as far as movement goes.
 //! `X`'s share is about `R·S·weight(X)/total weight`; the `balance` example
-//! measures it (0.8 to 1.3 times the ideal for `S ≥ 256`).
+//! measures 0.8 to 1.3 times `R·S/N` for `S ≥ 1024` and 0.5 to 1.6 with
+//! fewer shards per node (less when `X` joins a zone that already held a
+//! replica of every shard: zones, not nodes, are what the rule balances).
 //!
 //! **Movement with a load bound.** The replicas that move through `X` are
 //! exactly its share, which now is at most `cap(X)`. But strict locality is

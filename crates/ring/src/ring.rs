@@ -243,7 +243,7 @@ impl Ring {
     }
 
     /// The point of `shard` on the circle.
-    pub fn shard_point(shard: ShardId) -> u64 {
+    pub(crate) fn shard_point(shard: ShardId) -> u64 {
         xxh3_64_with_seed(&shard.0.to_le_bytes(), SHARD_SEED)
     }
 

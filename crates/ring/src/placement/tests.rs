@@ -282,6 +282,32 @@ proptest! {
         check_movement(&small, &large, leaver, &config, false)?;
     }
 
+    /// With a load bound, equal nodes and no zones, a join or a leave moves
+    /// at most `cap(X) = ⌈(1 + ε)·R·S/N⌉` replicas through `X`, and others
+    /// only on shards the bound displaced.
+    #[test]
+    fn bounded_moves_through_a_node_stay_within_its_cap(
+        ids in proptest::collection::btree_set(1u64..1000, 2..=32),
+        shards in 1u32..=200,
+        replicas in 1u32..=5,
+        epsilon in proptest::sample::select(&EPSILONS[..]),
+        leaver in any::<Index>(),
+    ) {
+        let n = ids.len() as u32;
+        let replicas = replicas.min(n - 1);
+        let provable = |n: u32| n * epsilon >= (replicas - 1) * (100 + epsilon)
+            || 100 * n <= (100 + epsilon) * replicas;
+        prop_assume!(provable(n));
+        let large = Ring::new(ids.iter().map(|&id| NodeSpec::new(NodeId(id)))).unwrap();
+        let leaver = large.nodes()[leaver.index(ids.len())].id;
+        let small = large.without_node(leaver).unwrap();
+        let config = PlacementConfig::new(shards, replicas).with_load_bound(epsilon);
+        let share = large.place(&config).unwrap().loads().get(&leaver).copied().unwrap_or(0);
+        prop_assert!(share <= large.capacity(leaver, &config).unwrap());
+        check_movement(&small, &large, leaver, &config, true)?;
+        check_movement(&small, &large, leaver, &config, false)?;
+    }
+
     /// The load bound holds outright for equal nodes without zones when
     /// `N ≥ (R − 1)(1 + ε)/ε` or `N ≤ (1 + ε)R`: see the crate docs.
     #[test]
@@ -442,7 +468,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// The movement properties on larger clusters and shard counts:
-    /// `cargo test -p ringkv-ring -- --ignored` (about a minute in debug).
+    /// `cargo test -p ringkv-ring -- --ignored` (about 15 s in debug).
     #[test]
     #[ignore = "large sweep; run with --ignored"]
     fn movement_properties_at_scale(
