@@ -31,6 +31,10 @@
 //! implement and the tower service to mount) and `foo_client::FooClient`.
 //! Every RPC has a default body that answers `UNIMPLEMENTED` ("Not yet
 //! implemented"), so a server can implement services one RPC at a time.
+//! The price of those defaults: a server-streaming RPC returns the boxed
+//! `tonic::codegen::BoxStream<Response>` rather than an associated stream
+//! type of the implementer's choosing (one allocation per stream, not per
+//! message). Implementations are written with `#[tonic::async_trait]`.
 //!
 //! The code is generated at build time (`build.rs`) by `protox`, a pure-Rust
 //! protobuf compiler, and `tonic-prost-build`: no `protoc` binary is needed.
