@@ -1,4 +1,5 @@
 //! etcd v3 semantics of the MVCC store, one behaviour per test.
+#![allow(clippy::unwrap_used)]
 
 mod mvcc_common;
 

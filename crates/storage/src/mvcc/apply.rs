@@ -240,10 +240,10 @@ fn check_txn_intervals(ops: &[RequestOp]) -> Result<Writes, MvccError> {
                     return Err(dup(key));
                 }
             }
+            // `then.puts` joins `writes.puts` only after this check: the two
+            // branches are exclusive, so a key in both is not a duplicate.
             for key in &other.puts {
-                if (writes.puts.contains(key) && !then.puts.contains(key))
-                    || writes.deletes_key(key)
-                {
+                if writes.puts.contains(key) || writes.deletes_key(key) {
                     return Err(dup(key));
                 }
             }

@@ -101,3 +101,87 @@ pub(crate) fn put(key: &str, value: &str) -> PutRequest {
 pub(crate) fn range(key: &str, range_end: &str) -> RangeRequest {
     RangeRequest { key: b(key), range_end: b(range_end), ..Default::default() }
 }
+
+/// The command at log index `i` of a fixed, deterministic workload that
+/// mixes puts (with leases), deletes, txns, lease grants and revokes, and
+/// compactions. Some commands are refused (deterministically), like in life.
+pub(crate) fn numbered_command(i: u64) -> Command {
+    let mut rng = ringkv_consensus::DetRng::new(i);
+    let key = |rng: &mut ringkv_consensus::DetRng| b(&format!("k{:03}", rng.range(0, 120)));
+    let value = Bytes::from(format!("value-{i}-{}", "x".repeat(rng.range(0, 64) as usize)));
+    match rng.range(0, 100) {
+        0..=59 => {
+            let lease =
+                if rng.chance(1, 5) { LeaseId(rng.range(1, 6) as i64) } else { LeaseId::NONE };
+            Command::Put(PutRequest { key: key(&mut rng), value, lease, ..Default::default() })
+        }
+        60..=69 => {
+            let k = key(&mut rng);
+            let range_end = if rng.chance(1, 3) { b(&format!("{}5", s(&k))) } else { Bytes::new() };
+            Command::DeleteRange(DeleteRangeRequest { key: k, range_end, prev_kv: true })
+        }
+        70..=84 => {
+            let (k1, k2) = (key(&mut rng), key(&mut rng));
+            let k2 = if k1 == k2 { b("other") } else { k2 };
+            Command::Txn(TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Greater,
+                    target: CompareTarget::Version(rng.range(0, 3) as i64),
+                    key: k1.clone(),
+                    range_end: Bytes::new(),
+                }],
+                success: vec![
+                    RequestOp::Put(PutRequest {
+                        key: k1,
+                        value: value.clone(),
+                        ..Default::default()
+                    }),
+                    RequestOp::DeleteRange(DeleteRangeRequest {
+                        key: k2.clone(),
+                        range_end: Bytes::new(),
+                        prev_kv: false,
+                    }),
+                ],
+                failure: vec![RequestOp::Put(PutRequest { key: k2, value, ..Default::default() })],
+            })
+        }
+        85..=91 => {
+            Command::LeaseGrant(LeaseGrantRequest { id: LeaseId(rng.range(1, 6) as i64), ttl: 60 })
+        }
+        92..=95 => Command::LeaseRevoke(LeaseRevokeRequest { id: LeaseId(rng.range(1, 6) as i64) }),
+        96 => Command::LeaseCheckpoint(LeaseCheckpointRequest {
+            checkpoints: vec![LeaseCheckpoint {
+                id: LeaseId(rng.range(1, 6) as i64),
+                remaining_ttl: 7,
+            }],
+        }),
+        _ => Command::Compaction(CompactionRequest {
+            // Usually valid: well behind the current revision, past the last compaction.
+            revision: Revision((i as i64) * 3 / 4),
+            physical: false,
+        }),
+    }
+}
+
+/// Applies `numbered_command(from..=to)` to `shard` in batches of 100.
+pub(crate) fn apply_numbered(store: &MvccStore, shard: ShardId, from: u64, to: u64) {
+    let mut i = from;
+    while i <= to {
+        let end = to.min(i + 99);
+        let entries: Vec<_> = (i..=end).map(|j| (LogIndex(j), numbered_command(j))).collect();
+        store.apply_batch(shard, &entries).unwrap();
+        i = end + 1;
+    }
+}
+
+/// A reference store with `numbered_command(1..=to)` applied.
+pub(crate) fn reference(shard: ShardId, to: u64) -> MvccStore {
+    let store = MvccStore::open_in_memory(StoreOptions::default()).unwrap();
+    apply_numbered(&store, shard, 1, to);
+    store
+}
+
+/// The shard's whole state, byte for byte (its snapshot export).
+pub(crate) fn dump(store: &MvccStore, shard: ShardId) -> Vec<Bytes> {
+    store.snapshot(shard).unwrap().map(Result::unwrap).collect()
+}
