@@ -241,21 +241,28 @@ fn compaction() {
 
     // Compact everything: old versions and tombstones go, live keys stay.
     t.delete("c", ""); // 8
+    t.put("d", "1"); // 9
+    t.delete("d", ""); // 10
     t.ok(Command::Compaction(CompactionRequest { revision: Revision(8), physical: true }));
-    let kvs = read(&t, 8).unwrap().kvs;
+    // Revision 8 stays replayable until the next compaction.
+    t.ok(Command::Compaction(CompactionRequest { revision: Revision(10), physical: true }));
+    t.delete("a", ""); // 11
+    t.put("a", "3"); // 12: a new generation
+    t.ok(Command::Compaction(CompactionRequest { revision: Revision(12), physical: true }));
+    let kvs = read(&t, 12).unwrap().kvs;
     assert_eq!(kvs.len(), 1);
-    assert_eq!((s(&kvs[0].value), kvs[0].version, kvs[0].create_revision.0), ("3".into(), 3, 2));
-    // Physically: the snapshot holds exactly one version record (a@7) and
-    // no change records or tombstones.
+    assert_eq!((s(&kvs[0].value), kvs[0].version, kvs[0].create_revision.0), ("3".into(), 1, 12));
+    // Physically: the snapshot holds exactly one version record (a@12) and
+    // its change record, no tombstones.
     let export: Vec<Bytes> = t.store.snapshot(t.shard).unwrap().map(Result::unwrap).collect();
     let fresh = MvccStore::open_in_memory(StoreOptions::default()).unwrap();
     fresh.restore(t.shard, export.clone()).unwrap();
     assert_eq!(export.len(), 3, "header, one data chunk, trailer");
     let data_len = export[1].len();
-    assert!(data_len < 40, "one record expected, data chunk is {data_len} bytes");
+    assert!(data_len < 40, "two small records expected, data chunk is {data_len} bytes");
     // Writing on continues with the same counters.
     t.put("a", "4");
-    assert_eq!(t.get("a").unwrap().version, 4);
+    assert_eq!(t.get("a").unwrap().version, 2);
 }
 
 #[test]
@@ -606,4 +613,52 @@ fn out_of_order_entries_are_refused() {
     assert!(store.apply_batch(shard, &batch).is_err());
     assert_eq!(store.applied_index(shard), ringkv_consensus::LogIndex(1));
     assert_eq!(store.read().unwrap().shard_state(shard).unwrap().revision, Revision(2));
+}
+
+#[test]
+fn watch_replay_from_a_revision() {
+    let mut t = Shard::in_memory();
+    t.put("a", "1"); // 2
+    t.put("b", "1"); // 3
+    t.txn(TxnRequest {
+        success: vec![
+            RequestOp::Put(put("b", "2")),
+            RequestOp::DeleteRange(DeleteRangeRequest {
+                key: b("a"),
+                range_end: Bytes::new(),
+                prev_kv: false,
+            }),
+        ],
+        ..Default::default()
+    }); // 4
+    t.put("c", "1"); // 5
+    let all = b("\0");
+    let replay = |t: &Shard, start| {
+        let view = t.store.read().unwrap();
+        view.events(t.shard, Revision(start), &all, &all, usize::MAX).map(|(events, resume)| {
+            let events = events
+                .iter()
+                .map(|e| format!("{:?} {}@{}", e.kind, s(&e.kv.key), e.kv.mod_revision))
+                .collect::<Vec<_>>();
+            (events, resume.0)
+        })
+    };
+    let (events, resume) = replay(&t, 3).unwrap();
+    assert_eq!(events, ["Put b@3", "Put b@4", "Delete a@4", "Put c@5"]);
+    assert_eq!(resume, 6);
+    assert_eq!(replay(&t, 9).unwrap(), (vec![], 9), "a future start waits");
+
+    // Revision 4 is compacted: replay from it still works (as etcd), from
+    // before it does not.
+    t.ok(Command::Compaction(CompactionRequest { revision: Revision(4), physical: true }));
+    let (events, _) = replay(&t, 4).unwrap();
+    assert_eq!(events, ["Put b@4", "Delete a@4", "Put c@5"]);
+    let e = replay(&t, 3).unwrap_err();
+    assert!(matches!(e, ReadError::Request(MvccError::Compacted { .. })), "{e}");
+
+    // The next compaction drops what revision 4 kept for replay; reads are
+    // unaffected throughout.
+    t.ok(Command::Compaction(CompactionRequest { revision: Revision(5), physical: true }));
+    assert_eq!(replay(&t, 5).unwrap().0, ["Put c@5"]);
+    assert_eq!(t.keys(&range("\0", "\0")), ["b", "c"]);
 }

@@ -565,8 +565,8 @@ impl Writer<'_, '_> {
         if rev > meta.revision {
             return Ok(Err(MvccError::FutureRevision { requested: rev, current: meta.revision }));
         }
-        // Only keys written since the last compaction can have more than one
-        // version at or below `rev`, or a tombstone there.
+        // Only keys written at or since the last compacted revision can have
+        // more than one version at or below `rev`, or a tombstone there.
         let mut keys = BTreeSet::new();
         {
             let iter = self
@@ -588,10 +588,16 @@ impl Writer<'_, '_> {
                 self.t.history.range(lo..=hi).map_err(StoreError::engine("range history"))?;
             for (i, item) in iter.enumerate() {
                 let (k, v) = item.map_err(StoreError::engine("read history"))?;
-                // The newest version at or below `rev` stays if it is live:
-                // reads at `rev` must still see it.
-                if i > 0 || VersionRecord::decode(self.shard, v.value(), false)?.tombstone {
-                    doomed.push(k.value().2);
+                let inverted = k.value().2;
+                // The newest version at or below `rev` stays if it is live
+                // (reads at `rev` must still see it) or if it was written
+                // at `rev` itself (watchers may still replay revision
+                // `rev`, as in etcd; the next compaction drops it).
+                let newest_kept = i == 0
+                    && (inverted == invert(rev.0)
+                        || !VersionRecord::decode(self.shard, v.value(), false)?.tombstone);
+                if !newest_kept {
+                    doomed.push(inverted);
                 }
             }
             for &inverted in &doomed {
@@ -602,10 +608,12 @@ impl Writer<'_, '_> {
             }
             self.bytes += key.len() as u64 + RECORD_OVERHEAD_BYTES * doomed.len() as u64;
         }
+        // Revision `rev` keeps its change records: it can still be replayed,
+        // and its keys are revisited by the next compaction.
         self.t
             .changes
             .retain_in::<(u64, u64, u32), _>(
-                (self.shard, 0, 0)..=(self.shard, rev.0 as u64, u32::MAX),
+                (self.shard, 0, 0)..(self.shard, rev.0 as u64, 0),
                 |_, _| false,
             )
             .map_err(StoreError::engine("compact changes"))?;

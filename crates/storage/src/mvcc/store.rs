@@ -14,12 +14,14 @@ use ringkv_consensus::{LogIndex, ShardId};
 
 use super::apply::{Limits, WriteTables, apply_command, lease_keys};
 use super::error::{MvccError, ReadError, StoreError};
-use super::read::{check_range_request, range_at, read_revision};
+use super::read::{KeyRange, check_range_request, get_at, range_at, read_revision};
 use super::tables::{
-    CHANGES, HISTORY, HistoryKey, LEASE_KEYS, LEASES, LeaseRecord, META, ShardMeta,
+    CHANGES, HISTORY, HistoryKey, LEASE_KEYS, LEASES, LeaseRecord, META, ShardMeta, VersionRecord,
+    invert,
 };
 use super::types::{
-    Command, Event, LeaseId, LeaseInfo, RangeRequest, RangeResponse, Response, Revision,
+    Command, Event, EventKind, KeyValue, LeaseId, LeaseInfo, RangeRequest, RangeResponse, Response,
+    Revision,
 };
 use super::{
     CHECKPOINT_INTERVAL_APPLIES, CHECKPOINT_INTERVAL_BYTES, ENGINE_CACHE_BYTES, TXN_OPS_MAX,
@@ -493,6 +495,78 @@ impl ReadView {
         let meta = self.meta(shard)?;
         let rev = read_revision(&meta, meta.revision, req.revision)?;
         Ok(range_at(&self.history, shard.0, req, rev, meta.revision)?)
+    }
+
+    /// The changes to keys in `[key, range_end)` from revision `start` on,
+    /// in revision order and, within a revision, in the order they were
+    /// made: what a watcher starting at `start` must replay before it
+    /// follows live events. Each event carries its previous version when
+    /// that is still stored.
+    ///
+    /// Returns whole revisions only, stopping once at least `events_max`
+    /// events are collected, and the revision to continue from.
+    ///
+    /// # Errors
+    /// [`MvccError::Compacted`] if `start` is below the compacted revision
+    /// (a watcher must then be canceled with the compacted revision, as in
+    /// etcd), or the store failed.
+    pub fn events(
+        &self,
+        shard: ShardId,
+        start: Revision,
+        key: &Bytes,
+        range_end: &Bytes,
+        events_max: usize,
+    ) -> Result<(Vec<Event>, Revision), ReadError> {
+        let meta = self.meta(shard)?;
+        if start < meta.compacted {
+            return Err(MvccError::Compacted { requested: start, compacted: meta.compacted }.into());
+        }
+        let range = KeyRange::new(key, range_end);
+        let first = start.0.max(1) as u64;
+        let iter = self
+            .changes
+            .range((shard.0, first, 0u32)..=(shard.0, u64::MAX, u32::MAX))
+            .map_err(StoreError::engine("range changes"))?;
+        let mut events = Vec::new();
+        let mut resume = Revision(meta.revision.0 + 1).max(start);
+        for item in iter {
+            let (k, v) = item.map_err(StoreError::engine("read changes"))?;
+            let rev = k.value().1 as i64;
+            if events.len() >= events_max
+                && events.last().is_some_and(|e: &Event| e.kv.mod_revision.0 != rev)
+            {
+                resume = Revision(rev);
+                break;
+            }
+            let changed = v.value();
+            if !range.contains(changed) {
+                continue;
+            }
+            let record = self
+                .history
+                .get((shard.0, changed, invert(rev)))
+                .map_err(StoreError::engine("read history"))?
+                .ok_or_else(|| StoreError::Corrupt {
+                    table: "mvcc_changes",
+                    shard,
+                    detail: format!("change of {changed:?} at {rev} has no version"),
+                })?;
+            let record = VersionRecord::decode(shard.0, record.value(), true)?;
+            let prev_kv = get_at(&self.history, shard.0, changed, rev - 1, true)?;
+            let (kind, kv) = if record.tombstone {
+                let kv = KeyValue {
+                    key: Bytes::copy_from_slice(changed),
+                    mod_revision: Revision(rev),
+                    ..KeyValue::default()
+                };
+                (EventKind::Delete, kv)
+            } else {
+                (EventKind::Put, record.to_kv(changed, rev))
+            };
+            events.push(Event { kind, kv, prev_kv });
+        }
+        Ok((events, resume))
     }
 
     /// A lease's TTLs, and its keys if `keys` (etcd's LeaseTimeToLive; the
