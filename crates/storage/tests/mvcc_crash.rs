@@ -51,6 +51,10 @@ fn crash_child() {
             .unwrap();
         if info.durable {
             println!("@@durable {end}");
+        } else if rng.chance(1, 8) {
+            // An explicit checkpoint, as the node does before truncating the WAL.
+            store.checkpoint().unwrap();
+            println!("@@durable {end}");
         } else {
             println!("@@applied {end}");
         }
