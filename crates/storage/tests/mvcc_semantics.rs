@@ -662,3 +662,37 @@ fn watch_replay_from_a_revision() {
     assert_eq!(replay(&t, 5).unwrap().0, ["Put c@5"]);
     assert_eq!(t.keys(&range("\0", "\0")), ["b", "c"]);
 }
+
+#[test]
+fn ranges_over_long_histories() {
+    // Enough versions per key that scans seek over them rather than step.
+    let mut t = Shard::in_memory();
+    for round in 0..40 {
+        for k in ["a", "b", "c"] {
+            t.put(k, &format!("{k}{round}"));
+        }
+        if round % 10 == 4 {
+            t.delete("b", "");
+        }
+    }
+    t.put("d", "d");
+    let at = |t: &Shard, rev: i64| {
+        t.range(&RangeRequest { revision: Revision(rev), ..range("\0", "\0") })
+            .unwrap()
+            .kvs
+            .iter()
+            .map(|kv| format!("{}={}v{}", s(&kv.key), s(&kv.value), kv.version))
+            .collect::<Vec<_>>()
+    };
+    // Round r puts "a" at revision 2 + 3r + (deletes in earlier rounds).
+    assert_eq!(at(&t, 0), ["a=a39v40", "b=b39v5", "c=c39v40", "d=dv1"]);
+    assert_eq!(at(&t, 2), ["a=a0v1"]);
+    assert_eq!(at(&t, 33), ["a=a10v11", "b=b9v5", "c=c9v10"]);
+    assert_eq!(at(&t, 34), ["a=a10v11", "b=b10v6", "c=c9v10"]);
+    assert_eq!(at(&t, 64), ["a=a20v21", "b=b19v5", "c=c19v20"]);
+    let last = t.revision();
+    assert_eq!(at(&t, last - 1), ["a=a39v40", "b=b39v5", "c=c39v40"]);
+    assert_eq!(t.range(&range("b", "")).unwrap().kvs[0].create_revision, Revision(2 + 105 + 4 + 1));
+    let r = t.range(&RangeRequest { revision: Revision(64), limit: 2, ..range("\0", "\0") }).unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (2, true, 3));
+}

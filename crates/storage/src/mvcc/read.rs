@@ -15,6 +15,11 @@ use super::error::{MvccError, StoreError};
 use super::tables::{HistoryKey, ShardMeta, VersionRecord, invert, uninvert};
 use super::types::{KeyValue, RangeRequest, RangeResponse, Revision, SortOrder, SortTarget};
 
+/// Rows a scan steps over (versions hidden from its revision) before it
+/// seeks past them instead: keeps ranges over hot keys with long histories
+/// proportional to the keys, not the versions.
+const SCAN_SKIPS_BEFORE_SEEK: usize = 8;
+
 /// Where a key range ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RangeEnd {
@@ -123,37 +128,68 @@ where
         // rather than computing `shard + 1`, which could overflow.
         RangeEnd::Unbounded => Bound::Unbounded,
     };
-    let iter = history
-        .range::<(u64, &[u8], u64)>((Bound::Included(lo), upper))
-        .map_err(StoreError::engine("range history"))?;
     let newest_visible = invert(rev);
+    // Where the (next) scan starts; owned so that a re-seek can move it.
+    let mut lower: Bound<(u64, Vec<u8>, u64)> = Bound::Included((shard, lo.1.to_vec(), 0));
     // The key whose visible version has been found; its older versions follow.
     let mut decided: Option<Vec<u8>> = None;
-    for item in iter {
-        let (k, v) = item.map_err(StoreError::engine("read history"))?;
-        let (row_shard, key, inverted) = k.value();
-        if row_shard != shard {
-            break;
-        }
-        if decided.as_deref() == Some(key) || inverted < newest_visible {
-            continue;
-        }
-        match &mut decided {
-            Some(d) => {
-                d.clear();
-                d.extend_from_slice(key);
+    loop {
+        let from = match &lower {
+            Bound::Included((s, k, i)) => Bound::Included((*s, k.as_slice(), *i)),
+            Bound::Excluded((s, k, i)) => Bound::Excluded((*s, k.as_slice(), *i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let iter = history
+            .range::<(u64, &[u8], u64)>((from, upper))
+            .map_err(StoreError::engine("range history"))?;
+        // Rows passed over in a row: past a few, one seek is cheaper.
+        let mut skipped = 0;
+        let mut seek = None;
+        for item in iter {
+            let (k, v) = item.map_err(StoreError::engine("read history"))?;
+            let (row_shard, key, inverted) = k.value();
+            if row_shard != shard {
+                return Ok(());
             }
-            None => decided = Some(key.to_vec()),
+            if decided.as_deref() == Some(key) {
+                // An older version of a decided key: next key.
+                skipped += 1;
+                if skipped > SCAN_SKIPS_BEFORE_SEEK {
+                    seek = Some(Bound::Excluded((shard, key.to_vec(), u64::MAX)));
+                    break;
+                }
+                continue;
+            }
+            if inverted < newest_visible {
+                // Newer than the read revision: its visible version.
+                skipped += 1;
+                if skipped > SCAN_SKIPS_BEFORE_SEEK {
+                    seek = Some(Bound::Included((shard, key.to_vec(), newest_visible)));
+                    break;
+                }
+                continue;
+            }
+            skipped = 0;
+            match &mut decided {
+                Some(d) => {
+                    d.clear();
+                    d.extend_from_slice(key);
+                }
+                None => decided = Some(key.to_vec()),
+            }
+            let record = VersionRecord::decode(shard, v.value(), with_value)?;
+            if record.tombstone {
+                continue;
+            }
+            if !visit(record.to_kv(key, uninvert(inverted))) {
+                return Ok(());
+            }
         }
-        let record = VersionRecord::decode(shard, v.value(), with_value)?;
-        if record.tombstone {
-            continue;
-        }
-        if !visit(record.to_kv(key, uninvert(inverted))) {
-            break;
+        match seek {
+            Some(bound) => lower = bound,
+            None => return Ok(()),
         }
     }
-    Ok(())
 }
 
 /// The revision a read asking for `requested` is served at.
