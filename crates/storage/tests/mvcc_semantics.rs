@@ -693,6 +693,7 @@ fn ranges_over_long_histories() {
     let last = t.revision();
     assert_eq!(at(&t, last - 1), ["a=a39v40", "b=b39v5", "c=c39v40"]);
     assert_eq!(t.range(&range("b", "")).unwrap().kvs[0].create_revision, Revision(2 + 105 + 4 + 1));
-    let r = t.range(&RangeRequest { revision: Revision(64), limit: 2, ..range("\0", "\0") }).unwrap();
+    let r =
+        t.range(&RangeRequest { revision: Revision(64), limit: 2, ..range("\0", "\0") }).unwrap();
     assert_eq!((r.kvs.len(), r.more, r.count), (2, true, 3));
 }
