@@ -502,6 +502,15 @@ fn txn_duplicate_keys_are_refused() {
     );
     dup(&mut t, vec![del("a", "b"), nested(vec![], vec![RequestOp::Put(put("a", "2"))])]);
     dup(&mut t, vec![nested(vec![del("a", "b")], vec![]), RequestOp::Put(put("a", "2"))]);
+    // With several duplicates, the smallest key is reported, on every replica.
+    let e = dup(
+        &mut t,
+        vec![
+            nested(vec![], vec![RequestOp::Put(put("b", "1")), RequestOp::Put(put("ab", "1"))]),
+            del("ab", "\0"),
+        ],
+    );
+    assert_eq!(e, MvccError::DuplicateKey { key: b("ab") });
 
     // Allowed: overlapping deletes, a put outside deleted ranges, the same
     // key in the two exclusive branches of a nested txn.

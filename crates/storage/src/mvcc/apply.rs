@@ -6,7 +6,7 @@
 //! share one revision (`meta.revision + 1`); a command that changes nothing
 //! does not take a revision.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -209,7 +209,9 @@ fn check_txn_shape(req: &TxnRequest, ops_max: usize) -> Result<(), MvccError> {
 
 /// Keys put by a branch (with nested transactions) and ranges it deletes.
 struct Writes {
-    puts: HashSet<Bytes>,
+    /// Ordered, so that which duplicate is reported is the same on every
+    /// replica (a hash set's order differs between processes).
+    puts: BTreeSet<Bytes>,
     deletes: Vec<KeyRange>,
 }
 
@@ -224,7 +226,7 @@ impl Writes {
 /// in a nested transaction. The two branches of a nested transaction are
 /// exclusive, so they may put the same key. Deletes may overlap each other.
 fn check_txn_intervals(ops: &[RequestOp]) -> Result<Writes, MvccError> {
-    let mut writes = Writes { puts: HashSet::new(), deletes: Vec::new() };
+    let mut writes = Writes { puts: BTreeSet::new(), deletes: Vec::new() };
     for op in ops {
         if let RequestOp::DeleteRange(d) = op {
             writes.deletes.push(KeyRange::new(&d.key, &d.range_end));
