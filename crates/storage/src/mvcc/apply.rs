@@ -42,13 +42,13 @@ pub(crate) struct WriteTables<'t> {
 
 impl<'t> WriteTables<'t> {
     pub(crate) fn open(txn: &'t WriteTransaction) -> Result<WriteTables<'t>, StoreError> {
-        let e = StoreError::engine("open table");
+        let e = || StoreError::engine("open table");
         Ok(WriteTables {
-            meta: txn.open_table(META).map_err(e)?,
-            history: txn.open_table(HISTORY).map_err(StoreError::engine("open table"))?,
-            changes: txn.open_table(CHANGES).map_err(StoreError::engine("open table"))?,
-            leases: txn.open_table(LEASES).map_err(StoreError::engine("open table"))?,
-            lease_keys: txn.open_table(LEASE_KEYS).map_err(StoreError::engine("open table"))?,
+            meta: txn.open_table(META).map_err(e())?,
+            history: txn.open_table(HISTORY).map_err(e())?,
+            changes: txn.open_table(CHANGES).map_err(e())?,
+            leases: txn.open_table(LEASES).map_err(e())?,
+            lease_keys: txn.open_table(LEASE_KEYS).map_err(e())?,
         })
     }
 
@@ -286,6 +286,8 @@ struct Writer<'a, 't> {
     bytes: u64,
 }
 
+/// A command step: the store may fail (outer), or the request may be
+/// refused with an etcd error (inner) before anything was written.
 type Checked<T> = Result<Result<T, MvccError>, StoreError>;
 
 impl Writer<'_, '_> {

@@ -613,3 +613,17 @@ impl ReadView {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_and_views_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<MvccStore>();
+        send::<ReadView>();
+        send::<crate::mvcc::SnapshotExport>();
+    }
+}

@@ -252,3 +252,52 @@ impl LeaseRecord {
         Ok(LeaseRecord { granted_ttl: granted as i64, remaining_ttl })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_roundtrip_and_refuse_damage() {
+        let meta =
+            ShardMeta { applied: LogIndex(9), revision: Revision(7), compacted: Revision(3) };
+        assert_eq!(ShardMeta::decode(ShardId(1), &meta.encode()).unwrap(), meta);
+        let mut bad = meta.encode();
+        bad[0] = 9;
+        assert!(ShardMeta::decode(ShardId(1), &bad).is_err(), "unknown format");
+        let impossible = ShardMeta { compacted: Revision(8), ..meta };
+        assert!(ShardMeta::decode(ShardId(1), &impossible.encode()).is_err());
+
+        let v = VersionRecord {
+            tombstone: false,
+            create_revision: 4,
+            version: 2,
+            lease: 77,
+            value: Bytes::from_static(b"value"),
+        };
+        assert_eq!(VersionRecord::decode(1, &v.encode(), true).unwrap(), v);
+        let no_value = VersionRecord::decode(1, &v.encode(), false).unwrap();
+        assert_eq!((no_value.version, no_value.value.len()), (2, 0));
+        assert!(VersionRecord::decode(1, &[], true).is_err());
+        assert!(VersionRecord::decode(1, &[4, 1], true).is_err(), "unknown flag");
+        assert!(VersionRecord::decode(1, &[0, 0x80], true).is_err(), "truncated varint");
+        let t = VersionRecord::tombstone();
+        assert_eq!(VersionRecord::decode(1, &t.encode(), true).unwrap(), t);
+
+        for l in [
+            LeaseRecord { granted_ttl: 60, remaining_ttl: None },
+            LeaseRecord { granted_ttl: 60, remaining_ttl: Some(12) },
+        ] {
+            assert_eq!(LeaseRecord::decode(1, &l.encode()).unwrap(), l);
+            let mut longer = l.encode();
+            longer.push(0);
+            assert!(LeaseRecord::decode(1, &longer).is_err());
+        }
+    }
+
+    #[test]
+    fn inverted_revisions_sort_newest_first() {
+        assert!(invert(5) < invert(4));
+        assert_eq!(uninvert(invert(123)), 123);
+    }
+}
