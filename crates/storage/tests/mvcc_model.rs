@@ -320,21 +320,28 @@ impl Model {
         let ok = *path.next().unwrap();
         let mut responses = vec![];
         for op in if ok { &t.success } else { &t.failure } {
+            let current =
+                |events: &Vec<Event>| Revision(if events.is_empty() { rev - 1 } else { rev });
             responses.push(match op {
-                RequestOp::Range(r) => {
-                    let current = if events.is_empty() { rev - 1 } else { rev };
-                    ResponseOp::Range(self.range(r, current).unwrap())
+                RequestOp::Range(r) => ResponseOp::Range(self.range(r, current(events).0).unwrap()),
+                RequestOp::Put(p) => {
+                    let mut resp = self.do_put(p, rev, events);
+                    resp.revision = current(events);
+                    ResponseOp::Put(resp)
                 }
-                RequestOp::Put(p) => ResponseOp::Put(self.do_put(p, rev, events)),
                 RequestOp::DeleteRange(d) => {
                     let prev = self.do_delete(&d.key, &d.range_end, rev, events);
                     ResponseOp::DeleteRange(DeleteRangeResponse {
-                        revision: Revision(0),
+                        revision: current(events),
                         deleted: prev.len() as i64,
                         prev_kvs: if d.prev_kv { prev } else { vec![] },
                     })
                 }
-                RequestOp::Txn(n) => ResponseOp::Txn(self.run_txn(n, path, rev, events)),
+                RequestOp::Txn(n) => {
+                    let mut resp = self.run_txn(n, path, rev, events);
+                    resp.revision = current(events);
+                    ResponseOp::Txn(resp)
+                }
             });
         }
         TxnResponse { revision: Revision(0), succeeded: ok, responses }
@@ -448,21 +455,10 @@ impl Model {
 }
 
 fn fix_revisions(r: &mut Response, rev: Revision) {
-    fn txn(t: &mut TxnResponse, rev: Revision) {
-        t.revision = rev;
-        for op in &mut t.responses {
-            match op {
-                ResponseOp::Range(r) => r.revision = rev,
-                ResponseOp::Put(r) => r.revision = rev,
-                ResponseOp::DeleteRange(r) => r.revision = rev,
-                ResponseOp::Txn(t) => txn(t, rev),
-            }
-        }
-    }
     match r {
         Response::Put(p) => p.revision = rev,
         Response::DeleteRange(d) => d.revision = rev,
-        Response::Txn(t) => txn(t, rev),
+        Response::Txn(t) => t.revision = rev,
         Response::Compaction(c) => c.revision = rev,
         Response::LeaseGrant(g) => g.revision = rev,
         Response::LeaseRevoke(l) => l.revision = rev,

@@ -421,6 +421,7 @@ fn txn_branches_share_one_revision_and_see_own_writes() {
     let a = t.apply(Command::Txn(TxnRequest {
         compare: vec![cmp("x", CompareResult::Equal, CompareTarget::Value(b("1")))],
         success: vec![
+            RequestOp::Range(range("\0", "\0")),
             RequestOp::Put(put("a", "1")),
             RequestOp::Put(PutRequest { prev_kv: true, ..put("x", "2") }),
             RequestOp::Range(range("\0", "\0")),
@@ -432,10 +433,14 @@ fn txn_branches_share_one_revision_and_see_own_writes() {
     let Ok(Response::Txn(r)) = a.result else { panic!() };
     assert!(r.succeeded);
     assert_eq!(r.revision, Revision(3));
-    let ResponseOp::Range(read) = &r.responses[2] else { panic!() };
+    let ResponseOp::Range(before) = &r.responses[0] else { panic!() };
+    assert_eq!((before.kvs.len(), before.revision), (1, Revision(2)), "read before the writes");
+    let ResponseOp::Range(read) = &r.responses[3] else { panic!() };
     assert_eq!(read.kvs.len(), 2, "a range in a txn sees the txn's earlier writes");
-    let ResponseOp::Put(p) = &r.responses[1] else { panic!() };
+    assert_eq!(read.revision, Revision(3));
+    let ResponseOp::Put(p) = &r.responses[2] else { panic!() };
     assert_eq!(p.prev_kv.as_ref().unwrap().value, b("1"));
+    assert_eq!(p.revision, Revision(3));
 
     let r = t.txn(TxnRequest {
         compare: vec![cmp("x", CompareResult::Equal, CompareTarget::Value(b("1")))],

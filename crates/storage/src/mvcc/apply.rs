@@ -128,23 +128,13 @@ pub(crate) fn apply_command(
     Ok(Outcome { result, events: w.events, bytes: w.bytes })
 }
 
-/// Sets the header revision of a response and of every nested response.
+/// Sets the header revision of a response (the responses inside a txn
+/// carry their own, set as they run).
 fn set_revision(resp: &mut Response, rev: Revision) {
-    fn txn(t: &mut TxnResponse, rev: Revision) {
-        t.revision = rev;
-        for op in &mut t.responses {
-            match op {
-                ResponseOp::Range(r) => r.revision = rev,
-                ResponseOp::Put(r) => r.revision = rev,
-                ResponseOp::DeleteRange(r) => r.revision = rev,
-                ResponseOp::Txn(t) => txn(t, rev),
-            }
-        }
-    }
     match resp {
         Response::Put(r) => r.revision = rev,
         Response::DeleteRange(r) => r.revision = rev,
-        Response::Txn(t) => txn(t, rev),
+        Response::Txn(t) => t.revision = rev,
         Response::Compaction(r) => r.revision = rev,
         Response::LeaseGrant(r) => r.revision = rev,
         Response::LeaseRevoke(r) => r.revision = rev,
@@ -522,6 +512,9 @@ impl Writer<'_, '_> {
         let branch = if path.succeeded { &req.success } else { &req.failure };
         let mut nested = path.nested.iter();
         let mut responses = Vec::with_capacity(branch.len());
+        // Each answer carries the revision as it stands right after its
+        // operation, as etcd's do: a read before the first write reports
+        // the previous revision, every write the new one.
         for op in branch {
             responses.push(match op {
                 RequestOp::Range(r) => {
@@ -529,11 +522,21 @@ impl Writer<'_, '_> {
                     let rev = if r.revision.0 <= 0 { current } else { r.revision };
                     ResponseOp::Range(range_at(&self.t.history, self.shard, r, rev, current)?)
                 }
-                RequestOp::Put(p) => ResponseOp::Put(self.put(p)?),
-                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(d)?),
+                RequestOp::Put(p) => {
+                    let mut resp = self.put(p)?;
+                    resp.revision = self.current();
+                    ResponseOp::Put(resp)
+                }
+                RequestOp::DeleteRange(d) => {
+                    let mut resp = self.delete_range(d)?;
+                    resp.revision = self.current();
+                    ResponseOp::DeleteRange(resp)
+                }
                 RequestOp::Txn(t) => {
                     let sub = nested.next().expect("one path per nested txn");
-                    ResponseOp::Txn(self.txn(t, sub)?)
+                    let mut resp = self.txn(t, sub)?;
+                    resp.revision = self.current();
+                    ResponseOp::Txn(resp)
                 }
             });
         }

@@ -306,7 +306,9 @@ pub struct TxnResponse {
     pub revision: Revision,
     /// Whether the compares held (and `success` ran).
     pub succeeded: bool,
-    /// One answer per operation of the branch that ran.
+    /// One answer per operation of the branch that ran. Each carries the
+    /// revision as it stood right after that operation (as in etcd: a read
+    /// before the transaction's first write reports the previous revision).
     pub responses: Vec<ResponseOp>,
 }
 
