@@ -215,6 +215,8 @@ impl Writes {
 /// key put here or in a nested transaction lies in a range deleted here or
 /// in a nested transaction. The two branches of a nested transaction are
 /// exclusive, so they may put the same key. Deletes may overlap each other.
+/// A from-key delete (`range_end == "\0"`) covers every key from its start,
+/// here as everywhere else.
 fn check_txn_intervals(ops: &[RequestOp]) -> Result<Writes, MvccError> {
     let mut writes = Writes { puts: BTreeSet::new(), deletes: Vec::new() };
     for op in ops {
