@@ -313,6 +313,12 @@ pub struct TxnResponse {
 }
 
 /// Drops history below `revision` (`etcdserverpb.CompactionRequest`).
+///
+/// Unlike etcd, which removes old versions in the background, the store
+/// removes them inside the apply, so every replica's store holds the same
+/// rows at the same index. The work is proportional to the keys written
+/// since the previous compaction: compact regularly (Kubernetes does every
+/// five minutes) rather than rarely.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompactionRequest {
     /// Reads below this revision fail afterwards; reads at it still work.
