@@ -1,1 +1,3 @@
 //! Durable storage for ringkv: the node write-ahead log, snapshots and the MVCC state machine.
+
+pub mod mvcc;
