@@ -1,0 +1,3 @@
+//! WAL benchmark (placeholder until the harness lands).
+
+fn main() {}
