@@ -2,7 +2,12 @@
 //!
 //! - [`disk`]: the [`Disk`] trait every file access goes through, with the
 //!   real [`FsDisk`] and the simulator's [`SimDisk`].
+//! - [`wal`]: the node's write-ahead log ([`Wal`]), shared by every shard on
+//!   the node, with group commit, segment recovery and per-shard
+//!   [`ShardLog`] views for the consensus engines.
 
 pub mod disk;
+pub mod wal;
 
 pub use disk::{Disk, DiskFile, FsDisk, SimDisk};
+pub use wal::{BatchSeq, ShardLog, SharedWal, Wal, WalError, WalOptions};

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use ringkv_consensus::{Entry, EntryKind, Epoch, LogIndex, LogStorage, Membership, NodeId};
 use ringkv_storage::disk::{CrashMode, Disk, DiskFile, FsDisk, SimDisk};
+use ringkv_storage::{Wal, WalOptions};
 
 /// A disk the tests can open, reopen and damage.
 pub trait Harness {
@@ -19,6 +20,8 @@ pub trait Harness {
     fn crash(&self, mode: CrashMode);
     /// A short name for messages.
     fn name(&self) -> &'static str;
+    /// The segment files present, without taking the directory lock.
+    fn segment_files(&self) -> Vec<String>;
 }
 
 pub struct FsHarness {
@@ -39,6 +42,15 @@ impl Harness for FsHarness {
     fn crash(&self, _mode: CrashMode) {}
     fn name(&self) -> &'static str {
         "fs"
+    }
+    fn segment_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".wal"))
+            .collect();
+        names.sort();
+        names
     }
 }
 
@@ -63,9 +75,13 @@ impl Harness for SimHarness {
     fn name(&self) -> &'static str {
         "sim"
     }
+    fn segment_files(&self) -> Vec<String> {
+        segment_files(&self.disk)
+    }
 }
 
 /// Instantiates `$test::<H>` for both disks as `fs` and `sim` tests.
+#[allow(unused_macros)]
 macro_rules! both_disks {
     ($($test:ident),* $(,)?) => {
         mod fs {
@@ -108,6 +124,17 @@ pub fn members() -> Membership {
     Membership::new([NodeId(1), NodeId(2), NodeId(3)])
 }
 
+/// Segments big enough not to rotate in short tests, small enough that
+/// recovery (which reads whole segments) stays fast in debug builds.
+pub fn test_options() -> WalOptions {
+    WalOptions { segment_bytes: 256 << 10, ..WalOptions::default() }
+}
+
+/// Small segments, so tests rotate and collect segments often.
+pub fn small_options() -> WalOptions {
+    WalOptions { segment_bytes: 4096, ..WalOptions::default() }
+}
+
 /// Every entry `log` holds, read through `LogStorage`.
 pub fn all_entries<L: LogStorage>(log: &L) -> Vec<Entry> {
     let lo = log.first_index();
@@ -118,6 +145,10 @@ pub fn all_entries<L: LogStorage>(log: &L) -> Vec<Entry> {
     let got = log.entries(lo, hi, u64::MAX).unwrap();
     assert_eq!(got.len() as u64, hi.0 - lo.0);
     got
+}
+
+pub fn open<H: Harness>(h: &H, options: WalOptions) -> Wal<H::D> {
+    Wal::open(h.disk(), options).unwrap()
 }
 
 /// Names of the segment files on `disk`.
