@@ -200,15 +200,14 @@ impl<D: Disk> Core<D> {
     ) -> Result<BatchSeq, WalError> {
         self.check_poison()?;
         let Some(first) = entries.first() else { return Ok(self.durable()) };
-        let shape = self.accepted.get(&shard).cloned().unwrap_or_default();
-        if first.index <= shape.snapshot.index {
-            return Err(WalError::BelowSnapshot {
-                shard,
-                index: first.index,
-                snapshot: shape.snapshot.index,
-            });
+        let (snapshot, last) = self
+            .accepted
+            .get(&shard)
+            .map_or((LogIndex::ZERO, LogIndex::ZERO), |s| (s.snapshot.index, s.last_index()));
+        if first.index <= snapshot {
+            return Err(WalError::BelowSnapshot { shard, index: first.index, snapshot });
         }
-        let next = shape.last_index().next();
+        let next = last.next();
         if first.index > next {
             return Err(WalError::Gap { shard, first: first.index, next });
         }
