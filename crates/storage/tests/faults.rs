@@ -269,3 +269,53 @@ fn random_faults_never_lose_acknowledged_records() {
         assert!(acked >= 150, "seed {seed}: only {acked} acknowledged after {restarts} restarts");
     }
 }
+
+/// A segment whose entries are all compacted still holds the latest hard
+/// states until a checkpoint in a later segment is durable. Here the batch
+/// that would have carried that checkpoint is lost to a crash right after
+/// the new segment was created (for the seeds where the crash loses it).
+#[test]
+fn hard_state_survives_a_lost_checkpoint_batch() {
+    const C: ShardId = ShardId(3);
+    let mut lost = 0;
+    for seed in 0..16 {
+        let disk = SimDisk::new(seed);
+        let mut wal = Wal::open(disk.clone(), small_options()).unwrap();
+        let vote = HardState { epoch: Epoch::term(9), vote: Some(NodeId(2)), commit: LogIndex(0) };
+        wal.set_hard_state(C, vote).unwrap();
+        wal.sync().unwrap();
+        // Fill the first segment with entries of A, then compact them away.
+        let mut i = 0;
+        while wal.stats().bytes < 3000 {
+            i += 1;
+            wal.append(A, &[entry_sized(i, 1, 200)]).unwrap();
+            wal.sync().unwrap();
+        }
+        wal.compact(A, LogIndex(i), members()).unwrap();
+        wal.sync().unwrap();
+        assert_eq!(wal.segment_ids(), [1]);
+        let batches = wal.stats().batches;
+        // The next batch rotates; a crash during its write (the first write
+        // is segment 2's header, the second the batch) may lose it.
+        let next: Vec<_> = (i + 1..i + 12).map(|j| entry_sized(j, 1, 200)).collect();
+        wal.append(A, &next).unwrap();
+        disk.fail_nth(FaultOp::Write, 1, FaultKind::Crash);
+        assert!(wal.sync().is_err());
+        drop(wal);
+        for round in 0..3 {
+            let mut wal = Wal::open(disk.clone(), small_options()).unwrap();
+            if round == 0 && wal.recovery_report().batches == batches {
+                lost += 1;
+                assert_eq!(wal.segment_ids().last(), Some(&2), "seed {seed}: segment 2 exists");
+            }
+            assert_eq!(wal.log(C).hard_state(), vote, "seed {seed} round {round}");
+            // Writing on (into the empty segment, then beyond) keeps it too.
+            let last = wal.log(A).last_index().0;
+            wal.append(A, &[entry_sized(last + 1, 1, 200)]).unwrap();
+            wal.sync().unwrap();
+            drop(wal);
+            disk.crash_with(CrashMode::LoseUnsynced);
+        }
+    }
+    assert!(lost > 0, "no seed lost the rotating batch");
+}

@@ -58,9 +58,12 @@ enum Action {
     Crash {
         mode: u8,
     },
-    /// Make the next sync fail (or crash) inside the disk.
+    /// Make the next sync fail (or crash) inside the disk, at the
+    /// `skip`-th matching call (a rotating sync writes and syncs a new
+    /// segment's header before its batch).
     Fault {
         which: u8,
+        skip: u64,
     },
 }
 
@@ -77,7 +80,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => shard.prop_map(|shard| Action::Remove { shard }),
         8 => Just(Action::Sync),
         2 => (0u8..3).prop_map(|mode| Action::Crash { mode }),
-        1 => (0u8..4).prop_map(|which| Action::Fault { which }),
+        2 => (0u8..4, 0u64..3).prop_map(|(which, skip)| Action::Fault { which, skip }),
     ]
 }
 
@@ -320,7 +323,7 @@ impl Run {
                     [mode as usize];
                 self.crash_and_recover(mode, false);
             }
-            Action::Fault { which } => {
+            Action::Fault { which, skip } => {
                 let (op, kind) = [
                     (FaultOp::SyncData, FaultKind::Eio),
                     (FaultOp::Write, FaultKind::Eio),
@@ -329,7 +332,7 @@ impl Run {
                 ][which as usize];
                 // Only a sync with something to write touches the disk.
                 if self.wal().pending_bytes() > 0 {
-                    self.disk.fail_next(op, kind);
+                    self.disk.fail_nth(op, skip, kind);
                     self.sync();
                     self.disk.clear_faults();
                 }
@@ -380,7 +383,7 @@ fn regression_install_agreeing_with_an_entry_in_a_deleted_segment() {
         Append { shard: 3, back: 2, n: 4, new_term: false, payload: 0 },
         Append { shard: 3, back: 3, n: 4, new_term: false, payload: 28 },
         Append { shard: 3, back: 0, n: 2, new_term: false, payload: 285 },
-        Fault { which: 0 },
+        Fault { which: 0, skip: 0 },
         Append { shard: 3, back: 3, n: 2, new_term: false, payload: 93 },
         Append { shard: 3, back: 3, n: 3, new_term: false, payload: 119 },
         Install { shard: 3, ahead: 7, agree: true },

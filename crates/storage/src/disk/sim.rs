@@ -139,11 +139,19 @@ struct State {
     durable_dir: BTreeMap<String, u64>,
     /// Directory changes since the last `sync_dir`, in order.
     dir_log: Vec<DirOp>,
-    /// One-shot faults, fired in order by the first matching operation.
-    one_shot: Vec<(FaultOp, FaultKind)>,
+    /// One-shot faults: the first entry for an operation lets `skip` more
+    /// of them pass, then fires.
+    one_shot: Vec<OneShot>,
     rates: FaultRates,
     capacity_bytes: Option<u64>,
     stats: SimDiskStats,
+}
+
+#[derive(Copy, Clone, Debug)]
+struct OneShot {
+    op: FaultOp,
+    kind: FaultKind,
+    skip: u64,
 }
 
 #[derive(Debug, Default)]
@@ -280,9 +288,13 @@ impl State {
 
     /// The fault to inject into `op`, if any.
     fn fault(&mut self, op: FaultOp) -> Option<FaultKind> {
-        if let Some(at) = self.one_shot.iter().position(|(o, _)| *o == op) {
-            self.stats.faults += 1;
-            return Some(self.one_shot.remove(at).1);
+        if let Some(at) = self.one_shot.iter().position(|f| f.op == op) {
+            if self.one_shot[at].skip > 0 {
+                self.one_shot[at].skip -= 1;
+            } else {
+                self.stats.faults += 1;
+                return Some(self.one_shot.remove(at).kind);
+            }
         }
         let ppm = match op {
             FaultOp::Write => self.rates.write_ppm,
@@ -373,7 +385,13 @@ impl SimDisk {
 
     /// Makes the next `op` fail with `kind` (faults queue up in order).
     pub fn fail_next(&self, op: FaultOp, kind: FaultKind) {
-        self.lock().one_shot.push((op, kind));
+        self.fail_nth(op, 0, kind);
+    }
+
+    /// Lets `skip` calls of `op` succeed, then makes the next one fail with
+    /// `kind`.
+    pub fn fail_nth(&self, op: FaultOp, skip: u64, kind: FaultKind) {
+        self.lock().one_shot.push(OneShot { op, kind, skip });
     }
 
     /// Removes every queued one-shot fault.
@@ -509,16 +527,10 @@ impl Disk for SimDisk {
             None => {}
         }
         st.durable_dir = st.dir.clone();
-        let unlinked: Vec<u64> = st
-            .dir_log
-            .drain(..)
-            .filter_map(|op| match op {
-                DirOp::Link { ino, .. } => Some(ino),
-                _ => None,
-            })
-            .collect();
-        let all: Vec<u64> = st.inodes.keys().copied().chain(unlinked).collect();
-        for ino in all {
+        st.dir_log.clear();
+        // Files unlinked (and closed) are gone for good now.
+        let inos: Vec<u64> = st.inodes.keys().copied().collect();
+        for ino in inos {
             st.collect(ino);
         }
         st.stats.dir_syncs += 1;

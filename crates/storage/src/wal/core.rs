@@ -328,16 +328,16 @@ impl<D: Disk> Core<D> {
         let mut records = std::mem::take(&mut self.pending_records);
         let rotate = writer.must_rotate(buf.len() as u64);
         let mut checkpoint_bytes = 0;
-        if rotate {
-            // Restate every shard's hard state and snapshot in the new
-            // segment, so older segments are needed only for their entries.
+        if rotate || !writer.has_batches {
+            // The first batch of every segment restates every shard's hard
+            // state and snapshot, so older segments are needed only for
+            // their entries once it is durable. (The hard state record also
+            // keeps a shard whose state is all defaults in existence.)
             let mut checkpoint = vec![0; BATCH_HEADER_BYTES];
             let index = read_index(&self.index);
             for (shard, s) in &index.shards {
-                if s.shape.hard_state != HardState::default() {
-                    encode_record(&mut checkpoint, *shard, &Op::HardState(s.shape.hard_state));
-                    records += 1;
-                }
+                encode_record(&mut checkpoint, *shard, &Op::HardState(s.shape.hard_state));
+                records += 1;
                 if s.shape.snapshot != SnapshotMeta::default() {
                     encode_record(&mut checkpoint, *shard, &Op::Compact(s.shape.snapshot.clone()));
                     records += 1;
@@ -410,16 +410,23 @@ impl<D: Disk> Core<D> {
         }
     }
 
-    /// Deletes the oldest segments while no shard needs them. Only a prefix
+    /// Deletes the oldest segments while no shard needs them: no live
+    /// entries, and the checkpoint that restates their hard states and
+    /// snapshots is durable (the next segment holds a batch). Only a prefix
     /// is ever deleted, each deletion made durable before the next, so the
     /// segments on disk always form a contiguous run.
     fn collect_segments(&mut self) -> Result<(), WalError> {
-        let current = self.writer.as_ref().map(|w| w.id);
+        let Some((current, current_has_batches)) =
+            self.writer.as_ref().map(|w| (w.id, w.has_batches))
+        else {
+            return Ok(());
+        };
         loop {
             let name = {
                 let mut index = write_index(&self.index);
                 let Some((&id, seg)) = index.segments.first_key_value() else { return Ok(()) };
-                if Some(id) == current || seg.live_entries > 0 {
+                let checkpointed = id + 1 < current || (id + 1 == current && current_has_batches);
+                if id == current || seg.live_entries > 0 || !checkpointed {
                     return Ok(());
                 }
                 index.segments.remove(&id).expect("just looked up").name

@@ -92,20 +92,26 @@
 //! # Segment lifecycle
 //!
 //! When a batch does not fit in the rest of the current segment, a new
-//! segment is created and the batch written there, preceded by a
-//! **checkpoint**: the hard state and snapshot metadata of every shard. So an
-//! older segment holds nothing needed except entries, and the WAL counts
-//! per segment the entries still in some shard's log (not truncated, not
-//! compacted, shard not removed). The oldest segments are deleted, in order,
-//! each deletion made durable before the next, once that count is zero:
-//! the segments on disk always form a contiguous run. A shard that never
-//! compacts pins the oldest segment; [`Wal::oldest_segment_pinned_by`] names
-//! such shards so the node can snapshot them.
+//! segment is created and the batch written there. The **first batch of
+//! every segment** starts with a **checkpoint**: the hard state and snapshot
+//! metadata of every shard. Once that batch is durable, older segments hold
+//! nothing needed except entries, and the WAL counts per segment the entries
+//! still in some shard's log (not truncated, not compacted, shard not
+//! removed). The oldest segments are deleted, in order, each deletion made
+//! durable before the next, once that count is zero and the next segment
+//! holds a durable batch (so a crash that loses a new segment's first batch
+//! cannot take the only copy of a hard state with it). The segments on disk
+//! therefore always form a contiguous run. A shard that never compacts pins
+//! the oldest segment; [`Wal::oldest_segment_pinned_by`] names such shards
+//! so the node can snapshot them.
 //!
 //! # Memory
 //!
 //! Per shard: its hard state, snapshot metadata, and for each live entry its
-//! epoch and position (about 40 bytes), plus the most recent entries up to
+//! epoch and position (about 56 bytes, the epoch kept twice: once for the
+//! durable log and once for the log as it will be after the buffered
+//! records, which new records are checked against), plus the most recent
+//! entries up to
 //! [`WalOptions::cache_bytes_per_shard`]. Older entries are read back from
 //! their segment (and their CRC checked) on demand. Compaction after
 //! snapshots is what bounds the per-entry part.

@@ -228,19 +228,23 @@ pub(crate) fn recover<D: Disk>(disk: &D, options: &WalOptions) -> Result<Recover
         (Some(last), Some((stop, kind, bytes))) => {
             let seg = &index.segments[&last.id];
             let file = Arc::clone(&seg.file);
+            let name = seg.name.as_str();
             if kind == Stop::Damaged {
                 // A torn last batch: zero it, so that nothing of it can be
                 // mistaken for data after the next batches are written.
                 let dirty_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1) as u64;
-                let name = seg.name.as_str();
                 file.set_len(stop).map_err(io(DiskOp::Truncate, name))?;
-                file.allocate(segment_bytes).map_err(io(DiskOp::Allocate, name))?;
-                file.sync_data().map_err(io(DiskOp::SyncData, name))?;
                 report.torn_tail = Some(TornTail {
                     file: last.path.clone(),
                     offset: stop,
                     bytes: dirty_end.saturating_sub(stop),
                 });
+            }
+            // Preallocate again after a truncation (or a crash in the middle
+            // of one), so the next fdatasyncs need not grow the file.
+            if kind == Stop::Damaged || (bytes.len() as u64) < segment_bytes {
+                file.allocate(segment_bytes).map_err(io(DiskOp::Allocate, name))?;
+                file.sync_data().map_err(io(DiskOp::SyncData, name))?;
             }
             let writer = SegmentWriter {
                 disk: disk.clone(),
