@@ -29,14 +29,15 @@ pub struct FsDisk {
 }
 
 impl FsDisk {
-    /// Opens (creating it if needed) `dir` and locks it for this process.
+    /// Opens `dir` (creating it, durably, if needed) and locks it for this
+    /// process.
     ///
     /// # Errors
     /// The directory cannot be created or opened, or another process (or
     /// another `FsDisk` of this one) holds it: `WouldBlock`.
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<FsDisk> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir)?;
+        create_dir_durably(&dir)?;
         let handle = File::open(&dir)?;
         rustix::fs::flock(&handle, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
             let e = io::Error::from(e);
@@ -112,6 +113,19 @@ impl Disk for FsDisk {
     fn describe(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
+}
+
+/// Creates `dir` and any missing parents, fsyncing the parent of each
+/// directory created so the new directory entries survive a crash too.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 /// A file of an [`FsDisk`].

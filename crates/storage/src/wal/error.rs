@@ -324,7 +324,7 @@ pub enum WalError {
     /// One record is larger than the limit.
     #[error(
         "a record for shard {shard} would take {bytes} bytes, more than the limit of {max_bytes} \
-         ([`WalOptions::record_bytes_max`])"
+         (WalOptions::record_bytes_max); split the command or raise the limit"
     )]
     RecordTooLarge {
         /// The shard.

@@ -318,3 +318,125 @@ impl<F> Index<F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use ringkv_consensus::EntryKind;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index: LogIndex(index),
+            epoch: Epoch::term(term),
+            kind: EntryKind::Command,
+            payload: Bytes::from(vec![0u8; 40]),
+        }
+    }
+
+    fn meta(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta { index: LogIndex(index), epoch: Epoch::term(term), ..SnapshotMeta::default() }
+    }
+
+    /// An index with two segments and a cache of `cache` bytes per shard.
+    fn index(cache: u64) -> Index<()> {
+        let mut idx = Index::new(cache);
+        for id in [1, 2] {
+            idx.segments
+                .insert(id, Segment { name: format!("{id}"), file: Arc::new(()), live_entries: 0 });
+        }
+        idx
+    }
+
+    fn put(idx: &mut Index<()>, segment: u64, e: Entry, mode: Mode) -> Result<(), ShapeError> {
+        let loc = Loc { segment, offset: e.index.0 * 100, len: 10 };
+        idx.apply(ShardId(1), Op::Entry(e), loc, mode)
+    }
+
+    #[test]
+    fn truncation_releases_locations_and_cache() {
+        let mut idx = index(u64::MAX);
+        for i in 1..=5 {
+            put(&mut idx, 1, entry(i, 1), Mode::Strict).unwrap();
+        }
+        put(&mut idx, 2, entry(3, 2), Mode::Strict).unwrap();
+        idx.check_invariants();
+        let s = &idx.shards[&ShardId(1)];
+        assert_eq!(s.shape.last_index(), LogIndex(3));
+        assert_eq!(s.shape.epoch_at(LogIndex(3)), Some(Epoch::term(2)));
+        assert_eq!(s.cache.back().map(|e| e.epoch), Some(Epoch::term(2)));
+        assert_eq!((idx.segments[&1].live_entries, idx.segments[&2].live_entries), (2, 1));
+    }
+
+    #[test]
+    fn strict_mode_refuses_gaps_and_writes_below_the_snapshot() {
+        let mut idx = index(u64::MAX);
+        put(&mut idx, 1, entry(1, 1), Mode::Strict).unwrap();
+        assert_eq!(
+            put(&mut idx, 1, entry(3, 1), Mode::Strict),
+            Err(ShapeError::Gap { next: LogIndex(2) })
+        );
+        let loc = Loc { segment: 1, offset: 0, len: 1 };
+        idx.apply(ShardId(1), Op::Compact(meta(1, 1)), loc, Mode::Strict).unwrap();
+        assert_eq!(
+            put(&mut idx, 1, entry(1, 2), Mode::Strict),
+            Err(ShapeError::BelowSnapshot { snapshot: LogIndex(1) })
+        );
+        idx.check_invariants();
+    }
+
+    #[test]
+    fn replay_restarts_after_a_gap_and_a_later_compaction_closes_it() {
+        let mut idx = index(u64::MAX);
+        put(&mut idx, 2, entry(8, 1), Mode::Replay).unwrap();
+        put(&mut idx, 2, entry(9, 1), Mode::Replay).unwrap();
+        assert!(!idx.shards[&ShardId(1)].shape.is_contiguous());
+        let loc = Loc { segment: 2, offset: 0, len: 1 };
+        idx.apply(ShardId(1), Op::Compact(meta(7, 1)), loc, Mode::Replay).unwrap();
+        assert!(idx.shards[&ShardId(1)].shape.is_contiguous());
+        idx.check_invariants();
+    }
+
+    #[test]
+    fn install_reset_and_compact() {
+        let mut idx = index(u64::MAX);
+        for i in 1..=6 {
+            put(&mut idx, 1, entry(i, 1), Mode::Strict).unwrap();
+        }
+        let loc = Loc { segment: 2, offset: 0, len: 1 };
+        let shape = &idx.shards[&ShardId(1)].shape;
+        assert!(shape.install_keeps_suffix(&meta(4, 1)));
+        assert!(!shape.install_keeps_suffix(&meta(4, 2)), "epoch disagrees");
+        assert!(!shape.install_keeps_suffix(&meta(9, 1)), "past the end");
+        idx.apply(ShardId(1), Op::Compact(meta(4, 1)), loc, Mode::Strict).unwrap();
+        assert_eq!(idx.shards[&ShardId(1)].shape.first, LogIndex(5));
+        assert_eq!(idx.segments[&1].live_entries, 2);
+        idx.apply(ShardId(1), Op::Install(meta(5, 3)), loc, Mode::Strict).unwrap();
+        let shape = &idx.shards[&ShardId(1)].shape;
+        assert_eq!(
+            (shape.last_index(), shape.epoch_at(LogIndex(5))),
+            (LogIndex(5), Some(Epoch::term(3)))
+        );
+        assert_eq!(idx.segments[&1].live_entries, 0);
+        idx.apply(ShardId(1), Op::Remove, loc, Mode::Strict).unwrap();
+        assert!(idx.shards.is_empty());
+        idx.check_invariants();
+    }
+
+    #[test]
+    fn cache_keeps_the_newest_entries_within_budget() {
+        let per_entry = entry(1, 1).size_bytes();
+        let mut idx = index(3 * per_entry);
+        for i in 1..=10 {
+            put(&mut idx, 1, entry(i, 1), Mode::Strict).unwrap();
+        }
+        let s = &idx.shards[&ShardId(1)];
+        assert_eq!(s.cache.iter().map(|e| e.index.0).collect::<Vec<_>>(), [8, 9, 10]);
+        assert!(s.cached(6).is_none());
+        assert_eq!(s.cached(7).map(|e| e.index), Some(LogIndex(8)));
+        put(&mut idx, 1, entry(9, 2), Mode::Strict).unwrap();
+        let s = &idx.shards[&ShardId(1)];
+        assert_eq!(s.cache.iter().map(|e| e.index.0).collect::<Vec<_>>(), [8, 9]);
+        idx.check_invariants();
+    }
+}

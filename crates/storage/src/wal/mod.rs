@@ -1,16 +1,39 @@
 //! The node's write-ahead log: one per node, shared by every shard on it.
 //!
-//! The node loop buffers what each shard's Ready asks to persist
-//! ([`Wal::append`], [`Wal::set_hard_state`], [`Wal::install_snapshot`],
-//! [`Wal::compact`], [`Wal::remove_shard`]) and then calls [`Wal::sync`]
-//! once: every shard's records go out in **one write and one fdatasync**.
-//! Each buffering call returns the [`BatchSeq`] its records will be written
-//! in; `sync` returns the highest durable one, so the node knows which
-//! Readys it may acknowledge with `Replica::on_persisted` (every Ready whose
-//! records went into a batch at or below it). [`SharedWal`] offers the same
-//! for many threads (group commit with a leader among the waiting threads).
-//! Each shard's engine reads its durable log through a [`ShardLog`], which
-//! implements [`ringkv_consensus::LogStorage`].
+//! The WAL is the durability point of every shard hosted on a node: their
+//! entries, hard states (votes), snapshot metadata and compactions. Each
+//! shard's engine reads its durable log through a [`ShardLog`], which
+//! implements [`ringkv_consensus::LogStorage`]. All disk access goes through
+//! a [`crate::Disk`], so the simulator runs this exact code on a
+//! [`crate::SimDisk`].
+//!
+//! # Group commit
+//!
+//! **Node loop (one thread).** For each shard with a Ready, the node buffers
+//! what it asks to persist ([`Wal::append`], [`Wal::set_hard_state`],
+//! [`Wal::install_snapshot`]; later [`Wal::compact`] and
+//! [`Wal::remove_shard`]), then calls [`Wal::sync`] once: every shard's
+//! records go out as **one batch, in one write and one fdatasync**. Each
+//! buffering call returns the [`BatchSeq`] of the batch its records will be
+//! written in; `sync` returns the highest durable one. The node keeps, per
+//! shard, the `ReadyNumber` of each Ready with the batch holding it, and
+//! after the sync calls `Replica::on_persisted` with the last Ready whose
+//! batch is at or below the durable one. Records become visible through
+//! [`ShardLog`] exactly when their batch is durable, never before.
+//!
+//! ```text
+//!   append(s1) append(s2) set_hard_state(s1) ... ──▶ batch n (buffer)
+//!   sync() ─▶ write(batch n) ─▶ fdatasync ─▶ apply to index ─▶ Ok(n)
+//!                                        └─ error ─▶ poisoned (see below)
+//! ```
+//!
+//! **Many threads ([`SharedWal`]).** Threads buffer records the same way and
+//! block in [`SharedWal::wait_durable`]. The waiting threads elect a leader:
+//! the first to find no write in progress takes the whole buffered batch,
+//! writes and fdatasyncs it *without holding the lock*, applies it and wakes
+//! everyone; records buffered meanwhile form the next batch, which the next
+//! waiter to find the disk idle writes. One fdatasync thus covers every
+//! record that arrived while the previous one ran.
 //!
 //! # On-disk format (version 1)
 //!
