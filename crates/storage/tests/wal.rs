@@ -222,6 +222,12 @@ fn removed_shards_are_forgotten<H: Harness>(h: &H) {
         assert!(wal.segment_ids().len() <= 2, "A's segments are gone: {:?}", wal.segment_ids());
         // Unknown shards: nothing to write.
         assert_eq!(wal.remove_shard(ShardId(99)).unwrap(), wal.durable());
+        // Removing twice: the second waits for the first's batch.
+        fill(&mut wal, C, 1, 2, 1);
+        let first = wal.remove_shard(C).unwrap();
+        assert!(first > wal.durable());
+        assert_eq!(wal.remove_shard(C).unwrap(), first);
+        assert_eq!(wal.sync().unwrap(), first);
     }
     let wal = open(h, small_options());
     assert_eq!(wal.shards(), [B]);

@@ -304,7 +304,10 @@ impl<D: Disk> Core<D> {
     pub(crate) fn remove_shard(&mut self, shard: ShardId) -> Result<BatchSeq, WalError> {
         self.check_poison()?;
         if !self.accepted.contains_key(&shard) {
-            return Ok(self.durable());
+            // Nothing to remove; but a removal still on its way to disk is
+            // durable only with its own batch.
+            let last_op = self.unapplied.iter().rev().find(|p| p.shard == shard);
+            return Ok(last_op.map_or(self.durable(), |p| BatchSeq(p.seq)));
         }
         let seq = self.buffer(shard, vec![Op::Remove])?;
         self.accepted.remove(&shard);
