@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p ringkv-storage --bench wal
 //! RINGKV_BENCH_DIR=/mnt/nvme RINGKV_BENCH_RUNS=7 RINGKV_BENCH_SECS=3 cargo bench -p ringkv-storage --bench wal
+//! RINGKV_BENCH_APPENDERS=256 cargo bench -p ringkv-storage --bench wal   # one configuration
 //! ```
 //!
 //! Every appender thread owns a shard and appends one ~200-byte entry at a
@@ -166,6 +167,9 @@ fn main() {
         .map_or_else(std::env::temp_dir, PathBuf::from)
         .join(format!("ringkv-wal-bench-{}", std::process::id()));
     let runs: usize = env_or("RINGKV_BENCH_RUNS", 5);
+    // Only one appender count (for profiling), if set.
+    let only: Option<usize> =
+        std::env::var("RINGKV_BENCH_APPENDERS").ok().and_then(|v| v.parse().ok());
     let secs: f64 = env_or("RINGKV_BENCH_SECS", 2.0);
     std::fs::create_dir_all(&base).unwrap();
     println!(
@@ -181,6 +185,9 @@ fn main() {
     let mut results: Vec<Vec<WalRun>> = APPENDERS.iter().map(|_| Vec::new()).collect();
     for run in 0..runs {
         for (k, &n) in APPENDERS.iter().enumerate() {
+            if only.is_some_and(|o| o != n) {
+                continue;
+            }
             raw[k].push(raw_fsyncs_per_sec(&base.join("raw"), secs, false));
             raw_busy[k].push(raw_fsyncs_per_sec(&base.join("raw"), secs, true));
             results[k].push(wal_run(&base.join("wal"), n, secs));
@@ -203,20 +210,24 @@ fn main() {
     );
     println!();
     println!(
-        "{:>9} | {:>10} | {:>6} | {:>8} | {:>8} | {:>8} | {:>10} | {:>10}",
+        "{:>9} | {:>10} | {:>6} | {:>8} | {:>9} | {:>8} | {:>8} | {:>10} | {:>10}",
         "appenders",
         "records/s",
         "MB/s",
         "fsyncs/s",
         "rec/fsync",
         "raw idle",
+        "raw busy",
         "÷ raw idle",
         "÷ raw busy"
     );
-    println!("{}", "-".repeat(90));
+    println!("{}", "-".repeat(101));
     let mut ratio_256 = (0.0, 0.0);
     for (k, &n) in APPENDERS.iter().enumerate() {
         let runs = &results[k];
+        if runs.is_empty() {
+            continue;
+        }
         let records = median(runs.iter().map(|r| r.records_per_sec).collect());
         let mb = median(runs.iter().map(|r| r.mb_per_sec).collect());
         let fsyncs = median(runs.iter().map(|r| r.fsyncs_per_sec).collect());

@@ -319,3 +319,50 @@ fn hard_state_survives_a_lost_checkpoint_batch() {
     }
     assert!(lost > 0, "no seed lost the rotating batch");
 }
+
+/// With many threads waiting on a group commit, a failed fdatasync reaches
+/// every one of them (none hangs, none is told its record is durable), and
+/// what they were told was durable survives.
+#[test]
+fn shared_wal_failure_reaches_every_waiter() {
+    const THREADS: u64 = 8;
+    let disk = SimDisk::new(31);
+    let wal = Wal::open(disk.clone(), test_options()).unwrap().into_shared();
+    let acked: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (wal, disk) = (wal.clone(), disk.clone());
+                s.spawn(move || {
+                    let shard = ShardId(t + 1);
+                    let mut acked = 0;
+                    loop {
+                        if t == 0 && acked == 20 {
+                            disk.fail_next(FaultOp::SyncData, FaultKind::Eio);
+                        }
+                        match wal.append_durably(shard, &[entry(acked + 1, 1)]) {
+                            Ok(_) => acked += 1,
+                            Err(e) => {
+                                assert!(e.is_environmental(), "{e}");
+                                return acked;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(wal.sync().is_err(), "poisoned for good");
+    drop(wal);
+    disk.crash();
+    let wal = Wal::open(disk, test_options()).unwrap();
+    for (t, &n) in acked.iter().enumerate() {
+        let log = wal.log(ShardId(t as u64 + 1));
+        assert!(
+            log.last_index().0 >= n,
+            "thread {t}: acknowledged {n}, recovered {}",
+            log.last_index()
+        );
+        assert_eq!(all_entries(&log)[..n as usize], entries(1, n + 1, 1)[..]);
+    }
+}

@@ -37,8 +37,11 @@ impl<D: Disk> std::fmt::Debug for SharedWal<D> {
 
 struct Inner<D: Disk> {
     state: Mutex<State<D>>,
-    /// Signalled whenever a batch write finishes.
-    written: Condvar,
+    /// `written[n % 2]` is signalled when batch `n` has been written. At
+    /// most two batches have waiters (the one being written and the one
+    /// filling), so waking the waiters of one does not wake the others: no
+    /// thundering herd of threads that would only go back to sleep.
+    written: [Condvar; 2],
 }
 
 struct State<D: Disk> {
@@ -52,7 +55,7 @@ impl<D: Disk> SharedWal<D> {
         SharedWal {
             inner: Arc::new(Inner {
                 state: Mutex::new(State { core, writing: false }),
-                written: Condvar::new(),
+                written: [Condvar::new(), Condvar::new()],
             }),
         }
     }
@@ -120,9 +123,20 @@ impl<D: Disk> SharedWal<D> {
     /// # Errors
     /// The WAL is poisoned (by this write or an earlier one): the batch may
     /// or may not be durable, and never will be made so by this process.
+    ///
+    /// # Panics
+    /// If `seq` was never handed out by this WAL.
     pub fn wait_durable(&self, seq: BatchSeq) -> Result<(), WalError> {
-        let mut st = self.lock();
+        self.wait_locked(self.lock(), seq)
+    }
+
+    fn wait_locked<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State<D>>,
+        seq: BatchSeq,
+    ) -> Result<(), WalError> {
         assert!(seq <= st.core.filling(), "batch {} was never handed out", seq.0);
+        let written = |n: u64| &self.inner.written[(n % 2) as usize];
         loop {
             if st.core.durable() >= seq {
                 return Ok(());
@@ -131,19 +145,27 @@ impl<D: Disk> SharedWal<D> {
                 return Err(WalError::Poisoned { cause: Arc::clone(cause) });
             }
             if st.writing {
-                st = self.inner.written.wait(st).expect("WAL lock poisoned by a panicking thread");
+                st = written(seq.0).wait(st).expect("WAL lock poisoned by a panicking thread");
                 continue;
             }
             let Some(mut job) = st.core.begin_sync()? else {
                 unreachable!("batch {} is neither durable nor buffered", seq.0);
             };
+            let batch = st.core.filling().0 - 1;
             st.writing = true;
             drop(st);
             let result = job.run();
             st = self.lock();
             st.writing = false;
             let finished = st.core.finish_sync(job, result);
-            self.inner.written.notify_all();
+            // Wake this batch's waiters, and one waiter of the next batch to
+            // lead it; after a failure, everyone, to see the poison.
+            written(batch).notify_all();
+            if finished.is_ok() {
+                written(batch + 1).notify_one();
+            } else {
+                written(batch + 1).notify_all();
+            }
             finished?;
         }
     }
@@ -153,8 +175,9 @@ impl<D: Disk> SharedWal<D> {
     /// # Errors
     /// As [`SharedWal::append`] and [`SharedWal::wait_durable`].
     pub fn append_durably(&self, shard: ShardId, entries: &[Entry]) -> Result<BatchSeq, WalError> {
-        let seq = self.append(shard, entries)?;
-        self.wait_durable(seq)?;
+        let mut st = self.lock();
+        let seq = st.core.append(shard, entries)?;
+        self.wait_locked(st, seq)?;
         Ok(seq)
     }
 
@@ -163,11 +186,12 @@ impl<D: Disk> SharedWal<D> {
     /// # Errors
     /// As [`SharedWal::wait_durable`].
     pub fn sync(&self) -> Result<BatchSeq, WalError> {
-        let seq = {
-            let st = self.lock();
-            if st.core.has_pending() { st.core.filling() } else { st.core.durable() }
-        };
-        self.wait_durable(seq)?;
+        let st = self.lock();
+        if let Some(cause) = st.core.poison() {
+            return Err(WalError::Poisoned { cause: Arc::clone(cause) });
+        }
+        let seq = if st.core.has_pending() { st.core.filling() } else { st.core.durable() };
+        self.wait_locked(st, seq)?;
         Ok(seq)
     }
 
