@@ -34,12 +34,17 @@ impl MembershipLog {
         self.history.last().expect("membership history is never empty").0
     }
 
-    /// The configuration in effect at `index`, if that is not below the base.
+    /// The configuration in effect at `index`; `None` if that is below the
+    /// base, or unknown: a replica that joined with an empty configuration
+    /// and received the log from the start never saw the configurations
+    /// before its first membership entry (the initial one lives in the
+    /// other replicas' snapshot metadata, not in the log).
     pub(crate) fn at(&self, index: LogIndex) -> Option<&Membership> {
         if index < self.history[0].0 {
             return None;
         }
-        self.history.iter().rev().find(|(i, _)| *i <= index).map(|(_, m)| m)
+        let m = self.history.iter().rev().find(|(i, _)| *i <= index).map(|(_, m)| m)?;
+        (*m != Membership::default()).then_some(m)
     }
 
     /// A membership entry at `index` was appended.
@@ -103,5 +108,13 @@ mod tests {
         assert_eq!(log.at(LogIndex(5)), Some(&m(&[1, 2])));
         assert_eq!(log.at(LogIndex(2)), None);
         assert_eq!(log.current(), &m(&[1, 2, 3]));
+    }
+
+    #[test]
+    fn configurations_before_a_joiners_first_entry_are_unknown() {
+        let mut log = MembershipLog::new(LogIndex(0), Membership::default());
+        log.push(LogIndex(7), m(&[1, 2, 3, 4]));
+        assert_eq!(log.at(LogIndex(6)), None);
+        assert_eq!(log.at(LogIndex(7)), Some(&m(&[1, 2, 3, 4])));
     }
 }

@@ -265,7 +265,10 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// The configuration in effect at `index`, for building snapshot
-    /// metadata; `None` if `index` lies below the storage's snapshot.
+    /// metadata; `None` if `index` lies below the storage's snapshot, or
+    /// before the first configuration this replica learned (a replica that
+    /// joined empty and received the log from the start cannot compact
+    /// there).
     pub fn membership_at(&self, index: LogIndex) -> Option<Membership> {
         self.membership.at(index).cloned()
     }
@@ -331,8 +334,23 @@ impl<S: LogStorage> Raft<S> {
 
     // ---------------------------------------------------------------- roles
 
+    /// Whether this replica may campaign: it votes in the configuration in
+    /// effect, or it did in the previous one and the change that took its
+    /// vote away is not yet known committed. The latter keeps a leader that
+    /// demoted or removed itself electable after a crash: otherwise a log
+    /// holding the uncommitted change could outrank every voter's log and
+    /// no one could win (thesis §4.2.2: such a server still leads C_new
+    /// until C_new commits, then steps down).
     fn promotable(&self) -> bool {
-        self.membership.current().is_voter(self.id) && !self.has_pending_snapshot()
+        if self.has_pending_snapshot() {
+            return false;
+        }
+        if self.membership.current().is_voter(self.id) {
+            return true;
+        }
+        let index = self.membership.current_index();
+        index > self.log.committed
+            && self.membership.at(index.prev()).is_some_and(|m| m.is_voter(self.id))
     }
 
     fn has_pending_snapshot(&self) -> bool {
