@@ -954,8 +954,10 @@ impl<S: LogStorage> Raft<S> {
                     // term while partitioned).
                     self.send(from, Body::AppendResponse { index: LogIndex::ZERO, reject: None });
                 }
-                Body::Vote { pre_vote: true, .. } => {
-                    self.send(from, Body::VoteResponse { pre_vote: true, granted: false });
+                // Fig. 2 RequestVote: "reply false if term < currentTerm",
+                // which also tells the candidate our term.
+                Body::Vote { pre_vote, .. } => {
+                    self.send(from, Body::VoteResponse { pre_vote, granted: false });
                 }
                 _ => {}
             }
@@ -1588,3 +1590,6 @@ impl<S: LogStorage> Replica for Raft<S> {
         &mut self.log.storage
     }
 }
+
+#[cfg(test)]
+mod tests;
