@@ -152,13 +152,11 @@ pub(crate) struct Progress {
     pub(crate) acked_tick: Option<u64>,
     /// The commit index last sent to this peer, to skip redundant empty appends.
     pub(crate) commit_sent: LogIndex,
-    /// Whether the peer votes (in either half of a joint configuration).
-    pub(crate) is_voter: bool,
 }
 
 impl Progress {
     /// A peer the leader knows nothing about: probe from the end of its log.
-    pub(crate) fn new(next: LogIndex, inflight_max: usize, is_voter: bool) -> Progress {
+    pub(crate) fn new(next: LogIndex, inflight_max: usize) -> Progress {
         Progress {
             matched: LogIndex::ZERO,
             next,
@@ -170,7 +168,6 @@ impl Progress {
             acked_round: 0,
             acked_tick: None,
             commit_sent: LogIndex::ZERO,
-            is_voter,
         }
     }
 
@@ -295,7 +292,7 @@ mod tests {
 
     #[test]
     fn probe_rejection_backtracks_to_hint_but_not_below_match() {
-        let mut p = Progress::new(LogIndex(11), 4, true);
+        let mut p = Progress::new(LogIndex(11), 4);
         p.on_append_sent(None);
         assert!(p.is_paused());
         // A stale rejection (not for prev 10) changes nothing.
@@ -311,7 +308,7 @@ mod tests {
 
     #[test]
     fn replicate_rejection_falls_back_to_match() {
-        let mut p = Progress::new(LogIndex(1), 4, true);
+        let mut p = Progress::new(LogIndex(1), 4);
         p.maybe_update(LogIndex(5));
         p.become_replicate();
         p.on_append_sent(Some(LogIndex(8)));

@@ -412,13 +412,14 @@ impl<S: LogStorage> Raft<S> {
         self.reset(term);
         self.role = Role::Leader;
         self.leader = Some(self.id);
+        // We lead now; the guard was for a lease we may have promised to
+        // an earlier leader.
+        self.boot_lease_guard = false;
         let next = self.log.last_index().next();
         let membership = self.membership.current().clone();
         for id in membership.members() {
             if id != self.id {
-                let p =
-                    Progress::new(next, self.cfg.max_inflight_messages, membership.is_voter(id));
-                self.peers.push((id, p));
+                self.peers.push((id, Progress::new(next, self.cfg.max_inflight_messages)));
             }
         }
         // Fig. 2 / thesis §6.4: a no-op of the new term commits every earlier
@@ -764,16 +765,8 @@ impl<S: LogStorage> Raft<S> {
             if id == self.id {
                 continue;
             }
-            match self.peers.binary_search_by_key(&id, |(p, _)| *p) {
-                Ok(i) => self.peers[i].1.is_voter = membership.is_voter(id),
-                Err(i) => {
-                    let p = Progress::new(
-                        next,
-                        self.cfg.max_inflight_messages,
-                        membership.is_voter(id),
-                    );
-                    self.peers.insert(i, (id, p));
-                }
+            if let Err(i) = self.peers.binary_search_by_key(&id, |(p, _)| *p) {
+                self.peers.insert(i, (id, Progress::new(next, self.cfg.max_inflight_messages)));
             }
         }
         if self.transfer.is_some_and(|t| !membership.voters.contains(&t.to)) {

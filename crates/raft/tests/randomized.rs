@@ -152,7 +152,14 @@ impl Sim {
     /// Takes one Ready of `id`, checking what it writes and applies.
     fn take_ready(&mut self, id: NodeId) -> Result<(), Violation> {
         let node = self.nodes.get_mut(&id).expect("node exists");
-        let Some((rd, out)) = node.take_ready() else { return Ok(()) };
+        let promised = node.raft_ref().has_ready();
+        let taken = node.take_ready();
+        if promised != taken.is_some() {
+            return Err(format!(
+                "contract: node {id} has_ready() = {promised} but ready() disagrees"
+            ));
+        }
+        let Some((rd, out)) = taken else { return Ok(()) };
         // Log matching: register every written entry with its predecessor.
         let mut prev_term =
             rd.entries.first().and_then(|e| node.raft_ref().term_at(e.index.prev()).ok());

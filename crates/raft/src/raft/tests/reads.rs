@@ -171,3 +171,21 @@ fn pending_reads_are_bounded() {
     r.read_index(RequestId(1)).expect("first read");
     assert_eq!(r.read_index(RequestId(2)), Err(ProposeError::Busy { pending: 1, limit: 1 }));
 }
+
+/// In lease mode a replica that (re)starts may have promised a lease
+/// before it crashed, so it refuses votes for one election timeout.
+#[test]
+fn restarted_replica_honours_a_lease_it_may_have_promised() {
+    let mut cfg = config(2);
+    cfg.check_quorum = true;
+    cfg.read_mode = ReadMode::Lease { drift_ticks: 2 };
+    let mut r = raft_with(cfg, storage(&[1, 2, 3], &[1], hard(1, None, 1)));
+    step(&mut r, env(3, 2, 2, vote_req((1, 1))));
+    assert!(r.ready().is_none_or(|rd| rd.after_persist.is_empty()), "no vote right after boot");
+    for _ in 0..10 {
+        r.tick();
+    }
+    step(&mut r, env(3, 2, 5, vote_req((1, 1))));
+    let rd = ready(&mut r);
+    assert!(rd.after_persist.contains(&env(2, 3, 5, granted(false))), "{rd:?}");
+}
