@@ -18,6 +18,11 @@
 //!   anywhere, or known committed by any replica, before the read was
 //!   asked.
 //!
+//! Seeds vary pre-vote, check-quorum, 3 or 5 initial voters, one or many
+//! entries per message, and ReadIndex or lease reads (lease seeds tick all
+//! nodes together: a lease is only as good as the clocks, and the drift
+//! bound is the operator's promise, not something a test can break).
+//!
 //! Then a liveness phase heals everything and requires a fresh command to
 //! commit on every voter.
 //!
@@ -32,7 +37,7 @@ use bytes::Bytes;
 use common::{Node, fresh_storage, test_config};
 use ringkv_consensus::{
     ChangeOp, DetRng, Entry, EntryKind, Envelope, Epoch, LogIndex, LogStorage, MembershipChange,
-    NodeId, Replica, RequestId, Role,
+    NodeId, ReadMode, Replica, RequestId, Role,
 };
 use ringkv_raft::{Message, RaftOptions};
 
@@ -59,6 +64,8 @@ struct Sim {
     rng: DetRng,
     nodes: BTreeMap<NodeId, Node>,
     network: Vec<Envelope<Message>>,
+    /// Tick all live nodes together (lease seeds: clocks without drift).
+    lockstep_ticks: bool,
     /// Largest number of messages in flight at once, for `RAFT_STATS`.
     network_max: usize,
     isolated: BTreeSet<NodeId>,
@@ -87,6 +94,9 @@ impl Sim {
         // Sometimes one entry per message, so acknowledgements stop at
         // every index (the Figure 8 scenario needs that).
         let max_message_bytes = if rng.chance(1, 2) { 1 } else { 256 };
+        // Lease reads are safe only while clocks agree within the drift
+        // margin, so lease seeds tick every live node at once (no drift).
+        let lease = check_quorum && rng.chance(1, 3);
         for id in 1..=UNIVERSE {
             let mut cfg = test_config(id);
             cfg.seed ^= seed.rotate_left(17);
@@ -99,6 +109,9 @@ impl Sim {
             cfg.snapshot_chunk_bytes = 16;
             cfg.max_uncommitted_bytes = 4096;
             cfg.max_command_bytes = 1024;
+            if lease {
+                cfg.read_mode = ReadMode::Lease { drift_ticks: 2 };
+            }
             let mut o = RaftOptions::new(cfg);
             options(&mut o);
             let storage = if id <= initial_voters {
@@ -115,6 +128,7 @@ impl Sim {
             nodes,
             network: Vec::new(),
             network_max: 0,
+            lockstep_ticks: lease,
             isolated: BTreeSet::new(),
             leaders: BTreeMap::new(),
             written: HashMap::new(),
@@ -271,7 +285,15 @@ impl Sim {
         let up = self.up_nodes();
         match roll {
             0..200 => {
-                if let Some(id) = self.pick(&up) {
+                if self.lockstep_ticks {
+                    // One global clock tick (lease seeds): roughly one node
+                    // tick per step on average, as in the other seeds.
+                    if self.rng.chance(1, up.len().max(1) as u64) {
+                        for id in &up {
+                            self.nodes.get_mut(id).expect("up").raft().tick();
+                        }
+                    }
+                } else if let Some(id) = self.pick(&up) {
                     self.nodes.get_mut(&id).expect("up").raft().tick();
                 }
             }
