@@ -1,0 +1,1 @@
+//! Peer transport: long-lived TCP connections between nodes carrying encoded frames.
