@@ -1,0 +1,487 @@
+//! The Wing–Gong linearizability search with Lowe's improvements, for one
+//! partition.
+//!
+//! Calls and returns form one doubly linked list in time order (a call
+//! sorts before a return at the same time, so touching intervals count as
+//! concurrent). The search walks the list from its head: a call is a
+//! candidate to linearize next; reaching a return means the operation it
+//! ends was not linearized in time, so the last choice is undone
+//! (backtracking). Linearizing an operation *lifts* its call and return out
+//! of the list; undoing puts them back in place, in last-in-first-out order,
+//! which a doubly linked list allows in O(1).
+//!
+//! Lowe's memoization: a configuration is the set of linearized operations
+//! (a bitset) and the model state; reaching one seen before cannot lead
+//! anywhere new, so it is pruned.
+//!
+//! Unknown operations have no return (their completion is at +infinity),
+//! so they never force a backtrack, and the search succeeds as soon as every
+//! ok operation is linearized, leaving the rest "never happened". Two
+//! refinements keep them cheap:
+//!
+//! * they are tried only after every ok candidate at that point has been
+//!   tried (the *unknown pass*): most of them never took effect, or took
+//!   effect late;
+//! * the memo keys configurations by (ok set, state) and stores, per key,
+//!   the sets of unknown operations already linearized. A configuration is
+//!   dominated by a visited one with the same ok set and state whose unknown
+//!   set is a subset of its own: everything reachable from it is reachable
+//!   from the visited one (an unknown operation may always be skipped). So
+//!   an unknown write whose effect was overwritten costs nothing more once
+//!   the search has explored the same point without it.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use crate::model::{self, State, Step};
+
+/// One operation of a partition, ready for the search.
+#[derive(Clone, Debug)]
+pub(crate) struct ProblemOp {
+    pub(crate) step: Step,
+    pub(crate) invoked_at: u64,
+    /// `None`: unknown outcome; it may take effect at any time after
+    /// `invoked_at`, or never.
+    pub(crate) completed_at: Option<u64>,
+}
+
+/// One partition's history, as the search sees it.
+#[derive(Clone, Debug)]
+pub(crate) struct Problem {
+    pub(crate) ops: Vec<ProblemOp>,
+    pub(crate) initial: State,
+}
+
+/// What the search concluded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Linearizable,
+    NotLinearizable,
+    /// The step budget ran out first.
+    Exhausted,
+}
+
+/// The configuration with the most ok operations linearized that the search
+/// reached before it had to backtrack.
+#[derive(Clone, Debug)]
+pub(crate) struct Deepest {
+    /// Operations (indices into `Problem::ops`) in linearization order.
+    pub(crate) order: Vec<usize>,
+    /// The model state after `order`.
+    pub(crate) state: State,
+    /// The operation whose return was reached with it still unlinearized,
+    /// when the backtrack was caused by a return (not by the list's end).
+    pub(crate) blocked: Option<usize>,
+}
+
+/// What [`search`] returns.
+#[derive(Clone, Debug)]
+pub(crate) struct Outcome {
+    pub(crate) verdict: Verdict,
+    /// Recorded only when asked and the verdict is not `Linearizable`.
+    pub(crate) deepest: Option<Deepest>,
+}
+
+const HEAD: u32 = 0;
+const NIL: u32 = u32::MAX;
+
+/// The list node of an operation's call; its return (if any) is the next id.
+fn call_node(op: usize) -> u32 {
+    u32::try_from(1 + 2 * op).expect("a partition holds fewer than 2^31 operations")
+}
+
+fn op_of(node: u32) -> usize {
+    (node as usize - 1) / 2
+}
+
+fn is_return(node: u32) -> bool {
+    node.is_multiple_of(2)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// Trying ok operations.
+    Ok,
+    /// Every ok candidate failed; trying unknown ones.
+    Unknown,
+}
+
+struct Frame {
+    op: usize,
+    alt: usize,
+    pass: Pass,
+    /// The state before this operation; `None` when it left it unchanged.
+    prev_state: Option<State>,
+}
+
+/// Run the search on `problem` for at most `budget` steps. With `record`,
+/// also return the deepest configuration reached (for counterexamples).
+pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
+    let n = problem.ops.len();
+    // Ok and unknown operations get separate bit positions.
+    let mut slot = Vec::with_capacity(n);
+    let (mut n_ok, mut n_unknown) = (0usize, 0usize);
+    for op in &problem.ops {
+        if op.completed_at.is_some() {
+            slot.push(n_ok);
+            n_ok += 1;
+        } else {
+            slot.push(n_unknown);
+            n_unknown += 1;
+        }
+    }
+    let mut list = List::new(problem);
+    let mut ok_bits = Bits::new(n_ok);
+    let mut unknown_bits = Bits::new(n_unknown);
+    let mut memo = Memo::default();
+    let mut state = problem.initial.clone();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut placed_ok = 0usize;
+    let mut steps = 0u64;
+    let mut deepest: Option<Deepest> = None;
+    let mut deepest_ok = 0usize;
+
+    let mut cur = list.next[HEAD as usize];
+    let mut pass = Pass::Ok;
+    let mut alt_start = 0usize;
+    'search: loop {
+        if placed_ok == n_ok {
+            return Outcome { verdict: Verdict::Linearizable, deepest: None };
+        }
+        if steps >= budget {
+            return Outcome { verdict: Verdict::Exhausted, deepest };
+        }
+        steps += 1;
+
+        if cur == NIL || is_return(cur) {
+            // Recorded before unknown operations are tried, so the deepest
+            // configuration holds only the unknown ones it needed.
+            if record && deepest.as_ref().is_none_or(|_| deepest_ok < placed_ok) {
+                deepest_ok = placed_ok;
+                deepest = Some(Deepest {
+                    order: stack.iter().map(|f| f.op).collect(),
+                    state: state.clone(),
+                    blocked: (cur != NIL).then(|| op_of(cur)),
+                });
+            }
+            if pass == Pass::Ok && n_unknown > 0 {
+                pass = Pass::Unknown;
+                cur = list.next[HEAD as usize];
+                alt_start = 0;
+                continue;
+            }
+            let Some(frame) = stack.pop() else {
+                return Outcome { verdict: Verdict::NotLinearizable, deepest };
+            };
+            if let Some(prev) = frame.prev_state {
+                state = prev;
+            }
+            if problem.ops[frame.op].completed_at.is_some() {
+                ok_bits.clear(slot[frame.op]);
+                placed_ok -= 1;
+            } else {
+                unknown_bits.clear(slot[frame.op]);
+            }
+            list.unlift(frame.op);
+            cur = call_node(frame.op);
+            pass = frame.pass;
+            alt_start = frame.alt + 1;
+            continue;
+        }
+
+        let op = op_of(cur);
+        let known = problem.ops[op].completed_at.is_some();
+        if known == (pass == Pass::Ok)
+            && let Ok(next) = model::apply(&state, &problem.ops[op].step)
+        {
+            let bits = if known { &mut ok_bits } else { &mut unknown_bits };
+            bits.set(slot[op]);
+            let chosen = (alt_start..next.len())
+                .find(|&alt| memo.visit(&ok_bits, &unknown_bits, next.get(alt, &state)));
+            if let Some(alt) = chosen {
+                let prev_state = match (next, alt) {
+                    (model::Next::Same, _) => None,
+                    (model::Next::One(s), _) | (model::Next::Two(s, _), 0) => {
+                        Some(std::mem::replace(&mut state, s))
+                    }
+                    (model::Next::Two(_, s), _) => Some(std::mem::replace(&mut state, s)),
+                };
+                stack.push(Frame { op, alt, pass, prev_state });
+                if known {
+                    placed_ok += 1;
+                }
+                list.lift(op);
+                cur = list.next[HEAD as usize];
+                pass = Pass::Ok;
+                alt_start = 0;
+                continue 'search;
+            }
+            let bits = if known { &mut ok_bits } else { &mut unknown_bits };
+            bits.clear(slot[op]);
+        }
+        cur = list.next[cur as usize];
+        alt_start = 0;
+    }
+}
+
+/// The call/return list. Node 0 is the head sentinel; operation `i` has its
+/// call at `1 + 2i` and, when it has a completion, its return at `2 + 2i`.
+struct List {
+    next: Vec<u32>,
+    prev: Vec<u32>,
+    has_return: Vec<bool>,
+}
+
+impl List {
+    fn new(problem: &Problem) -> Self {
+        let n = problem.ops.len();
+        let mut events: Vec<(u64, bool, u32)> = Vec::with_capacity(2 * n);
+        for (i, op) in problem.ops.iter().enumerate() {
+            let call = call_node(i);
+            events.push((op.invoked_at, false, call));
+            if let Some(completed_at) = op.completed_at {
+                events.push((completed_at, true, call + 1));
+            }
+        }
+        // Calls before returns at equal times: touching intervals are concurrent.
+        events.sort_unstable();
+        let mut next = vec![NIL; 2 * n + 1];
+        let mut prev = vec![NIL; 2 * n + 1];
+        let mut last = HEAD;
+        for &(_, _, node) in &events {
+            next[last as usize] = node;
+            prev[node as usize] = last;
+            last = node;
+        }
+        let has_return = problem.ops.iter().map(|op| op.completed_at.is_some()).collect();
+        List { next, prev, has_return }
+    }
+
+    fn unlink(&mut self, node: u32) {
+        let (p, q) = (self.prev[node as usize], self.next[node as usize]);
+        self.next[p as usize] = q;
+        if q != NIL {
+            self.prev[q as usize] = p;
+        }
+    }
+
+    /// Undo `unlink(node)`; valid only in reverse order of the unlinks.
+    fn relink(&mut self, node: u32) {
+        let (p, q) = (self.prev[node as usize], self.next[node as usize]);
+        self.next[p as usize] = node;
+        if q != NIL {
+            self.prev[q as usize] = node;
+        }
+    }
+
+    fn lift(&mut self, op: usize) {
+        self.unlink(call_node(op));
+        if self.has_return[op] {
+            self.unlink(call_node(op) + 1);
+        }
+    }
+
+    fn unlift(&mut self, op: usize) {
+        if self.has_return[op] {
+            self.relink(call_node(op) + 1);
+        }
+        self.relink(call_node(op));
+    }
+}
+
+/// A fixed-size bitset.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Bits(Box<[u64]>);
+
+impl Bits {
+    fn new(len: usize) -> Self {
+        Bits(vec![0; len.div_ceil(64)].into_boxed_slice())
+    }
+
+    fn set(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn clear(&mut self, i: usize) {
+        self.0[i / 64] &= !(1 << (i % 64));
+    }
+
+    fn is_subset_of(&self, other: &Bits) -> bool {
+        self.0.iter().zip(other.0.iter()).all(|(a, b)| a & !b == 0)
+    }
+}
+
+/// Visited configurations, bucketed by the hash of (ok set, state).
+#[derive(Default)]
+struct Memo {
+    buckets: HashMap<u64, Vec<MemoEntry>, BuildHasherDefault<FxHasher>>,
+}
+
+struct MemoEntry {
+    ok: Bits,
+    state: State,
+    /// Antichain of unknown sets visited with this ok set and state.
+    unknown: Vec<Bits>,
+}
+
+impl Memo {
+    /// Record a configuration; false if it is dominated by one seen before.
+    fn visit(&mut self, ok: &Bits, unknown: &Bits, state: &State) -> bool {
+        let mut hasher = FxHasher::default();
+        ok.hash(&mut hasher);
+        state.hash(&mut hasher);
+        let bucket = self.buckets.entry(hasher.finish()).or_default();
+        if let Some(entry) = bucket.iter_mut().find(|e| e.ok == *ok && e.state == *state) {
+            if entry.unknown.iter().any(|seen| seen.is_subset_of(unknown)) {
+                return false;
+            }
+            entry.unknown.retain(|seen| !unknown.is_subset_of(seen));
+            entry.unknown.push(unknown.clone());
+            return true;
+        }
+        bucket.push(MemoEntry {
+            ok: ok.clone(),
+            state: state.clone(),
+            unknown: vec![unknown.clone()],
+        });
+        true
+    }
+}
+
+/// A small, fast, non-cryptographic hasher (the multiply-rotate scheme of
+/// Firefox and rustc); the memo's keys are not attacker-controlled.
+#[derive(Default)]
+struct FxHasher(u64);
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().expect("chunks_exact yields 8 bytes")));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail));
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{KeyState, Observed};
+
+    fn op(step: Step, invoked_at: u64, completed_at: Option<u64>) -> ProblemOp {
+        ProblemOp { step, invoked_at, completed_at }
+    }
+
+    fn put(value: u32) -> Step {
+        Step::Put { key: 0, value, revision: None }
+    }
+
+    fn get(value: Option<u32>) -> Step {
+        Step::Get { key: 0, observed: Observed { value, mod_rev: None } }
+    }
+
+    fn problem(ops: Vec<ProblemOp>) -> Problem {
+        Problem { ops, initial: vec![KeyState::ABSENT].into_boxed_slice() }
+    }
+
+    #[test]
+    fn list_lift_and_unlift_restore_the_order() {
+        let p = problem(vec![op(put(0), 0, Some(5)), op(put(1), 1, Some(2)), op(put(2), 3, None)]);
+        let mut list = List::new(&p);
+        let walk = |list: &List| {
+            let mut out = Vec::new();
+            let mut n = list.next[0];
+            while n != NIL {
+                out.push(n);
+                n = list.next[n as usize];
+            }
+            out
+        };
+        let before = walk(&list);
+        assert_eq!(before, vec![1, 3, 4, 5, 2]);
+        list.lift(1);
+        list.lift(0);
+        assert_eq!(walk(&list), vec![5]);
+        list.unlift(0);
+        list.unlift(1);
+        assert_eq!(walk(&list), before);
+    }
+
+    #[test]
+    fn the_unknown_pass_places_an_unknown_write_only_when_needed() {
+        // put(0) unknown, never observed; get -> absent; get -> 0 later.
+        let p = problem(vec![
+            op(put(0), 0, None),
+            op(get(None), 1, Some(2)),
+            op(get(Some(0)), 3, Some(4)),
+        ]);
+        let out = search(&p, 1_000, false);
+        assert_eq!(out.verdict, Verdict::Linearizable);
+    }
+
+    #[test]
+    fn the_budget_stops_the_search() {
+        let p = problem(vec![op(put(0), 0, Some(1)), op(get(Some(1)), 2, Some(3))]);
+        assert_eq!(search(&p, 1, false).verdict, Verdict::Exhausted);
+        assert_eq!(search(&p, 1_000, false).verdict, Verdict::NotLinearizable);
+    }
+
+    #[test]
+    fn deepest_configuration_names_the_blocked_operation() {
+        let p = problem(vec![
+            op(put(0), 0, Some(1)),
+            op(put(1), 2, Some(3)),
+            op(get(Some(0)), 4, Some(5)),
+        ]);
+        let out = search(&p, 1_000, true);
+        assert_eq!(out.verdict, Verdict::NotLinearizable);
+        let deepest = out.deepest.expect("recorded");
+        assert_eq!(deepest.order, vec![0, 1]);
+        assert_eq!(deepest.blocked, Some(2));
+    }
+
+    #[test]
+    fn dominance_prunes_supersets_of_unknowns() {
+        let mut memo = Memo::default();
+        let state: State = vec![KeyState::ABSENT].into_boxed_slice();
+        let ok = Bits::new(3);
+        let mut some = Bits::new(2);
+        some.set(1);
+        assert!(memo.visit(&ok, &some, &state));
+        let none = Bits::new(2);
+        assert!(memo.visit(&ok, &none, &state), "a subset is new");
+        assert!(!memo.visit(&ok, &some, &state), "a superset of a visited set is dominated");
+        assert!(!memo.visit(&ok, &none, &state), "an exact repeat is dominated");
+    }
+}
