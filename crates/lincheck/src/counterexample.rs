@@ -256,7 +256,7 @@ impl fmt::Display for Counterexample {
         } else if shown < self.linearized {
             writeln!(
                 f,
-                "longest linearizable order found: {} operations; the relevant {shown}, in order:",
+                "longest linearizable order found: {} operations (the relevant {shown}, in order):",
                 self.linearized
             )?;
         } else {

@@ -275,6 +275,7 @@ const SVG_COLUMN_PX: usize = 28;
 const SVG_ROW_PX: usize = 26;
 const SVG_LABEL_PX: usize = 56;
 const SVG_MARGIN_PX: usize = 10;
+const SVG_MIN_WIDTH_PX: usize = 600;
 
 fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -290,13 +291,24 @@ fn xml_escape(s: &str) -> String {
     out
 }
 
+/// Fill, stroke and extra attributes of a bar.
+fn svg_style(class: Class) -> (&'static str, &'static str, &'static str) {
+    match class {
+        Class::Linearized => ("#cfe3f4", "#3b78b0", ""),
+        Class::Unplaced => ("#f9c4b4", "#c0392b", ""),
+        Class::Unknown => ("#eeeeee", "#888888", r#" stroke-dasharray="4 3""#),
+    }
+}
+
 /// See [`Counterexample::svg`].
 pub(crate) fn svg(cx: &Counterexample) -> String {
     let layout = layout(cx);
     let columns = layout.columns.max(1);
-    let width = SVG_LABEL_PX + (columns + 1) * SVG_COLUMN_PX + SVG_MARGIN_PX;
-    let legend_y = SVG_MARGIN_PX + (layout.processes.len() + 1) * SVG_ROW_PX;
-    let height = legend_y + 2 * SVG_ROW_PX;
+    let width =
+        (SVG_LABEL_PX + (columns + 1) * SVG_COLUMN_PX + SVG_MARGIN_PX).max(SVG_MIN_WIDTH_PX);
+    let rows_bottom = SVG_MARGIN_PX + (layout.processes.len() + 1) * SVG_ROW_PX;
+    let height = rows_bottom + 3 * SVG_ROW_PX;
+    let x = |column: usize| SVG_LABEL_PX + column * SVG_COLUMN_PX;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -307,26 +319,32 @@ pub(crate) fn svg(cx: &Counterexample) -> String {
     let _ = write_key_list(&mut keys, &cx.keys);
     let _ = writeln!(
         out,
-        r#"<text x="{SVG_MARGIN_PX}" y="{}">not linearizable: {}</text>"#,
+        r#"<text x="{SVG_MARGIN_PX}" y="{}" font-weight="bold">not linearizable: {}</text>"#,
         SVG_MARGIN_PX + 12,
         xml_escape(&keys)
     );
-    let x = |column: usize| SVG_LABEL_PX + column * SVG_COLUMN_PX;
+    if let Some(cut) = cx.cut
+        && let Some(end) = layout.bars.iter().find(|b| b.id == cut).and_then(|b| b.end)
+    {
+        let _ = writeln!(
+            out,
+            r##"<line x1="{0}" y1="{1}" x2="{0}" y2="{2}" stroke="#c0392b" stroke-dasharray="2 2"><title>{cut} completes: the shortest failing prefix ends here</title></line>"##,
+            x(end),
+            SVG_MARGIN_PX + SVG_ROW_PX,
+            rows_bottom
+        );
+    }
     for (row, &process) in layout.processes.iter().enumerate() {
         let y = SVG_MARGIN_PX + (row + 1) * SVG_ROW_PX;
         let _ = writeln!(out, r#"<text x="{SVG_MARGIN_PX}" y="{}">{process}</text>"#, y + 15);
         for bar in layout.bars.iter().filter(|b| b.op.process == process) {
-            let (fill, stroke, dash) = match bar.class {
-                Class::Linearized => ("#cfe3f4", "#3b78b0", ""),
-                Class::Unplaced => ("#f9c4b4", "#c0392b", ""),
-                Class::Unknown => ("#eeeeee", "#888888", r#" stroke-dasharray="4 3""#),
-            };
+            let (fill, stroke, extra) = svg_style(bar.class);
             let x0 = x(bar.start);
             let x1 = bar.end.map_or(x(columns), x).max(x0 + 6);
             let title = xml_escape(&op_line(bar.id, bar.op));
             let _ = writeln!(
                 out,
-                r#"<g><title>{title}</title><rect x="{x0}" y="{}" width="{}" height="{}" rx="3" fill="{fill}" stroke="{stroke}"{dash}/><text x="{}" y="{}">{}</text></g>"#,
+                r#"<g><title>{title}</title><rect x="{x0}" y="{}" width="{}" height="{}" rx="3" fill="{fill}" stroke="{stroke}"{extra}/><text x="{}" y="{}">{}</text></g>"#,
                 y + 2,
                 x1 - x0,
                 SVG_ROW_PX - 6,
@@ -336,15 +354,26 @@ pub(crate) fn svg(cx: &Counterexample) -> String {
             );
         }
     }
+    let legend_y = rows_bottom + 6;
+    let mut legend_x = SVG_MARGIN_PX;
+    for (class, label) in [
+        (Class::Linearized, "linearized, in the order found"),
+        (Class::Unplaced, "could not be placed"),
+        (Class::Unknown, "outcome unknown"),
+    ] {
+        let (fill, stroke, extra) = svg_style(class);
+        let _ = writeln!(
+            out,
+            r#"<rect x="{legend_x}" y="{legend_y}" width="14" height="12" rx="2" fill="{fill}" stroke="{stroke}"{extra}/><text x="{}" y="{}">{label}</text>"#,
+            legend_x + 18,
+            legend_y + 10
+        );
+        legend_x += 18 + 7 * label.len() + 16;
+    }
     let _ = writeln!(
         out,
-        r#"<text x="{SVG_MARGIN_PX}" y="{}">blue: linearized in the order found; red: could not be placed; grey dashed: outcome unknown</text>"#,
-        legend_y + 14
-    );
-    let _ = writeln!(
-        out,
-        r#"<text x="{SVG_MARGIN_PX}" y="{}">columns: distinct event times t={}..{} (order, not scale); hover a bar for details</text>"#,
-        legend_y + 14 + SVG_ROW_PX,
+        r#"<text x="{SVG_MARGIN_PX}" y="{}">columns: the distinct event times t={}..{} (order, not scale); hover a bar for details</text>"#,
+        legend_y + 12 + SVG_ROW_PX,
         layout.first,
         layout.last
     );

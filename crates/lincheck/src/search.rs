@@ -112,10 +112,45 @@ struct Frame {
     pass: Pass,
     /// The state before this operation; `None` when it left it unchanged.
     prev_state: Option<State>,
+    /// `owed` before this operation.
+    prev_owed: u64,
+}
+
+/// Bit mask of the keys (indices below 64) an operation touches. Keys from
+/// index 64 on are left out, which only weakens the chain rule (see
+/// [`search`]), never its soundness.
+fn touched(step: &Step) -> u64 {
+    let bit = |k: usize| if k < 64 { 1u64 << k } else { 0 };
+    match step {
+        Step::Get { key, .. }
+        | Step::Put { key, .. }
+        | Step::Delete { key, .. }
+        | Step::Cas { key, .. } => bit(*key),
+        Step::Range { reads } => reads.iter().fold(0, |mask, (k, _)| mask | bit(*k)),
+    }
 }
 
 /// Run the search on `problem` for at most `budget` steps. With `record`,
 /// also return the deepest configuration reached (for counterexamples).
+///
+/// Besides the memo, two rules prune sequences of unknown operations that
+/// a smaller configuration already covers (both rely on unknown operations
+/// having no deadline and touching one key, so that an unknown operation
+/// commutes with every operation on other keys and can always move later):
+///
+/// * the *overwrite rule* ([`overwrites_unknown`]);
+/// * the *chain rule*: every linearization can be rearranged so that each
+///   unknown operation that took effect sits just before the next
+///   operation touching its key (move it later past operations on other
+///   keys; one with no later operation on its key may as well never have
+///   happened). So after a chain of unknown operations the next ok
+///   operation must touch every key the chain touched; the keys still owed
+///   are tracked in `owed` and are part of each memo entry (a configuration
+///   owing fewer keys dominates), and an unknown operation is placed only
+///   if some ok operation that may come next touches all the keys owed
+///   after it ([`can_pay`]). In a one-key partition this prunes nothing; in
+///   a partition merged by ranges it stops the search from trying every
+///   combination of unknown writes on keys the next operations do not read.
 pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
     let n = problem.ops.len();
     // Ok and unknown operations get separate bit positions.
@@ -130,9 +165,11 @@ pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
             n_unknown += 1;
         }
     }
+    let touches: Vec<u64> = problem.ops.iter().map(|op| touched(&op.step)).collect();
     let mut list = List::new(problem);
     let mut ok_bits = Bits::new(n_ok);
     let mut unknown_bits = Bits::new(n_unknown);
+    let mut owed = 0u64;
     let mut memo = Memo::default();
     let mut state = problem.initial.clone();
     let mut stack: Vec<Frame> = Vec::new();
@@ -176,6 +213,7 @@ pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
             if let Some(prev) = frame.prev_state {
                 state = prev;
             }
+            owed = frame.prev_owed;
             if problem.ops[frame.op].completed_at.is_some() {
                 ok_bits.clear(slot[frame.op]);
                 placed_ok -= 1;
@@ -191,13 +229,19 @@ pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
 
         let op = op_of(cur);
         let known = problem.ops[op].completed_at.is_some();
-        if known == (pass == Pass::Ok)
-            && let Ok(next) = model::apply(&state, &problem.ops[op].step)
-        {
+        let allowed = if known {
+            pass == Pass::Ok && owed & !touches[op] == 0
+        } else {
+            pass == Pass::Unknown
+                && !overwrites_unknown(problem, &stack, op)
+                && can_pay(&list, problem, &touches, owed | touches[op])
+        };
+        if allowed && let Ok(next) = model::apply(&state, &problem.ops[op].step) {
+            let next_owed = if known { 0 } else { owed | touches[op] };
             let bits = if known { &mut ok_bits } else { &mut unknown_bits };
             bits.set(slot[op]);
             let chosen = (alt_start..next.len())
-                .find(|&alt| memo.visit(&ok_bits, &unknown_bits, next.get(alt, &state)));
+                .find(|&alt| memo.visit(&ok_bits, &unknown_bits, next_owed, next.get(alt, &state)));
             if let Some(alt) = chosen {
                 let prev_state = match (next, alt) {
                     (model::Next::Same, _) => None,
@@ -206,7 +250,8 @@ pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
                     }
                     (model::Next::Two(_, s), _) => Some(std::mem::replace(&mut state, s)),
                 };
-                stack.push(Frame { op, alt, pass, prev_state });
+                stack.push(Frame { op, alt, pass, prev_state, prev_owed: owed });
+                owed = next_owed;
                 if known {
                     placed_ok += 1;
                 }
@@ -222,6 +267,61 @@ pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
         cur = list.next[cur as usize];
         alt_start = 0;
     }
+}
+
+/// Chain-rule lookahead: whether some ok operation that may come next (a
+/// call before the first return in the list) touches every key in `owed`.
+/// If none does, no arrangement allowed by the chain rule can follow, so an
+/// unknown operation that would leave these keys owed is not placed.
+fn can_pay(list: &List, problem: &Problem, touches: &[u64], owed: u64) -> bool {
+    let mut node = list.next[HEAD as usize];
+    while node != NIL && !is_return(node) {
+        let op = op_of(node);
+        if problem.ops[op].completed_at.is_some() && owed & !touches[op] == 0 {
+            return true;
+        }
+        node = list.next[node as usize];
+    }
+    false
+}
+
+/// The key an unknown operation blindly overwrites: a put or delete of
+/// unknown outcome sets the key's value and mod revision regardless of the
+/// state and leaves its floor alone (it reports no revision).
+fn blind_write_key(op: &ProblemOp) -> Option<usize> {
+    match op.step {
+        _ if op.completed_at.is_some() => None,
+        Step::Put { key, revision: None, .. } => Some(key),
+        Step::Delete { key, deleted: None, revision: None } => Some(key),
+        _ => None,
+    }
+}
+
+/// Whether placing unknown `op` now is pointless because it would erase an
+/// unknown blind write placed on the same key since the last ok operation.
+/// Unknown operations on other keys commute with both, so the same state is
+/// reached by skipping the earlier write, with a smaller set of unknown
+/// operations: a configuration that dominates this one and that the search
+/// reaches from the point before the earlier write. Without this rule the
+/// search tries every subset of the pending unknown writes in a row, which
+/// is exponential in their number.
+fn overwrites_unknown(problem: &Problem, stack: &[Frame], op: usize) -> bool {
+    let Some(key) = blind_write_key(&problem.ops[op]) else { return false };
+    for frame in stack.iter().rev() {
+        let earlier = &problem.ops[frame.op];
+        if earlier.completed_at.is_some() {
+            return false;
+        }
+        if blind_write_key(earlier) == Some(key) {
+            return true;
+        }
+        if let Step::Cas { key: k, .. } = earlier.step
+            && k == key
+        {
+            return false;
+        }
+    }
+    false
 }
 
 /// The call/return list. Node 0 is the head sentinel; operation `i` has its
@@ -320,29 +420,33 @@ struct Memo {
 struct MemoEntry {
     ok: Bits,
     state: State,
-    /// Antichain of unknown sets visited with this ok set and state.
-    unknown: Vec<Bits>,
+    /// Antichain of (unknown set, owed keys) visited with this ok set and
+    /// state, under "fewer unknown operations placed and fewer keys owed
+    /// dominates".
+    seen: Vec<(Bits, u64)>,
 }
 
 impl Memo {
     /// Record a configuration; false if it is dominated by one seen before.
-    fn visit(&mut self, ok: &Bits, unknown: &Bits, state: &State) -> bool {
+    fn visit(&mut self, ok: &Bits, unknown: &Bits, owed: u64, state: &State) -> bool {
         let mut hasher = FxHasher::default();
         ok.hash(&mut hasher);
         state.hash(&mut hasher);
         let bucket = self.buckets.entry(hasher.finish()).or_default();
+        let dominates = |a: &(Bits, u64), b: (&Bits, u64)| a.0.is_subset_of(b.0) && a.1 & !b.1 == 0;
         if let Some(entry) = bucket.iter_mut().find(|e| e.ok == *ok && e.state == *state) {
-            if entry.unknown.iter().any(|seen| seen.is_subset_of(unknown)) {
+            if entry.seen.iter().any(|seen| dominates(seen, (unknown, owed))) {
                 return false;
             }
-            entry.unknown.retain(|seen| !unknown.is_subset_of(seen));
-            entry.unknown.push(unknown.clone());
+            let new = (unknown.clone(), owed);
+            entry.seen.retain(|seen| !dominates(&new, (&seen.0, seen.1)));
+            entry.seen.push(new);
             return true;
         }
         bucket.push(MemoEntry {
             ok: ok.clone(),
             state: state.clone(),
-            unknown: vec![unknown.clone()],
+            seen: vec![(unknown.clone(), owed)],
         });
         true
     }
@@ -478,10 +582,12 @@ mod tests {
         let ok = Bits::new(3);
         let mut some = Bits::new(2);
         some.set(1);
-        assert!(memo.visit(&ok, &some, &state));
+        assert!(memo.visit(&ok, &some, 0b10, &state));
         let none = Bits::new(2);
-        assert!(memo.visit(&ok, &none, &state), "a subset is new");
-        assert!(!memo.visit(&ok, &some, &state), "a superset of a visited set is dominated");
-        assert!(!memo.visit(&ok, &none, &state), "an exact repeat is dominated");
+        assert!(memo.visit(&ok, &none, 0b11, &state), "fewer unknowns but more owed keys is new");
+        assert!(memo.visit(&ok, &none, 0b10, &state), "a subset is new");
+        assert!(!memo.visit(&ok, &some, 0b10, &state), "a superset of a visited set is dominated");
+        assert!(!memo.visit(&ok, &none, 0b11, &state), "owing more keys is dominated");
+        assert!(!memo.visit(&ok, &none, 0b10, &state), "an exact repeat is dominated");
     }
 }

@@ -85,10 +85,16 @@ impl Rng {
 }
 
 /// The reference: a sequential etcd-like store with one global revision.
-#[derive(Default)]
 struct Store {
     revision: u64,
     data: BTreeMap<Bytes, (Bytes, u64)>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        // An empty etcd is at revision 1; its first write creates revision 2.
+        Store { revision: 1, data: BTreeMap::new() }
+    }
 }
 
 impl Store {
