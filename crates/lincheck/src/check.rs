@@ -93,7 +93,39 @@ impl std::fmt::Display for Undecided {
 pub fn check(history: &History, options: &Options) -> CheckResult {
     let mut undecided = Vec::new();
     for spec in partitions(history) {
-        let partition = Partition::new(history, spec);
+        // A partition merged by ranges is first checked key by key, each
+        // range reduced to its read of that key. Every such projection of a
+        // linearizable history is linearizable, so a failing one is a
+        // (smaller) counterexample; passing ones give, per key, an order
+        // that guides the search of the whole partition, which otherwise
+        // explores the interleavings of unrelated keys' operations when it
+        // has to revise an early choice.
+        let mut hints = Vec::new();
+        if spec.keys.len() > 1 {
+            for key in &spec.keys {
+                let ops = spec
+                    .ops
+                    .iter()
+                    .copied()
+                    .filter(|id| history.ops()[id.0].call.keys().contains(key));
+                let spec = PartitionSpec { keys: vec![key.clone()], ops: ops.collect() };
+                let projection = Partition::new(history, spec, Vec::new());
+                let (problem, ids) = projection.problem(None);
+                let outcome = search::search(&problem, options.step_budget, false);
+                match (outcome.verdict, outcome.order) {
+                    (Verdict::NotLinearizable, _) => {
+                        return CheckResult::NotLinearizable(Box::new(
+                            projection.counterexample(options),
+                        ));
+                    }
+                    (Verdict::Linearizable, Some(order)) => {
+                        hints.push(order.into_iter().map(|i| ids[i]).collect());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let partition = Partition::new(history, spec, hints);
         let (problem, _) = partition.problem(None);
         let outcome = search::search(&problem, options.step_budget, false);
         match outcome.verdict {
@@ -207,10 +239,12 @@ struct Partition<'h> {
     keys: Vec<Bytes>,
     interner: Interner,
     ops: Vec<Compiled>,
+    /// Suggested orders for the search (see [`Problem::hints`]).
+    hints: Vec<Vec<OpId>>,
 }
 
 impl<'h> Partition<'h> {
-    fn new(history: &'h History, spec: PartitionSpec) -> Self {
+    fn new(history: &'h History, spec: PartitionSpec, hints: Vec<Vec<OpId>>) -> Self {
         let key_index: HashMap<Bytes, usize> =
             spec.keys.iter().enumerate().map(|(i, k)| (k.clone(), i)).collect();
         let mut interner = Interner::default();
@@ -227,7 +261,7 @@ impl<'h> Partition<'h> {
             let completed_at = if ret.is_some() { op.completed_at.map(|t| t.0) } else { None };
             ops.push(Compiled { id, ok, unknown, invoked_at: op.invoked_at.0, completed_at });
         }
-        Partition { history, keys: spec.keys, interner, ops }
+        Partition { history, keys: spec.keys, interner, ops, hints }
     }
 
     /// The search problem for the history cut at time `cut`: operations
@@ -254,7 +288,13 @@ impl<'h> Partition<'h> {
             ids.push(op.id);
         }
         let initial: State = vec![KeyState::ABSENT; self.keys.len()].into_boxed_slice();
-        (Problem { ops, initial }, ids)
+        let index: HashMap<OpId, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let hints = self
+            .hints
+            .iter()
+            .map(|chain| chain.iter().filter_map(|id| index.get(id).copied()).collect())
+            .collect();
+        (Problem { ops, initial, hints }, ids)
     }
 
     /// Explain why this (non-linearizable) partition fails.

@@ -157,15 +157,18 @@ impl Step {
                 },
             },
             (Call::Range { keys: range }, Some(Ret::Range(kvs))) => {
+                // In a one-key projection of a merged partition, a range
+                // keeps only its read of that key.
                 let reads = range
                     .iter()
-                    .map(|key| {
+                    .filter_map(|key| {
+                        let index = *keys.get(key)?;
                         let kv = kvs.iter().find(|kv| kv.key == key);
                         let observed = Observed {
                             value: kv.map(|kv| interner.intern(&kv.value)),
                             mod_rev: kv.and_then(|kv| kv.mod_revision).map(|r| r.0),
                         };
-                        (index(key), observed)
+                        Some((index, observed))
                     })
                     .collect();
                 Step::Range { reads }

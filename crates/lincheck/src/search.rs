@@ -50,6 +50,10 @@ pub(crate) struct ProblemOp {
 pub(crate) struct Problem {
     pub(crate) ops: Vec<ProblemOp>,
     pub(crate) initial: State,
+    /// Suggested orders (indices into `ops`), typically one linearization
+    /// per key of a multi-key partition. Only the order in which candidates
+    /// are tried depends on them, never the verdict.
+    pub(crate) hints: Vec<Vec<usize>>,
 }
 
 /// What the search concluded.
@@ -80,6 +84,9 @@ pub(crate) struct Outcome {
     pub(crate) verdict: Verdict,
     /// Recorded only when asked and the verdict is not `Linearizable`.
     pub(crate) deepest: Option<Deepest>,
+    /// The linearization found, when the verdict is `Linearizable`
+    /// (indices into `Problem::ops`, ok and unknown operations that took effect).
+    pub(crate) order: Option<Vec<usize>>,
 }
 
 const HEAD: u32 = 0;
@@ -100,6 +107,8 @@ fn is_return(node: u32) -> bool {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Pass {
+    /// Trying operations that come next in every hint order they are in.
+    Hinted,
     /// Trying ok operations.
     Ok,
     /// Every ok candidate failed; trying unknown ones.
@@ -178,15 +187,21 @@ pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
     let mut deepest: Option<Deepest> = None;
     let mut deepest_ok = 0usize;
 
+    let mut hints = Hints::new(problem);
+    let first_pass = if problem.hints.is_empty() { Pass::Ok } else { Pass::Hinted };
     let mut cur = list.next[HEAD as usize];
-    let mut pass = Pass::Ok;
+    let mut pass = first_pass;
     let mut alt_start = 0usize;
     'search: loop {
         if placed_ok == n_ok {
-            return Outcome { verdict: Verdict::Linearizable, deepest: None };
+            return Outcome {
+                verdict: Verdict::Linearizable,
+                deepest: None,
+                order: Some(stack.iter().map(|f| f.op).collect()),
+            };
         }
         if steps >= budget {
-            return Outcome { verdict: Verdict::Exhausted, deepest };
+            return Outcome { verdict: Verdict::Exhausted, deepest, order: None };
         }
         steps += 1;
 
@@ -201,14 +216,19 @@ pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
                     blocked: (cur != NIL).then(|| op_of(cur)),
                 });
             }
-            if pass == Pass::Ok && n_unknown > 0 {
-                pass = Pass::Unknown;
+            let next_pass = match pass {
+                Pass::Hinted => Some(Pass::Ok),
+                Pass::Ok if n_unknown > 0 => Some(Pass::Unknown),
+                Pass::Ok | Pass::Unknown => None,
+            };
+            if let Some(next_pass) = next_pass {
+                pass = next_pass;
                 cur = list.next[HEAD as usize];
                 alt_start = 0;
                 continue;
             }
             let Some(frame) = stack.pop() else {
-                return Outcome { verdict: Verdict::NotLinearizable, deepest };
+                return Outcome { verdict: Verdict::NotLinearizable, deepest, order: None };
             };
             if let Some(prev) = frame.prev_state {
                 state = prev;
@@ -220,6 +240,7 @@ pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
             } else {
                 unknown_bits.clear(slot[frame.op]);
             }
+            hints.on_unplaced(frame.op);
             list.unlift(frame.op);
             cur = call_node(frame.op);
             pass = frame.pass;
@@ -229,13 +250,18 @@ pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
 
         let op = op_of(cur);
         let known = problem.ops[op].completed_at.is_some();
-        let allowed = if known {
-            pass == Pass::Ok && owed & !touches[op] == 0
-        } else {
-            pass == Pass::Unknown
-                && !overwrites_unknown(problem, &stack, op)
-                && can_pay(&list, problem, &touches, owed | touches[op])
+        let in_pass = match pass {
+            Pass::Hinted => hints.is_ready(op),
+            Pass::Ok => known,
+            Pass::Unknown => !known,
         };
+        let allowed = in_pass
+            && if known {
+                owed & !touches[op] == 0
+            } else {
+                !overwrites_unknown(problem, &stack, op)
+                    && can_pay(&list, problem, &touches, owed | touches[op])
+            };
         if allowed && let Ok(next) = model::apply(&state, &problem.ops[op].step) {
             let next_owed = if known { 0 } else { owed | touches[op] };
             let bits = if known { &mut ok_bits } else { &mut unknown_bits };
@@ -256,8 +282,16 @@ pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
                     placed_ok += 1;
                 }
                 list.lift(op);
+                hints.on_placed(op, |i| {
+                    let bits = if problem.ops[i].completed_at.is_some() {
+                        &ok_bits
+                    } else {
+                        &unknown_bits
+                    };
+                    bits.get(slot[i])
+                });
                 cur = list.next[HEAD as usize];
-                pass = Pass::Ok;
+                pass = first_pass;
                 alt_start = 0;
                 continue 'search;
             }
@@ -266,6 +300,50 @@ pub(crate) fn search(problem: &Problem, budget: u64, record: bool) -> Outcome {
         }
         cur = list.next[cur as usize];
         alt_start = 0;
+    }
+}
+
+/// Progress along the hint orders: an operation is *ready* when every
+/// operation before it in each hint order containing it is placed.
+struct Hints<'p> {
+    chains: &'p [Vec<usize>],
+    /// For each operation, its (chain, position) pairs.
+    positions: Vec<Vec<(usize, usize)>>,
+    /// For each chain, the first position not placed yet.
+    frontier: Vec<usize>,
+}
+
+impl<'p> Hints<'p> {
+    fn new(problem: &'p Problem) -> Self {
+        let mut positions = vec![Vec::new(); problem.ops.len()];
+        for (c, chain) in problem.hints.iter().enumerate() {
+            for (p, &op) in chain.iter().enumerate() {
+                positions[op].push((c, p));
+            }
+        }
+        Hints { chains: &problem.hints, positions, frontier: vec![0; problem.hints.len()] }
+    }
+
+    fn is_ready(&self, op: usize) -> bool {
+        let at = &self.positions[op];
+        !at.is_empty() && at.iter().all(|&(c, p)| self.frontier[c] == p)
+    }
+
+    fn on_placed(&mut self, op: usize, placed: impl Fn(usize) -> bool) {
+        for &(c, p) in &self.positions[op] {
+            if self.frontier[c] == p {
+                let chain = &self.chains[c];
+                while self.frontier[c] < chain.len() && placed(chain[self.frontier[c]]) {
+                    self.frontier[c] += 1;
+                }
+            }
+        }
+    }
+
+    fn on_unplaced(&mut self, op: usize) {
+        for &(c, p) in &self.positions[op] {
+            self.frontier[c] = self.frontier[c].min(p);
+        }
     }
 }
 
@@ -406,6 +484,10 @@ impl Bits {
         self.0[i / 64] &= !(1 << (i % 64));
     }
 
+    fn get(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
     fn is_subset_of(&self, other: &Bits) -> bool {
         self.0.iter().zip(other.0.iter()).all(|(a, b)| a & !b == 0)
     }
@@ -516,7 +598,7 @@ mod tests {
     }
 
     fn problem(ops: Vec<ProblemOp>) -> Problem {
-        Problem { ops, initial: vec![KeyState::ABSENT].into_boxed_slice() }
+        Problem { ops, initial: vec![KeyState::ABSENT].into_boxed_slice(), hints: Vec::new() }
     }
 
     #[test]
