@@ -19,7 +19,9 @@ use crate::render::{self, ShowBytes};
 #[non_exhaustive]
 pub struct Counterexample {
     /// The keys of the failing partition: one key, or several that a
-    /// multi-key range reads together.
+    /// multi-key range reads together. When one key of a merged partition
+    /// already fails on its own (ranges reduced to their read of it), just
+    /// that key.
     pub keys: Vec<Bytes>,
     /// Operations of that partition the checker considered (failed
     /// operations and reads of unknown outcome are not).

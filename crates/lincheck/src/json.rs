@@ -450,7 +450,7 @@ pub fn operation_json_line(op: &Operation) -> String {
 }
 
 /// Write `history` as JSON lines, one completed-operation line per
-/// operation in [`OpId`] order; [`parse_jsonl`] reads it back.
+/// operation in [`OpId`](crate::OpId) order; [`parse_jsonl`] reads it back.
 pub fn to_jsonl(history: &History) -> String {
     let mut out = String::new();
     for op in history.ops() {

@@ -29,6 +29,12 @@
 //!   from the visited one (an unknown operation may always be skipped). So
 //!   an unknown write whose effect was overwritten costs nothing more once
 //!   the search has explored the same point without it.
+//!
+//! At each configuration the candidates are tried in up to three passes:
+//! those next in every *hint* order they belong to (per-key linearizations
+//! of a partition merged by ranges, see `check.rs`), then every ok one,
+//! then every unknown one. The passes only order the exploration; every
+//! candidate is tried before backtracking, so the verdict is the same.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
