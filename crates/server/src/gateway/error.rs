@@ -1,7 +1,8 @@
 //! Errors on the gateway, in the shapes etcd's gateway sends them.
 //!
 //! etcd 3.4/3.5 serve the gateway with grpc-gateway v1, and these are its
-//! shapes (checked against etcd 3.4.23):
+//! shapes, checked against etcd 3.4.23 (the etcd this project can run in
+//! its tests):
 //!
 //! - a unary call that fails: the HTTP status of the gRPC code
 //!   ([`http_status`]) and `{"error":<msg>,"message":<msg>,"code":<n>}`;
@@ -106,7 +107,7 @@ impl GatewayError {
     }
 }
 
-/// The HTTP status grpc-gateway v1 (etcd 3.4/3.5's gateway) answers a gRPC
+/// The HTTP status etcd 3.4's gateway (grpc-gateway v1) answers a gRPC
 /// code with.
 pub fn http_status(code: Code) -> u16 {
     match code {
@@ -119,8 +120,9 @@ pub fn http_status(code: Code) -> u16 {
         Code::PermissionDenied => 403,
         Code::Unauthenticated => 401,
         Code::ResourceExhausted => 429,
-        // Not 400: this grpc-gateway version maps it to 412, which is what
-        // etcd 3.4 sends (e.g. for "lease already exists").
+        // etcd 3.4's grpc-gateway sends 412 (e.g. for "lease already
+        // exists"), as checked; grpc-gateway 1.9.5 and later, which etcd 3.5
+        // is built with, send 400. Clients read the body's code, not this.
         Code::FailedPrecondition => 412,
         Code::Unimplemented => 501,
         Code::Unavailable => 503,

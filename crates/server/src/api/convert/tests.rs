@@ -45,6 +45,7 @@ fn rich_pb_txn() -> pb::TxnRequest {
             // The same key in the other branch: exclusive branches may.
             key: b("n1"),
             value: b("w"),
+            ignore_lease: true,
             ..Default::default()
         }))],
     };
@@ -61,12 +62,12 @@ fn rich_pb_txn() -> pb::TxnRequest {
                 key: b("r"),
                 range_end: b("s"),
                 limit: 10,
-                revision: 4,
+                revision: 40,
                 sort_order: 2,
                 sort_target: 3,
                 serializable: true,
-                keys_only: true,
-                count_only: true,
+                keys_only: false,
+                count_only: false,
                 min_mod_revision: 1,
                 max_mod_revision: 2,
                 min_create_revision: 3,
@@ -87,12 +88,24 @@ fn rich_pb_txn() -> pb::TxnRequest {
             })),
             op(Request::RequestTxn(nested)),
         ],
-        failure: vec![op(Request::RequestPut(pb::PutRequest {
-            key: b("k"),
-            ignore_value: true,
-            ignore_lease: true,
-            ..Default::default()
-        }))],
+        failure: vec![
+            op(Request::RequestPut(pb::PutRequest {
+                key: b("k"),
+                ignore_value: true,
+                ..Default::default()
+            })),
+            // Each boolean alone, so that swapping two of them shows.
+            op(Request::RequestRange(pb::RangeRequest {
+                key: b("k1"),
+                keys_only: true,
+                ..Default::default()
+            })),
+            op(Request::RequestRange(pb::RangeRequest {
+                key: b("k2"),
+                count_only: true,
+                ..Default::default()
+            })),
+        ],
     }
 }
 
@@ -140,12 +153,12 @@ fn rich_mvcc_txn() -> mvcc::TxnRequest {
                 key: Bytes::from("r"),
                 range_end: Bytes::from("s"),
                 limit: 10,
-                revision: Revision(4),
+                revision: Revision(40),
                 sort_order: SortOrder::Descend,
                 sort_target: SortTarget::Mod,
                 serializable: true,
-                keys_only: true,
-                count_only: true,
+                keys_only: false,
+                count_only: false,
                 min_mod_revision: Revision(1),
                 max_mod_revision: Revision(2),
                 min_create_revision: Revision(3),
@@ -172,15 +185,29 @@ fn rich_mvcc_txn() -> mvcc::TxnRequest {
                     range_end: Bytes::new(),
                 }],
                 success: vec![mvcc::RequestOp::Put(put("n1", "v"))],
-                failure: vec![mvcc::RequestOp::Put(put("n1", "w"))],
+                failure: vec![mvcc::RequestOp::Put(mvcc::PutRequest {
+                    ignore_lease: true,
+                    ..put("n1", "w")
+                })],
             }),
         ],
-        failure: vec![mvcc::RequestOp::Put(mvcc::PutRequest {
-            key: Bytes::from("k"),
-            ignore_value: true,
-            ignore_lease: true,
-            ..Default::default()
-        })],
+        failure: vec![
+            mvcc::RequestOp::Put(mvcc::PutRequest {
+                key: Bytes::from("k"),
+                ignore_value: true,
+                ..Default::default()
+            }),
+            mvcc::RequestOp::Range(mvcc::RangeRequest {
+                key: Bytes::from("k1"),
+                keys_only: true,
+                ..Default::default()
+            }),
+            mvcc::RequestOp::Range(mvcc::RangeRequest {
+                key: Bytes::from("k2"),
+                count_only: true,
+                ..Default::default()
+            }),
+        ],
     }
 }
 
