@@ -13,7 +13,8 @@
 //! # Which etcd
 //!
 //! The catalog is etcd's `rpctypes` (server-side errors) as of 3.5, the API
-//! version of `ringkv-api`, plus the entries 3.6 added (each marked). Two codes
+//! version of `ringkv-api`, plus the entries 3.6 added (each marked) and the
+//! two errors etcd's election service answers unmapped. Two codes
 //! changed in 3.6 and are kept at their 3.4/3.5 value, which the Go clients
 //! of those versions rely on to fail over to another endpoint:
 //! `etcdserver: not capable` and `etcdserver: rpc not supported for learner`
@@ -43,8 +44,9 @@ macro_rules! catalog {
         /// A client-visible error: etcd's gRPC code and exact message.
         ///
         /// Every variant but [`EtcdError::InvalidEnum`] and
-        /// [`EtcdError::Unknown`] is an entry of etcd's `rpctypes` catalog;
-        /// its doc line is the message.
+        /// [`EtcdError::Unknown`] is an error etcd answers with: an entry of
+        /// its `rpctypes` catalog, or one of the election service's two
+        /// errors. Its doc line is the message.
         #[derive(Clone, Debug, PartialEq, Eq)]
         #[non_exhaustive]
         pub enum EtcdError {
