@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ringkv_consensus::{DetRng, NodeId, Role};
+use ringkv_storage::disk::CrashMode;
 use ringkv_storage::mvcc::{Revision, StoreOptions};
 use ringkv_storage::{SimDisk, WalOptions};
 
@@ -445,7 +446,12 @@ impl Cluster {
     /// Crashes a node: unsynced data on its disk is lost or torn at random
     /// and its process is gone.
     pub fn crash(&mut self, id: NodeId) {
-        self.disks.get(&id).expect("known node").crash();
+        self.crash_with(id, CrashMode::Random);
+    }
+
+    /// Crashes a node, keeping as much unsynced data as `mode` says.
+    pub fn crash_with(&mut self, id: NodeId, mode: CrashMode) {
+        self.disks.get(&id).expect("known node").crash_with(mode);
         // Dropped after the crash: its handles are stale, so nothing more
         // reaches the disk (as after kill -9).
         self.nodes.remove(&id);

@@ -100,7 +100,10 @@ fn update_changes_peer_urls() {
     let (m, _) = members(&mut c, leader, update);
     assert_eq!(m.unwrap().peer_urls, vec!["http://new:2380".to_owned()]);
     let bad = Request::MemberUpdate { id: NodeId(12345), peer_urls: vec!["http://x".into()] };
-    assert_eq!(c.call(leader, bad, STEPS).unwrap_err().etcd_message(), "etcdserver: member not found");
+    assert_eq!(
+        c.call(leader, bad, STEPS).unwrap_err().etcd_message(),
+        "etcdserver: member not found"
+    );
     settle(&mut c);
     // Every member published its name and client URLs.
     for m in c.node(leader).members() {
