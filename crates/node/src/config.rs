@@ -76,6 +76,12 @@ pub const LEASE_CHECKPOINT_BATCH_MAX: usize = 1_000;
 /// at most 1,000 a second).
 pub const LEASE_REVOKES_PER_ROUND_MAX: usize = 1_000;
 
+/// How many times a node stopped by a full disk asks the leader to raise
+/// its NOSPACE alarm (one try per election timeout). It cannot see whether
+/// the alarm applied (its log no longer moves); repeats are harmless, since
+/// raising a raised alarm changes nothing.
+pub const ALARM_RAISE_ATTEMPTS_MAX: u32 = 5;
+
 /// How a node starts when its disk holds no state yet. With existing state
 /// the bootstrap is ignored, as etcd ignores its `--initial-cluster` flags
 /// on restart.

@@ -29,6 +29,9 @@ use crate::{
 /// Rounds a node runs in one step at most while it reports more work.
 const ROUNDS_PER_STEP_MAX: usize = 4;
 
+/// Steps [`Cluster::wait_leader_among`] waits.
+const WAIT_STEPS: usize = 300;
+
 /// Segment size of test WALs: small, so segments rotate and compaction
 /// deletes files.
 pub const TEST_SEGMENT_BYTES: u64 = 64 << 10;
@@ -404,6 +407,21 @@ impl Cluster {
             c.leader().is_some_and(|l| c.nodes.values().all(|n| n.leader() == Some(l)))
         });
         assert!(ok, "no leader known to every running node after {max_steps} steps");
+        self.leader().expect("checked above")
+    }
+
+    /// Steps until one of `among` leads and all of them know it.
+    ///
+    /// # Panics
+    /// If none does within a few election timeouts.
+    pub fn wait_leader_among(&mut self, among: &[NodeId]) -> NodeId {
+        let among = among.to_vec();
+        let ok = self.run_until(WAIT_STEPS, |c| {
+            c.leader().is_some_and(|l| {
+                among.contains(&l) && among.iter().all(|id| c.node(*id).leader() == Some(l))
+            })
+        });
+        assert!(ok, "no leader among {among:?}");
         self.leader().expect("checked above")
     }
 

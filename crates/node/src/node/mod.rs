@@ -151,6 +151,20 @@ struct PendingTransfer {
 struct Stopped {
     reason: String,
     no_space: bool,
+    /// Asking the leader to raise this node's NOSPACE alarm.
+    raise: Option<AlarmRaise>,
+}
+
+/// A stopped node's attempts to have the leader raise its NOSPACE alarm:
+/// it sends the proposal to the leader it knows, or to each peer in turn,
+/// and follows the leader a refusing peer names.
+#[derive(Clone, Debug)]
+struct AlarmRaise {
+    next_at: Duration,
+    target: Option<NodeId>,
+    peers: Vec<NodeId>,
+    next_peer: usize,
+    attempts: u32,
 }
 
 /// A shard replica and the node's state about it.
@@ -453,6 +467,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             errors,
             shards,
         }
+    }
+
+    /// Active alarms (the cluster's, as applied here, and this node's own
+    /// NOSPACE if a full disk stopped it).
+    pub fn alarms(&self) -> Vec<crate::AlarmMember> {
+        self.alarm_list(DATA_SHARD)
     }
 
     /// Members of the data shard's table, in id order.

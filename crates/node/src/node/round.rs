@@ -8,8 +8,8 @@ use ringkv_consensus::{
 use ringkv_storage::mvcc::RangeRequest;
 use ringkv_storage::{BatchSeq, Disk, Wal, WalError};
 
-use super::{Node, Placement, ReadState as Pending, Stopped, is_no_space};
-use crate::config::{DATA_SHARD, TICKS_PER_ROUND_MAX};
+use super::{AlarmRaise, Node, Placement, ReadState as Pending, Stopped, is_no_space};
+use crate::config::{ALARM_RAISE_ATTEMPTS_MAX, DATA_SHARD, TICKS_PER_ROUND_MAX};
 use crate::engine::Engine;
 use crate::error::NodeError;
 use crate::frame::{LeaderRequest, NodeMessage, PeerFrame};
@@ -23,7 +23,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     pub fn run_round(&mut self) -> RoundOutput {
         let now = self.clock.now();
         if self.stopped.is_some() {
-            self.inbox.clear();
+            self.step_inbox_stopped(now);
+            self.raise_alarm(now);
+            self.flush_outbox();
             self.serve_stopped();
             return std::mem::take(&mut self.out);
         }
@@ -351,7 +353,18 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// Stops the node after a storage failure (see the [module docs](super)).
     pub(super) fn stop(&mut self, e: NodeError) {
         let no_space = is_no_space(&e);
-        self.stopped = Some(Stopped { reason: e.to_string(), no_space });
+        let now = self.clock.now();
+        let raise = no_space.then(|| AlarmRaise {
+            next_at: now,
+            target: self.leader().filter(|&l| l != self.id),
+            peers: self
+                .replica_status(DATA_SHARD)
+                .map(|st| st.membership.members().into_iter().filter(|&p| p != self.id).collect())
+                .unwrap_or_default(),
+            next_peer: 0,
+            attempts: 0,
+        });
+        self.stopped = Some(Stopped { reason: e.to_string(), no_space, raise });
         // Hand leadership to the most caught-up voter now, rather than
         // after an election timeout. Only `messages` may leave: nothing
         // this node holds unsynced may be promised.
@@ -376,9 +389,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 }
             }
         }
-        if no_space {
-            self.raise_no_space_through_leader();
-        }
+        self.raise_alarm(now);
         self.flush_outbox();
         let proposals: Vec<_> = self.proposals.keys().copied().collect();
         for id in proposals {
@@ -400,27 +411,64 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.serve_stopped();
     }
 
-    /// A node whose own disk is full cannot write the alarm into its log;
-    /// it asks the leader to.
-    fn raise_no_space_through_leader(&mut self) {
-        let Some(leader) = self.leader().filter(|&l| l != self.id) else { return };
+    /// A node whose own disk is full cannot write its NOSPACE alarm into
+    /// its log; it asks the leader to (see [`AlarmRaise`]).
+    fn raise_alarm(&mut self, now: Duration) {
         let alarm = AlarmMember { member: self.id, alarm: AlarmType::NoSpace };
-        let already =
-            self.shards.get(&DATA_SHARD).is_some_and(|s| s.tables.alarms.contains(&alarm));
-        if already {
+        let raised = self.shards.get(&DATA_SHARD).is_some_and(|s| s.tables.alarms.contains(&alarm));
+        let Some(Stopped { raise: Some(r), .. }) = &mut self.stopped else { return };
+        if raised || r.attempts >= ALARM_RAISE_ATTEMPTS_MAX || now < r.next_at {
             return;
         }
+        let to = match r.target.take() {
+            Some(t) => t,
+            None if r.peers.is_empty() => return,
+            None => {
+                let p = r.peers[r.next_peer % r.peers.len()];
+                r.next_peer += 1;
+                p
+            }
+        };
+        r.attempts += 1;
+        r.next_at = now + self.cfg.election_timeout();
         let proposal =
             Proposal { id: None, body: ProposalBody::Alarm(AlarmChange::Activate(alarm)) };
         let seq = self.next_seq();
         self.push_node_message(
-            leader,
+            to,
             NodeMessage::Request {
                 shard: DATA_SHARD,
                 seq,
                 body: LeaderRequest::Propose(proposal.to_bytes()),
             },
         );
+    }
+
+    /// A stopped node steps no engine; it refuses forwarded requests and
+    /// follows the leader that peers name while raising its alarm.
+    fn step_inbox_stopped(&mut self, now: Duration) {
+        while let Some(frame) = self.inbox.pop_front() {
+            for m in frame.node_messages {
+                match m {
+                    NodeMessage::Request { seq, .. } => {
+                        let result = Err(crate::RemoteError::Stopped);
+                        self.push_node_message(frame.from, NodeMessage::Reply { seq, result });
+                    }
+                    NodeMessage::Reply {
+                        result: Err(crate::RemoteError::NotLeader { leader: Some(l) }),
+                        ..
+                    } => {
+                        if let Some(Stopped { raise: Some(r), .. }) = &mut self.stopped
+                            && l != self.id
+                        {
+                            r.target = Some(l);
+                            r.next_at = now;
+                        }
+                    }
+                    NodeMessage::Reply { .. } => {}
+                }
+            }
+        }
     }
 
     /// What a stopped node still answers: serializable reads, status and
