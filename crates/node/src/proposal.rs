@@ -24,9 +24,8 @@ const PROPOSAL_FORMAT: u8 = 1;
 pub struct ProposalId {
     /// The node that took the request and answers it.
     pub node: NodeId,
-    /// Its sequence number on that node (never reused while the node runs;
-    /// a restarted node has no waiters left, so reuse after a restart only
-    /// ever matches nothing).
+    /// Its sequence number on that node, never reused, across restarts
+    /// too (an entry proposed before a crash may commit after it).
     pub seq: u64,
 }
 

@@ -61,7 +61,13 @@ impl Clock for ManualClock {
 
 #[derive(Debug)]
 struct NetState {
-    queues: BTreeMap<NodeId, VecDeque<Bytes>>,
+    /// Frames per destination with the step they may be delivered at.
+    queues: BTreeMap<NodeId, VecDeque<(u64, Bytes)>>,
+    /// The network's step counter (advanced by [`Cluster::step`]).
+    now: u64,
+    /// Frames delayed at random, per million, by up to `delay_steps_max`.
+    delay_ppm: u64,
+    delay_steps_max: u64,
     /// Directed links that lose everything.
     cut: BTreeSet<(NodeId, NodeId)>,
     /// Nodes that are down: frames to them are lost.
@@ -85,6 +91,9 @@ impl Network {
         Network {
             state: Arc::new(Mutex::new(NetState {
                 queues: BTreeMap::new(),
+                now: 0,
+                delay_ppm: 0,
+                delay_steps_max: 0,
                 cut: BTreeSet::new(),
                 down: BTreeSet::new(),
                 rng: DetRng::new(seed),
@@ -102,6 +111,18 @@ impl Network {
     /// Loses `ppm` frames per million at random.
     pub fn set_loss_ppm(&self, ppm: u64) {
         self.lock().loss_ppm = ppm;
+    }
+
+    /// Delays `ppm` frames per million by 1 to `steps_max` steps at random,
+    /// so frames overtake each other.
+    pub fn set_delay(&self, ppm: u64, steps_max: u64) {
+        let mut st = self.lock();
+        st.delay_ppm = ppm;
+        st.delay_steps_max = steps_max;
+    }
+
+    fn advance(&self) {
+        self.lock().now += 1;
     }
 
     /// Cuts both directions between every node of `a` and every node of `b`.
@@ -135,8 +156,23 @@ impl Network {
         }
     }
 
-    fn take(&self, node: NodeId) -> VecDeque<Bytes> {
-        self.lock().queues.remove(&node).unwrap_or_default()
+    /// The frames for `node` due now, in the order they became due.
+    fn take(&self, node: NodeId) -> Vec<Bytes> {
+        let mut st = self.lock();
+        let now = st.now;
+        let Some(q) = st.queues.get_mut(&node) else { return Vec::new() };
+        let mut due: Vec<(u64, usize, Bytes)> = Vec::new();
+        let mut later = VecDeque::new();
+        for (i, (at, frame)) in q.drain(..).enumerate() {
+            if at <= now {
+                due.push((at, i, frame));
+            } else {
+                later.push_back((at, frame));
+            }
+        }
+        *q = later;
+        due.sort_by_key(|(at, i, _)| (*at, *i));
+        due.into_iter().map(|(_, _, f)| f).collect()
     }
 
     /// Frames sent and frames lost so far.
@@ -166,7 +202,12 @@ impl Transport for MemTransport {
             st.lost += 1;
             return Ok(());
         }
-        st.queues.entry(to).or_default().push_back(frame);
+        let mut at = st.now;
+        let (delay_ppm, max) = (st.delay_ppm, st.delay_steps_max);
+        if delay_ppm > 0 && max > 0 && st.rng.chance(delay_ppm, 1_000_000) {
+            at += st.rng.range(1, max + 1);
+        }
+        st.queues.entry(to).or_default().push_back((at, frame));
         Ok(())
     }
 }
@@ -346,6 +387,7 @@ impl Cluster {
         let tick =
             self.configs.values().next().map_or(Duration::from_millis(100), |c| c.tick_interval);
         self.clock.advance(tick);
+        self.net.advance();
         self.steps += 1;
     }
 

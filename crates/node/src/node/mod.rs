@@ -67,6 +67,16 @@ use snapshot::SnapshotState;
 /// Node record holding this member's id.
 const MEMBER_ID_RECORD: &str = "member_id";
 
+/// Node record counting the node's starts.
+const BOOT_RECORD: &str = "boots";
+
+/// Request sequence numbers start at `boot << SEQ_BOOT_SHIFT`, so numbers
+/// never repeat across restarts: an entry proposed before a crash may
+/// still commit after it, and must not be taken for the answer to a new
+/// request that happens to reuse its number (nor may a late read index
+/// answer a new read). 2^40 requests per start is more than a node serves.
+const SEQ_BOOT_SHIFT: u32 = 40;
+
 /// Epoch of a new cluster's first entry: below every epoch an election can
 /// produce (Raft's first election is term 2; a Paxos ballot `(1, n)` with
 /// `n >= 1` is above `(1, 0)`).
@@ -267,6 +277,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 id
             }
         };
+        let boots = match store.node_record(BOOT_RECORD)? {
+            Some(v) => decode_exact::<u64>(v)
+                .map_err(|source| NodeError::Codec { what: "stored boot count", source })?,
+            None => 0,
+        } + 1;
+        store.set_node_record(BOOT_RECORD, Some(&encode_to_vec(&boots)))?;
         let shard = DATA_SHARD;
         if !wal.shards().contains(&shard)
             && store.applied_index(shard) == LogIndex::ZERO
@@ -303,7 +319,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             wal,
             store,
             shards: BTreeMap::from([(shard, hosted)]),
-            next_seq: 1,
+            next_seq: boots << SEQ_BOOT_SHIFT,
             last_tick: now,
             inbox: VecDeque::new(),
             submitted: VecDeque::new(),
