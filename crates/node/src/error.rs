@@ -186,6 +186,13 @@ pub enum NodeError {
         #[source]
         source: CodecError,
     },
+    /// A peer frame was refused (misaddressed, or the inbox is full); it is
+    /// dropped, as the network may drop any frame.
+    #[error("peer frame refused: {why}")]
+    FrameRefused {
+        /// Why.
+        why: &'static str,
+    },
     /// Durable state contradicts itself; the node refuses to go on.
     #[error(
         "inconsistent durable state of shard {shard}: {what}; restore this member from a snapshot or remove and re-add it"
@@ -233,6 +240,7 @@ impl NodeError {
             | NodeError::Snapshot(_)
             | NodeError::Engine(_)
             | NodeError::Codec { .. }
+            | NodeError::FrameRefused { .. }
             | NodeError::Corrupt { .. } => ErrorClass::Internal,
         }
     }
@@ -282,8 +290,11 @@ pub enum RemoteError {
         /// The limit.
         limit: u64,
     },
-    /// The forwarded bytes are not a proposal.
+    /// The forwarded bytes are not a proposal (or not a call).
     Malformed,
+    /// The new leader has not yet applied its predecessors' entries, so it
+    /// cannot answer about leases yet; ask again.
+    Retry,
 }
 
 impl RemoteError {
@@ -303,6 +314,7 @@ impl RemoteError {
                 what: "forwarded proposal",
                 source: CodecError::Invalid { what: "proposal", at: 0 },
             },
+            RemoteError::Retry => NodeError::NoLeader,
         }
     }
 }

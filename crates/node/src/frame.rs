@@ -351,11 +351,12 @@ impl Wire for RemoteError {
                 put_varint(out, *limit);
             }
             RemoteError::Malformed => out.push(7),
+            RemoteError::Retry => out.push(8),
         }
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        Ok(match tag(d, "remote error", 7)? {
+        Ok(match tag(d, "remote error", 8)? {
             0 => RemoteError::NotLeader { leader: Option::decode(d)? },
             1 => RemoteError::TooManyRequests,
             2 => RemoteError::Stopped,
@@ -367,7 +368,8 @@ impl Wire for RemoteError {
             4 => RemoteError::NotLearner { id: NodeId::decode(d)? },
             5 => RemoteError::MemberNotFound { id: NodeId::decode(d)? },
             6 => RemoteError::TooLarge { bytes: d.varint()?, limit: d.varint()? },
-            _ => RemoteError::Malformed,
+            7 => RemoteError::Malformed,
+            _ => RemoteError::Retry,
         })
     }
 }

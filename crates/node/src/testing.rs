@@ -61,8 +61,9 @@ impl Clock for ManualClock {
 
 #[derive(Debug)]
 struct NetState {
-    /// Frames per destination with the step they may be delivered at.
-    queues: BTreeMap<NodeId, VecDeque<(u64, Bytes)>>,
+    /// Frames per destination: the step they may be delivered at, the
+    /// sender, the frame.
+    queues: BTreeMap<NodeId, VecDeque<(u64, NodeId, Bytes)>>,
     /// The network's step counter (advanced by [`Cluster::step`]).
     now: u64,
     /// Frames delayed at random, per million, by up to `delay_steps_max`.
@@ -136,6 +137,16 @@ impl Network {
         }
     }
 
+    /// Cuts the link from `from` to `to` only; frames in flight on it are
+    /// lost too.
+    pub fn cut_one_way(&self, from: NodeId, to: NodeId) {
+        let mut st = self.lock();
+        st.cut.insert((from, to));
+        if let Some(q) = st.queues.get_mut(&to) {
+            q.retain(|(_, sender, _)| *sender != from);
+        }
+    }
+
     /// Cuts every link of `node`.
     pub fn isolate(&self, node: NodeId, all: &[NodeId]) {
         self.partition(&[node], all);
@@ -163,11 +174,11 @@ impl Network {
         let Some(q) = st.queues.get_mut(&node) else { return Vec::new() };
         let mut due: Vec<(u64, usize, Bytes)> = Vec::new();
         let mut later = VecDeque::new();
-        for (i, (at, frame)) in q.drain(..).enumerate() {
+        for (i, (at, from, frame)) in q.drain(..).enumerate() {
             if at <= now {
                 due.push((at, i, frame));
             } else {
-                later.push_back((at, frame));
+                later.push_back((at, from, frame));
             }
         }
         *q = later;
@@ -207,7 +218,7 @@ impl Transport for MemTransport {
         if delay_ppm > 0 && max > 0 && st.rng.chance(delay_ppm, 1_000_000) {
             at += st.rng.range(1, max + 1);
         }
-        st.queues.entry(to).or_default().push_back((at, frame));
+        st.queues.entry(to).or_default().push_back((at, self.from, frame));
         Ok(())
     }
 }

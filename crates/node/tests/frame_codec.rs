@@ -59,6 +59,7 @@ fn remote_error() -> impl Strategy<Value = RemoteError> {
         (any::<u64>(), any::<u64>())
             .prop_map(|(bytes, limit)| RemoteError::TooLarge { bytes, limit }),
         Just(RemoteError::Malformed),
+        Just(RemoteError::Retry),
     ]
 }
 

@@ -112,3 +112,49 @@ fn a_revoked_lease_deletes_its_keys_at_once() {
     let err = c.call(leader, Request::LeaseRevoke(id), STEPS).unwrap_err();
     assert_eq!(err.etcd_message(), "etcdserver: requested lease not found");
 }
+
+/// A keep-alive that reaches a new leader before it has applied its
+/// predecessor's grant must not be told the lease is gone. The grant
+/// commits on the old leader with one follower's ack; that follower never
+/// hears that it committed (its link from the leader is cut once it
+/// stored the entry), the third node saw nothing; then the old leader
+/// dies and the follower that holds the entry leads.
+#[test]
+fn a_new_leader_answers_keep_alives_only_once_it_knows_every_lease() {
+    for seed in 0..3u64 {
+        let mut c = Cluster::new(3, 24 + seed * 7);
+        let leader = c.wait_leader(100);
+        let followers: Vec<_> = c.running().into_iter().filter(|&id| id != leader).collect();
+        let (holder, behind) = (followers[0], followers[1]);
+        c.net.partition(&[behind], &[leader, holder]);
+        let token = c.submit(leader, Request::LeaseGrant { id: LeaseId(0), ttl: 60 });
+        let last = |c: &Cluster, id| {
+            c.node(id).replica_status(ringkv_node::DATA_SHARD).unwrap().last_index
+        };
+        assert!(c.run_until(STEPS, |c| last(c, holder) >= last(c, leader)));
+        c.net.cut_one_way(leader, holder);
+        let granted = loop {
+            if let Some(r) = c.take_result(leader, token) {
+                break r.unwrap();
+            }
+            c.step();
+        };
+        let Reply::Kv(Response::LeaseGrant(g)) = granted else { panic!("{granted:?}") };
+        c.crash(leader);
+        c.net.heal();
+        let token = c.submit(holder, Request::LeaseKeepAlive(g.id));
+        let r = loop {
+            if let Some(r) = c.take_result(holder, token) {
+                break r;
+            }
+            c.step();
+        };
+        assert_eq!(c.leader(), Some(holder), "seed {seed}: the node holding the grant leads");
+        match r.unwrap() {
+            Reply::LeaseKeepAlive { ttl, .. } => {
+                assert_eq!(ttl, 60, "seed {seed}: the new leader did not know the lease")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -166,7 +166,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 });
             }
             let Some(id) = o.id.filter(|id| id.node == self.id) else { continue };
-            if let Some(p) = self.proposals.remove(&id)
+            if let Some(p) = self.remove_proposal(id)
                 && let Some(token) = p.token
             {
                 self.complete(token, o.shard, o.result);

@@ -33,7 +33,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let retry = self.cfg.request_timeout;
         let interval = self.cfg.lease_checkpoint_interval;
         let Some(s) = self.shards.get_mut(&shard) else { return };
-        if !s.is_leader() {
+        if !s.leases_ready() {
             return;
         }
         let expired = s.leases.take_expired(now, retry, LEASE_REVOKES_PER_ROUND_MAX);

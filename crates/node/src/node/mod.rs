@@ -189,6 +189,10 @@ struct HostedShard<E: Engine, D: Disk> {
     tables: ClusterTables,
     /// Leader-only lease clocks.
     leases: LeaseTracker,
+    /// A new leader answers lease requests only once it has applied up to
+    /// here (its first entry of the term): before, it may not yet know
+    /// leases its predecessors granted (etcd waits for apply the same way).
+    leases_ready_at: LogIndex,
     snapshot: SnapshotState,
     /// Not before this time: another membership change, publish, or
     /// alarm proposal of this node's own housekeeping.
@@ -201,6 +205,19 @@ impl<E: Engine, D: Disk> HostedShard<E, D> {
     fn is_leader(&self) -> bool {
         self.soft.role == Role::Leader
     }
+
+    /// Whether this leader's lease clocks cover every lease granted so far.
+    fn leases_ready(&self) -> bool {
+        self.is_leader() && self.leases.is_active() && self.applied >= self.leases_ready_at
+    }
+}
+
+/// Admission facts computed once per round.
+#[derive(Copy, Clone, Debug, Default)]
+struct RoundLimits {
+    over_quota: bool,
+    /// Committed but unapplied entries of the data shard.
+    apply_gap: u64,
 }
 
 /// Messages for one peer, sent together as one frame.
@@ -230,6 +247,12 @@ pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     inbox: VecDeque<PeerFrame<E::Message>>,
     submitted: VecDeque<(Token, Request, Duration)>,
     proposals: BTreeMap<ProposalId, PendingProposal>,
+    /// Proposals in `proposals` a client waits for (kept, not counted, so
+    /// that admitting a request costs O(1)).
+    client_proposals: usize,
+    /// Per round: whether new writes are refused for space, and whether
+    /// apply lags too far behind commit (computed once, not per request).
+    round_limits: RoundLimits,
     /// Keyed by the read's request id.
     reads: BTreeMap<u64, PendingRead>,
     /// Keyed by the request's sequence number.
@@ -304,6 +327,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             applied,
             tables,
             leases: LeaseTracker::default(),
+            leases_ready_at: LogIndex::ZERO,
             snapshot: SnapshotState::new(applied),
             replica,
             retry_membership_at: now,
@@ -324,6 +348,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             inbox: VecDeque::new(),
             submitted: VecDeque::new(),
             proposals: BTreeMap::new(),
+            client_proposals: 0,
+            round_limits: RoundLimits::default(),
             reads: BTreeMap::new(),
             calls: BTreeMap::new(),
             transfers: Vec::new(),
@@ -414,12 +440,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 return Err(NodeError::Codec { what: "peer frame", source });
             }
         };
-        if frame.to != self.id || self.inbox.len() >= crate::config::INBOX_FRAMES_MAX {
+        if frame.to != self.id {
             self.frames_dropped += 1;
-            return Err(NodeError::TooManyRequests {
-                pending: self.inbox.len() as u64,
-                limit: crate::config::INBOX_FRAMES_MAX as u64,
-            });
+            return Err(NodeError::FrameRefused { why: "addressed to another node" });
+        }
+        if self.inbox.len() >= crate::config::INBOX_FRAMES_MAX {
+            self.frames_dropped += 1;
+            return Err(NodeError::FrameRefused { why: "the inbox is full (INBOX_FRAMES_MAX)" });
         }
         self.inbox.push_back(frame);
         Ok(())
@@ -503,10 +530,26 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
 
     fn pending_requests(&self) -> usize {
         self.submitted.len()
-            + self.proposals.values().filter(|p| p.token.is_some()).count()
+            + self.client_proposals
             + self.reads.len()
             + self.calls.len()
             + self.transfers.len()
+    }
+
+    fn insert_proposal(&mut self, id: ProposalId, p: PendingProposal) {
+        if p.token.is_some() {
+            self.client_proposals += 1;
+        }
+        let previous = self.proposals.insert(id, p);
+        assert!(previous.is_none(), "proposal ids are never reused");
+    }
+
+    fn remove_proposal(&mut self, id: ProposalId) -> Option<PendingProposal> {
+        let p = self.proposals.remove(&id)?;
+        if p.token.is_some() {
+            self.client_proposals -= 1;
+        }
+        Some(p)
     }
 
     fn next_seq(&mut self) -> u64 {

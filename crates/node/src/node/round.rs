@@ -234,20 +234,11 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             for id in lost {
                 self.fail_proposal(id, NodeError::LeaderChanged);
             }
-            let lost: Vec<u64> = self
-                .calls
-                .iter()
-                .filter(|(_, c)| {
-                    c.shard == shard
-                        && c.sent_to.is_some()
-                        && soft.leader.is_some()
-                        && soft.leader != c.sent_to
-                })
-                .map(|(&k, _)| k)
-                .collect();
-            for k in lost {
-                let c = self.calls.remove(&k).expect("just found");
-                self.complete(c.token, shard, Err(NodeError::LeaderChanged));
+            // Lease calls are safe to repeat: ask the new leader.
+            for c in self.calls.values_mut() {
+                if c.shard == shard && c.sent_to.is_some() && c.sent_to != soft.leader {
+                    c.sent_to = None;
+                }
             }
             let moved: Vec<usize> = (0..self.transfers.len())
                 .rev()
@@ -269,6 +260,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             let interval = self.cfg.lease_checkpoint_interval;
             let s = self.shards.get_mut(&shard).expect("hosted");
             s.leases.promote(&leases, now, extend, interval);
+            s.leases_ready_at = s.replica.status().last_index;
             s.retry_membership_at = now;
         } else if lost {
             self.shards.get_mut(&shard).expect("hosted").leases.demote();
@@ -335,7 +327,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
 
     /// Fails a waiting proposal (housekeeping proposals just go away).
     pub(super) fn fail_proposal(&mut self, id: crate::ProposalId, e: NodeError) {
-        if let Some(p) = self.proposals.remove(&id)
+        if let Some(p) = self.remove_proposal(id)
             && let Some(token) = p.token
         {
             self.complete(token, p.shard, Err(e));

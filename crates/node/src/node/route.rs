@@ -52,6 +52,16 @@ fn read_error(e: ReadError) -> NodeError {
 
 impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     pub(super) fn route_submitted(&mut self, now: Duration) {
+        if self.submitted.is_empty() {
+            return;
+        }
+        self.round_limits = super::RoundLimits {
+            over_quota: self.store.size_bytes().is_ok_and(|b| b > self.cfg.quota_backend_bytes),
+            apply_gap: self
+                .shards
+                .get(&DATA_SHARD)
+                .map_or(0, |s| s.replica.status().commit.0.saturating_sub(s.applied.0)),
+        };
         while let Some((token, request, deadline)) = self.submitted.pop_front() {
             self.route(token, request, deadline, now);
         }
@@ -174,10 +184,6 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         LeaseId(if id == 0 { 1 } else { id })
     }
 
-    fn store_over_quota(&self) -> bool {
-        self.store.size_bytes().is_ok_and(|b| b > self.cfg.quota_backend_bytes)
-    }
-
     /// Checks a client proposal and places it.
     fn propose_client(
         &mut self,
@@ -191,11 +197,11 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             self.complete(token, shard, Err(NodeError::UnknownShard { shard }));
             return;
         };
-        if needs_space(&body) && (s.tables.no_space() || self.store_over_quota()) {
+        if needs_space(&body) && (s.tables.no_space() || self.round_limits.over_quota) {
             self.complete(token, shard, Err(NodeError::NoSpace));
             return;
         }
-        let gap = s.replica.status().commit.0.saturating_sub(s.applied.0);
+        let gap = self.round_limits.apply_gap;
         if gap > APPLY_GAP_MAX {
             let e = NodeError::TooManyRequests { pending: gap, limit: APPLY_GAP_MAX };
             self.complete(token, shard, Err(e));
@@ -217,7 +223,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             bytes,
             promote,
         };
-        self.proposals.insert(id, p);
+        self.insert_proposal(id, p);
         self.place(id);
     }
 
@@ -235,7 +241,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             bytes,
             promote: None,
         };
-        self.proposals.insert(id, p);
+        self.insert_proposal(id, p);
         self.place(id);
     }
 
@@ -353,6 +359,10 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let shard = c.shard;
         let Some(s) = self.shards.get(&shard) else { return };
         if s.is_leader() {
+            if !s.leases_ready() {
+                // Catching up on its predecessors' entries: next round.
+                return;
+            }
             let c = self.calls.remove(&seq).expect("checked above");
             let result = self.answer_call(shard, &c.request, now);
             let result = result.map(reply_of).map_err(RemoteError::into_node_error);
@@ -372,8 +382,11 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         now: Duration,
     ) -> Result<LeaderReply, RemoteError> {
         let s = self.shards.get_mut(&shard).ok_or(RemoteError::NotLeader { leader: None })?;
-        if !s.is_leader() || !s.leases.is_active() {
+        if !s.is_leader() {
             return Err(RemoteError::NotLeader { leader: s.soft.leader });
+        }
+        if !s.leases_ready() {
+            return Err(RemoteError::Retry);
         }
         match *request {
             LeaderRequest::LeaseKeepAlive(id) => {
@@ -401,8 +414,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 Ok(LeaderReply::LeaseTimeToLive(LeaseTtl { id, ttl, granted_ttl, keys }))
             }
             LeaderRequest::LeaseLeases => Ok(LeaderReply::LeaseLeases(s.leases.ids())),
+            // Proposals are served by `propose_forwarded`, not here.
             LeaderRequest::Propose(_) | LeaderRequest::MemberPromote { .. } => {
-                unreachable!("proposals are not calls")
+                Err(RemoteError::Malformed)
             }
         }
     }
@@ -533,7 +547,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             return;
         }
         match result {
-            Err(RemoteError::NotLeader { .. }) => c.sent_to = None,
+            // Refused or not answerable yet: ask the leader again next round.
+            Err(RemoteError::NotLeader { .. } | RemoteError::Retry) => c.sent_to = None,
             other => {
                 let c = self.calls.remove(&seq).expect("checked above");
                 let result = other.map(reply_of).map_err(RemoteError::into_node_error);
