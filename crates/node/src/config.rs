@@ -60,6 +60,11 @@ pub const INBOX_FRAMES_MAX: usize = 4_096;
 /// `maxGapBetweenApplyAndCommitIndex`).
 pub const APPLY_GAP_MAX: u64 = 5_000;
 
+/// Default snapshot chunks (about 1 MiB each, the store's
+/// `SNAPSHOT_CHUNK_BYTES`) read per round while taking a snapshot: bounds
+/// the time one round spends on it, so a large shard never stalls the loop.
+pub const SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT: usize = 8;
+
 /// Most ticks taken in one round. A loop that stalled longer drops the
 /// missed ticks, as a ticker does, rather than firing a burst of elections.
 pub const TICKS_PER_ROUND_MAX: u32 = 3;
@@ -139,6 +144,8 @@ pub struct NodeConfig {
     pub snapshot_count: u64,
     /// Entries kept in the WAL behind a snapshot for slow followers.
     pub snapshot_catch_up_entries: u64,
+    /// Snapshot chunks read per round while taking a snapshot.
+    pub snapshot_chunks_per_round: usize,
     /// Store size that raises NOSPACE (`--quota-backend-bytes`).
     pub quota_backend_bytes: u64,
     /// Largest request accepted (`--max-request-bytes`).
@@ -178,6 +185,7 @@ impl NodeConfig {
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             snapshot_count: SNAPSHOT_COUNT_DEFAULT,
             snapshot_catch_up_entries: SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT,
+            snapshot_chunks_per_round: SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT,
             quota_backend_bytes: QUOTA_BACKEND_BYTES_DEFAULT,
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             pending_requests_max: PENDING_REQUESTS_MAX_DEFAULT,
@@ -215,8 +223,8 @@ impl NodeConfig {
         if self.request_timeout < self.election_timeout() {
             return bad("request_timeout", "must be at least one election timeout");
         }
-        if self.snapshot_count == 0 {
-            return bad("snapshot_count", "must be positive");
+        if self.snapshot_count == 0 || self.snapshot_chunks_per_round == 0 {
+            return bad("snapshot_count", "it and snapshot_chunks_per_round must be positive");
         }
         if self.pending_requests_max == 0 {
             return bad("pending_requests_max", "must be positive");

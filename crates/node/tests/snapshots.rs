@@ -14,6 +14,9 @@ fn small_snapshots(seed: u64) -> Cluster {
     Cluster::with_config(3, seed, &|cfg| {
         cfg.snapshot_count = 20;
         cfg.snapshot_catch_up_entries = 5;
+        // One chunk per round: every snapshot is read over several rounds
+        // while applies go on.
+        cfg.snapshot_chunks_per_round = 1;
     })
 }
 

@@ -8,9 +8,12 @@
 //! from memory, so this module keeps it there.
 //!
 //! **Taking** (every [`crate::NodeConfig::snapshot_count`] applied
-//! entries): export at the applied index `s`, make the store durable up to
-//! `s` (a checkpoint: the WAL may drop entries only up to the store's
-//! durable applied index), and *stage* the snapshot. **Compacting**: once
+//! entries): make the store durable up to the applied index `s` (a
+//! checkpoint: the WAL may drop entries only up to the store's durable
+//! applied index), open an export at `s` and read it a few chunks per round
+//! ([`crate::NodeConfig::snapshot_chunks_per_round`]) so a large shard never stalls the
+//! loop (the export's read view keeps seeing `s` while applies go on);
+//! then *stage* the snapshot. **Compacting**: once
 //! [`crate::NodeConfig::snapshot_catch_up_entries`] more entries are
 //! applied, compact the WAL up to `s` and hand the data to the shard log.
 //! The WAL's snapshot index always equals the snapshot the data describes,
@@ -34,31 +37,39 @@ use ringkv_consensus::{
 use ringkv_storage::mvcc::SnapshotError;
 use ringkv_storage::{Disk, WalError};
 
+use ringkv_storage::mvcc::SnapshotExport;
+
 use super::{Node, snapshot_record};
 use crate::cluster::ClusterTables;
 use crate::engine::Engine;
 use crate::error::NodeError;
 use crate::io::{Clock, Transport};
 
-/// A snapshot taken and waiting for the WAL to move past it.
+/// A snapshot in the making.
 #[derive(Debug)]
-struct Staged {
-    index: LogIndex,
-    membership: Membership,
-    data: Bytes,
+enum Taking {
+    /// Reading the export, a few chunks per round.
+    Exporting {
+        export: Box<SnapshotExport>,
+        chunks: Vec<Bytes>,
+        index: LogIndex,
+        membership: Membership,
+    },
+    /// Taken, waiting for the WAL to move far enough past it.
+    Staged { index: LogIndex, membership: Membership, data: Bytes },
 }
 
 /// One shard's snapshot bookkeeping.
 #[derive(Debug)]
 pub(super) struct SnapshotState {
-    /// Applied index at the last snapshot taken (or at open).
+    /// Applied index at the last snapshot started (or at open).
     taken_at: LogIndex,
-    staged: Option<Staged>,
+    taking: Option<Taking>,
 }
 
 impl SnapshotState {
     pub(super) fn new(applied: LogIndex) -> SnapshotState {
-        SnapshotState { taken_at: applied, staged: None }
+        SnapshotState { taken_at: applied, taking: None }
     }
 }
 
@@ -102,37 +113,63 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         Ok(())
     }
 
-    /// Takes a snapshot when enough entries were applied, and compacts the
-    /// WAL behind a staged one once enough more were.
+    /// Starts a snapshot when enough entries were applied, reads some of
+    /// it, and compacts the WAL behind a staged one once enough more were.
     pub(super) fn maybe_snapshot(&mut self, shard: ShardId) -> Result<(), NodeError> {
         let (count, margin) = (self.cfg.snapshot_count, self.cfg.snapshot_catch_up_entries);
         let Some(s) = self.shards.get(&shard) else { return Ok(()) };
         let applied = s.applied;
         let due =
-            s.snapshot.staged.is_none() && applied.0.saturating_sub(s.snapshot.taken_at.0) >= count;
+            s.snapshot.taking.is_none() && applied.0.saturating_sub(s.snapshot.taken_at.0) >= count;
         if due && let Some(membership) = E::membership_at(&s.replica, applied) {
-            let (index, data) = self.export(shard)?;
-            debug_assert_eq!(index, applied, "the export sees every applied entry");
             self.store.checkpoint()?;
+            let export = Box::new(self.store.snapshot(shard)?);
+            let index = export.state().applied_index;
+            debug_assert_eq!(index, applied, "the export sees every applied entry");
             let s = self.shards.get_mut(&shard).expect("checked above");
-            s.snapshot.staged = Some(Staged { index, membership, data });
+            s.snapshot.taking =
+                Some(Taking::Exporting { export, chunks: Vec::new(), index, membership });
             s.snapshot.taken_at = index;
         }
         let s = self.shards.get_mut(&shard).expect("checked above");
-        let ready = s.snapshot.staged.as_ref().is_some_and(|st| applied.0 >= st.index.0 + margin);
-        if !ready {
-            return Ok(());
-        }
-        let st = s.snapshot.staged.take().expect("checked above");
-        match self.wal.compact(shard, st.index, st.membership) {
-            Ok(_) => {
-                s.replica.storage_mut().set_snapshot_data(st.index, st.data);
+        match s.snapshot.taking.take() {
+            None => Ok(()),
+            Some(Taking::Exporting { mut export, mut chunks, index, membership }) => {
+                let mut done = false;
+                for _ in 0..self.cfg.snapshot_chunks_per_round {
+                    match export.next() {
+                        Some(chunk) => chunks.push(chunk?),
+                        None => {
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+                s.snapshot.taking = Some(if done {
+                    let data = Bytes::from(encode_to_vec(&chunks));
+                    Taking::Staged { index, membership, data }
+                } else {
+                    Taking::Exporting { export, chunks, index, membership }
+                });
                 Ok(())
             }
-            // Refusals change nothing: a snapshot installed meanwhile, or a
-            // conflicting record still buffered. The next one will do.
-            Err(WalError::CompactionRefused { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            Some(Taking::Staged { index, membership, data }) if applied.0 >= index.0 + margin => {
+                match self.wal.compact(shard, index, membership) {
+                    Ok(_) => {
+                        s.replica.storage_mut().set_snapshot_data(index, data);
+                        Ok(())
+                    }
+                    // Refusals change nothing: a snapshot installed
+                    // meanwhile, or a conflicting record still buffered.
+                    // The next snapshot will do.
+                    Err(WalError::CompactionRefused { .. }) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            staged @ Some(Taking::Staged { .. }) => {
+                s.snapshot.taking = staged;
+                Ok(())
+            }
         }
     }
 
