@@ -36,6 +36,8 @@ const CLUSTER_RECORD: &str = "cluster";
 const MEMBER_PREFIX: &str = "member/";
 /// Prefix of alarm records: `alarm/<member as 16 hex digits>/<type>`.
 const ALARM_PREFIX: &str = "alarm/";
+/// Prefix of removed-member records: `removed/<id as 16 hex digits>`.
+const REMOVED_PREFIX: &str = "removed/";
 
 fn hash_parts(domain: &str, parts: &[&[u8]]) -> u64 {
     let mut buf = Vec::new();
@@ -88,6 +90,10 @@ fn member_record(id: NodeId) -> String {
     format!("{MEMBER_PREFIX}{:016x}", id.0)
 }
 
+fn removed_record(id: NodeId) -> String {
+    format!("{REMOVED_PREFIX}{:016x}", id.0)
+}
+
 fn alarm_record(a: AlarmMember) -> String {
     format!("{ALARM_PREFIX}{:016x}/{}", a.member.0, a.alarm.name())
 }
@@ -103,6 +109,9 @@ pub(crate) struct ClusterTables {
     pub(crate) cluster_id: Option<u64>,
     pub(crate) members: BTreeMap<NodeId, Member>,
     pub(crate) alarms: BTreeSet<AlarmMember>,
+    /// Members removed from the cluster: their frames are refused and they
+    /// are told to stop (etcd refuses removed members' messages the same way).
+    pub(crate) removed: BTreeSet<NodeId>,
 }
 
 impl ClusterTables {
@@ -118,6 +127,11 @@ impl ClusterTables {
             let m = decode_exact::<Member>(v)
                 .map_err(|e| corrupt(shard, format!("member record {name}: {e}")))?;
             t.members.insert(m.id, m);
+        }
+        for (name, v) in view.records(shard, REMOVED_PREFIX)? {
+            let id = decode_exact::<NodeId>(v)
+                .map_err(|e| corrupt(shard, format!("removed-member record {name}: {e}")))?;
+            t.removed.insert(id);
         }
         for (name, v) in view.records(shard, ALARM_PREFIX)? {
             let a = decode_exact::<AlarmMember>(v)
@@ -201,7 +215,9 @@ impl ClusterTables {
         };
         if let MemberChange::Remove(id) = change {
             b.set_record(shard, &member_record(*id), None)?;
+            b.set_record(shard, &removed_record(*id), Some(&encode_to_vec(id)))?;
             self.members.remove(id);
+            self.removed.insert(*id);
         } else {
             Self::write_member(b, shard, &member)?;
             self.members.insert(member.id, member.clone());
@@ -215,6 +231,9 @@ impl ClusterTables {
         }
         if self.members.contains_key(&m.id) {
             return Err(MemberError::IdExists { id: m.id });
+        }
+        if self.removed.contains(&m.id) {
+            return Err(MemberError::IdRemoved { id: m.id });
         }
         if let Some(url) = self.url_taken(m.id, &m.peer_urls) {
             return Err(MemberError::PeerUrlExists { url });

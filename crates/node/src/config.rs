@@ -235,11 +235,76 @@ impl NodeConfig {
         if self.lease_checkpoint_interval.is_zero() {
             return bad("lease_checkpoint_interval", "must be positive");
         }
-        if let Bootstrap::NewCluster { members } = &self.bootstrap
-            && !members.iter().any(|m| m.name == self.name)
-        {
-            return bad("bootstrap", "the initial cluster must include this member's name");
+        if let Bootstrap::NewCluster { members } = &self.bootstrap {
+            let Some(me) = members.iter().find(|m| m.name == self.name) else {
+                return bad("bootstrap", "the initial cluster must include this member's name");
+            };
+            let (mut listed, mut mine) = (me.peer_urls.clone(), self.peer_urls.clone());
+            listed.sort();
+            mine.sort();
+            if listed != mine {
+                // Ids derive from the URLs: a mismatch would make this node
+                // a stranger to the configuration it founds.
+                return bad(
+                    "bootstrap",
+                    "this member's peer URLs in the initial cluster differ from its own peer URLs",
+                );
+            }
+            let mut names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+            names.sort_unstable();
+            if names.windows(2).any(|w| w[0] == w[1]) {
+                return bad("bootstrap", "two members of the initial cluster share a name");
+            }
         }
         self.wal.validate().map_err(NodeError::Wal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(members: Vec<InitialMember>) -> NodeConfig {
+        NodeConfig::new(
+            "a",
+            "tok",
+            vec!["http://a:2380".into()],
+            vec![],
+            Bootstrap::NewCluster { members },
+        )
+    }
+
+    fn member(name: &str, url: &str) -> InitialMember {
+        InitialMember { name: name.into(), peer_urls: vec![url.into()] }
+    }
+
+    #[test]
+    fn the_initial_cluster_must_name_this_member_with_its_urls() {
+        assert!(
+            config(vec![member("a", "http://a:2380"), member("b", "http://b:2380")])
+                .validate()
+                .is_ok()
+        );
+        let missing = config(vec![member("b", "http://b:2380")]).validate();
+        assert!(matches!(missing, Err(NodeError::Config { field: "bootstrap", .. })));
+        let other_url = config(vec![member("a", "http://elsewhere:2380")]).validate();
+        assert!(matches!(other_url, Err(NodeError::Config { field: "bootstrap", .. })));
+        let twice = config(vec![member("a", "http://a:2380"), member("a", "http://c:2380")]);
+        assert!(matches!(twice.validate(), Err(NodeError::Config { field: "bootstrap", .. })));
+    }
+
+    #[test]
+    fn limits_that_cannot_work_are_refused() {
+        let ok = config(vec![member("a", "http://a:2380")]);
+        assert_eq!(ok.lease_ttl_min_seconds(), 2, "ceil(1.5 x 1 s)");
+        let mut c = ok.clone();
+        c.election_ticks = c.heartbeat_ticks;
+        assert!(c.validate().is_err());
+        let mut c = ok.clone();
+        c.request_timeout = Duration::from_millis(10);
+        assert!(c.validate().is_err());
+        let mut c = ok;
+        c.snapshot_chunks_per_round = 0;
+        assert!(c.validate().is_err());
     }
 }

@@ -41,6 +41,12 @@ pub enum MemberError {
         /// The id.
         id: NodeId,
     },
+    /// MemberAdd chose the id of a member removed before.
+    #[error("etcdserver: member ID has been removed")]
+    IdRemoved {
+        /// The id.
+        id: NodeId,
+    },
     /// MemberAdd/MemberUpdate named a peer URL another member has.
     #[error("etcdserver: Peer URLs already exists")]
     PeerUrlExists {
@@ -138,6 +144,11 @@ pub enum NodeError {
         /// The requested target.
         target: NodeId,
     },
+    /// This member was removed from the cluster and stopped; it serves
+    /// nothing more (clients see etcd's `server stopped`). Wipe its data
+    /// directory before adding it back.
+    #[error("etcdserver: server stopped")]
+    Removed,
     /// The node stopped serving after a storage failure (see
     /// [`crate::NodeStatus::errors`] for the cause); restart it.
     #[error("etcdserver: server stopped")]
@@ -219,6 +230,7 @@ impl NodeError {
             | NodeError::LeaderChanged
             | NodeError::Timeout
             | NodeError::Stopped { .. }
+            | NodeError::Removed
             | NodeError::UnknownShard { .. } => ErrorClass::Unavailable,
             NodeError::TooManyRequests { .. } | NodeError::NoSpace => ErrorClass::ResourceExhausted,
             NodeError::RequestTooLarge { .. } => ErrorClass::InvalidArgument,

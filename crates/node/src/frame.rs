@@ -76,6 +76,9 @@ pub enum NodeMessage {
         /// What to do.
         body: LeaderRequest,
     },
+    /// The sender's member table says the receiver was removed from the
+    /// cluster: it must stop (its frames are dropped from now on).
+    Removed,
     /// The leader's answer to a [`NodeMessage::Request`].
     Reply {
         /// The request's number.
@@ -194,6 +197,7 @@ impl Wire for NodeMessage {
                 put_varint(out, *seq);
                 body.encode(out);
             }
+            NodeMessage::Removed => out.push(2),
             NodeMessage::Reply { seq, result } => {
                 out.push(1);
                 put_varint(out, *seq);
@@ -212,12 +216,13 @@ impl Wire for NodeMessage {
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        Ok(match tag(d, "node message", 1)? {
+        Ok(match tag(d, "node message", 2)? {
             0 => NodeMessage::Request {
                 shard: ShardId::decode(d)?,
                 seq: d.varint()?,
                 body: LeaderRequest::decode(d)?,
             },
+            2 => NodeMessage::Removed,
             _ => {
                 let seq = d.varint()?;
                 let result = match tag(d, "reply result", 1)? {

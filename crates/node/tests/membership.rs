@@ -81,6 +81,11 @@ fn add_learner_catch_up_promote_remove() {
     assert!(c.run_until(STEPS, |c| !voters(c, leader).contains(&follower)));
     let err = c.call(leader, Request::MemberRemove(follower), STEPS).unwrap_err();
     assert_eq!(err.etcd_message(), "etcdserver: member not found");
+    // The removed member stops by itself and serves nothing more.
+    assert!(c.run_until(STEPS, |c| c.node(follower).stopped().is_some()));
+    assert!(c.node(follower).stopped().unwrap().contains("removed"));
+    let err = put(&mut c, follower, "from", "removed").unwrap_err();
+    assert_eq!(err.etcd_message(), "etcdserver: server stopped");
     c.crash(follower);
 
     // The new group works and agrees.
@@ -109,4 +114,21 @@ fn update_changes_peer_urls() {
     for m in c.node(leader).members() {
         assert!(!m.name.is_empty() && !m.client_urls.is_empty(), "{m:?}");
     }
+}
+
+#[test]
+fn a_member_removed_while_away_is_told_and_stops() {
+    let mut c = Cluster::new(3, 33);
+    let leader = c.wait_leader(100);
+    let away = c.running().into_iter().find(|&id| id != leader).unwrap();
+    let others: Vec<_> = c.running().into_iter().filter(|&id| id != away).collect();
+    c.net.partition(&[away], &others);
+    let (_, list) = members(&mut c, leader, Request::MemberRemove(away));
+    assert_eq!(list.len(), 2);
+    assert!(c.run_until(STEPS, |c| !voters(c, leader).contains(&away)));
+    assert!(c.node(away).stopped().is_none(), "it cannot know yet");
+    c.net.heal();
+    assert!(c.run_until(STEPS, |c| c.node(away).stopped().is_some()), "never told");
+    assert!(c.node(away).members().iter().any(|m| m.id == away), "it never applied its removal");
+    put(&mut c, leader, "still", "working").unwrap();
 }

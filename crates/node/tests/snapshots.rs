@@ -29,7 +29,7 @@ fn restored_snapshot(c: &Cluster, id: NodeId) -> bool {
 }
 
 fn snapshot_index(c: &Cluster, id: NodeId) -> u64 {
-    c.node(id).status().shards[0].snapshot_index.0
+    c.node(id).shard_status(DATA_SHARD).unwrap().snapshot_index.0
 }
 
 #[test]

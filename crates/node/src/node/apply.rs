@@ -21,7 +21,7 @@ use crate::cluster::ClusterTables;
 use crate::engine::Engine;
 use crate::error::NodeError;
 use crate::io::{Clock, Transport};
-use crate::proposal::{Proposal, ProposalBody, ProposalId};
+use crate::proposal::{MemberChange, Proposal, ProposalBody, ProposalId};
 use crate::request::{Reply, WatchEvents};
 
 /// What applying one entry did.
@@ -33,6 +33,8 @@ struct Outcome {
     events: Vec<Event>,
     revision: Revision,
     lease: LeaseEffect,
+    /// The member change applied, if the entry was one.
+    change: Option<MemberChange>,
 }
 
 /// How an entry changed the lease table, for the leader's clocks.
@@ -69,6 +71,7 @@ fn apply_entry(
         events: Vec::new(),
         revision: Revision::ZERO,
         lease: LeaseEffect::None,
+        change: None,
     };
     let members = |t: &ClusterTables, m| Reply::Members { member: m, members: t.member_list() };
     match &proposal.body {
@@ -93,6 +96,7 @@ fn apply_entry(
         }
         ProposalBody::Member(change) => {
             b.skip(shard, e.index)?;
+            out.change = Some(change.clone());
             out.result = match tables.apply_member(b, shard, change)? {
                 Ok(m) => Ok(members(tables, Some(m))),
                 Err(err) => Err(err.into()),
@@ -150,6 +154,10 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             s.applied = s.applied.max(last);
             s.replica.on_applied(last);
         }
+        let me = self.id;
+        let removed = outcomes.iter().any(|o| {
+            o.result.is_ok() && matches!(o.change, Some(MemberChange::Remove(id)) if id == me)
+        });
         for o in outcomes {
             let s = self.shards.get_mut(&o.shard).expect("hosted");
             match o.lease {
@@ -187,6 +195,10 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             .collect();
         for id in lost {
             self.fail_proposal(id, NodeError::LeaderChanged);
+        }
+        if removed {
+            // Answered its waiters above; now this member stops for good.
+            return Err(NodeError::Removed);
         }
         Ok(())
     }

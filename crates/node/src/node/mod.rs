@@ -161,6 +161,8 @@ struct PendingTransfer {
 struct Stopped {
     reason: String,
     no_space: bool,
+    /// Removed from the cluster, not failed.
+    removed: bool,
     /// Asking the leader to raise this node's NOSPACE alarm.
     raise: Option<AlarmRaise>,
 }
@@ -461,25 +463,31 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
     }
 
-    /// The node's state, for `Maintenance.Status` and metrics.
+    /// One shard's state, cheaply (no store scan): for metrics and tests.
+    pub fn shard_status(&self, shard: ShardId) -> Option<ShardStatus> {
+        let s = self.shards.get(&shard)?;
+        let st = s.replica.status();
+        let state = self.store.read().and_then(|v| v.shard_state(s.id)).unwrap_or_default();
+        Some(ShardStatus {
+            shard: s.id,
+            leader: st.leader,
+            is_leader: st.role == Role::Leader,
+            is_learner: st.membership.is_learner_only(self.id),
+            term: st.epoch.round,
+            commit_index: st.commit,
+            applied_index: s.applied,
+            revision: state.revision,
+            compacted_revision: state.compacted_revision,
+            snapshot_index: s.replica.storage().snapshot_meta().index,
+        })
+    }
+
+    /// The node's state, for `Maintenance.Status`. Measures the store's
+    /// live pages, which walks its trees: not for hot paths (see
+    /// [`Node::shard_status`]).
     pub fn status(&self) -> NodeStatus {
-        let mut shards = Vec::new();
-        for s in self.shards.values() {
-            let st = s.replica.status();
-            let state = self.store.read().and_then(|v| v.shard_state(s.id)).unwrap_or_default();
-            shards.push(ShardStatus {
-                shard: s.id,
-                leader: st.leader,
-                is_leader: st.role == Role::Leader,
-                is_learner: st.membership.is_learner_only(self.id),
-                term: st.epoch.round,
-                commit_index: st.commit,
-                applied_index: s.applied,
-                revision: state.revision,
-                compacted_revision: state.compacted_revision,
-                snapshot_index: s.replica.storage().snapshot_meta().index,
-            });
-        }
+        let shards: Vec<ShardStatus> =
+            self.shards.keys().filter_map(|&id| self.shard_status(id)).collect();
         let data = shards.iter().find(|s| s.shard == DATA_SHARD);
         let mut errors: Vec<String> = self
             .shards

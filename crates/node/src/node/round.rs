@@ -57,6 +57,14 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 continue;
             }
             let from = frame.from;
+            let removed =
+                self.shards.get(&DATA_SHARD).is_some_and(|s| s.tables.removed.contains(&from));
+            if removed {
+                // A removed member may not know it yet: tell it, drop the rest.
+                self.frames_dropped += 1;
+                self.push_node_message(from, NodeMessage::Removed);
+                continue;
+            }
             for env in frame.messages {
                 // A peer speaks only for itself.
                 if env.from != from || env.to != self.id {
@@ -337,6 +345,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     fn stop_error(&self) -> NodeError {
         match &self.stopped {
             Some(Stopped { no_space: true, .. }) => NodeError::NoSpace,
+            Some(Stopped { removed: true, .. }) => NodeError::Removed,
             Some(s) => NodeError::Stopped { reason: s.reason.clone() },
             None => NodeError::Stopped { reason: "stopping".to_owned() },
         }
@@ -356,7 +365,15 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             next_peer: 0,
             attempts: 0,
         });
-        self.stopped = Some(Stopped { reason: e.to_string(), no_space, raise });
+        let removed = matches!(e, NodeError::Removed);
+        let reason = if removed {
+            "this member was removed from the cluster; wipe its data directory before adding it \
+             back"
+                .to_owned()
+        } else {
+            e.to_string()
+        };
+        self.stopped = Some(Stopped { reason, no_space, removed, raise });
         // Hand leadership to the most caught-up voter now, rather than
         // after an election timeout. Only `messages` may leave: nothing
         // this node holds unsynced may be promised.
@@ -457,7 +474,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                             r.next_at = now;
                         }
                     }
-                    NodeMessage::Reply { .. } => {}
+                    NodeMessage::Reply { .. } | NodeMessage::Removed => {}
                 }
             }
         }

@@ -499,6 +499,19 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 self.push_node_message(from, NodeMessage::Reply { seq, result: reply });
             }
             NodeMessage::Reply { seq, result } => self.on_reply(from, seq, result),
+            NodeMessage::Removed => self.on_removed(from),
+        }
+    }
+
+    /// A member says this node was removed (its table holds the removal
+    /// this node may never apply: the leader stops replicating to a removed
+    /// member). Believed only from a member of this node's own table: stop
+    /// serving for good, as a removed etcd member shuts down.
+    fn on_removed(&mut self, from: NodeId) {
+        let known =
+            self.shards.get(&DATA_SHARD).is_some_and(|s| s.tables.members.contains_key(&from));
+        if known && self.stopped.is_none() {
+            self.stop(NodeError::Removed);
         }
     }
 

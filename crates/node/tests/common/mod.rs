@@ -54,10 +54,9 @@ pub(crate) fn local_value(c: &Cluster, on: NodeId, key: &str) -> Option<Bytes> {
 /// Steps until every running node has applied as far as the furthest one.
 pub(crate) fn settle(c: &mut Cluster) {
     let ok = c.run_until(STEPS * 2, |c| {
-        let applied: Vec<u64> =
-            c.running().iter().map(|&id| c.node(id).status().raft_applied_index).collect();
-        let commits: Vec<u64> =
-            c.running().iter().map(|&id| c.node(id).status().raft_index).collect();
+        let shard = |id| c.node(id).shard_status(ringkv_node::DATA_SHARD).unwrap();
+        let applied: Vec<u64> = c.running().iter().map(|&id| shard(id).applied_index.0).collect();
+        let commits: Vec<u64> = c.running().iter().map(|&id| shard(id).commit_index.0).collect();
         let max = commits.iter().copied().max().unwrap_or(0);
         applied.iter().all(|&a| a == max)
     });
