@@ -7,7 +7,7 @@
 //! fdatasync**, sends what had to wait for durability, applies committed
 //! entries of every shard in **one store transaction**, answers the
 //! requests that waited for them and hands out watch events and reads that
-//! may now run. See [`node`](crate::Node) for the round in detail.
+//! may now run. See [`Node`] for the round in detail.
 //!
 //! The node reaches the world only through three traits: [`Clock`],
 //! [`Transport`] and [`ringkv_storage::Disk`] (its WAL and its MVCC store
@@ -25,8 +25,8 @@
 //!   [`ringkv_storage::mvcc::ReadView`] on any thread;
 //! * [`NodeError`], with etcd's message for every client-visible error and
 //!   its [`ErrorClass`] (the gRPC code etcd uses);
-//! * with the `testing` feature, [`testing`]: a deterministic in-process
-//!   cluster on simulated disks, network and clock.
+//! * with the `testing` feature, the `testing` module: a deterministic
+//!   in-process cluster on simulated disks, network and clock.
 //!
 //! The member table and alarms (etcd's Cluster and Alarm APIs) replicate
 //! through the data shard's log for now; with sharding they move to the

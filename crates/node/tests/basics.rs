@@ -81,3 +81,21 @@ fn requests_time_out_without_a_quorum() {
     settle(&mut c);
     assert_same_state(&c);
 }
+
+#[test]
+fn the_node_and_its_outputs_cross_threads() {
+    // The server runs the node on a dedicated thread and hands completions
+    // and events to others.
+    fn send<T: Send>() {}
+    send::<ringkv_node::testing::TestNode>();
+    send::<
+        ringkv_node::Node<
+            ringkv_node::RaftEngine,
+            ringkv_storage::FsDisk,
+            ringkv_node::testing::MemTransport,
+            ringkv_node::testing::ManualClock,
+        >,
+    >();
+    send::<ringkv_node::RoundOutput>();
+    send::<ringkv_node::NodeError>();
+}

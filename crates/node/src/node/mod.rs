@@ -1,35 +1,4 @@
-//! [`Node`]: the loop that drives every shard replica a node hosts.
-//!
-//! The node is a plain value driven by method calls, with no threads and
-//! no tokio: [`Node::submit`] and [`Node::receive`] queue inputs, and
-//! [`Node::run_round`] does one round of work. The server runs it on a
-//! dedicated thread fed by channels; the simulator calls it directly.
-//! Given the same inputs, clock readings and disk behaviour, a node does
-//! the same thing: its maps are ordered, its randomness comes from the
-//! seed in its configuration.
-//!
-//! # One round
-//!
-//! ```text
-//!  step received frames ─▶ tick (as the clock says) ─▶ route requests
-//!    ─▶ leader housekeeping (lease expiry and checkpoints, membership
-//!       reconciliation, alarms) ─▶ take every shard's Ready
-//!    ─▶ send `messages` (one frame per peer)
-//!    ─▶ install snapshots; buffer entries and hard states of all shards
-//!    ─▶ ONE WAL write + fdatasync ─▶ on_persisted ─▶ send `after_persist`
-//!    ─▶ apply committed entries of all shards in ONE store transaction
-//!    ─▶ answer waiters, emit watch events, serve reads whose index is applied
-//!    ─▶ snapshots and WAL compaction ─▶ expire requests past their deadline
-//! ```
-//!
-//! # Failure
-//!
-//! A WAL or store failure (an fsync error, a full disk) stops the node: it
-//! hands leadership to a caught-up voter, answers every waiting request
-//! (`etcdserver: mvcc: database space exceeded` when the disk is full,
-//! `etcdserver: server stopped` otherwise), raises NOSPACE through the
-//! leader when the disk is full, and takes no more writes. It never retries
-//! an fsync. Everything it acknowledged is durable; a restart recovers.
+//! The node loop; see [`Node`].
 
 mod apply;
 mod housekeeping;
@@ -234,7 +203,38 @@ impl<M> Default for Outgoing<M> {
     }
 }
 
-/// The per-node loop over every hosted shard replica (see the module docs).
+/// The per-node loop over every hosted shard replica.
+///
+/// The node is a plain value driven by method calls, with no threads and
+/// no tokio: [`Node::submit`] and [`Node::receive`] queue inputs, and
+/// [`Node::run_round`] does one round of work. The server runs it on a
+/// dedicated thread fed by channels; the simulator calls it directly.
+/// Given the same inputs, clock readings and disk behaviour, a node does
+/// the same thing: its maps are ordered, its randomness comes from the
+/// seed in its configuration.
+///
+/// # One round
+///
+/// ```text
+///  step received frames ─▶ tick (as the clock says) ─▶ route requests
+///    ─▶ leader housekeeping (lease expiry and checkpoints, membership
+///       reconciliation, alarms) ─▶ take every shard's Ready
+///    ─▶ send `messages` (one frame per peer)
+///    ─▶ install snapshots; buffer entries and hard states of all shards
+///    ─▶ ONE WAL write + fdatasync ─▶ on_persisted ─▶ send `after_persist`
+///    ─▶ apply committed entries of all shards in ONE store transaction
+///    ─▶ answer waiters, emit watch events, serve reads whose index is applied
+///    ─▶ snapshots and WAL compaction ─▶ expire requests past their deadline
+/// ```
+///
+/// # Failure
+///
+/// A WAL or store failure (an fsync error, a full disk) stops the node: it
+/// hands leadership to a caught-up voter, answers every waiting request
+/// (`etcdserver: mvcc: database space exceeded` when the disk is full,
+/// `etcdserver: server stopped` otherwise), raises NOSPACE through the
+/// leader when the disk is full, and takes no more writes. It never retries
+/// an fsync. Everything it acknowledged is durable; a restart recovers.
 pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     cfg: NodeConfig,
     id: NodeId,
@@ -534,6 +534,46 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// The engine status of `shard`'s replica (for tests and metrics).
     pub fn replica_status(&self, shard: ShardId) -> Option<ringkv_consensus::Status> {
         self.shards.get(&shard).map(|s| s.replica.status())
+    }
+
+    /// Asserts the node's invariants; run after every round in debug builds
+    /// (and by the simulator whenever it likes).
+    ///
+    /// # Panics
+    /// If an invariant is broken, naming it.
+    pub fn check_invariants(&self) {
+        let waited = self.proposals.values().filter(|p| p.token.is_some()).count();
+        assert_eq!(self.client_proposals, waited, "client proposal count drifted");
+        assert!(self.inbox.len() <= crate::config::INBOX_FRAMES_MAX, "inbox over its bound");
+        let seqs = self
+            .proposals
+            .keys()
+            .map(|id| id.seq)
+            .chain(self.reads.keys().copied())
+            .chain(self.calls.keys().copied());
+        for seq in seqs {
+            assert!(seq < self.next_seq, "request number {seq} not yet handed out");
+        }
+        for p in self.proposals.values() {
+            assert!(self.shards.contains_key(&p.shard), "a proposal for an unhosted shard");
+        }
+        for s in self.shards.values() {
+            let st = s.replica.status();
+            assert!(
+                s.applied <= st.commit,
+                "shard {} applied {} past commit {}",
+                s.id,
+                s.applied,
+                st.commit
+            );
+            assert_eq!(s.soft.role == Role::Leader, s.is_leader(), "role bookkeeping");
+            assert!(!s.leases.is_active() || s.is_leader(), "lease clocks run on a follower");
+        }
+        if self.stopped.is_some() {
+            let waiting =
+                self.proposals.len() + self.reads.len() + self.calls.len() + self.transfers.len();
+            assert_eq!(waiting, 0, "a stopped node keeps waiters");
+        }
     }
 
     fn pending_requests(&self) -> usize {

@@ -18,8 +18,7 @@ use crate::proposal::{AlarmChange, AlarmMember, AlarmType, Proposal, ProposalBod
 use crate::request::{ReadRequest, Reply, Request, RoundOutput};
 
 impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
-    /// Runs one round (see the [module docs](super)) and returns what it
-    /// produced.
+    /// Runs one round (see [`Node`]) and returns what it produced.
     pub fn run_round(&mut self) -> RoundOutput {
         let now = self.clock.now();
         if self.stopped.is_some() {
@@ -46,6 +45,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.out.more = !self.inbox.is_empty()
             || !self.submitted.is_empty()
             || self.shards.values().any(|s| s.replica.has_ready());
+        #[cfg(debug_assertions)]
+        self.check_invariants();
         std::mem::take(&mut self.out)
     }
 
@@ -351,7 +352,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
     }
 
-    /// Stops the node after a storage failure (see the [module docs](super)).
+    /// Stops the node after a storage failure (see [`Node`]).
     pub(super) fn stop(&mut self, e: NodeError) {
         let no_space = is_no_space(&e);
         let now = self.clock.now();
