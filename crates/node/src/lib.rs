@@ -22,7 +22,10 @@
 //!   ([`RoundOutput`]: [`Completion`]s and [`WatchEvents`]),
 //!   [`Node::next_wakeup`], [`Node::status`], [`Node::store`];
 //! * [`execute_read`], to run a [`Completion::ReadReady`] on a
-//!   [`ringkv_storage::mvcc::ReadView`] on any thread;
+//!   [`ringkv_storage::mvcc::ReadView`] on any thread; watch replays
+//!   (`ReadView::events`) and `Maintenance.Snapshot` streams
+//!   (`MvccStore::snapshot(DATA_SHARD)`) also run on the store the node
+//!   shares ([`Node::store`]);
 //! * [`NodeError`], with etcd's message for every client-visible error and
 //!   its [`ErrorClass`] (the gRPC code etcd uses);
 //! * with the `testing` feature, the `testing` module: a deterministic

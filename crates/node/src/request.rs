@@ -225,7 +225,8 @@ pub fn execute_read(
     }
 }
 
-fn read_error(e: ReadError) -> NodeError {
+/// The node's error for a failed read.
+pub(crate) fn read_error(e: ReadError) -> NodeError {
     match e {
         ReadError::Request(e) => NodeError::Mvcc(e),
         ReadError::Store(e) => NodeError::Store(e),

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use ringkv_consensus::{NodeId, ProposeError, Replica, RequestId, ShardId};
 use ringkv_storage::Disk;
 use ringkv_storage::mvcc::{
-    Command, LeaseGrantRequest, LeaseId, LeaseRevokeRequest, ReadError, RequestOp, TxnRequest,
+    Command, LeaseGrantRequest, LeaseId, LeaseRevokeRequest, RequestOp, TxnRequest,
 };
 
 use super::{
@@ -23,7 +23,7 @@ use crate::io::{Clock, Transport};
 use crate::proposal::{
     AlarmChange, AlarmMember, Member, MemberChange, Proposal, ProposalBody, ProposalId,
 };
-use crate::request::{AlarmAction, ReadRequest, Reply, Request, Token};
+use crate::request::{AlarmAction, ReadRequest, Reply, Request, Token, read_error};
 
 /// Whether a command needs space: refused while NOSPACE is raised (etcd's
 /// capped applier lets reads, deletes, revokes and compactions through).
@@ -39,14 +39,6 @@ pub(super) fn needs_space(body: &ProposalBody) -> bool {
         ProposalBody::Kv(Command::Put(_) | Command::LeaseGrant(_)) => true,
         ProposalBody::Kv(Command::Txn(t)) => txn_puts(t),
         _ => false,
-    }
-}
-
-fn read_error(e: ReadError) -> NodeError {
-    match e {
-        ReadError::Request(e) => NodeError::Mvcc(e),
-        ReadError::Store(e) => NodeError::Store(e),
-        other => NodeError::Stopped { reason: other.to_string() },
     }
 }
 
