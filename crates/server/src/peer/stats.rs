@@ -13,6 +13,9 @@ pub struct TransportStats {
     pub frames_sent: u64,
     /// Payload bytes of `frames_sent` (length prefixes excluded).
     pub bytes_sent: u64,
+    /// Batches written, one flush each: `frames_sent / batches_sent` is how
+    /// many frames each write coalesced.
+    pub batches_sent: u64,
     /// Frames received and handed to the sink.
     pub frames_received: u64,
     /// Payload bytes of `frames_received`.
@@ -65,6 +68,7 @@ pub struct PeerStats {
 pub(crate) struct Counters {
     pub(crate) frames_sent: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
+    pub(crate) batches_sent: AtomicU64,
     pub(crate) frames_received: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) frames_dropped_queue_full: AtomicU64,
@@ -92,6 +96,7 @@ impl Counters {
         TransportStats {
             frames_sent: get(&self.frames_sent),
             bytes_sent: get(&self.bytes_sent),
+            batches_sent: get(&self.batches_sent),
             frames_received: get(&self.frames_received),
             bytes_received: get(&self.bytes_received),
             frames_dropped_queue_full: get(&self.frames_dropped_queue_full),

@@ -517,3 +517,31 @@ async fn start_refuses_bad_configurations() {
     let error = PeerTransport::start(clash, sink).await.unwrap_err();
     assert!(matches!(error, TransportError::Bind { addr, .. } if addr == taken.addr()), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_queued_while_dialing_leave_in_one_write() {
+    const FRAMES: usize = 100;
+    let a = Node::start(1).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake = NodeId(9);
+    a.transport
+        .set_peer(fake, vec![HttpUrl::from_socket_addr(listener.local_addr().unwrap())])
+        .unwrap();
+    // All queued before the handshake can complete: the reply below is sent
+    // only after the last send returned.
+    for i in 0..FRAMES {
+        a.transport.send(fake, frame(format!("#{i}"))).unwrap();
+    }
+    let (stream, _) = fake_accept(&listener, fake).await;
+    let mut frames = FramedRead::new(stream, LengthDelimitedCodec::new());
+    for i in 0..FRAMES {
+        let got = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut frames))
+            .await
+            .expect("frame did not arrive")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, format!("#{i}").as_bytes());
+    }
+    eventually("all frames counted", || a.transport.stats().frames_sent == FRAMES as u64).await;
+    assert_eq!(a.transport.stats().batches_sent, 1, "one flush for everything queued");
+}

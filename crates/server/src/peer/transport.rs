@@ -28,8 +28,7 @@ use super::stats::{Counters, PeerCounters, bump};
 use super::{
     BATCH_BYTES_MAX, BATCH_FRAMES_MAX, BATCH_WRITE_TIMEOUT, CONNECT_TIMEOUT,
     CONNECTION_STABLE_AFTER, ClusterId, Delivery, FRAME_BYTES_MAX, HANDSHAKE_TIMEOUT,
-    INBOUND_CONNECTIONS_MAX, Lane, PeerEvent, PeerStats, TCP_KEEPALIVE_IDLE,
-    TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES, TCP_USER_TIMEOUT, TransportStats,
+    INBOUND_CONNECTIONS_MAX, Lane, PeerEvent, PeerStats, TCP_KEEPALIVE_IDLE, TransportStats,
     UNREACHABLE_WARN_EVERY,
 };
 use crate::config::{Host, HttpUrl};
@@ -487,17 +486,16 @@ fn tune_socket(stream: &TcpStream, addr: SocketAddr) {
     let socket = socket2::SockRef::from(stream);
     let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE_IDLE);
     #[cfg(target_os = "linux")]
-    let keepalive =
-        keepalive.with_interval(TCP_KEEPALIVE_INTERVAL).with_retries(TCP_KEEPALIVE_RETRIES);
+    let keepalive = keepalive
+        .with_interval(super::TCP_KEEPALIVE_INTERVAL)
+        .with_retries(super::TCP_KEEPALIVE_RETRIES);
     if let Err(error) = socket.set_tcp_keepalive(&keepalive) {
         debug!(%addr, %error, "could not enable TCP keepalive on a peer connection");
     }
     #[cfg(target_os = "linux")]
-    if let Err(error) = socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT)) {
+    if let Err(error) = socket.set_tcp_user_timeout(Some(super::TCP_USER_TIMEOUT)) {
         debug!(%addr, %error, "could not set TCP_USER_TIMEOUT on a peer connection");
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES, TCP_USER_TIMEOUT);
 }
 
 // ---------------------------------------------------------------------------
@@ -794,6 +792,7 @@ impl Link {
         let counters = &self.shared.counters;
         bump(&counters.frames_sent, batch.len() as u64);
         bump(&counters.bytes_sent, bytes as u64);
+        bump(&counters.batches_sent, 1);
         bump(&self.counters.frames_sent, batch.len() as u64);
     }
 }
