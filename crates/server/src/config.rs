@@ -141,7 +141,7 @@ pub struct ServerArgs {
     pub initial_advertise_peer_urls: Option<String>,
 
     /// Initial members as name=peer-url pairs, comma-separated; a name may repeat for several
-    /// URLs. [default: <name>=<initial-advertise-peer-urls>]
+    /// URLs. [default: this member's name with its advertised peer URLs]
     #[arg(long, value_name = "NAME=URL,...")]
     #[serde(default, deserialize_with = "url_list")]
     pub initial_cluster: Option<String>,

@@ -245,7 +245,35 @@ fn be_u64(buf: &[u8], at: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Whatever a stranger sends, decoding never panics, and anything
+        /// accepted is exactly what our encoder would have produced.
+        #[test]
+        fn decoding_arbitrary_bytes_is_total_and_canonical(
+            hello in prop::array::uniform32(any::<u8>()),
+            reply in prop::collection::vec(any::<u8>(), REPLY_BYTES),
+        ) {
+            if let Ok(decoded) = Hello::decode(&hello) {
+                prop_assert_eq!(decoded.encode(), hello);
+            }
+            let reply: [u8; REPLY_BYTES] = reply.try_into().unwrap();
+            if let Ok(decoded) = Reply::decode(&reply) {
+                prop_assert_eq!(decoded.encode(), reply);
+            }
+        }
+
+        /// Mostly-valid hellos with one field changed exercise the checks.
+        #[test]
+        fn hellos_round_trip(lane in any::<bool>(), cluster: u64, from: u64, to: u64) {
+            let lane = if lane { Lane::Bulk } else { Lane::Regular };
+            let hello = Hello { lane, cluster: ClusterId(cluster), from: NodeId(from), to: NodeId(to) };
+            prop_assert_eq!(Hello::decode(&hello.encode()), Ok(hello));
+        }
+    }
 
     fn hello() -> Hello {
         Hello { lane: Lane::Bulk, cluster: ClusterId(0xfeed), from: NodeId(2), to: NodeId(3) }

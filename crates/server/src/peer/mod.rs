@@ -24,7 +24,7 @@
 //!   "peer frames or client requests or the next tick" with one
 //!   `recv_timeout`. The sink is called on runtime threads and must not block.
 //! * Each link dials lazily (only once it has a frame to send), performs a
-//!   handshake (see [`handshake`](self::handshake)), then writes every frame
+//!   handshake (layout in `peer/handshake.rs`), then writes every frame
 //!   queued at that moment and flushes once: batching falls out of the queue.
 //! * A failed dial or a broken connection reports `Unreachable(peer)` and
 //!   retries with exponential backoff and jitter ([`RECONNECT_BACKOFF_INITIAL`]
@@ -229,9 +229,9 @@ pub enum PeerEvent {
         frame: Bytes,
     },
     /// A dial to this peer failed or its connection broke: frames to it are
-    /// being lost. Reported once per failed dial or broken connection (at
-    /// most about once per [`RECONNECT_BACKOFF_MAX`] while it stays down), so
-    /// the engine can stop pipelining to it.
+    /// being lost. Each lane reports once per failed dial or broken
+    /// connection (so at most about twice per [`RECONNECT_BACKOFF_MAX`] while
+    /// the peer stays down), so the engine can stop pipelining to it.
     Unreachable(NodeId),
 }
 

@@ -545,3 +545,20 @@ async fn frames_queued_while_dialing_leave_in_one_write() {
     eventually("all frames counted", || a.transport.stats().frames_sent == FRAMES as u64).await;
     assert_eq!(a.transport.stats().batches_sent, 1, "one flush for everything queued");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_reconnecting_replaces_its_previous_connection() {
+    let mut b = Node::start(2).await;
+    let hello = Hello { lane: Lane::Regular, cluster: CLUSTER, from: NodeId(1), to: b.id };
+    let (mut old, _) = raw_handshake(b.addr(), hello).await;
+    eventually("first connection accepted", || b.transport.stats().inbound_accepted == 1).await;
+    let (mut new, _) = raw_handshake(b.addr(), hello).await;
+    expect_closed(&mut old).await;
+    // The other lane is a separate connection and is left alone.
+    let bulk = Hello { lane: Lane::Bulk, ..hello };
+    let (mut bulk_stream, _) = raw_handshake(b.addr(), bulk).await;
+    new.write_all(&[0, 0, 0, 3, b'n', b'e', b'w']).await.unwrap();
+    assert_eq!(b.next_frame().await, (NodeId(1), Bytes::from_static(b"new")));
+    bulk_stream.write_all(&[0, 0, 0, 4, b'b', b'u', b'l', b'k']).await.unwrap();
+    assert_eq!(b.next_frame().await, (NodeId(1), Bytes::from_static(b"bulk")));
+}

@@ -240,6 +240,38 @@ impl PeerTransport {
     /// called on runtime threads: it must not block (forward into a channel
     /// and return [`Delivery::Dropped`] if that channel is full).
     ///
+    /// Wiring it to a node loop that waits on one bounded inbox:
+    ///
+    /// ```no_run
+    /// # async fn wire() -> Result<(), ringkv_server::peer::TransportError> {
+    /// use std::sync::mpsc;
+    /// use ringkv_consensus::NodeId;
+    /// use ringkv_server::peer::{ClusterId, Delivery, PeerEvent, PeerTransport, TransportConfig};
+    ///
+    /// enum NodeInput {
+    ///     Peer(PeerEvent),
+    ///     // client requests, ...
+    /// }
+    /// let (inbox, inbox_rx) = mpsc::sync_channel::<NodeInput>(65_536);
+    /// let config = TransportConfig {
+    ///     cluster: ClusterId(7),
+    ///     node: NodeId(1),
+    ///     listen: vec!["127.0.0.1:2380".parse().expect("an address")],
+    /// };
+    /// let transport = PeerTransport::start(config, move |event| {
+    ///     match inbox.try_send(NodeInput::Peer(event)) {
+    ///         Ok(()) => Delivery::Accepted,
+    ///         Err(_) => Delivery::Dropped,
+    ///     }
+    /// })
+    /// .await?;
+    /// // On the node loop's thread: `inbox_rx.recv_timeout(until_next_tick)`,
+    /// // and `transport.send(to, frame)` for every outgoing message.
+    /// # drop((transport, inbox_rx));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`TransportError::Bind`] when an address cannot be listened on;
@@ -302,6 +334,11 @@ impl PeerTransport {
     /// This node.
     pub fn node(&self) -> NodeId {
         self.inner.shared.node
+    }
+
+    /// This node's cluster.
+    pub fn cluster(&self) -> ClusterId {
+        self.inner.shared.cluster
     }
 
     /// Queues `frame` for `to` on the regular lane. Never blocks.
