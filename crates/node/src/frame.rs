@@ -18,7 +18,7 @@
 //! ```
 
 use bytes::Bytes;
-use ringkv_consensus::codec::{CodecError, Decoder, Wire, put_varint};
+use ringkv_consensus::codec::{CodecError, Decoder, Wire, put_i64, put_varint};
 use ringkv_consensus::{Envelope, NodeId, ShardId, decode_exact, encode_to_vec};
 use ringkv_storage::mvcc::LeaseId;
 
@@ -144,24 +144,6 @@ pub enum LeaderReply {
     LeaseLeases(Vec<LeaseId>),
 }
 
-fn tag(d: &mut Decoder, what: &'static str, max: u8) -> Result<u8, CodecError> {
-    let at = d.position();
-    let t = d.u8()?;
-    if t > max {
-        return Err(CodecError::BadTag { what, tag: t, at });
-    }
-    Ok(t)
-}
-
-fn put_i64(out: &mut Vec<u8>, v: i64) {
-    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
-}
-
-fn get_i64(d: &mut Decoder) -> Result<i64, CodecError> {
-    let z = d.varint()?;
-    Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
-}
-
 impl<M: Wire> Wire for PeerFrame<M> {
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(FRAME_FORMAT);
@@ -216,7 +198,7 @@ impl Wire for NodeMessage {
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        Ok(match tag(d, "node message", 2)? {
+        Ok(match d.tag("node message", 2)? {
             0 => NodeMessage::Request {
                 shard: ShardId::decode(d)?,
                 seq: d.varint()?,
@@ -225,7 +207,7 @@ impl Wire for NodeMessage {
             2 => NodeMessage::Removed,
             _ => {
                 let seq = d.varint()?;
-                let result = match tag(d, "reply result", 1)? {
+                let result = match d.tag("reply result", 1)? {
                     0 => Ok(LeaderReply::decode(d)?),
                     _ => Err(RemoteError::decode(d)?),
                 };
@@ -261,10 +243,10 @@ impl Wire for LeaderRequest {
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        Ok(match tag(d, "leader request", 4)? {
+        Ok(match d.tag("leader request", 4)? {
             0 => LeaderRequest::Propose(Bytes::decode(d)?),
-            1 => LeaderRequest::LeaseKeepAlive(LeaseId(get_i64(d)?)),
-            2 => LeaderRequest::LeaseTimeToLive { id: LeaseId(get_i64(d)?), keys: d.bool()? },
+            1 => LeaderRequest::LeaseKeepAlive(LeaseId(d.i64()?)),
+            2 => LeaderRequest::LeaseTimeToLive { id: LeaseId(d.i64()?), keys: d.bool()? },
             3 => LeaderRequest::LeaseLeases,
             _ => LeaderRequest::MemberPromote {
                 member: NodeId::decode(d)?,
@@ -284,9 +266,9 @@ impl Wire for LeaseTtl {
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
         Ok(LeaseTtl {
-            id: LeaseId(get_i64(d)?),
-            ttl: get_i64(d)?,
-            granted_ttl: get_i64(d)?,
+            id: LeaseId(d.i64()?),
+            ttl: d.i64()?,
+            granted_ttl: d.i64()?,
             keys: Vec::decode(d)?,
         })
     }
@@ -315,12 +297,12 @@ impl Wire for LeaderReply {
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        Ok(match tag(d, "leader reply", 2)? {
-            0 => LeaderReply::LeaseKeepAlive { id: LeaseId(get_i64(d)?), ttl: get_i64(d)? },
+        Ok(match d.tag("leader reply", 2)? {
+            0 => LeaderReply::LeaseKeepAlive { id: LeaseId(d.i64()?), ttl: d.i64()? },
             1 => LeaderReply::LeaseTimeToLive(LeaseTtl::decode(d)?),
             _ => {
                 let n = d.len(1)?;
-                let ids = (0..n).map(|_| get_i64(d).map(LeaseId)).collect::<Result<_, _>>()?;
+                let ids = (0..n).map(|_| d.i64().map(LeaseId)).collect::<Result<_, _>>()?;
                 LeaderReply::LeaseLeases(ids)
             }
         })
@@ -361,7 +343,7 @@ impl Wire for RemoteError {
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        Ok(match tag(d, "remote error", 8)? {
+        Ok(match d.tag("remote error", 8)? {
             0 => RemoteError::NotLeader { leader: Option::decode(d)? },
             1 => RemoteError::TooManyRequests,
             2 => RemoteError::Stopped,

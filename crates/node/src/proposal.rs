@@ -12,7 +12,7 @@
 //! inside.
 
 use bytes::Bytes;
-use ringkv_consensus::codec::{CodecError, Decoder, Wire, put_bytes, put_varint};
+use ringkv_consensus::codec::{CodecError, Decoder, Wire, put_str, put_varint};
 use ringkv_consensus::{NodeId, decode_exact, encode_to_vec};
 use ringkv_storage::mvcc::Command;
 
@@ -169,38 +169,6 @@ impl Proposal {
     }
 }
 
-/// Appends a UTF-8 string, length-prefixed.
-pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_bytes(out, s.as_bytes());
-}
-
-/// Reads a string written by [`put_str`].
-pub(crate) fn get_str(d: &mut Decoder) -> Result<String, CodecError> {
-    let b = d.bytes()?;
-    String::from_utf8(b.to_vec()).map_err(|_| d.invalid("string (not UTF-8)"))
-}
-
-fn put_strs(out: &mut Vec<u8>, v: &[String]) {
-    put_varint(out, v.len() as u64);
-    for s in v {
-        put_str(out, s);
-    }
-}
-
-fn get_strs(d: &mut Decoder) -> Result<Vec<String>, CodecError> {
-    let n = d.len(1)?;
-    (0..n).map(|_| get_str(d)).collect()
-}
-
-fn tag(d: &mut Decoder, what: &'static str, max: u8) -> Result<u8, CodecError> {
-    let at = d.position();
-    let t = d.u8()?;
-    if t > max {
-        return Err(CodecError::BadTag { what, tag: t, at });
-    }
-    Ok(t)
-}
-
 impl Wire for ProposalId {
     fn encode(&self, out: &mut Vec<u8>) {
         self.node.encode(out);
@@ -216,17 +184,17 @@ impl Wire for Member {
     fn encode(&self, out: &mut Vec<u8>) {
         self.id.encode(out);
         put_str(out, &self.name);
-        put_strs(out, &self.peer_urls);
-        put_strs(out, &self.client_urls);
+        self.peer_urls.encode(out);
+        self.client_urls.encode(out);
         self.is_learner.encode(out);
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
         let m = Member {
             id: NodeId::decode(d)?,
-            name: get_str(d)?,
-            peer_urls: get_strs(d)?,
-            client_urls: get_strs(d)?,
+            name: d.string()?,
+            peer_urls: Vec::<String>::decode(d)?,
+            client_urls: Vec::<String>::decode(d)?,
             is_learner: d.bool()?,
         };
         if !m.id.is_valid() {
@@ -276,7 +244,7 @@ impl Wire for MemberChange {
             MemberChange::Update { id, peer_urls } => {
                 out.push(2);
                 id.encode(out);
-                put_strs(out, peer_urls);
+                peer_urls.encode(out);
             }
             MemberChange::Promote(id) => {
                 out.push(3);
@@ -286,21 +254,24 @@ impl Wire for MemberChange {
                 out.push(4);
                 id.encode(out);
                 put_str(out, name);
-                put_strs(out, client_urls);
+                client_urls.encode(out);
             }
         }
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        Ok(match tag(d, "member change", 4)? {
+        Ok(match d.tag("member change", 4)? {
             0 => MemberChange::Add(Member::decode(d)?),
             1 => MemberChange::Remove(NodeId::decode(d)?),
-            2 => MemberChange::Update { id: NodeId::decode(d)?, peer_urls: get_strs(d)? },
+            2 => MemberChange::Update {
+                id: NodeId::decode(d)?,
+                peer_urls: Vec::<String>::decode(d)?,
+            },
             3 => MemberChange::Promote(NodeId::decode(d)?),
             _ => MemberChange::Publish {
                 id: NodeId::decode(d)?,
-                name: get_str(d)?,
-                client_urls: get_strs(d)?,
+                name: d.string()?,
+                client_urls: Vec::<String>::decode(d)?,
             },
         })
     }
@@ -317,7 +288,7 @@ impl Wire for AlarmChange {
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        let t = tag(d, "alarm change", 1)?;
+        let t = d.tag("alarm change", 1)?;
         let m = AlarmMember::decode(d)?;
         Ok(if t == 0 { AlarmChange::Activate(m) } else { AlarmChange::Deactivate(m) })
     }
@@ -365,7 +336,7 @@ impl Wire for Proposal {
             return Err(CodecError::BadTag { what: "proposal format", tag: format, at });
         }
         let id = Option::<ProposalId>::decode(d)?;
-        let body = match tag(d, "proposal body", 3)? {
+        let body = match d.tag("proposal body", 3)? {
             0 => ProposalBody::Kv(Command::decode(d)?),
             1 => ProposalBody::Member(MemberChange::decode(d)?),
             2 => ProposalBody::Alarm(AlarmChange::decode(d)?),
