@@ -45,15 +45,16 @@ impl MembershipHistory {
     /// Every configuration that decides some slot after `commit`, oldest
     /// first: the one in effect at `commit + 1` and the chosen ones not yet
     /// in effect there.
-    pub(crate) fn governing_after(&self, commit: LogIndex) -> Vec<&Membership> {
+    pub(crate) fn governing_after(
+        &self,
+        commit: LogIndex,
+    ) -> impl Iterator<Item = &Membership> + '_ {
         let start = commit.next();
-        let mut out = vec![self.config_for(start)];
-        out.extend(
+        std::iter::once(self.config_for(start)).chain(
             (0..self.history.len())
-                .filter(|&i| self.effective_from(i) > start)
+                .filter(move |&i| self.effective_from(i) > start)
                 .map(|i| &self.history[i].1),
-        );
-        out
+        )
     }
 
     /// The slot of the latest chosen entry that is not yet in effect at
@@ -129,8 +130,9 @@ mod tests {
         h.push(LogIndex(5), m(&[1, 2, 3, 4]));
         assert_eq!(h.config_for(LogIndex(8)), &m(&[1, 2, 3]));
         assert_eq!(h.config_for(LogIndex(9)), &m(&[1, 2, 3, 4]));
-        assert_eq!(h.governing_after(LogIndex(5)), vec![&m(&[1, 2, 3]), &m(&[1, 2, 3, 4])]);
-        assert_eq!(h.governing_after(LogIndex(8)), vec![&m(&[1, 2, 3, 4])]);
+        let after = |c| h.governing_after(LogIndex(c)).cloned().collect::<Vec<_>>();
+        assert_eq!(after(5), vec![m(&[1, 2, 3]), m(&[1, 2, 3, 4])]);
+        assert_eq!(after(8), vec![m(&[1, 2, 3, 4])]);
         assert_eq!(h.pending_after(LogIndex(7)), Some(LogIndex(5)));
         assert_eq!(h.pending_after(LogIndex(8)), None);
     }

@@ -552,7 +552,7 @@ impl<S: LogStorage> Paxos<S> {
     /// so each could be the one that is chosen).
     fn phase1_configs(&self) -> Vec<Membership> {
         let mut out: Vec<Membership> =
-            self.memberships.governing_after(self.log.committed).into_iter().cloned().collect();
+            self.memberships.governing_after(self.log.committed).cloned().collect();
         let mut push = |m: Membership| {
             if !out.contains(&m) {
                 out.push(m);
@@ -586,7 +586,17 @@ impl<S: LogStorage> Paxos<S> {
         to_ask.retain(|id| c.asked.insert(*id));
         let commit = self.log.committed;
         for to in to_ask {
-            self.send_with(to, ballot, Body::Prepare { commit, transfer });
+            // Only once our own promise of the ballot is durable: a
+            // proposer that crashed before could otherwise come back with
+            // the same ballot and propose other values in it, breaking
+            // "one value per slot per ballot", which learning relies on.
+            let env = Envelope {
+                shard: self.cfg.shard,
+                from: self.id,
+                to,
+                body: Message { ballot, body: Body::Prepare { commit, transfer } },
+            };
+            self.after_persist.push(env);
         }
     }
 
@@ -949,7 +959,7 @@ impl<S: LogStorage> Paxos<S> {
     /// has a quorum among us and the peers `ok` accepts.
     fn quorum_of_all(&self, ok: impl Fn(&Peer) -> bool) -> bool {
         let (me, peers) = (self.id, &self.peers);
-        self.memberships.governing_after(self.log.committed).into_iter().all(|m| {
+        self.memberships.governing_after(self.log.committed).all(|m| {
             m.vote_result(|id| Some(id == me || peers.iter().any(|(p, pr)| *p == id && ok(pr))))
                 == VoteResult::Won
         })

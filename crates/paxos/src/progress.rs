@@ -173,6 +173,10 @@ impl Peer {
         if commit > self.matched {
             self.matched = commit;
         }
+        if lo <= self.matched.next() && self.acked.is_empty() {
+            // In-order acceptance, the common case: no set to maintain.
+            self.matched = self.matched.max(hi);
+        }
         let mut s = lo.max(self.matched.next());
         while s <= hi {
             self.acked.insert(s);

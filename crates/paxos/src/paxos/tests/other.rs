@@ -43,7 +43,7 @@ fn timeout_now_starts_a_transfer_campaign() {
     let transfer = Body::Prepare { commit: i(0), transfer: true };
     assert_eq!(rd.soft_state, Some(soft(Role::Candidate, None, b(2, 2))));
     assert_eq!(
-        rd.messages,
+        rd.after_persist,
         vec![env(2, 1, b(2, 2), transfer.clone()), env(2, 3, b(2, 2), transfer)]
     );
 }
