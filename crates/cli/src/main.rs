@@ -21,6 +21,9 @@ use tracing::{info, warn};
 /// for a usage error).
 const EXIT_BAD_CONFIG: u8 = 2;
 
+/// The client URL etcdctl uses when given no `--endpoints`.
+const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
+
 /// Exit status for a failure to start or serve.
 const EXIT_FAILED: u8 = 1;
 
@@ -100,9 +103,14 @@ async fn serve(config: ServerConfig, dev: bool) -> anyhow::Result<()> {
         server.client_addrs().iter().map(|a| format!("http://{a}")).collect();
     info!(data_dir = %data_dir.display(), "data directory");
     if dev {
+        // etcdctl's default endpoint is the default client URL.
+        let try_it = if endpoints == [DEFAULT_ENDPOINT] {
+            "etcdctl put foo bar".to_owned()
+        } else {
+            format!("etcdctl --endpoints={} put foo bar", endpoints.join(","))
+        };
         info!(
-            "single-node ringkv for development: clients on {}, try `etcdctl --endpoints={} put foo bar`",
-            endpoints.join(","),
+            "single-node ringkv for development: clients on {}; try `{try_it}`",
             endpoints.join(",")
         );
     } else {

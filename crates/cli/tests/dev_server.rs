@@ -77,4 +77,13 @@ fn no_arguments_serves_etcdctl_with_no_flags() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status:?}:\n{}", log_tail(&log));
+
+    // Started again in the same directory, it recovers its data.
+    let mut child = spawn_ringkv(&[], dir.path(), &log).unwrap();
+    let ready = wait_until(START_WITHIN, || etcdctl(&["endpoint", "health"]).0);
+    let (ok, out, err) = etcdctl(&["get", "foo"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready && ok, "no answer after a restart: {err}\n{}", log_tail(&log));
+    assert_eq!(out, "foo\nbar\n");
 }

@@ -162,6 +162,7 @@ impl Server {
         let metrics = Metrics::new();
         let restart = has_state(&config.data_dir);
         let node_config = node_config(&config, restart)?;
+        let lease_ttl_min_seconds = node_config.lease_ttl_min_seconds();
         let node = NodeRuntime::start::<RaftEngine>(node_config, &config.data_dir, metrics).await?;
         let handle = node.handle().clone();
         let member = node.member_id();
@@ -180,7 +181,7 @@ impl Server {
         let limits = RequestLimits {
             txn_ops_max: usize::try_from(config.max_txn_ops).unwrap_or(usize::MAX),
             request_bytes_max: usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
-            lease_ttl_min_seconds: 0,
+            lease_ttl_min_seconds,
         };
         let ctx = Context::new(handle.clone(), limits);
         let services = gateway::Services {

@@ -321,9 +321,15 @@ impl NodeRuntime {
     /// Stops the node thread and waits for it: the round in progress
     /// finishes (its fsync included), then the node closes.
     pub async fn shutdown(mut self) {
-        self.handle.request_shutdown();
         if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            let handle = self.handle.clone();
+            // Both may block (a full inbox, a round's fsync): off the
+            // async workers.
+            let _ = tokio::task::spawn_blocking(move || {
+                handle.request_shutdown();
+                thread.join()
+            })
+            .await;
         }
     }
 }

@@ -83,7 +83,7 @@ async fn observe(
         let (info, first) = range(ctx, first_created(&prefix)).await?;
         let Some(leader) = first.kvs.into_iter().next() else {
             // No leader yet: wait for a candidate, then read again.
-            if !wait_for(&mut events, |e| e.kv.key.starts_with(&prefix)).await? {
+            if !wait_for(&mut events, tx, |e| e.kv.key.starts_with(&prefix)).await? {
                 return Ok(());
             }
             continue;
@@ -147,14 +147,19 @@ async fn follow_leader(
 }
 
 /// Waits for an applied event `matches` accepts; `Ok(true)` when one came
-/// (or the subscription lagged: read again), `Ok(false)` never (kept for
-/// symmetry with callers that stop).
+/// (or the subscription lagged: read again), `Ok(false)` when the client
+/// is gone.
 async fn wait_for(
     events: &mut Events,
+    tx: &mpsc::Sender<Result<pb::LeaderResponse, Status>>,
     matches: impl Fn(&ringkv_storage::mvcc::Event) -> bool,
 ) -> Result<bool, Status> {
     loop {
-        match events.recv().await {
+        let received = tokio::select! {
+            received = events.recv() => received,
+            () = tx.closed() => return Ok(false),
+        };
+        match received {
             Ok(rounds) => {
                 if rounds.iter().flat_map(|r| r.events.iter()).any(&matches) {
                     return Ok(true);

@@ -53,6 +53,24 @@ async fn lock_is_exclusive_and_passes_on_unlock_and_on_lease_revoke() {
     let third = third.await.unwrap().unwrap().into_inner();
     assert_eq!(third.key, format!("mutex/{l3:x}").into_bytes());
 
+    // A waiter whose client goes away gives up its place: its key is
+    // deleted, so it never blocks those behind it.
+    let l4 = grant(&m, 60).await;
+    let mut quitter_client = lock.clone();
+    let quitter = tokio::spawn(async move {
+        quitter_client.lock(LockRequest { name: b"mutex".to_vec(), lease: l4 }).await
+    });
+    let quitter_key = format!("mutex/{l4:x}");
+    eventually("the waiter's key is in the queue", || async {
+        local_value(&m, &quitter_key).await.is_some()
+    })
+    .await;
+    quitter.abort();
+    eventually("the abandoned waiter's key is deleted", || async {
+        local_value(&m, &quitter_key).await.is_none()
+    })
+    .await;
+
     // A lock with a lease that does not exist fails as etcd's does.
     let err = lock.lock(LockRequest { name: b"other".to_vec(), lease: 999 }).await.unwrap_err();
     assert_eq!(
