@@ -55,7 +55,8 @@ async fn lock_is_exclusive_and_passes_on_unlock_and_on_lease_revoke() {
 
     // A waiter whose client goes away gives up its place: its key is
     // deleted, so it never blocks those behind it.
-    let l4 = grant(&m, 60).await;
+    // A TTL far past the wait below, so only giving up deletes the key.
+    let l4 = grant(&m, 3600).await;
     let mut quitter_client = lock.clone();
     let quitter = tokio::spawn(async move {
         quitter_client.lock(LockRequest { name: b"mutex".to_vec(), lease: l4 }).await

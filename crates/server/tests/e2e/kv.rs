@@ -222,16 +222,19 @@ async fn too_many_ops_and_oversize_requests_are_refused_with_etcds_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hasleader_calls_fail_without_a_leader() {
-    // A member of a two-member cluster whose peer never starts has no leader.
+    // A member of a two-member cluster whose peer is gone has no leader.
     let mut members = cluster_with(2, &[]).await;
     members[1].stop().await;
     let lonely = &members[0];
+    let state = lonely.server().state();
+    eventually("the lonely member knows no leader", || async { !state.has_leader() }).await;
     let mut kv = lonely.kv().await;
-    let mut request = tonic::Request::new(range("a"));
+    // With `hasleader`, even a read the member could serve alone fails.
+    let mut request = tonic::Request::new(RangeRequest { serializable: true, ..range("a") });
     request.metadata_mut().insert("hasleader", "true".parse().unwrap());
     let err = kv.range(request).await.unwrap_err();
     assert_eq!((err.code(), err.message()), (Code::Unavailable, "etcdserver: no leader"));
-    // Serializable reads without the metadata are still served locally.
+    // Without it, the serializable read is served from the local replica.
     let resp = kv.range(RangeRequest { serializable: true, ..range("a") }).await.unwrap();
     assert_eq!(resp.into_inner().kvs.len(), 0);
 }
