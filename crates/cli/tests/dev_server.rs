@@ -69,6 +69,12 @@ fn no_arguments_serves_etcdctl_with_no_flags() {
         ["started", "default", "http://127.0.0.1:2380", "http://127.0.0.1:2379", "false"]
     );
 
+    // `snapshot save` accepts the stream (size and SHA-256 trailer as etcd's).
+    let snap = dir.path().join("snap.db");
+    let (ok, _, err) = etcdctl(&["snapshot", "save", snap.to_str().unwrap()]);
+    assert!(ok, "snapshot save failed: {err}");
+    assert_eq!(std::fs::metadata(&snap).unwrap().len() % 512, 32);
+
     // The data went to ./ringkv-data of the working directory.
     assert!(dir.path().join("ringkv-data").is_dir());
 

@@ -7,6 +7,7 @@ use ringkv_api::etcdserverpb::{self as pb, alarm_request::AlarmAction as PbActio
 use ringkv_consensus::NodeId;
 use ringkv_node::{AlarmAction, AlarmMember, AlarmType, DATA_SHARD, Reply, Request};
 use ringkv_storage::mvcc::Revision;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tonic::codegen::BoxStream;
 use tonic::{Response, Status};
@@ -24,6 +25,10 @@ pub const ETCD_VERSION: &str = "3.5.13";
 /// The cluster version ringkv reports (`GET /version`'s `etcdcluster`;
 /// Patroni picks its gateway prefix from it).
 pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";
+
+/// A snapshot stream's length before its SHA-256 trailer is a multiple of
+/// this (etcd's streams are bbolt pages; etcdctl checks the alignment).
+pub const SNAPSHOT_ALIGN_BYTES: usize = 512;
 
 /// Snapshot chunks read ahead of a slow client: the read holds a store
 /// snapshot open, so a stalled client must not make it buffer the store.
@@ -44,49 +49,64 @@ impl MaintenanceService {
     /// Streams the data shard's snapshot. Used by the gRPC method and the
     /// gateway.
     ///
-    /// Chunks are ringkv's snapshot format (checksummed; `ringkv`'s own
-    /// restore reads them), not a bbolt file: `etcdctl snapshot save` saves
-    /// them, `etcdctl snapshot status` cannot read them. `remaining_bytes`
-    /// is an estimate (the store's live size less what was sent; never 0
-    /// before the last chunk, 0 on it), since the exact size is known only
-    /// at the end.
+    /// The stream is laid out as etcd's: the snapshot, zero padding to a
+    /// multiple of [`SNAPSHOT_ALIGN_BYTES`], then the SHA-256 of everything
+    /// before it, so `etcdctl snapshot save` accepts it (it checks that the
+    /// size is 32 past a 512-byte boundary; the hash is for restores). The
+    /// snapshot itself is ringkv's format (checksummed chunks, which a
+    /// ringkv restore reads), not a bbolt file: `etcdctl snapshot status`
+    /// and `restore` cannot read it. `remaining_bytes` is an estimate (the
+    /// store's live size less what was sent, never 0 before the trailer),
+    /// since the exact size is known only at the end; it is 0 on the
+    /// trailer.
     pub fn snapshot_stream(&self) -> BoxStream<pb::SnapshotResponse> {
         let (tx, rx) =
             mpsc::channel::<Result<pb::SnapshotResponse, Status>>(SNAPSHOT_CHUNKS_QUEUED_MAX);
         let store = std::sync::Arc::clone(self.ctx.node().store());
         let state = std::sync::Arc::clone(self.ctx.state());
         tokio::task::spawn_blocking(move || {
+            let failed = |e: &dyn std::fmt::Display| -> Result<pb::SnapshotResponse, Status> {
+                Err(EtcdError::Unknown { message: format!("snapshot failed: {e}") }.into())
+            };
             let export = match store.snapshot(DATA_SHARD) {
                 Ok(export) => export,
                 Err(e) => {
-                    let _ =
-                        tx.blocking_send(Err(EtcdError::Unknown { message: e.to_string() }.into()));
+                    let _ = tx.blocking_send(failed(&e));
                     return;
                 }
             };
-            let revision = export.state().revision;
+            let header = state.header(export.state().revision);
             let estimate = store.size_in_use_bytes().unwrap_or(0);
+            let mut hasher = Sha256::new();
             let mut sent = 0u64;
-            let mut chunks = export.peekable();
-            while let Some(chunk) = chunks.next() {
+            for chunk in export {
                 let message = match chunk {
                     Ok(blob) => {
+                        hasher.update(&blob);
                         sent += blob.len() as u64;
-                        let last = chunks.peek().is_none();
-                        let remaining = if last { 0 } else { estimate.saturating_sub(sent).max(1) };
                         Ok(pb::SnapshotResponse {
-                            header: Some(state.header(revision)),
-                            remaining_bytes: remaining,
+                            header: Some(header),
+                            remaining_bytes: estimate.saturating_sub(sent).max(1),
                             blob: blob.to_vec(),
                         })
                     }
-                    Err(e) => Err(EtcdError::Unknown { message: e.to_string() }.into()),
+                    Err(e) => failed(&e),
                 };
-                let failed = message.is_err();
-                if tx.blocking_send(message).is_err() || failed {
+                let stop = message.is_err();
+                if tx.blocking_send(message).is_err() || stop {
                     return;
                 }
             }
+            let align = SNAPSHOT_ALIGN_BYTES as u64;
+            let padding = ((align - sent % align) % align) as usize;
+            let mut trailer = vec![0u8; padding];
+            hasher.update(&trailer);
+            trailer.extend_from_slice(hasher.finalize().as_slice());
+            let _ = tx.blocking_send(Ok(pb::SnapshotResponse {
+                header: Some(header),
+                remaining_bytes: 0,
+                blob: trailer,
+            }));
         });
         Box::pin(receiver_stream(rx))
     }

@@ -47,7 +47,8 @@ pub use kv::KvService;
 pub use lease::{KEEP_ALIVE_RESPONSES_QUEUED_MAX, LeaseService};
 pub use lock::{LockService, SESSION_EXPIRED};
 pub use maintenance::{
-    ETCD_CLUSTER_VERSION, ETCD_VERSION, MaintenanceService, SNAPSHOT_CHUNKS_QUEUED_MAX,
+    ETCD_CLUSTER_VERSION, ETCD_VERSION, MaintenanceService, SNAPSHOT_ALIGN_BYTES,
+    SNAPSHOT_CHUNKS_QUEUED_MAX,
 };
 
 use crate::api::{EtcdError, HeaderInfo, RequestLimits};

@@ -130,17 +130,23 @@ async fn maintenance_status_hash_kv_alarm_snapshot_move_leader() {
     assert!(listed.alarms.is_empty());
     put(&m, "x", "ok").await;
 
-    // Snapshot: a stream of chunks, the last with remaining_bytes 0.
+    // Snapshot: a stream of chunks, the last with remaining_bytes 0, laid
+    // out as etcd's: 32 bytes past a 512-byte boundary, ending with the
+    // SHA-256 of what precedes it.
     let mut chunks = maintenance.snapshot(SnapshotRequest {}).await.unwrap().into_inner();
-    let mut total = 0;
+    let mut bytes = Vec::new();
     let mut last = None;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.unwrap();
-        total += chunk.blob.len();
+        bytes.extend_from_slice(&chunk.blob);
         last = Some(chunk.remaining_bytes);
     }
-    assert!(total > 0);
     assert_eq!(last, Some(0));
+    assert!(bytes.len() > 512);
+    assert_eq!(bytes.len() % 512, 32);
+    let (body, digest) = bytes.split_at(bytes.len() - 32);
+    use sha2::Digest as _;
+    assert_eq!(sha2::Sha256::digest(body).as_slice(), digest);
 
     // MoveLeader to itself is refused; to a stranger too.
     let err = maintenance.move_leader(MoveLeaderRequest { target_id: 12345 }).await.unwrap_err();
