@@ -20,9 +20,10 @@ use tonic::service::Routes;
 use tracing::{error, info};
 
 use crate::api::RequestLimits;
-use crate::config::{ClusterState, EngineKind, ServerConfig};
+use crate::config::{ClusterState, EngineKind, HttpUrl, ServerConfig};
 use crate::http::{self, gateway};
 use crate::metrics::Metrics;
+use crate::peer::members::{self, MemberInfo};
 use crate::peer::{ClusterId, PeerTransport, TransportConfig, TransportError};
 use crate::runtime::{NodeHandle, NodeRuntime, NodeState, StartError};
 use crate::services::{
@@ -32,6 +33,13 @@ use crate::services::{
 
 /// The request timeout: etcd's `5 s + 2 × election timeout`.
 pub const REQUEST_TIMEOUT_BASE: Duration = Duration::from_secs(5);
+
+/// How long a joining member keeps asking the running members which member
+/// it is (they may still be starting, or just applying its MemberAdd).
+pub const JOIN_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause between two such attempts.
+pub const JOIN_DISCOVERY_RETRY: Duration = Duration::from_millis(200);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,18 +66,97 @@ pub enum ServerError {
     /// A setting this version cannot serve.
     #[error("{0}")]
     Unsupported(String),
+    /// `--initial-cluster-state existing` on an empty data directory, but
+    /// no running member lists this one.
+    #[error(
+        "cannot join the cluster: {why}. Add this member first (etcdctl member add {name} \
+         --peer-urls={urls}) and list the running members in --initial-cluster"
+    )]
+    Join {
+        /// This member's name.
+        name: String,
+        /// Its advertised peer URLs.
+        urls: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+/// Asks the running members named in `--initial-cluster` (`GET /members`
+/// on their peer ports, as etcd does) which member this one is: the one
+/// whose peer URLs are this member's advertised peer URLs. Returns its id
+/// and the member list, whose addresses seed the transport (the node
+/// learns the table itself only once it has caught up, and must answer the
+/// leader before that).
+async fn find_self(config: &ServerConfig) -> Result<(NodeId, Vec<MemberInfo>), ServerError> {
+    let deadline = tokio::time::Instant::now() + JOIN_DISCOVERY_TIMEOUT;
+    loop {
+        match find_self_once(config).await {
+            Ok(found) => return Ok(found),
+            // A member just added may not be listed for a moment, and the
+            // others may be starting too: ask again for a while.
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "member discovery failed; retrying");
+                tokio::time::sleep(JOIN_DISCOVERY_RETRY).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn find_self_once(config: &ServerConfig) -> Result<(NodeId, Vec<MemberInfo>), ServerError> {
+    let mine: std::collections::BTreeSet<String> =
+        config.advertise_peer_urls.iter().map(ToString::to_string).collect();
+    let join_error = |why: String| ServerError::Join {
+        name: config.name.clone(),
+        urls: mine.iter().cloned().collect::<Vec<_>>().join(","),
+        why,
+    };
+    let mut problems = Vec::new();
+    for (name, urls) in config.initial_cluster.iter() {
+        if name == config.name {
+            continue;
+        }
+        for url in urls {
+            match members::fetch(url).await {
+                Ok(list) => {
+                    let me = list.iter().find(|m| {
+                        m.peer_urls.iter().cloned().collect::<std::collections::BTreeSet<_>>()
+                            == mine
+                    });
+                    return match me.and_then(MemberInfo::id) {
+                        Some(id) => Ok((NodeId(id), list)),
+                        None => Err(join_error(format!(
+                            "{url} lists no member with this member's peer URLs"
+                        ))),
+                    };
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+    }
+    if problems.is_empty() {
+        problems.push("--initial-cluster names no other member".to_owned());
+    }
+    Err(join_error(problems.join("; ")))
+}
+
+/// How a member starts: as a founder (or restarting, where the bootstrap is
+/// ignored), or joining a running cluster as the member `MemberAdd` made.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Found the cluster from `--initial-cluster`, or restart.
+    Found,
+    /// Join as this member.
+    Join(NodeId),
 }
 
 /// The node configuration a server configuration asks for.
 ///
 /// # Errors
 /// [`ServerError::Unsupported`] for what is not implemented yet: the Paxos
-/// engine, more than one shard, and joining a running cluster on an empty
-/// data directory.
-pub fn node_config(
-    config: &ServerConfig,
-    data_dir_has_state: bool,
-) -> Result<NodeConfig, ServerError> {
+/// engine and more than one shard.
+pub fn node_config(config: &ServerConfig, start: Start) -> Result<NodeConfig, ServerError> {
     if config.engine != EngineKind::Raft {
         return Err(ServerError::Unsupported(
             "--engine paxos is not available yet; use --engine raft".to_owned(),
@@ -89,19 +176,11 @@ pub fn node_config(
             peer_urls: urls.iter().map(ToString::to_string).collect(),
         })
         .collect();
-    let bootstrap = match config.initial_cluster_state {
-        ClusterState::New => Bootstrap::NewCluster { members },
-        // On restart the bootstrap is ignored (as etcd ignores its
-        // --initial-cluster flags); the stored identity is used.
-        ClusterState::Existing if data_dir_has_state => Bootstrap::NewCluster { members },
-        ClusterState::Existing => {
-            return Err(ServerError::Unsupported(
-                "--initial-cluster-state existing on an empty data directory (joining a running \
-                 cluster) is not available yet: ringkv cannot yet learn the member id MemberAdd \
-                 chose"
-                    .to_owned(),
-            ));
-        }
+    // On restart the bootstrap is ignored (as etcd ignores its
+    // --initial-cluster flags); the stored identity is used.
+    let bootstrap = match start {
+        Start::Found => Bootstrap::NewCluster { members },
+        Start::Join(id) => Bootstrap::Join { id },
     };
     let peer_urls: Vec<String> =
         config.advertise_peer_urls.iter().map(ToString::to_string).collect();
@@ -161,7 +240,15 @@ impl Server {
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let metrics = Metrics::new();
         let restart = has_state(&config.data_dir);
-        let node_config = node_config(&config, restart)?;
+        let (start, seed_peers) = match config.initial_cluster_state {
+            ClusterState::Existing if !restart => {
+                let (id, list) = find_self(&config).await?;
+                info!(member = %id, "joining the running cluster");
+                (Start::Join(id), list)
+            }
+            _ => (Start::Found, Vec::new()),
+        };
+        let node_config = node_config(&config, start)?;
         let lease_ttl_min_seconds = node_config.lease_ttl_min_seconds();
         let node = NodeRuntime::start::<RaftEngine>(node_config, &config.data_dir, metrics).await?;
         let handle = node.handle().clone();
@@ -177,6 +264,29 @@ impl Server {
         )
         .await?;
         node.link().bind(transport.clone());
+        for m in seed_peers {
+            let urls: Vec<HttpUrl> = m.peer_urls.iter().filter_map(|u| u.parse().ok()).collect();
+            if let Some(id) = m.id().map(NodeId)
+                && id != member
+                && !urls.is_empty()
+            {
+                transport.set_peer(id, urls)?;
+            }
+        }
+        let members_state = Arc::clone(handle.state());
+        transport.serve_members(Arc::new(move || {
+            members_state
+                .members()
+                .into_iter()
+                .map(|m| MemberInfo {
+                    id: format!("{:016x}", m.id.0),
+                    name: m.name,
+                    peer_urls: m.peer_urls,
+                    client_urls: m.client_urls,
+                    is_learner: m.is_learner,
+                })
+                .collect()
+        }));
 
         let limits = RequestLimits {
             txn_ops_max: usize::try_from(config.max_txn_ops).unwrap_or(usize::MAX),

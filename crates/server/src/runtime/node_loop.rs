@@ -163,7 +163,9 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         self.state.set_alarms(node.alarms());
         self.metrics.set_requests_pending(pending);
         self.metrics.upkeep();
-        sync_peers(&self.link, node.id(), &node.members(), peers);
+        let members = node.members();
+        sync_peers(&self.link, node.id(), &members, peers);
+        self.state.set_members(members);
     }
 }
 

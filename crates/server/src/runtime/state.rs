@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 
 use ringkv_api::etcdserverpb::ResponseHeader;
 use ringkv_consensus::NodeId;
-use ringkv_node::{AlarmMember, ShardStatus};
+use ringkv_node::{AlarmMember, Member, ShardStatus};
 use ringkv_storage::mvcc::Revision;
 use tokio::sync::watch;
 
@@ -30,6 +30,7 @@ pub struct NodeState {
     leader: watch::Sender<Option<NodeId>>,
     shards: Mutex<Vec<ShardStatus>>,
     alarms: Mutex<Vec<AlarmMember>>,
+    members: Mutex<Vec<Member>>,
 }
 
 impl NodeState {
@@ -44,6 +45,7 @@ impl NodeState {
             leader: watch::Sender::new(None),
             shards: Mutex::new(Vec::new()),
             alarms: Mutex::new(Vec::new()),
+            members: Mutex::new(Vec::new()),
         }
     }
 
@@ -97,6 +99,11 @@ impl NodeState {
         self.alarms.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// The member table as applied here, as of the last refresh.
+    pub fn members(&self) -> Vec<Member> {
+        self.members.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// The header fields besides the revision.
     pub fn header_info(&self) -> HeaderInfo {
         HeaderInfo {
@@ -144,6 +151,10 @@ impl NodeState {
 
     pub(crate) fn set_shards(&self, shards: Vec<ShardStatus>) {
         *self.shards.lock().unwrap_or_else(PoisonError::into_inner) = shards;
+    }
+
+    pub(crate) fn set_members(&self, members: Vec<Member>) {
+        *self.members.lock().unwrap_or_else(PoisonError::into_inner) = members;
     }
 
     pub(crate) fn set_alarms(&self, alarms: Vec<AlarmMember>) {

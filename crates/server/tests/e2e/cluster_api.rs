@@ -152,3 +152,59 @@ async fn maintenance_status_hash_kv_alarm_snapshot_move_leader() {
     let err = maintenance.move_leader(MoveLeaderRequest { target_id: 12345 }).await.unwrap_err();
     assert_eq!(err.message(), "etcdserver: bad leader transferee");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_with_member_add_joins_catches_up_and_is_promoted() {
+    let mut members = cluster_with(1, &[]).await;
+    wait_leader(&members).await;
+    put(&members[0], "before", "join").await;
+    let mut cluster = ClusterClient::connect(members[0].endpoint.clone()).await.unwrap();
+
+    // Added as a learner, as `etcdctl member add --learner` does; then
+    // started with --initial-cluster-state existing on an empty directory.
+    let (client, peer) = (free_port(), free_port());
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let added = cluster
+        .member_add(MemberAddRequest { peer_urls: vec![peer_url.clone()], is_learner: true })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    let initial = format!("{}={},m1={peer_url}", members[0].name, members[0].peer_url);
+    let token = members[0].token.clone();
+    let mut joiner =
+        member("m1", client, peer, &initial, &token, &["--initial-cluster-state=existing"]);
+    joiner.restart().await;
+    assert_eq!(joiner.server().member_id().0, added.id, "it found the id MemberAdd chose");
+
+    // It catches up (the write before it joined is on its replica), and
+    // publishes its name and client URL.
+    let j = &joiner;
+    eventually("the learner has the data", || async {
+        local_value(j, "before").await.as_deref() == Some(b"join".as_slice())
+    })
+    .await;
+    eventually("the learner published its name", || {
+        let mut cluster = cluster.clone();
+        async move {
+            let list = cluster.member_list(MemberListRequest { linearizable: true }).await.unwrap();
+            list.into_inner().members.iter().any(|m| m.id == added.id && m.name == "m1")
+        }
+    })
+    .await;
+    // Promoted once in sync: now a two-voter cluster, writable through either.
+    eventually("the learner can be promoted", || {
+        let mut cluster = cluster.clone();
+        async move { cluster.member_promote(MemberPromoteRequest { id: added.id }).await.is_ok() }
+    })
+    .await;
+    members.push(joiner);
+    wait_leader(&members).await;
+    put(&members[1], "through", "the new voter").await;
+    let m0 = &members[0];
+    eventually("the first member sees the write", || async {
+        local_value(m0, "through").await.as_deref() == Some(b"the new voter".as_slice())
+    })
+    .await;
+}

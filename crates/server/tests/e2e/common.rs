@@ -34,6 +34,12 @@ pub struct Member {
     pub server: Option<Server>,
     /// `http://127.0.0.1:<client port>`.
     pub endpoint: String,
+    /// `--name`.
+    pub name: String,
+    /// `http://127.0.0.1:<peer port>`.
+    pub peer_url: String,
+    /// `--initial-cluster-token`.
+    pub token: String,
     /// The arguments it was started with (to restart it).
     pub args: Vec<String>,
     /// Its data directory, kept across restarts and removed on drop.
@@ -89,25 +95,45 @@ pub async fn cluster_with(n: usize, extra: &[&str]) -> Vec<Member> {
     let token = format!("e2e-{}", free_port());
     let mut members = Vec::new();
     for (i, (client, peer)) in ports.iter().enumerate() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut args = vec![
-            "ringkv".to_owned(),
-            format!("--name=m{i}"),
-            format!("--data-dir={}", dir.path().join("data").display()),
-            format!("--listen-client-urls=http://127.0.0.1:{client}"),
-            format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
-            format!("--initial-cluster={}", initial.join(",")),
-            format!("--initial-cluster-token={token}"),
-            format!("--heartbeat-interval={HEARTBEAT_MS}"),
-            format!("--election-timeout={ELECTION_MS}"),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut member =
-            Member { server: None, endpoint: format!("http://127.0.0.1:{client}"), args, dir };
+            member(&format!("m{i}"), *client, *peer, &initial.join(","), &token, extra);
         member.restart().await;
         members.push(member);
     }
     members
+}
+
+/// A member's configuration (not started).
+pub fn member(
+    name: &str,
+    client: u16,
+    peer: u16,
+    initial: &str,
+    token: &str,
+    extra: &[&str],
+) -> Member {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "ringkv".to_owned(),
+        format!("--name={name}"),
+        format!("--data-dir={}", dir.path().join("data").display()),
+        format!("--listen-client-urls=http://127.0.0.1:{client}"),
+        format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+        format!("--initial-cluster={initial}"),
+        format!("--initial-cluster-token={token}"),
+        format!("--heartbeat-interval={HEARTBEAT_MS}"),
+        format!("--election-timeout={ELECTION_MS}"),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Member {
+        server: None,
+        endpoint: format!("http://127.0.0.1:{client}"),
+        name: name.to_owned(),
+        peer_url: format!("http://127.0.0.1:{peer}"),
+        token: token.to_owned(),
+        args,
+        dir,
+    }
 }
 
 /// Starts one single-node member and waits until it leads.
