@@ -24,6 +24,10 @@ const EXIT_BAD_CONFIG: u8 = 2;
 /// The client URL etcdctl uses when given no `--endpoints`.
 const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
 
+/// How long the exit waits for tasks still running after the server shut
+/// down (connections past their grace period).
+const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Exit status for a failure to start or serve.
 const EXIT_FAILED: u8 = 1;
 
@@ -80,7 +84,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match runtime.block_on(serve(config, dev)) {
+    let result = runtime.block_on(serve(config, dev));
+    // Connections the graceful shutdown gave up on must not delay the exit.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

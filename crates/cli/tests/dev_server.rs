@@ -93,3 +93,20 @@ fn no_arguments_serves_etcdctl_with_no_flags() {
     assert!(ready && ok, "no answer after a restart: {err}\n{}", log_tail(&log));
     assert_eq!(out, "foo\nbar\n");
 }
+
+#[test]
+fn a_bad_configuration_exits_2_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(support::RINGKV)
+        .args(["server", "--heartbeat-interval=300", "--election-timeout=1000"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--election-timeout (1000 ms) must be at least 5 times --heartbeat-interval"),
+        "{err}"
+    );
+    assert!(!dir.path().join("ringkv-data").exists(), "nothing was started");
+}

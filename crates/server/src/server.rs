@@ -31,6 +31,11 @@ use crate::services::{
     MaintenanceService,
 };
 
+/// How long a shutdown waits for client connections to finish: long-lived
+/// streams (keep-alives, observers, watches) would otherwise hold it
+/// forever. Past it they are dropped.
+pub const SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(5);
+
 /// The request timeout: etcd's `5 s + 2 × election timeout`.
 pub const REQUEST_TIMEOUT_BASE: Duration = Duration::from_secs(5);
 
@@ -380,7 +385,9 @@ impl Server {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         self.tasks.close();
-        self.tasks.wait().await;
+        if tokio::time::timeout(SHUTDOWN_GRACE_PERIOD, self.tasks.wait()).await.is_err() {
+            info!(grace = ?SHUTDOWN_GRACE_PERIOD, "client streams still open; closing them");
+        }
         if let Some(node) = self.node.take() {
             node.shutdown().await;
         }
@@ -391,6 +398,10 @@ impl Server {
 
 /// The gRPC services, each with the receive limit of
 /// [`RequestLimits::grpc_message_bytes_max`].
+///
+/// WATCH SERVICE: the watch branch's `WatchServer` is added here too, with
+/// the same limit; its header and leader state come from [`NodeState`]
+/// (`header`, `has_leader`, `current_revision`, `watch_leader`).
 fn grpc_routes(s: &gateway::Services, message_bytes_max: usize) -> Routes {
     let mut builder = Routes::builder();
     builder
