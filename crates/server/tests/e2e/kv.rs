@@ -224,7 +224,24 @@ async fn too_many_ops_and_oversize_requests_are_refused_with_etcds_errors() {
 async fn hasleader_calls_fail_without_a_leader() {
     // A member of a two-member cluster whose peer is gone has no leader.
     let mut members = cluster_with(2, &[]).await;
+    wait_leader(&members).await;
+    // A stream opened with `hasleader` while there is a leader is ended
+    // with `no leader` once the leader is lost.
+    let mut lease =
+        ringkv_api::etcdserverpb::lease_client::LeaseClient::connect(members[0].endpoint.clone())
+            .await
+            .unwrap();
+    let mut open = tonic::Request::new(futures_util::stream::pending::<
+        ringkv_api::etcdserverpb::LeaseKeepAliveRequest,
+    >());
+    open.metadata_mut().insert("hasleader", "true".parse().unwrap());
+    let mut stream = lease.lease_keep_alive(open).await.unwrap().into_inner();
     members[1].stop().await;
+    let ended = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("the stream was not ended when the leader was lost")
+        .unwrap_err();
+    assert_eq!((ended.code(), ended.message()), (Code::Unavailable, "etcdserver: no leader"));
     let lonely = &members[0];
     let state = lonely.server().state();
     eventually("the lonely member knows no leader", || async { !state.has_leader() }).await;
