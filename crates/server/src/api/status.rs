@@ -31,6 +31,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use ringkv_node::{MemberError, NodeError};
 use ringkv_storage::mvcc::MvccError;
 use tonic::Code;
 
@@ -310,6 +311,48 @@ impl From<MvccError> for EtcdError {
             MvccError::LeaseProvided => EtcdError::LeaseProvided,
             // A variant added to the store later: its text is etcd's too,
             // so keep it, with etcd's code for an unmapped error.
+            other => EtcdError::Unknown { message: other.to_string() },
+        }
+    }
+}
+
+impl From<NodeError> for EtcdError {
+    /// The node's client-visible errors are etcd's (its `Display` strings
+    /// are the catalog's). Errors etcd has no entry for (a storage failure,
+    /// a corrupt log) keep their text with etcd's code for an unmapped
+    /// error, `Unknown`, as etcd answers its own unmapped errors.
+    fn from(e: NodeError) -> EtcdError {
+        match e {
+            NodeError::NoLeader => EtcdError::NoLeader,
+            NodeError::LeaderChanged => EtcdError::LeaderChanged,
+            NodeError::Timeout => EtcdError::Timeout,
+            NodeError::TooManyRequests { .. } => EtcdError::TooManyRequests,
+            NodeError::NoSpace => EtcdError::NoSpace,
+            NodeError::RequestTooLarge { .. } => EtcdError::RequestTooLarge,
+            NodeError::NotLeader { .. } => EtcdError::NotLeader,
+            NodeError::BadTransferee { .. } => EtcdError::BadLeaderTransferee,
+            NodeError::Removed | NodeError::Stopped { .. } => EtcdError::Stopped,
+            NodeError::Mvcc(e) => e.into(),
+            NodeError::Member(e) => e.into(),
+            other => EtcdError::Unknown { message: other.to_string() },
+        }
+    }
+}
+
+impl From<MemberError> for EtcdError {
+    /// etcd's membership errors; a removed id is answered as `member not
+    /// found`, as etcd's API layer maps `ErrIDRemoved`.
+    fn from(e: MemberError) -> EtcdError {
+        match e {
+            MemberError::IdExists { .. } => EtcdError::MemberExist,
+            MemberError::IdRemoved { .. } | MemberError::NotFound { .. } => {
+                EtcdError::MemberNotFound
+            }
+            MemberError::PeerUrlExists { .. } => EtcdError::PeerUrlExist,
+            MemberError::NotLearner { .. } => EtcdError::MemberNotLearner,
+            MemberError::LearnerNotReady { .. } => EtcdError::LearnerNotReady,
+            MemberError::TooManyLearners { .. } => EtcdError::TooManyLearners,
+            MemberError::BadUrls => EtcdError::MemberBadUrls,
             other => EtcdError::Unknown { message: other.to_string() },
         }
     }

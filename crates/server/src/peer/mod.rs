@@ -52,6 +52,7 @@
 
 mod backoff;
 pub(crate) mod handshake;
+pub mod members;
 mod stats;
 mod transport;
 

@@ -562,3 +562,25 @@ async fn a_peer_reconnecting_replaces_its_previous_connection() {
     bulk_stream.write_all(&[0, 0, 0, 4, b'b', b'u', b'l', b'k']).await.unwrap();
     assert_eq!(b.next_frame().await, (NodeId(1), Bytes::from_static(b"bulk")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_served_over_http_on_the_peer_port() {
+    use super::members::{self, MemberInfo};
+    let b = Node::start(2).await;
+    let url: crate::config::HttpUrl = format!("http://{}", b.addr()).parse().unwrap();
+    // Before the server provides the list: not an answer to use.
+    assert!(members::fetch(&url).await.is_err());
+    let listed = MemberInfo {
+        id: format!("{:016x}", 7),
+        name: "n7".into(),
+        peer_urls: vec!["http://127.0.0.1:1".into()],
+        client_urls: vec![],
+        is_learner: true,
+    };
+    let served = listed.clone();
+    b.transport.serve_members(std::sync::Arc::new(move || vec![served.clone()]));
+    let got = members::fetch(&url).await.unwrap();
+    assert_eq!(got, [listed]);
+    assert_eq!(got[0].id(), Some(7));
+    assert_eq!(b.transport.stats().protocol_errors, 0, "a /members request is not garbage");
+}

@@ -24,6 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use super::backoff::Backoff;
 use super::handshake::{HELLO_BYTES, HandshakeError, Hello, REPLY_BYTES, Reply, ReplyStatus};
+use super::members::MembersProvider;
 use super::stats::{Counters, PeerCounters, bump};
 use super::{
     BATCH_BYTES_MAX, BATCH_FRAMES_MAX, BATCH_WRITE_TIMEOUT, CONNECT_TIMEOUT,
@@ -174,6 +175,8 @@ struct Shared {
     next_connection_id: AtomicU64,
     /// Bounds inbound connections, [`INBOUND_CONNECTIONS_MAX`].
     inbound_slots: Arc<Semaphore>,
+    /// Answers `GET /members` on the peer port, once set.
+    members: RwLock<Option<MembersProvider>>,
 }
 
 struct InboundEntry {
@@ -304,6 +307,7 @@ impl PeerTransport {
             inbound: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(0),
             inbound_slots: Arc::new(Semaphore::new(INBOUND_CONNECTIONS_MAX)),
+            members: RwLock::new(None),
         });
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -435,6 +439,12 @@ impl PeerTransport {
         let mut book: Vec<_> = peers.iter().map(|(id, peer)| (*id, peer.urls.clone())).collect();
         book.sort_by_key(|(id, _)| *id);
         book
+    }
+
+    /// Serves `GET /members` on the peer port with what `provider` returns
+    /// (see [`super::members`]); until this is called it answers 503.
+    pub fn serve_members(&self, provider: MembersProvider) {
+        *self.inner.shared.members.write().unwrap_or_else(PoisonError::into_inner) = Some(provider);
     }
 
     /// The transport's counters.
@@ -903,7 +913,18 @@ async fn serve_inbound(
         () = shutdown.cancelled() => return,
         hello = accept_handshake(&shared, &mut stream, addr) => hello,
     };
-    let Some(hello) = handshake else { return };
+    let hello = match handshake {
+        Inbound::Peer(hello) => hello,
+        Inbound::Refused => return,
+        Inbound::Http(head) => {
+            let provider = shared.members.read().unwrap_or_else(PoisonError::into_inner).clone();
+            if !super::members::serve(stream, addr, &head, provider).await {
+                bump(&shared.counters.protocol_errors, 1);
+                warn!(%addr, "HTTP request on the peer port for something other than /members");
+            }
+            return;
+        }
+    };
     let key = (hello.from, hello.lane);
     let id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     let cancel = shutdown.child_token();
@@ -929,25 +950,48 @@ async fn serve_inbound(
     }
 }
 
+/// What an inbound connection turned out to be.
+enum Inbound {
+    /// A peer whose hello was accepted.
+    Peer(Hello),
+    /// Refused or broken; already logged.
+    Refused,
+    /// An HTTP request (`GET /members`), with the bytes read so far.
+    Http(Vec<u8>),
+}
+
 /// Reads and judges the dialer's hello, answers it, and returns it if accepted.
-async fn accept_handshake(
+async fn accept_handshake(shared: &Shared, stream: &mut TcpStream, addr: SocketAddr) -> Inbound {
+    let outcome = accept_hello(shared, stream, addr).await;
+    match outcome {
+        Ok(Some(hello)) => Inbound::Peer(hello),
+        Ok(None) => Inbound::Refused,
+        Err(head) => Inbound::Http(head),
+    }
+}
+
+/// [`accept_handshake`]'s work: `Err` carries the head of an HTTP request.
+async fn accept_hello(
     shared: &Shared,
     stream: &mut TcpStream,
     addr: SocketAddr,
-) -> Option<Hello> {
+) -> Result<Option<Hello>, Vec<u8>> {
     let mut buf = [0u8; HELLO_BYTES];
     match timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut buf)).await {
         Ok(Ok(_)) => {}
         Ok(Err(error)) => {
             bump(&shared.counters.protocol_errors, 1);
             warn!(%addr, %error, "peer connection ended before completing the handshake; closing");
-            return None;
+            return Ok(None);
         }
         Err(_) => {
             bump(&shared.counters.protocol_errors, 1);
             warn!(%addr, timeout = ?HANDSHAKE_TIMEOUT, "peer connection sent no handshake in time; closing");
-            return None;
+            return Ok(None);
         }
+    }
+    if buf.starts_with(b"GET ") {
+        return Err(buf.to_vec());
     }
     let (hello, status) = match Hello::decode(&buf) {
         Ok(hello) => (Some(hello), hello.verdict(shared.cluster, shared.node)),
@@ -955,7 +999,7 @@ async fn accept_handshake(
             // Not our protocol: no reply, whoever it is would not read it.
             bump(&shared.counters.protocol_errors, 1);
             warn!(%addr, %error, "connection to the peer port is not a ringkv peer; closing");
-            return None;
+            return Ok(None);
         }
         Err(HandshakeError::UnsupportedVersion { .. }) => (None, ReplyStatus::UnsupportedVersion),
         Err(_) => (None, ReplyStatus::Malformed),
@@ -977,17 +1021,17 @@ async fn accept_handshake(
             ),
             None => warn!(%addr, reason = status.describe(), "refused peer connection"),
         }
-        return None;
+        return Ok(None);
     }
     match answered {
-        Ok(Ok(())) => hello,
+        Ok(Ok(())) => Ok(hello),
         Ok(Err(error)) => {
             debug!(%addr, %error, "peer connection failed during the handshake");
-            None
+            Ok(None)
         }
         Err(_) => {
             warn!(%addr, timeout = ?HANDSHAKE_TIMEOUT, "peer did not take our handshake reply in time; closing");
-            None
+            Ok(None)
         }
     }
 }

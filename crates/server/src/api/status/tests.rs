@@ -242,3 +242,57 @@ fn mvcc_errors_map_to_the_entry_with_the_same_text() {
         assert_eq!(mapped.message(), text, "the store and the API agree on the text");
     }
 }
+
+#[test]
+fn node_errors_map_to_the_entry_with_the_same_text_and_code() {
+    use ringkv_consensus::NodeId;
+    use ringkv_node::{ErrorClass, MemberError, NodeError};
+    let cases = [
+        (NodeError::NoLeader, EtcdError::NoLeader),
+        (NodeError::LeaderChanged, EtcdError::LeaderChanged),
+        (NodeError::Timeout, EtcdError::Timeout),
+        (NodeError::TooManyRequests { pending: 9, limit: 8 }, EtcdError::TooManyRequests),
+        (NodeError::NoSpace, EtcdError::NoSpace),
+        (NodeError::RequestTooLarge { bytes: 9, limit: 8 }, EtcdError::RequestTooLarge),
+        (NodeError::NotLeader { leader: None }, EtcdError::NotLeader),
+        (NodeError::BadTransferee { target: NodeId(3) }, EtcdError::BadLeaderTransferee),
+        (NodeError::Removed, EtcdError::Stopped),
+        (NodeError::Stopped { reason: "disk".into() }, EtcdError::Stopped),
+        (NodeError::Mvcc(MvccError::EmptyKey), EtcdError::EmptyKey),
+        (MemberError::IdExists { id: NodeId(1) }.into(), EtcdError::MemberExist),
+        (MemberError::PeerUrlExists { url: "u".into() }.into(), EtcdError::PeerUrlExist),
+        (MemberError::NotFound { id: NodeId(1) }.into(), EtcdError::MemberNotFound),
+        (MemberError::NotLearner { id: NodeId(1) }.into(), EtcdError::MemberNotLearner),
+        (
+            MemberError::LearnerNotReady { id: NodeId(1), matched: 1, leader_index: 9 }.into(),
+            EtcdError::LearnerNotReady,
+        ),
+        (MemberError::TooManyLearners { max: 1 }.into(), EtcdError::TooManyLearners),
+        (MemberError::BadUrls.into(), EtcdError::MemberBadUrls),
+    ];
+    for (node, etcd) in cases {
+        let text = node.etcd_message();
+        let class = node.class();
+        let mapped = EtcdError::from(node);
+        assert_eq!(mapped, etcd);
+        assert_eq!(mapped.message(), text, "the node and the API agree on the text");
+        let code = match class {
+            ErrorClass::InvalidArgument => Code::InvalidArgument,
+            ErrorClass::NotFound => Code::NotFound,
+            ErrorClass::FailedPrecondition => Code::FailedPrecondition,
+            ErrorClass::ResourceExhausted => Code::ResourceExhausted,
+            ErrorClass::OutOfRange => Code::OutOfRange,
+            ErrorClass::Unavailable => Code::Unavailable,
+            ErrorClass::Internal => Code::Internal,
+        };
+        assert_eq!(mapped.code(), code, "{mapped:?}: the node and the API agree on the code");
+    }
+    // A removed id is answered as etcd answers it, not with the node's text.
+    let removed = EtcdError::from(NodeError::from(MemberError::IdRemoved { id: NodeId(1) }));
+    assert_eq!(removed, EtcdError::MemberNotFound);
+    // Failures etcd has no entry for keep their text, code Unknown.
+    let corrupt = NodeError::Corrupt { shard: ringkv_consensus::ShardId(1), what: "x".into() };
+    let text = corrupt.to_string();
+    let mapped = EtcdError::from(corrupt);
+    assert_eq!((mapped.code(), mapped.message().into_owned()), (Code::Unknown, text));
+}
