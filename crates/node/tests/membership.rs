@@ -3,31 +3,36 @@
 //! the member table.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use common::*;
 use ringkv_consensus::NodeId;
+use ringkv_node::Engine;
 use ringkv_node::testing::{Cluster, test_config};
 use ringkv_node::{DATA_SHARD, Member, Reply, Request};
 
-fn members(c: &mut Cluster, on: NodeId, request: Request) -> (Option<Member>, Vec<Member>) {
+fn members<E: Engine>(
+    c: &mut Cluster<E>,
+    on: NodeId,
+    request: Request,
+) -> (Option<Member>, Vec<Member>) {
     match c.call(on, request, STEPS).unwrap() {
         Reply::Members { member, members } => (member, members),
         other => panic!("{other:?}"),
     }
 }
 
-fn voters(c: &Cluster, on: NodeId) -> Vec<NodeId> {
+fn voters<E: Engine>(c: &Cluster<E>, on: NodeId) -> Vec<NodeId> {
     c.node(on).replica_status(DATA_SHARD).unwrap().membership.voters.into_iter().collect()
 }
 
-fn learners(c: &Cluster, on: NodeId) -> Vec<NodeId> {
+fn learners<E: Engine>(c: &Cluster<E>, on: NodeId) -> Vec<NodeId> {
     c.node(on).replica_status(DATA_SHARD).unwrap().membership.learners.into_iter().collect()
 }
 
-#[test]
-fn add_learner_catch_up_promote_remove() {
-    let mut c = Cluster::new(3, 31);
+fn add_learner_catch_up_promote_remove<E: Engine>() {
+    let mut c = cluster::<E>(3, 31);
     let leader = c.wait_leader(100);
     let follower = c.running().into_iter().find(|&id| id != leader).unwrap();
     for i in 0..30 {
@@ -96,9 +101,8 @@ fn add_learner_catch_up_promote_remove() {
     assert_same_state(&c);
 }
 
-#[test]
-fn update_changes_peer_urls() {
-    let mut c = Cluster::new(3, 32);
+fn update_changes_peer_urls<E: Engine>() {
+    let mut c = cluster::<E>(3, 32);
     let leader = c.wait_leader(100);
     let other = c.running().into_iter().find(|&id| id != leader).unwrap();
     let update = Request::MemberUpdate { id: other, peer_urls: vec!["http://new:2380".into()] };
@@ -116,9 +120,8 @@ fn update_changes_peer_urls() {
     }
 }
 
-#[test]
-fn a_member_removed_while_away_is_told_and_stops() {
-    let mut c = Cluster::new(3, 33);
+fn a_member_removed_while_away_is_told_and_stops<E: Engine>() {
+    let mut c = cluster::<E>(3, 33);
     let leader = c.wait_leader(100);
     let away = c.running().into_iter().find(|&id| id != leader).unwrap();
     let others: Vec<_> = c.running().into_iter().filter(|&id| id != away).collect();
@@ -132,3 +135,9 @@ fn a_member_removed_while_away_is_told_and_stops() {
     assert!(c.node(away).members().iter().any(|m| m.id == away), "it never applied its removal");
     put(&mut c, leader, "still", "working").unwrap();
 }
+
+engine_tests!(
+    add_learner_catch_up_promote_remove,
+    update_changes_peer_urls,
+    a_member_removed_while_away_is_told_and_stops,
+);

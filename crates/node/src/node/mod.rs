@@ -34,7 +34,7 @@ use leases::LeaseTracker;
 use snapshot::SnapshotState;
 
 /// Node record holding this member's id.
-const MEMBER_ID_RECORD: &str = "member_id";
+pub(crate) const MEMBER_ID_RECORD: &str = "member_id";
 
 /// Node record counting the node's starts.
 const BOOT_RECORD: &str = "boots";
@@ -281,14 +281,22 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// bootstraps an empty disk as `config.bootstrap` says, and starts a
     /// replica of every shard the node hosts.
     ///
+    /// The first open of a data directory records the engine `E` in it;
+    /// later opens refuse a directory created with another engine.
+    ///
     /// # Errors
-    /// Invalid configuration; a WAL or store that cannot be opened or is
-    /// corrupt; durable state that contradicts itself.
+    /// Invalid configuration; a data directory created with another engine
+    /// ([`NodeError::EngineMismatch`]); a WAL or store that cannot be opened
+    /// or is corrupt; durable state that contradicts itself.
     pub fn open(config: NodeConfig, disk: D, transport: T, clock: C) -> Result<Self, NodeError> {
         config.validate()?;
         let store = Arc::new(MvccStore::open_on(&disk, STORE_FILE, config.store.clone())?);
+        let stored_id = store.node_record(MEMBER_ID_RECORD)?;
+        // Before the WAL is touched: another engine's log must not be read
+        // (or written) as this one's.
+        crate::engine::check_engine(&store, E::KIND, stored_id.is_none())?;
         let mut wal = Wal::open(disk, config.wal)?;
-        let id = match store.node_record(MEMBER_ID_RECORD)? {
+        let id = match stored_id {
             Some(v) => decode_exact::<NodeId>(v)
                 .map_err(|source| NodeError::Codec { what: "stored member id", source })?,
             None => {
