@@ -64,6 +64,13 @@ pub trait Engine: 'static {
     /// The engine's name, for logs, status and `--engine`.
     const NAME: &'static str = Self::KIND.name();
 
+    /// Whether installing a leader's snapshot keeps this replica's log
+    /// entries after the snapshot's index even where the log disagrees
+    /// with the snapshot's last entry: Multi-Paxos does (an accepted value
+    /// is never dropped), Raft does not (a log that disagrees there holds
+    /// only entries the leader will overwrite).
+    const SNAPSHOT_KEEPS_LATER_ENTRIES: bool;
+
     /// The engine's peer message, carried in [`crate::PeerFrame`]s.
     type Message: Wire + Clone + std::fmt::Debug + Send + 'static;
 
@@ -95,6 +102,8 @@ pub struct RaftEngine;
 
 impl Engine for RaftEngine {
     const KIND: EngineKind = EngineKind::Raft;
+
+    const SNAPSHOT_KEEPS_LATER_ENTRIES: bool = false;
 
     type Message = ringkv_raft::Message;
 
@@ -132,6 +141,8 @@ pub struct PaxosEngine;
 
 impl Engine for PaxosEngine {
     const KIND: EngineKind = EngineKind::Paxos;
+
+    const SNAPSHOT_KEEPS_LATER_ENTRIES: bool = true;
 
     type Message = ringkv_paxos::Message;
 
