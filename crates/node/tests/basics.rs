@@ -79,6 +79,20 @@ fn requests_time_out_without_a_quorum<E: Engine>() {
     assert_same_state(&c);
 }
 
+/// `ringkv` with no arguments is one node: it leads alone, serves
+/// linearizable reads, and comes back after a crash with its data.
+fn a_single_node_cluster_serves_alone<E: Engine>() {
+    let mut c = cluster::<E>(1, 5);
+    let me = c.wait_leader(100);
+    put(&mut c, me, "solo", "1").unwrap();
+    assert_eq!(get_on(&mut c, me, "solo", false).unwrap().unwrap().value, b("1"));
+    c.crash(me);
+    c.restart(me).unwrap();
+    let me = c.wait_leader(100);
+    assert_eq!(get_on(&mut c, me, "solo", false).unwrap().unwrap().value, b("1"));
+    put(&mut c, me, "solo", "2").unwrap();
+}
+
 #[test]
 fn the_node_and_its_outputs_cross_threads() {
     // The server runs the node on a dedicated thread and hands completions
@@ -107,6 +121,7 @@ fn the_node_and_its_outputs_cross_threads() {
 }
 
 engine_tests!(
+    a_single_node_cluster_serves_alone,
     three_nodes_elect_a_leader_and_commit_puts,
     a_put_on_a_follower_is_forwarded_and_answered_there,
     a_linearizable_read_on_a_follower_sees_an_acknowledged_write,

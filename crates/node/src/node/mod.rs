@@ -66,6 +66,10 @@ enum Placement {
     Forwarded { to: NodeId },
     /// No leader known yet: placed as soon as one is.
     Unplaced,
+    /// A change of the consensus group's membership the leader holds back
+    /// until the previous one has taken effect (see
+    /// `Node::reconfiguration_settled`); placed again every round.
+    Deferred,
 }
 
 /// A proposal waiting to be applied.
@@ -81,6 +85,9 @@ struct PendingProposal {
     bytes: Bytes,
     /// A promotion the leader must check first.
     promote: Option<NodeId>,
+    /// It changes the consensus group's voters or learners (MemberAdd,
+    /// MemberRemove, MemberPromote): one such change at a time.
+    reconfigures: bool,
 }
 
 /// Where a linearizable read is.
@@ -165,6 +172,10 @@ struct HostedShard<E: Engine, D: Disk> {
     /// leases its predecessors granted (etcd waits for apply the same way).
     leases_ready_at: LogIndex,
     snapshot: SnapshotState,
+    /// The index of the last member-table change this node appended as
+    /// leader that changes the group's membership; no other is appended
+    /// before it is applied.
+    reconfigured_at: Option<LogIndex>,
     /// Not before this time: another membership change, publish, or
     /// alarm proposal of this node's own housekeeping.
     retry_membership_at: Duration,
@@ -339,6 +350,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             leases: LeaseTracker::default(),
             leases_ready_at: LogIndex::ZERO,
             snapshot: SnapshotState::new(applied),
+            reconfigured_at: None,
             replica,
             retry_membership_at: now,
             retry_publish_at: now,

@@ -300,7 +300,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                             Placement::Forwarded { to } => {
                                 soft.leader.is_some() && soft.leader != Some(to)
                             }
-                            Placement::Unplaced => false,
+                            Placement::Unplaced | Placement::Deferred => false,
                         }
                 })
                 .map(|(&id, _)| id)
