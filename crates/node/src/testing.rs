@@ -461,10 +461,12 @@ impl<E: Engine> Cluster<E> {
         done(self)
     }
 
-    /// The running node that leads with the highest term, if any.
+    /// The running node that leads with the highest term, if any (a node
+    /// stopped after a failure or its removal leads nothing).
     pub fn leader(&self) -> Option<NodeId> {
         self.nodes
             .iter()
+            .filter(|(_, n)| n.stopped().is_none())
             .filter_map(|(&id, n)| {
                 let st = n.replica_status(crate::DATA_SHARD)?;
                 (st.role == Role::Leader).then_some((st.epoch, id))
@@ -473,13 +475,16 @@ impl<E: Engine> Cluster<E> {
             .map(|(_, id)| id)
     }
 
-    /// Steps until a leader is elected and every running node knows it.
+    /// Steps until a leader is elected and every running node knows it
+    /// (but stopped ones, which follow nobody).
     ///
     /// # Panics
     /// If none is within `max_steps`.
     pub fn wait_leader(&mut self, max_steps: usize) -> NodeId {
         let ok = self.run_until(max_steps, |c| {
-            c.leader().is_some_and(|l| c.nodes.values().all(|n| n.leader() == Some(l)))
+            c.leader().is_some_and(|l| {
+                c.nodes.values().filter(|n| n.stopped().is_none()).all(|n| n.leader() == Some(l))
+            })
         });
         assert!(ok, "no leader known to every running node after {max_steps} steps");
         self.leader().expect("checked above")

@@ -54,6 +54,15 @@ fn voters<E: Engine>(c: &Cluster<E>, on: NodeId) -> Vec<NodeId> {
     c.node(on).replica_status(DATA_SHARD).unwrap().membership.voters.into_iter().collect()
 }
 
+/// A learner in the member table that no node runs as, with the number
+/// its peer URL names (`http://n<k>:2380`).
+fn orphan_learner<E: Engine>(c: &Cluster<E>, members: &[NodeId]) -> Option<(NodeId, usize)> {
+    let on = c.leader()?;
+    let m = c.node(on).members().into_iter().find(|m| m.is_learner && !members.contains(&m.id))?;
+    let k = m.peer_urls.first()?.strip_prefix("http://n")?.strip_suffix(":2380")?.parse().ok()?;
+    Some((m.id, k))
+}
+
 fn run<E: Engine>(seed: u64) {
     let mut c = cluster_with::<E>(3, seed, &|cfg| {
         cfg.snapshot_count = 100;
@@ -80,6 +89,13 @@ fn run<E: Engine>(seed: u64) {
             pending.push((on, c.submit(on, put_req(&key, &value)), key, value));
         }
         cycle = match cycle {
+            // A learner added whose answer was lost: start it as an
+            // operator would, from its entry in the member table.
+            Cycle::Idle if let Some((id, k)) = orphan_learner(&c, &members) => {
+                c.add_joining(id, test_config(k, 3, seed)).unwrap();
+                members.push(id);
+                Cycle::Learner { id, pending: None }
+            }
             Cycle::Idle if rng.chance(1, 10) => {
                 let on = any(&mut rng);
                 let k = next_k;
@@ -215,8 +231,15 @@ fn run<E: Engine>(seed: u64) {
         );
         c.crash(id);
     }
-    let leader = c.wait_leader(600);
-    put(&mut c, leader, "final", "write").unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    // A leadership move asked for earlier may still complete.
+    let mut leader = c.wait_leader(600);
+    for attempt in 0.. {
+        match put(&mut c, leader, "final", "write") {
+            Ok(_) => break,
+            Err(e) if e.is_indeterminate() && attempt < 3 => leader = c.wait_leader(600),
+            Err(e) => panic!("seed {seed}: {e}"),
+        }
+    }
     let table = c.node(leader).members();
     let want: Vec<NodeId> = table.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
     let converged = c.run_until(STEPS * 10, |c| c.leader().is_some_and(|l| voters(c, l) == want));
