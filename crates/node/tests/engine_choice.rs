@@ -9,8 +9,8 @@ use bytes::Bytes;
 use ringkv_consensus::NodeId;
 use ringkv_node::testing::test_config;
 use ringkv_node::{
-    Clock, Engine, EngineKind, Node, NodeError, PaxosEngine, RaftEngine, Transport, Unreachable,
-    stored_engine,
+    Clock, Engine, EngineKind, Node, NodeError, PaxosEngine, PeerFrame, RaftEngine, Transport,
+    Unreachable, stored_engine,
 };
 use ringkv_storage::SimDisk;
 use ringkv_storage::disk::CrashMode;
@@ -94,4 +94,36 @@ fn a_data_directory_without_the_record_is_raft() {
     assert!(matches!(open::<PaxosEngine>(&disk), Err(NodeError::EngineMismatch { .. })));
     disk.crash_with(CrashMode::LoseUnsynced);
     create_with::<RaftEngine>(&disk);
+}
+
+/// A frame from a node of another engine is refused before its messages
+/// are decoded: a Raft message could decode as a Paxos one with another
+/// meaning.
+#[test]
+fn frames_of_another_engine_are_refused() {
+    let disk = SimDisk::new(3);
+    let mut node = open::<PaxosEngine>(&disk).unwrap();
+    let frame: PeerFrame<ringkv_raft::Message> = PeerFrame {
+        engine: EngineKind::Raft,
+        cluster_id: 0,
+        from: NodeId(77),
+        to: node.id(),
+        messages: vec![],
+        node_messages: vec![],
+    };
+    let err = node.receive(frame.to_bytes()).unwrap_err();
+    assert!(matches!(err, NodeError::FrameRefused { .. }), "{err:?}");
+    assert!(err.to_string().contains("another consensus engine"), "{err}");
+    assert_eq!(node.frames_dropped(), 1);
+    // The same frame from a Paxos node is taken.
+    let frame: PeerFrame<ringkv_paxos::Message> = PeerFrame {
+        engine: EngineKind::Paxos,
+        cluster_id: 0,
+        from: NodeId(77),
+        to: node.id(),
+        messages: vec![],
+        node_messages: vec![],
+    };
+    node.receive(frame.to_bytes()).unwrap();
+    assert_eq!(node.frames_dropped(), 1);
 }

@@ -452,9 +452,18 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// Queues a frame received from a peer for the next round.
     ///
     /// # Errors
-    /// The frame does not decode, is not addressed to this node, or the
-    /// inbox is full; the frame is dropped (as the network may drop any).
+    /// The frame comes from a node of another engine, does not decode, is
+    /// not addressed to this node, or the inbox is full; the frame is
+    /// dropped (as the network may drop any).
     pub fn receive(&mut self, frame: Bytes) -> Result<(), NodeError> {
+        if PeerFrame::<E::Message>::engine_of(&frame).is_ok_and(|k| k != E::KIND) {
+            // Its messages would decode, if at all, as something else.
+            self.frames_dropped += 1;
+            return Err(NodeError::FrameRefused {
+                why: "sent by a node running another consensus engine; every node of a cluster \
+                      runs the engine the cluster was created with",
+            });
+        }
         let frame = match PeerFrame::<E::Message>::from_bytes(frame) {
             Ok(f) => f,
             Err(source) => {

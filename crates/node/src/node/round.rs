@@ -354,6 +354,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let cluster_id = self.cluster_id();
         for (to, out) in std::mem::take(&mut self.outbox) {
             let frame = PeerFrame {
+                engine: E::KIND,
                 cluster_id,
                 from: self.id,
                 to,
