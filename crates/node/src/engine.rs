@@ -17,6 +17,26 @@
 //! to open a data directory created with another engine. Data directories
 //! from before the record existed were all Raft's. [`stored_engine`] reads
 //! the record without opening the node, so a server can default to it.
+//! Peer frames name the sender's engine as well, and a node refuses another
+//! engine's frames unread: a node started with the wrong engine for its
+//! cluster (a joining one has no data directory to check) shows up as
+//! refused frames, never as one engine's messages read as the other's.
+//!
+//! # What differs for the node
+//!
+//! Little, by design: proposals are matched by their request id, never by
+//! epoch (a new Multi-Paxos leader re-proposes adopted values under its own
+//! ballot). Two differences show through the trait: a Multi-Paxos
+//! membership change takes effect α slots after it is chosen, so
+//! [`Engine::membership_at`] may decline to name a configuration for a
+//! snapshot; and a Multi-Paxos snapshot install keeps the slots accepted
+//! after it ([`Engine::SNAPSHOT_KEEPS_LATER_ENTRIES`]). Multi-Paxos also
+//! needs each Ready persisted all or nothing: the node writes every Ready
+//! that fits in one WAL batch (`WalOptions::batch_bytes_max`, 16 MiB by
+//! default) in one batch. A larger one is split so that every prefix still
+//! recovers, but a crash between its batches could lose a suffix a
+//! Multi-Paxos rewrite re-emitted; keep the batch limit well above the
+//! largest Ready (a round's proposals, or one catch-up burst).
 //!
 //! The engine is a type parameter of [`crate::Node`]; a runtime that learns
 //! it from its configuration turns the [`EngineKind`] back into a type with
