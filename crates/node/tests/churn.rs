@@ -21,7 +21,7 @@ mod common;
 use common::*;
 use ringkv_consensus::{DetRng, NodeId};
 use ringkv_node::testing::{Cluster, test_config};
-use ringkv_node::{DATA_SHARD, Engine, Reply, Request, Token};
+use ringkv_node::{DATA_SHARD, Engine, NodeError, Reply, Request, Token};
 use ringkv_storage::mvcc::{RangeRequest, Response, Revision};
 
 /// Seeds run by default, per engine.
@@ -231,31 +231,33 @@ fn run<E: Engine>(seed: u64) {
         );
         c.crash(id);
     }
-    // A leadership move asked for earlier may still complete.
+    // A leadership move, or the leader's removal, asked for earlier may
+    // still complete under the final write.
     let mut leader = c.wait_leader(600);
     for attempt in 0.. {
         match put(&mut c, leader, "final", "write") {
             Ok(_) => break,
-            Err(e) if e.is_indeterminate() && attempt < 3 => leader = c.wait_leader(600),
+            Err(e) if (e.is_indeterminate() || matches!(e, NodeError::Removed)) && attempt < 3 => {
+                leader = c.wait_leader(600);
+            }
             Err(e) => panic!("seed {seed}: {e}"),
         }
     }
     let table = c.node(leader).members();
     let want: Vec<NodeId> = table.iter().filter(|m| !m.is_learner).map(|m| m.id).collect();
-    let converged = c.run_until(STEPS * 10, |c| c.leader().is_some_and(|l| voters(c, l) == want));
-    let l = c.leader().unwrap();
-    assert!(converged, "seed {seed}: voters {:?}, table {want:?}", voters(&c, l));
-    // Removed members that were away learn it and stop; then the rest
-    // agree on one applied index.
+    // A removal that applied only now (the leader's own, say) stops its member.
     for id in c.running() {
         if !table.iter().any(|m| m.id == id) {
             assert!(
-                c.run_until(STEPS, |c| c.node(id).stopped().is_some()),
+                c.run_until(STEPS * 3, |c| c.node(id).stopped().is_some()),
                 "seed {seed}: removed {id} never stopped"
             );
             c.crash(id);
         }
     }
+    let converged = c.run_until(STEPS * 10, |c| c.leader().is_some_and(|l| voters(c, l) == want));
+    let l = c.leader().unwrap();
+    assert!(converged, "seed {seed}: voters {:?}, table {want:?}", voters(&c, l));
     settle(&mut c);
     for id in c.running() {
         let view = c.node(id).store().read().unwrap();
