@@ -11,7 +11,15 @@
 //! The member table is the *desired* configuration; the consensus group's
 //! membership follows it: the leader compares the two every round and
 //! proposes one engine membership change at a time until they agree
-//! (see `Node::reconcile_membership`). Every check that decides whether a
+//! (see `Node::reconcile_membership`). How long that takes depends on the
+//! engine: a Raft change is in effect once appended, a Multi-Paxos change
+//! α slots after it is chosen (the leader pads the gap with no-ops). So
+//! the leader appends a table change that moves a voter or learner
+//! (MemberAdd, MemberRemove, MemberPromote) only once the two agree with
+//! nothing under way; until then such a request waits, and times out as
+//! any request would (see `Node::reconfiguration_settled`). A member
+//! applying its own removal stops at once, so letting table changes run
+//! ahead could leave the group waiting on stopped voters. Every check that decides whether a
 //! change is accepted runs at apply time, on state every replica shares,
 //! so every replica decides the same.
 

@@ -10,7 +10,7 @@ use ringkv_consensus::{CodecError, NodeId, ShardId};
 use ringkv_storage::WalError;
 use ringkv_storage::mvcc::{MvccError, SnapshotError, StoreError};
 
-use crate::engine::EngineError;
+use crate::engine::{EngineError, EngineKind};
 
 /// The gRPC status class etcd answers an error with.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -204,6 +204,20 @@ pub enum NodeError {
         /// Why.
         why: &'static str,
     },
+    /// The data directory was created with another consensus engine than
+    /// the one configured; the node refuses to open it (one engine per
+    /// cluster, for its whole life).
+    #[error(
+        "this data directory was created with the {stored} consensus engine, but the node is \
+         configured to run {configured}: start it with --engine {stored}, or wipe the data \
+         directory to join a {configured} cluster"
+    )]
+    EngineMismatch {
+        /// The engine the data directory was created with.
+        stored: String,
+        /// The engine configured now.
+        configured: EngineKind,
+    },
     /// Durable state contradicts itself; the node refuses to go on.
     #[error(
         "inconsistent durable state of shard {shard}: {what}; restore this member from a snapshot or remove and re-add it"
@@ -253,6 +267,7 @@ impl NodeError {
             | NodeError::Engine(_)
             | NodeError::Codec { .. }
             | NodeError::FrameRefused { .. }
+            | NodeError::EngineMismatch { .. }
             | NodeError::Corrupt { .. } => ErrorClass::Internal,
         }
     }

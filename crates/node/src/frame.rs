@@ -12,24 +12,34 @@
 //! allocates no more than the input could describe.
 //!
 //! ```text
-//! frame := format u8 (1) | cluster id varint | from varint | to varint
+//! frame := format u8 (2) | engine u8 (1 raft, 2 paxos) | cluster id varint
+//!          | from varint | to varint
 //!          | count varint, envelope*  (the engine's Wire encoding)
 //!          | count varint, node message*
 //! ```
+//!
+//! The engine comes first so that a node refuses a frame of another
+//! engine's cluster before decoding its messages: the two engines' messages
+//! share an encoding style, and one could decode as the other with another
+//! meaning.
 
 use bytes::Bytes;
 use ringkv_consensus::codec::{CodecError, Decoder, Wire, put_i64, put_varint};
 use ringkv_consensus::{Envelope, NodeId, ShardId, decode_exact, encode_to_vec};
 use ringkv_storage::mvcc::LeaseId;
 
+use crate::engine::EngineKind;
 use crate::error::RemoteError;
 
-/// Format of encoded frames.
-const FRAME_FORMAT: u8 = 1;
+/// Format of encoded frames (2: the engine follows the format byte).
+const FRAME_FORMAT: u8 = 2;
 
 /// What one node sends another in one go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerFrame<M> {
+    /// The consensus engine the sender runs (the cluster's); a node refuses
+    /// a frame of another engine.
+    pub engine: EngineKind,
     /// The sender's cluster (0 while a joining node has not learned it);
     /// a frame from another cluster is refused.
     pub cluster_id: u64,
@@ -55,6 +65,17 @@ impl<M: Wire> PeerFrame<M> {
     /// The bytes are not exactly one well-formed frame.
     pub fn from_bytes(bytes: Bytes) -> Result<PeerFrame<M>, CodecError> {
         decode_exact(bytes)
+    }
+
+    /// The engine an encoded frame says its sender runs, read without
+    /// decoding the rest.
+    ///
+    /// # Errors
+    /// The frame is too short, of another format, or names no engine.
+    pub fn engine_of(bytes: &Bytes) -> Result<EngineKind, CodecError> {
+        let mut d = Decoder::new(bytes.clone());
+        decode_format(&mut d)?;
+        EngineKind::decode(&mut d)
     }
 
     /// Whether the frame carries nothing.
@@ -144,9 +165,37 @@ pub enum LeaderReply {
     LeaseLeases(Vec<LeaseId>),
 }
 
+fn decode_format(d: &mut Decoder) -> Result<(), CodecError> {
+    let at = d.position();
+    let format = d.u8()?;
+    if format != FRAME_FORMAT {
+        return Err(CodecError::BadTag { what: "peer frame format", tag: format, at });
+    }
+    Ok(())
+}
+
+impl Wire for EngineKind {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(match self {
+            EngineKind::Raft => 1,
+            EngineKind::Paxos => 2,
+        });
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let at = d.position();
+        match d.u8()? {
+            1 => Ok(EngineKind::Raft),
+            2 => Ok(EngineKind::Paxos),
+            tag => Err(CodecError::BadTag { what: "consensus engine", tag, at }),
+        }
+    }
+}
+
 impl<M: Wire> Wire for PeerFrame<M> {
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(FRAME_FORMAT);
+        self.engine.encode(out);
         put_varint(out, self.cluster_id);
         self.from.encode(out);
         self.to.encode(out);
@@ -155,12 +204,9 @@ impl<M: Wire> Wire for PeerFrame<M> {
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        let at = d.position();
-        let format = d.u8()?;
-        if format != FRAME_FORMAT {
-            return Err(CodecError::BadTag { what: "peer frame format", tag: format, at });
-        }
+        decode_format(d)?;
         Ok(PeerFrame {
+            engine: EngineKind::decode(d)?,
             cluster_id: d.varint()?,
             from: NodeId::decode(d)?,
             to: NodeId::decode(d)?,

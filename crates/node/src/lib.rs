@@ -11,8 +11,10 @@
 //!
 //! The node reaches the world only through three traits: [`Clock`],
 //! [`Transport`] and [`ringkv_storage::Disk`] (its WAL and its MVCC store
-//! both live on the disk), and is generic over the consensus [`Engine`]
-//! (Raft now, Multi-Paxos later). It uses no threads and no async runtime:
+//! both live on the disk), and is generic over the consensus [`Engine`]:
+//! [`RaftEngine`] or [`PaxosEngine`], one per cluster for its whole life
+//! (a data directory records its engine; see [`EngineKind`]). It uses no
+//! threads and no async runtime:
 //! the server runs it on a dedicated thread fed by channels, the simulator
 //! calls it directly, and given the same inputs it does the same thing.
 //!
@@ -56,7 +58,10 @@ pub use config::{
     REQUEST_TIMEOUT_DEFAULT, SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT, SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT,
     SNAPSHOT_COUNT_DEFAULT, STORE_FILE, TICK_INTERVAL_DEFAULT, TICKS_PER_ROUND_MAX,
 };
-pub use engine::{Engine, EngineError, RaftEngine};
+pub use engine::{
+    Engine, EngineError, EngineKind, PaxosEngine, RaftEngine, UnknownEngine, WithEngine,
+    stored_engine,
+};
 pub use error::{ErrorClass, MemberError, NodeError, RemoteError};
 pub use frame::{LeaderReply, LeaderRequest, LeaseTtl, NodeMessage, PeerFrame};
 pub use io::{Clock, Transport, Unreachable};

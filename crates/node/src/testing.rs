@@ -5,6 +5,10 @@
 //! from the seed, so a scenario replays exactly. This crate's tests use it;
 //! the simulator may reuse it (feature `testing`).
 //!
+//! The cluster is generic over the consensus engine: `Cluster<RaftEngine>`
+//! (the default, built by [`Cluster::new`]) or `Cluster<PaxosEngine>`
+//! (built by [`Cluster::with_engine`]), so one scenario runs on both.
+//!
 //! One [`Cluster::step`] is one tick of time: every running node, in id
 //! order, receives the frames queued for it and runs its rounds; reads it
 //! declares ready are executed at once on a fresh view; then the clock
@@ -22,8 +26,8 @@ use ringkv_storage::mvcc::{Revision, StoreOptions};
 use ringkv_storage::{SimDisk, WalOptions};
 
 use crate::{
-    Bootstrap, Clock, Completion, InitialMember, Node, NodeConfig, NodeError, RaftEngine, Reply,
-    Request, Token, Transport, Unreachable, WatchEvents, execute_read, member_id,
+    Bootstrap, Clock, Completion, Engine, InitialMember, Node, NodeConfig, NodeError, RaftEngine,
+    Reply, Request, Token, Transport, Unreachable, WatchEvents, execute_read, member_id,
 };
 
 /// Rounds a node runs in one step at most while it reports more work.
@@ -224,7 +228,7 @@ impl Transport for MemTransport {
 }
 
 /// The node type the harness runs.
-pub type TestNode = Node<RaftEngine, SimDisk, MemTransport, ManualClock>;
+pub type TestNode<E = RaftEngine> = Node<E, SimDisk, MemTransport, ManualClock>;
 
 /// The configuration of test member `i` (1-based) of an `n`-member cluster.
 pub fn test_config(i: usize, n: usize, seed: u64) -> NodeConfig {
@@ -254,15 +258,15 @@ pub fn test_config(i: usize, n: usize, seed: u64) -> NodeConfig {
 /// Runs `f` over the config of every member (to change limits in a test).
 pub type ConfigEdit<'a> = &'a dyn Fn(&mut NodeConfig);
 
-/// A cluster of nodes in one process.
-pub struct Cluster {
+/// A cluster of nodes in one process, running engine `E`.
+pub struct Cluster<E: Engine = RaftEngine> {
     /// The shared clock.
     pub clock: ManualClock,
     /// The network.
     pub net: Network,
     configs: BTreeMap<NodeId, NodeConfig>,
     disks: BTreeMap<NodeId, SimDisk>,
-    nodes: BTreeMap<NodeId, TestNode>,
+    nodes: BTreeMap<NodeId, TestNode<E>>,
     next_token: u64,
     results: BTreeMap<(NodeId, Token), Result<Reply, NodeError>>,
     /// Watch events each node emitted, in order.
@@ -271,14 +275,17 @@ pub struct Cluster {
     pub steps: u64,
 }
 
-impl std::fmt::Debug for Cluster {
+impl<E: Engine> std::fmt::Debug for Cluster<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("nodes", &self.nodes.keys()).finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("engine", &E::NAME)
+            .field("nodes", &self.nodes.keys())
+            .finish_non_exhaustive()
     }
 }
 
-impl Cluster {
-    /// A new `n`-member cluster with the test defaults.
+impl Cluster<RaftEngine> {
+    /// A new `n`-member Raft cluster with the test defaults.
     ///
     /// # Panics
     /// If a node fails to open.
@@ -286,11 +293,22 @@ impl Cluster {
         Cluster::with_config(n, seed, &|_| {})
     }
 
-    /// A new `n`-member cluster, each config edited by `edit`.
+    /// A new `n`-member Raft cluster, each config edited by `edit`.
     ///
     /// # Panics
     /// If a node fails to open.
     pub fn with_config(n: usize, seed: u64, edit: ConfigEdit<'_>) -> Cluster {
+        Cluster::with_engine(n, seed, edit)
+    }
+}
+
+impl<E: Engine> Cluster<E> {
+    /// A new `n`-member cluster running engine `E`, each config edited by
+    /// `edit`.
+    ///
+    /// # Panics
+    /// If a node fails to open.
+    pub fn with_engine(n: usize, seed: u64, edit: ConfigEdit<'_>) -> Cluster<E> {
         let mut c = Cluster {
             clock: ManualClock::default(),
             net: Network::new(seed ^ 0x6e65_7477_6f72_6b00),
@@ -350,7 +368,7 @@ impl Cluster {
     ///
     /// # Panics
     /// If `id` is not running.
-    pub fn node(&self, id: NodeId) -> &TestNode {
+    pub fn node(&self, id: NodeId) -> &TestNode<E> {
         self.nodes.get(&id).expect("node is running")
     }
 
@@ -358,7 +376,7 @@ impl Cluster {
     ///
     /// # Panics
     /// If `id` is not running.
-    pub fn node_mut(&mut self, id: NodeId) -> &mut TestNode {
+    pub fn node_mut(&mut self, id: NodeId) -> &mut TestNode<E> {
         self.nodes.get_mut(&id).expect("node is running")
     }
 
@@ -429,7 +447,11 @@ impl Cluster {
 
     /// Steps until `done` holds (checked before each step); returns whether
     /// it did within `max_steps`.
-    pub fn run_until(&mut self, max_steps: usize, mut done: impl FnMut(&Cluster) -> bool) -> bool {
+    pub fn run_until(
+        &mut self,
+        max_steps: usize,
+        mut done: impl FnMut(&Cluster<E>) -> bool,
+    ) -> bool {
         for _ in 0..max_steps {
             if done(self) {
                 return true;
@@ -439,10 +461,12 @@ impl Cluster {
         done(self)
     }
 
-    /// The running node that leads with the highest term, if any.
+    /// The running node that leads with the highest term, if any (a node
+    /// stopped after a failure or its removal leads nothing).
     pub fn leader(&self) -> Option<NodeId> {
         self.nodes
             .iter()
+            .filter(|(_, n)| n.stopped().is_none())
             .filter_map(|(&id, n)| {
                 let st = n.replica_status(crate::DATA_SHARD)?;
                 (st.role == Role::Leader).then_some((st.epoch, id))
@@ -451,13 +475,16 @@ impl Cluster {
             .map(|(_, id)| id)
     }
 
-    /// Steps until a leader is elected and every running node knows it.
+    /// Steps until a leader is elected and every running node knows it
+    /// (but stopped ones, which follow nobody).
     ///
     /// # Panics
     /// If none is within `max_steps`.
     pub fn wait_leader(&mut self, max_steps: usize) -> NodeId {
         let ok = self.run_until(max_steps, |c| {
-            c.leader().is_some_and(|l| c.nodes.values().all(|n| n.leader() == Some(l)))
+            c.leader().is_some_and(|l| {
+                c.nodes.values().filter(|n| n.stopped().is_none()).all(|n| n.leader() == Some(l))
+            })
         });
         assert!(ok, "no leader known to every running node after {max_steps} steps");
         self.leader().expect("checked above")

@@ -5,16 +5,18 @@
 //! NOSPACE too; disarming the alarm lets writes in again.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use common::*;
 use ringkv_consensus::NodeId;
+use ringkv_node::Engine;
 use ringkv_node::testing::Cluster;
 use ringkv_node::{AlarmAction, AlarmMember, AlarmType, NodeError, Reply, Request};
 use ringkv_storage::disk::{FaultKind, FaultOp};
 use ringkv_storage::mvcc::DeleteRangeRequest;
 
-fn alarms(c: &mut Cluster, on: NodeId) -> Vec<AlarmMember> {
+fn alarms<E: Engine>(c: &mut Cluster<E>, on: NodeId) -> Vec<AlarmMember> {
     let req =
         Request::Alarm { action: AlarmAction::Get, member: NodeId(0), alarm: AlarmType::NoSpace };
     match c.call(on, req, STEPS).unwrap() {
@@ -28,7 +30,7 @@ fn big(i: usize) -> String {
 }
 
 /// Writes until one is refused for space; returns the acknowledged keys.
-fn fill(c: &mut Cluster, on_any: &[NodeId], max: usize) -> (Vec<String>, NodeError) {
+fn fill<E: Engine>(c: &mut Cluster<E>, on_any: &[NodeId], max: usize) -> (Vec<String>, NodeError) {
     let mut acked = Vec::new();
     for i in 0..max {
         let key = format!("k{i:04}");
@@ -44,10 +46,9 @@ fn fill(c: &mut Cluster, on_any: &[NodeId], max: usize) -> (Vec<String>, NodeErr
     panic!("never refused for space after {max} writes");
 }
 
-#[test]
-fn a_full_disk_raises_nospace_and_loses_nothing_acknowledged() {
+fn a_full_disk_raises_nospace_and_loses_nothing_acknowledged<E: Engine>() {
     for full_leader in [false, true] {
-        let mut c = Cluster::new(3, 51 + u64::from(full_leader));
+        let mut c = cluster::<E>(3, 51 + u64::from(full_leader));
         let leader = c.wait_leader(100);
         let full = if full_leader {
             leader
@@ -103,9 +104,8 @@ fn a_full_disk_raises_nospace_and_loses_nothing_acknowledged() {
     }
 }
 
-#[test]
-fn an_fsync_error_stops_the_node_and_is_never_retried() {
-    let mut c = Cluster::new(3, 53);
+fn an_fsync_error_stops_the_node_and_is_never_retried<E: Engine>() {
+    let mut c = cluster::<E>(3, 53);
     let leader = c.wait_leader(100);
     for i in 0..5 {
         put(&mut c, leader, &format!("k{i}"), "v").unwrap();
@@ -139,13 +139,12 @@ fn an_fsync_error_stops_the_node_and_is_never_retried() {
     assert_same_state(&c);
 }
 
-#[test]
-fn the_quota_raises_nospace() {
-    let mut c = Cluster::with_config(3, 54, &|cfg| cfg.quota_backend_bytes = 1 << 20);
+fn the_quota_raises_nospace<E: Engine>() {
+    let mut c = cluster_with::<E>(3, 54, &|cfg| cfg.quota_backend_bytes = 1 << 20);
     let leader = c.wait_leader(100);
     let (acked, _) = fill(&mut c, &[leader], 3000);
     assert!(!acked.is_empty());
-    let raised = |c: &Cluster| {
+    let raised = |c: &Cluster<E>| {
         c.running()
             .iter()
             .all(|&id| c.node(id).alarms().iter().any(|a| a.alarm == AlarmType::NoSpace))
@@ -160,3 +159,9 @@ fn the_quota_raises_nospace() {
     let del = Request::DeleteRange(DeleteRangeRequest { key: b("k0001"), ..Default::default() });
     c.call(leader, del, STEPS).unwrap();
 }
+
+engine_tests!(
+    a_full_disk_raises_nospace_and_loses_nothing_acknowledged,
+    an_fsync_error_stops_the_node_and_is_never_retried,
+    the_quota_raises_nospace,
+);

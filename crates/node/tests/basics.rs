@@ -2,15 +2,15 @@
 //! from followers, and times requests out without a quorum.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use common::*;
+use ringkv_node::Engine;
 use ringkv_node::NodeError;
-use ringkv_node::testing::Cluster;
 
-#[test]
-fn three_nodes_elect_a_leader_and_commit_puts() {
-    let mut c = Cluster::new(3, 1);
+fn three_nodes_elect_a_leader_and_commit_puts<E: Engine>() {
+    let mut c = cluster::<E>(3, 1);
     let leader = c.wait_leader(100);
     let r1 = put(&mut c, leader, "a", "1").unwrap();
     let r2 = put(&mut c, leader, "b", "2").unwrap();
@@ -23,9 +23,8 @@ fn three_nodes_elect_a_leader_and_commit_puts() {
     assert_same_state(&c);
 }
 
-#[test]
-fn a_put_on_a_follower_is_forwarded_and_answered_there() {
-    let mut c = Cluster::new(3, 2);
+fn a_put_on_a_follower_is_forwarded_and_answered_there<E: Engine>() {
+    let mut c = cluster::<E>(3, 2);
     let leader = c.wait_leader(100);
     let follower = c.running().into_iter().find(|&id| id != leader).unwrap();
     let rev = put(&mut c, follower, "k", "v").unwrap();
@@ -34,9 +33,8 @@ fn a_put_on_a_follower_is_forwarded_and_answered_there() {
     assert_eq!(local_value(&c, follower, "k").as_deref(), Some(&b"v"[..]));
 }
 
-#[test]
-fn a_linearizable_read_on_a_follower_sees_an_acknowledged_write() {
-    let mut c = Cluster::new(3, 3);
+fn a_linearizable_read_on_a_follower_sees_an_acknowledged_write<E: Engine>() {
+    let mut c = cluster::<E>(3, 3);
     let leader = c.wait_leader(100);
     let follower = c.running().into_iter().find(|&id| id != leader).unwrap();
     // Cut the follower off from new appends only after it knows the leader:
@@ -52,9 +50,8 @@ fn a_linearizable_read_on_a_follower_sees_an_acknowledged_write() {
     assert_eq!(kv.value, b("new"), "a linearizable read returned a stale value");
 }
 
-#[test]
-fn requests_time_out_without_a_quorum() {
-    let mut c = Cluster::new(3, 4);
+fn requests_time_out_without_a_quorum<E: Engine>() {
+    let mut c = cluster::<E>(3, 4);
     let leader = c.wait_leader(100);
     let others: Vec<_> = c.running().into_iter().filter(|&id| id != leader).collect();
     c.net.isolate(leader, &others);
@@ -82,12 +79,27 @@ fn requests_time_out_without_a_quorum() {
     assert_same_state(&c);
 }
 
+/// `ringkv` with no arguments is one node: it leads alone, serves
+/// linearizable reads, and comes back after a crash with its data.
+fn a_single_node_cluster_serves_alone<E: Engine>() {
+    let mut c = cluster::<E>(1, 5);
+    let me = c.wait_leader(100);
+    put(&mut c, me, "solo", "1").unwrap();
+    assert_eq!(get_on(&mut c, me, "solo", false).unwrap().unwrap().value, b("1"));
+    c.crash(me);
+    c.restart(me).unwrap();
+    let me = c.wait_leader(100);
+    assert_eq!(get_on(&mut c, me, "solo", false).unwrap().unwrap().value, b("1"));
+    put(&mut c, me, "solo", "2").unwrap();
+}
+
 #[test]
 fn the_node_and_its_outputs_cross_threads() {
     // The server runs the node on a dedicated thread and hands completions
-    // and events to others.
+    // and events to others, whichever the engine.
     fn send<T: Send>() {}
-    send::<ringkv_node::testing::TestNode>();
+    send::<ringkv_node::testing::TestNode<ringkv_node::RaftEngine>>();
+    send::<ringkv_node::testing::TestNode<ringkv_node::PaxosEngine>>();
     send::<
         ringkv_node::Node<
             ringkv_node::RaftEngine,
@@ -96,6 +108,22 @@ fn the_node_and_its_outputs_cross_threads() {
             ringkv_node::testing::ManualClock,
         >,
     >();
+    send::<
+        ringkv_node::Node<
+            ringkv_node::PaxosEngine,
+            ringkv_storage::FsDisk,
+            ringkv_node::testing::MemTransport,
+            ringkv_node::testing::ManualClock,
+        >,
+    >();
     send::<ringkv_node::RoundOutput>();
     send::<ringkv_node::NodeError>();
 }
+
+engine_tests!(
+    a_single_node_cluster_serves_alone,
+    three_nodes_elect_a_leader_and_commit_puts,
+    a_put_on_a_follower_is_forwarded_and_answered_there,
+    a_linearizable_read_on_a_follower_sees_an_acknowledged_write,
+    requests_time_out_without_a_quorum,
+);

@@ -5,8 +5,10 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use ringkv_consensus::codec::strategies;
-use ringkv_consensus::{Envelope, Epoch, LogIndex, NodeId, RequestId, ShardId};
-use ringkv_node::{LeaderReply, LeaderRequest, LeaseTtl, NodeMessage, PeerFrame, RemoteError};
+use ringkv_consensus::{Entry, EntryKind, Envelope, Epoch, LogIndex, NodeId, RequestId, ShardId};
+use ringkv_node::{
+    EngineKind, LeaderReply, LeaderRequest, LeaseTtl, NodeMessage, PeerFrame, RemoteError,
+};
 use ringkv_raft::{Body, Message};
 use ringkv_storage::mvcc::LeaseId;
 
@@ -104,13 +106,15 @@ fn node_message() -> impl Strategy<Value = NodeMessage> {
 
 fn frame() -> impl Strategy<Value = Frame> {
     (
+        prop::sample::select(EngineKind::ALL.to_vec()),
         any::<u64>(),
         1u64..100,
         1u64..100,
         prop::collection::vec(envelope(), 0..4),
         prop::collection::vec(node_message(), 0..4),
     )
-        .prop_map(|(cluster_id, from, to, messages, node_messages)| PeerFrame {
+        .prop_map(|(engine, cluster_id, from, to, messages, node_messages)| PeerFrame {
+            engine,
             cluster_id,
             from: NodeId(from),
             to: NodeId(to),
@@ -135,8 +139,8 @@ proptest! {
     #[test]
     fn garbage_is_an_error_never_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = Frame::from_bytes(Bytes::from(bytes.clone()));
-        // Also behind a valid format byte, where decoding goes deeper.
-        let mut framed = vec![1u8];
+        // Also behind a valid format and engine, where decoding goes deeper.
+        let mut framed = vec![2u8, 1];
         framed.extend(bytes);
         let _ = Frame::from_bytes(Bytes::from(framed));
     }
@@ -153,15 +157,62 @@ proptest! {
 }
 
 #[test]
-fn an_unknown_format_is_refused() {
+fn an_unknown_format_or_engine_is_refused() {
     let f = Frame {
+        engine: EngineKind::Raft,
         cluster_id: 1,
         from: NodeId(1),
         to: NodeId(2),
         messages: vec![],
         node_messages: vec![],
     };
-    let mut bytes = f.to_bytes().to_vec();
-    bytes[0] = 2;
-    assert!(Frame::from_bytes(Bytes::from(bytes)).is_err());
+    let bytes = f.to_bytes();
+    assert_eq!(Frame::engine_of(&bytes), Ok(EngineKind::Raft));
+    for (at, value) in [(0, 1), (0, 3), (1, 0), (1, 3)] {
+        let mut bad = bytes.to_vec();
+        bad[at] = value;
+        let bad = Bytes::from(bad);
+        assert!(Frame::from_bytes(bad.clone()).is_err(), "byte {at} = {value}");
+        assert!(Frame::engine_of(&bad).is_err(), "byte {at} = {value}");
+    }
+}
+
+/// A Multi-Paxos frame round-trips too, and names its engine.
+#[test]
+fn paxos_frames_roundtrip() {
+    use ringkv_paxos::{Body as PaxosBody, Message as PaxosMessage};
+    let ballot = Epoch::ballot(3, NodeId(1));
+    let bodies = [
+        PaxosBody::Prepare { commit: LogIndex(4), transfer: false },
+        PaxosBody::Accept {
+            entries: vec![Entry {
+                index: LogIndex(5),
+                epoch: ballot,
+                kind: EntryKind::Command,
+                payload: Bytes::from_static(b"x"),
+            }],
+            commit: LogIndex(4),
+        },
+        PaxosBody::Heartbeat { commit: LogIndex(4), round: 2, sent_tick: 9 },
+        PaxosBody::Nack,
+    ];
+    let frame = PeerFrame {
+        engine: EngineKind::Paxos,
+        cluster_id: 7,
+        from: NodeId(1),
+        to: NodeId(2),
+        messages: bodies
+            .into_iter()
+            .map(|body| Envelope {
+                shard: ShardId(1),
+                from: NodeId(1),
+                to: NodeId(2),
+                body: PaxosMessage { ballot, body },
+            })
+            .collect(),
+        node_messages: vec![NodeMessage::Removed],
+    };
+    let bytes = frame.to_bytes();
+    assert_eq!(PeerFrame::<PaxosMessage>::from_bytes(bytes.clone()).unwrap(), frame);
+    assert_eq!(PeerFrame::<PaxosMessage>::engine_of(&bytes), Ok(EngineKind::Paxos));
 }

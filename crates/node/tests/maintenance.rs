@@ -2,24 +2,25 @@
 //! defragment; and the watch events a write produces on every replica.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use common::*;
 use ringkv_consensus::NodeId;
+use ringkv_node::Engine;
 use ringkv_node::testing::Cluster;
 use ringkv_node::{ErrorClass, NodeError, NodeStatus, Reply, Request};
 use ringkv_storage::mvcc::{EventKind, PutRequest, Revision};
 
-fn status(c: &mut Cluster, on: NodeId) -> NodeStatus {
+fn status<E: Engine>(c: &mut Cluster<E>, on: NodeId) -> NodeStatus {
     match c.call(on, Request::Status, STEPS).unwrap() {
         Reply::Status(s) => *s,
         other => panic!("{other:?}"),
     }
 }
 
-#[test]
-fn status_and_hashes_agree_across_members() {
-    let mut c = Cluster::new(3, 61);
+fn status_and_hashes_agree_across_members<E: Engine>() {
+    let mut c = cluster::<E>(3, 61);
     let leader = c.wait_leader(100);
     for i in 0..10 {
         put(&mut c, leader, &format!("k{i}"), "v").unwrap();
@@ -34,7 +35,7 @@ fn status_and_hashes_agree_across_members() {
         assert!(s.raft_term >= 2 && s.raft_applied_index == s.raft_index);
         assert!(s.db_size > 0 && s.db_size_in_use > 0 && s.db_size_in_use <= s.db_size);
         assert!(!s.is_learner && s.errors.is_empty());
-        assert_eq!(s.engine, "raft");
+        assert_eq!(s.engine, E::NAME);
         let hash = match c.call(id, Request::Hash, STEPS).unwrap() {
             Reply::Hash { hash, revision } => (hash, revision),
             other => panic!("{other:?}"),
@@ -53,9 +54,8 @@ fn status_and_hashes_agree_across_members() {
     assert!(matches!(c.call(leader, Request::Defragment, STEPS).unwrap(), Reply::Done));
 }
 
-#[test]
-fn move_leader_hands_leadership_to_the_target() {
-    let mut c = Cluster::new(3, 62);
+fn move_leader_hands_leadership_to_the_target<E: Engine>() {
+    let mut c = cluster::<E>(3, 62);
     let leader = c.wait_leader(100);
     let target = c.running().into_iter().find(|&id| id != leader).unwrap();
     let err = c.call(target, Request::MoveLeader(leader), STEPS).unwrap_err();
@@ -68,9 +68,8 @@ fn move_leader_hands_leadership_to_the_target() {
     put(&mut c, target, "after", "move").unwrap();
 }
 
-#[test]
-fn every_replica_emits_the_same_watch_events() {
-    let mut c = Cluster::new(3, 63);
+fn every_replica_emits_the_same_watch_events<E: Engine>() {
+    let mut c = cluster::<E>(3, 63);
     let leader = c.wait_leader(100);
     put(&mut c, leader, "w", "1").unwrap();
     let put2 = PutRequest { key: b("w"), value: b("2"), prev_kv: true, ..PutRequest::default() };
@@ -87,3 +86,9 @@ fn every_replica_emits_the_same_watch_events() {
     }
     assert!(seen.windows(2).all(|w| w[0] == w[1]));
 }
+
+engine_tests!(
+    status_and_hashes_agree_across_members,
+    move_leader_hands_leadership_to_the_target,
+    every_replica_emits_the_same_watch_events,
+);

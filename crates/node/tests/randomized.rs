@@ -11,22 +11,28 @@
 //! * no two acknowledged puts share a revision;
 //! * every node holds the same state (hash of the whole shard and HashKV).
 //!
+//! One seed in four confirms reads with leader leases instead of ReadIndex
+//! (every node reads the harness's one clock, so leases are safe there).
+//!
 //! Frames are also delayed so that they overtake each other (a read index
 //! confirmation can arrive before the commit it covers). Leases are granted,
 //! attached to keys, kept alive and left to expire along the way, so
 //! expiry revokes and checkpoints run under the same faults.
 //!
-//! `RINGKV_NODE_SEEDS=<n>` runs seeds `0..n` (default 8, kept fast);
-//! `RINGKV_NODE_SEED=<s>` runs only seed `s`. A failure prints the command
-//! that replays it.
+//! Every run is made once per engine (`raft::…` and `paxos::…`).
+//! `RINGKV_NODE_SEEDS=<n>` runs seeds `0..n` per engine (default 8, kept
+//! fast); `RINGKV_NODE_SEED=<s>` runs only seed `s`. A failure prints the
+//! command that replays it.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
 
 use common::*;
-use ringkv_consensus::{DetRng, NodeId};
+use ringkv_consensus::{DetRng, NodeId, ReadMode};
+use ringkv_node::Engine;
 use ringkv_node::testing::Cluster;
 use ringkv_node::{DATA_SHARD, Reply, Request, Token};
 use ringkv_storage::mvcc::{LeaseId, PutRequest, RangeRequest, Response, Revision};
@@ -50,13 +56,17 @@ struct Acked {
     revision: Revision,
 }
 
-fn run(seed: u64) {
+fn run<E: Engine>(seed: u64) {
     let nodes = if seed % 3 == 2 { 5 } else { 3 };
-    let mut c = Cluster::with_config(nodes, seed, &|cfg| {
+    let mut c = cluster_with::<E>(nodes, seed, &|cfg| {
         cfg.snapshot_count = 40;
         cfg.snapshot_catch_up_entries = 10;
         cfg.snapshot_chunks_per_round = 1 + (seed % 2) as usize;
         cfg.lease_checkpoint_interval = std::time::Duration::from_secs(3);
+        if seed % 4 == 3 {
+            // Leader leases for reads: safe here, every node reads one clock.
+            cfg.read_mode = ReadMode::Lease { drift_ticks: 2 };
+        }
     });
     let mut rng = DetRng::new(seed ^ 0x5eed);
     let ids = c.ids();
@@ -75,7 +85,7 @@ fn run(seed: u64) {
     let latest = |acked: &[Acked], key: &str| {
         acked.iter().filter(|a| a.key == key).map(|a| a.revision).max().unwrap_or_default()
     };
-    let collect = |c: &mut Cluster,
+    let collect = |c: &mut Cluster<E>,
                    pending: &mut Vec<(NodeId, Token, String, String)>,
                    acked: &mut Vec<Acked>| {
         pending.retain(|(on, token, key, value)| match c.take_result(*on, *token) {
@@ -231,13 +241,17 @@ fn run(seed: u64) {
     assert!(reads_checked > 20, "seed {seed}: only {reads_checked} reads answered");
 }
 
-#[test]
-fn random_faults_never_lose_acknowledged_writes() {
+// A test body (instantiated per engine by `engine_tests!`): the replay
+// command goes to the test output.
+#[allow(clippy::print_stderr)]
+fn random_faults_never_lose_acknowledged_writes<E: Engine>() {
     for seed in seeds() {
-        let result = std::panic::catch_unwind(|| run(seed));
+        let result = std::panic::catch_unwind(|| run::<E>(seed));
         if let Err(e) = result {
             eprintln!(
-                "randomized run failed; replay with:\n  RINGKV_NODE_SEED={seed} cargo test -p ringkv-node --test randomized"
+                "randomized {} run failed; replay with:\n  RINGKV_NODE_SEED={seed} cargo test -p ringkv-node --test randomized {}::",
+                E::NAME,
+                E::NAME,
             );
             std::panic::resume_unwind(e);
         }
@@ -247,7 +261,11 @@ fn random_faults_never_lose_acknowledged_writes() {
 /// A node restarted and reused a request number; an entry it proposed
 /// before the crash committed after the restart and answered the new
 /// request with the old request's revision.
-#[test]
-fn seed_91_request_numbers_repeat_across_restarts() {
-    run(91);
+fn seed_91_request_numbers_repeat_across_restarts<E: Engine>() {
+    run::<E>(91);
 }
+
+engine_tests!(
+    random_faults_never_lose_acknowledged_writes,
+    seed_91_request_numbers_repeat_across_restarts
+);

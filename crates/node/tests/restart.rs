@@ -3,14 +3,14 @@
 //! disks ignoring its bootstrap settings.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use common::*;
-use ringkv_node::testing::Cluster;
+use ringkv_node::Engine;
 
-#[test]
-fn a_crashed_leader_restarts_and_nothing_acknowledged_is_lost() {
-    let mut c = Cluster::new(3, 11);
+fn a_crashed_leader_restarts_and_nothing_acknowledged_is_lost<E: Engine>() {
+    let mut c = cluster::<E>(3, 11);
     let leader = c.wait_leader(100);
     for i in 0..20 {
         put(&mut c, leader, &format!("k{i}"), &format!("v{i}")).unwrap();
@@ -32,9 +32,8 @@ fn a_crashed_leader_restarts_and_nothing_acknowledged_is_lost() {
     assert_same_state(&c);
 }
 
-#[test]
-fn a_whole_cluster_restarts_from_its_disks() {
-    let mut c = Cluster::new(3, 12);
+fn a_whole_cluster_restarts_from_its_disks<E: Engine>() {
+    let mut c = cluster::<E>(3, 12);
     let leader = c.wait_leader(100);
     for i in 0..10 {
         put(&mut c, leader, &format!("k{i}"), "v").unwrap();
@@ -59,11 +58,10 @@ fn a_whole_cluster_restarts_from_its_disks() {
     assert_same_state(&c);
 }
 
-#[test]
-fn crashes_in_every_phase_keep_acknowledged_writes() {
+fn crashes_in_every_phase_keep_acknowledged_writes<E: Engine>() {
     // Crash a random node after a random number of steps, many times.
     for seed in 0..4u64 {
-        let mut c = Cluster::new(3, 100 + seed);
+        let mut c = cluster::<E>(3, 100 + seed);
         let mut rng = ringkv_consensus::DetRng::new(seed);
         let mut acked = Vec::new();
         let mut n = 0;
@@ -100,3 +98,9 @@ fn crashes_in_every_phase_keep_acknowledged_writes() {
         assert_same_state(&c);
     }
 }
+
+engine_tests!(
+    a_crashed_leader_restarts_and_nothing_acknowledged_is_lost,
+    a_whole_cluster_restarts_from_its_disks,
+    crashes_in_every_phase_keep_acknowledged_writes,
+);

@@ -3,15 +3,17 @@
 //! store), also from a leader that restarted after compacting.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod common;
 
 use common::*;
 use ringkv_consensus::NodeId;
 use ringkv_node::DATA_SHARD;
+use ringkv_node::Engine;
 use ringkv_node::testing::Cluster;
 
-fn small_snapshots(seed: u64) -> Cluster {
-    Cluster::with_config(3, seed, &|cfg| {
+fn small_snapshots<E: Engine>(seed: u64) -> Cluster<E> {
+    cluster_with::<E>(3, seed, &|cfg| {
         cfg.snapshot_count = 20;
         cfg.snapshot_catch_up_entries = 5;
         // One chunk per round: every snapshot is read over several rounds
@@ -20,7 +22,7 @@ fn small_snapshots(seed: u64) -> Cluster {
     })
 }
 
-fn restored_snapshot(c: &Cluster, id: NodeId) -> bool {
+fn restored_snapshot<E: Engine>(c: &Cluster<E>, id: NodeId) -> bool {
     c.node(id)
         .store()
         .node_record(&format!("restored_snapshot/{}", DATA_SHARD.0))
@@ -28,13 +30,12 @@ fn restored_snapshot(c: &Cluster, id: NodeId) -> bool {
         .is_some()
 }
 
-fn snapshot_index(c: &Cluster, id: NodeId) -> u64 {
+fn snapshot_index<E: Engine>(c: &Cluster<E>, id: NodeId) -> u64 {
     c.node(id).shard_status(DATA_SHARD).unwrap().snapshot_index.0
 }
 
-#[test]
-fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
-    let mut c = small_snapshots(41);
+fn a_follower_behind_the_compacted_log_catches_up_by_snapshot<E: Engine>() {
+    let mut c = small_snapshots::<E>(41);
     let leader = c.wait_leader(100);
     let away = c.running().into_iter().find(|&id| id != leader).unwrap();
     let others: Vec<_> = c.running().into_iter().filter(|&id| id != away).collect();
@@ -55,9 +56,8 @@ fn a_follower_behind_the_compacted_log_catches_up_by_snapshot() {
     assert_same_state(&c);
 }
 
-#[test]
-fn a_restarted_leader_can_send_its_snapshot() {
-    let mut c = small_snapshots(42);
+fn a_restarted_leader_can_send_its_snapshot<E: Engine>() {
+    let mut c = small_snapshots::<E>(42);
     let leader = c.wait_leader(100);
     let away = c.running().into_iter().find(|&id| id != leader).unwrap();
     let others: Vec<_> = c.running().into_iter().filter(|&id| id != away).collect();
@@ -84,7 +84,7 @@ fn a_restarted_leader_can_send_its_snapshot() {
     assert_same_state(&c);
 }
 
-fn settle_nodes(c: &mut Cluster, ids: &[NodeId]) {
+fn settle_nodes<E: Engine>(c: &mut Cluster<E>, ids: &[NodeId]) {
     let ids = ids.to_vec();
     let ok = c.run_until(STEPS, |c| {
         let applied: Vec<u64> =
@@ -100,13 +100,12 @@ fn settle_nodes(c: &mut Cluster, ids: &[NodeId]) {
 /// the leader's snapshot the way `install_snapshot` writes it, without the
 /// WAL record. The restarted node must repair its WAL from the store's
 /// record and go on from there.
-#[test]
-fn a_crash_between_store_restore_and_wal_record_is_repaired() {
+fn a_crash_between_store_restore_and_wal_record_is_repaired<E: Engine>() {
     use bytes::Bytes;
-    use ringkv_consensus::{Epoch, LogIndex, SnapshotMeta, encode_to_vec};
+    use ringkv_consensus::{LogIndex, SnapshotMeta, encode_to_vec};
     use ringkv_storage::mvcc::{MvccStore, StoreOptions};
 
-    let mut c = small_snapshots(43);
+    let mut c = small_snapshots::<E>(43);
     let leader = c.wait_leader(100);
     let away = c.running().into_iter().find(|&id| id != leader).unwrap();
     let others: Vec<_> = c.running().into_iter().filter(|&id| id != away).collect();
@@ -121,11 +120,7 @@ fn a_crash_between_store_restore_and_wal_record_is_repaired() {
     let export = c.node(leader).store().snapshot(DATA_SHARD).unwrap();
     let index = export.state().applied_index;
     let chunks: Vec<Bytes> = export.map(Result::unwrap).collect();
-    let meta = SnapshotMeta {
-        index,
-        epoch: Epoch::term(status.epoch.round),
-        membership: status.membership.clone(),
-    };
+    let meta = SnapshotMeta { index, epoch: status.epoch, membership: status.membership.clone() };
     assert!(index > LogIndex(20));
     let store =
         MvccStore::open_on(c.disk(away), ringkv_node::STORE_FILE, StoreOptions::default()).unwrap();
@@ -145,3 +140,9 @@ fn a_crash_between_store_restore_and_wal_record_is_repaired() {
     assert!(local_value(&c, away, "after").is_some());
     assert_same_state(&c);
 }
+
+engine_tests!(
+    a_follower_behind_the_compacted_log_catches_up_by_snapshot,
+    a_restarted_leader_can_send_its_snapshot,
+    a_crash_between_store_restore_and_wal_record_is_repaired,
+);

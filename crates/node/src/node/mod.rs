@@ -34,7 +34,7 @@ use leases::LeaseTracker;
 use snapshot::SnapshotState;
 
 /// Node record holding this member's id.
-const MEMBER_ID_RECORD: &str = "member_id";
+pub(crate) const MEMBER_ID_RECORD: &str = "member_id";
 
 /// Node record counting the node's starts.
 const BOOT_RECORD: &str = "boots";
@@ -66,6 +66,10 @@ enum Placement {
     Forwarded { to: NodeId },
     /// No leader known yet: placed as soon as one is.
     Unplaced,
+    /// A change of the consensus group's membership the leader holds back
+    /// until the previous one has taken effect (see
+    /// `Node::reconfiguration_settled`); placed again every round.
+    Deferred,
 }
 
 /// A proposal waiting to be applied.
@@ -81,6 +85,9 @@ struct PendingProposal {
     bytes: Bytes,
     /// A promotion the leader must check first.
     promote: Option<NodeId>,
+    /// It changes the consensus group's voters or learners (MemberAdd,
+    /// MemberRemove, MemberPromote): one such change at a time.
+    reconfigures: bool,
 }
 
 /// Where a linearizable read is.
@@ -165,6 +172,10 @@ struct HostedShard<E: Engine, D: Disk> {
     /// leases its predecessors granted (etcd waits for apply the same way).
     leases_ready_at: LogIndex,
     snapshot: SnapshotState,
+    /// The index of the last member-table change this node appended as
+    /// leader that changes the group's membership; no other is appended
+    /// before it is applied.
+    reconfigured_at: Option<LogIndex>,
     /// Not before this time: another membership change, publish, or
     /// alarm proposal of this node's own housekeeping.
     retry_membership_at: Duration,
@@ -281,14 +292,22 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// bootstraps an empty disk as `config.bootstrap` says, and starts a
     /// replica of every shard the node hosts.
     ///
+    /// The first open of a data directory records the engine `E` in it;
+    /// later opens refuse a directory created with another engine.
+    ///
     /// # Errors
-    /// Invalid configuration; a WAL or store that cannot be opened or is
-    /// corrupt; durable state that contradicts itself.
+    /// Invalid configuration; a data directory created with another engine
+    /// ([`NodeError::EngineMismatch`]); a WAL or store that cannot be opened
+    /// or is corrupt; durable state that contradicts itself.
     pub fn open(config: NodeConfig, disk: D, transport: T, clock: C) -> Result<Self, NodeError> {
         config.validate()?;
         let store = Arc::new(MvccStore::open_on(&disk, STORE_FILE, config.store.clone())?);
+        let stored_id = store.node_record(MEMBER_ID_RECORD)?;
+        // Before the WAL is touched: another engine's log must not be read
+        // (or written) as this one's.
+        crate::engine::check_engine(&store, E::KIND, stored_id.is_none())?;
         let mut wal = Wal::open(disk, config.wal)?;
-        let id = match store.node_record(MEMBER_ID_RECORD)? {
+        let id = match stored_id {
             Some(v) => decode_exact::<NodeId>(v)
                 .map_err(|source| NodeError::Codec { what: "stored member id", source })?,
             None => {
@@ -315,7 +334,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         {
             bootstrap_new_cluster(&mut wal, &config, members)?;
         }
-        reconcile_restored_snapshot(&mut wal, &store, shard)?;
+        reconcile_restored_snapshot(&mut wal, &store, shard, E::SNAPSHOT_KEEPS_LATER_ENTRIES)?;
 
         let applied = store.applied_index(shard);
         let engine_config = engine_config(&config, id, shard);
@@ -331,6 +350,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             leases: LeaseTracker::default(),
             leases_ready_at: LogIndex::ZERO,
             snapshot: SnapshotState::new(applied),
+            reconfigured_at: None,
             replica,
             retry_membership_at: now,
             retry_publish_at: now,
@@ -432,9 +452,18 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// Queues a frame received from a peer for the next round.
     ///
     /// # Errors
-    /// The frame does not decode, is not addressed to this node, or the
-    /// inbox is full; the frame is dropped (as the network may drop any).
+    /// The frame comes from a node of another engine, does not decode, is
+    /// not addressed to this node, or the inbox is full; the frame is
+    /// dropped (as the network may drop any).
     pub fn receive(&mut self, frame: Bytes) -> Result<(), NodeError> {
+        if PeerFrame::<E::Message>::engine_of(&frame).is_ok_and(|k| k != E::KIND) {
+            // Its messages would decode, if at all, as something else.
+            self.frames_dropped += 1;
+            return Err(NodeError::FrameRefused {
+                why: "sent by a node running another consensus engine; every node of a cluster \
+                      runs the engine the cluster was created with",
+            });
+        }
         let frame = match PeerFrame::<E::Message>::from_bytes(frame) {
             Ok(f) => f,
             Err(source) => {
@@ -691,25 +720,41 @@ fn bootstrap_new_cluster<D: Disk>(
 /// store holds: record it now, so the log and the state machine agree
 /// again (the snapshot holds only committed entries, so recording it late
 /// promises nothing new).
+///
+/// Recorded whether or not the log agrees with the snapshot's last entry:
+/// a Multi-Paxos log may agree there and still hold vacant slots below it,
+/// which must not be taken for committed ones. Where the log disagrees,
+/// an engine whose snapshots keep later entries (Multi-Paxos never drops
+/// an accepted value) gets the entries after the snapshot back, as the
+/// Ready that installed it would have re-emitted them.
 fn reconcile_restored_snapshot<D: Disk>(
     wal: &mut Wal<D>,
     store: &MvccStore,
     shard: ShardId,
+    keep_later_entries: bool,
 ) -> Result<(), NodeError> {
     let Some(bytes) = store.node_record(&snapshot_record(shard))? else { return Ok(()) };
     let meta = decode_exact::<SnapshotMeta>(bytes)
         .map_err(|source| NodeError::Codec { what: "restored snapshot record", source })?;
     let log = wal.log(shard);
-    let agrees = match log.epoch(meta.index) {
-        Ok(epoch) => epoch == meta.epoch,
-        // Compacted past it: the WAL moved on from this snapshot.
-        Err(ringkv_consensus::LogError::Compacted { .. }) => true,
-        Err(_) => false,
-    };
-    if !agrees {
-        wal.install_snapshot(shard, &meta)?;
-        wal.sync()?;
+    if meta.index <= log.snapshot_meta().index {
+        // Recorded, or the WAL moved on from this snapshot.
+        return Ok(());
     }
+    let agrees = log.epoch(meta.index).is_ok_and(|epoch| epoch == meta.epoch);
+    let last = log.last_index();
+    let later = if !agrees && keep_later_entries && last > meta.index {
+        log.entries(meta.index.next(), last.next(), u64::MAX)
+            .map_err(|e| NodeError::Corrupt { shard, what: format!("reading the WAL: {e}") })?
+    } else {
+        Vec::new()
+    };
+    // Agreeing, the WAL compacts and keeps the later entries itself.
+    wal.install_snapshot(shard, &meta)?;
+    if !later.is_empty() {
+        wal.append(shard, &later)?;
+    }
+    wal.sync()?;
     Ok(())
 }
 
@@ -719,5 +764,139 @@ fn is_no_space(e: &NodeError) -> bool {
         NodeError::Wal(w) => matches!(w.root_cause(), WalError::NoSpace { .. }),
         NodeError::Store(s) => s.is_no_space(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use ringkv_consensus::{NodeId, encode_to_vec};
+    use ringkv_storage::mvcc::StoreOptions;
+    use ringkv_storage::{SimDisk, WalOptions};
+
+    use super::*;
+
+    const SHARD: ShardId = DATA_SHARD;
+
+    fn entry(index: u64, epoch: Epoch) -> Entry {
+        let payload = if epoch == Epoch::ZERO { Bytes::new() } else { Bytes::from(vec![7]) };
+        let kind = if epoch == Epoch::ZERO { EntryKind::Noop } else { EntryKind::Command };
+        Entry { index: LogIndex(index), epoch, kind, payload }
+    }
+
+    /// A Multi-Paxos acceptor's WAL: slots 1..=3 chosen in ballot `old`,
+    /// 4..=5 vacant, 6..=10 accepted in ballot `new`; and its store,
+    /// restored from a leader's snapshot at 6 (recorded with epoch
+    /// `snapshot_epoch`) by a node that crashed before writing the WAL.
+    fn crashed_mid_install(snapshot_epoch: Epoch) -> (Wal<SimDisk>, MvccStore) {
+        let (old, new) = (Epoch::ballot(2, NodeId(1)), Epoch::ballot(3, NodeId(2)));
+        let disk = SimDisk::new(5);
+        let mut wal = Wal::open(disk.clone(), WalOptions::default()).unwrap();
+        let membership = Membership::new([NodeId(1), NodeId(2), NodeId(3)]);
+        let base = SnapshotMeta { index: LogIndex::ZERO, epoch: Epoch::ZERO, membership };
+        wal.install_snapshot(SHARD, &base).unwrap();
+        let mut entries: Vec<Entry> = (1..=3).map(|i| entry(i, old)).collect();
+        entries.extend((4..=5).map(|i| entry(i, Epoch::ZERO)));
+        entries.extend((6..=10).map(|i| entry(i, new)));
+        wal.append(SHARD, &entries).unwrap();
+        wal.set_hard_state(SHARD, HardState { epoch: new, vote: None, commit: LogIndex(3) })
+            .unwrap();
+        wal.sync().unwrap();
+
+        // The leader's state at 6, exported as it sends it.
+        let leader =
+            MvccStore::open_on(&SimDisk::new(6), STORE_FILE, StoreOptions::default()).unwrap();
+        leader.write(|b| (1..=6).try_for_each(|i| b.skip(SHARD, LogIndex(i)))).unwrap();
+        let chunks: Vec<Bytes> = leader.snapshot(SHARD).unwrap().collect::<Result<_, _>>().unwrap();
+        let store = MvccStore::open_on(&disk, STORE_FILE, StoreOptions::default()).unwrap();
+        let meta = SnapshotMeta { index: LogIndex(6), epoch: snapshot_epoch, ..base };
+        let record = encode_to_vec(&meta);
+        let name = snapshot_record(SHARD);
+        store.restore_with_node_records(SHARD, chunks, &[(name.as_str(), &record)]).unwrap();
+        (wal, store)
+    }
+
+    fn epochs(wal: &Wal<SimDisk>) -> (LogIndex, Vec<Epoch>) {
+        let log = wal.log(SHARD);
+        let first = log.snapshot_meta().index;
+        let entries = log.entries(first.next(), log.last_index().next(), u64::MAX).unwrap();
+        (first, entries.iter().map(|e| e.epoch).collect())
+    }
+
+    #[test]
+    fn a_paxos_repair_keeps_the_slots_accepted_after_the_snapshot() {
+        let new = Epoch::ballot(3, NodeId(2));
+        // The leader holds slot 6 in an older ballot than this acceptor.
+        let (mut wal, store) = crashed_mid_install(Epoch::ballot(2, NodeId(1)));
+        reconcile_restored_snapshot(&mut wal, &store, SHARD, true).unwrap();
+        assert_eq!(epochs(&wal), (LogIndex(6), vec![new; 4]), "slots 7..=10 survive");
+    }
+
+    #[test]
+    fn a_raft_repair_drops_a_log_that_disagrees_with_the_snapshot() {
+        let (mut wal, store) = crashed_mid_install(Epoch::ballot(2, NodeId(1)));
+        reconcile_restored_snapshot(&mut wal, &store, SHARD, false).unwrap();
+        assert_eq!(epochs(&wal), (LogIndex(6), vec![]));
+    }
+
+    #[test]
+    fn a_log_that_agrees_is_compacted_so_no_vacant_slot_looks_committed() {
+        let new = Epoch::ballot(3, NodeId(2));
+        for keep in [false, true] {
+            let (mut wal, store) = crashed_mid_install(new);
+            reconcile_restored_snapshot(&mut wal, &store, SHARD, keep).unwrap();
+            assert_eq!(epochs(&wal), (LogIndex(6), vec![new; 4]), "keep later entries: {keep}");
+            // Done once: a second open changes nothing.
+            reconcile_restored_snapshot(&mut wal, &store, SHARD, keep).unwrap();
+            assert_eq!(epochs(&wal).0, LogIndex(6));
+        }
+    }
+
+    /// A follower's Ready that raises its promise to ballot 3 and accepts
+    /// slots 4..=6 in it, learning 4..=5 chosen, written over several WAL
+    /// batches as a Ready too large for one is: after a crash at any batch
+    /// boundary the replica must still recover.
+    #[test]
+    fn every_prefix_of_a_split_ready_recovers() {
+        use crate::engine::{Engine, PaxosEngine};
+        use ringkv_consensus::{Config, Ready, ReadyNumber};
+        use round::{ReadyWrite, ready_writes};
+
+        let (old, new) = (Epoch::ballot(2, NodeId(1)), Epoch::ballot(3, NodeId(2)));
+        let durable = HardState { epoch: old, vote: None, commit: LogIndex(3) };
+        let mut rd: Ready<ringkv_paxos::Message> = Ready::new(ReadyNumber(9));
+        rd.hard_state = Some(HardState { epoch: new, vote: None, commit: LogIndex(5) });
+        rd.entries = (4..=6).map(|i| entry(i, new)).collect();
+        let recovers = |writes: &[ReadyWrite<'_>]| {
+            let mut wal = Wal::open(SimDisk::new(8), WalOptions::default()).unwrap();
+            let membership = Membership::new([NodeId(1), NodeId(2), NodeId(3)]);
+            let base = SnapshotMeta { index: LogIndex::ZERO, epoch: Epoch::ZERO, membership };
+            wal.install_snapshot(SHARD, &base).unwrap();
+            wal.append(SHARD, &(1..=3).map(|i| entry(i, old)).collect::<Vec<_>>()).unwrap();
+            wal.set_hard_state(SHARD, durable).unwrap();
+            wal.sync().unwrap();
+            for w in writes {
+                match w {
+                    ReadyWrite::HardState(hs) => wal.set_hard_state(SHARD, *hs).map(|_| ()),
+                    ReadyWrite::Entries(es) => wal.append(SHARD, es).map(|_| ()),
+                    ReadyWrite::Snapshot(_) => unreachable!("no snapshot in this Ready"),
+                }
+                .unwrap();
+                wal.sync().unwrap();
+            }
+            PaxosEngine::create(Config::new(NodeId(2), SHARD), LogIndex(3), wal.log(SHARD))
+                .map(|_| ())
+        };
+        let writes = ready_writes(&rd, durable, true);
+        for k in 0..=writes.len() {
+            if let Err(e) = recovers(&writes[..k]) {
+                panic!("a crash after {k} of {} batches: {e}", writes.len());
+            }
+        }
+        // Written whole (one batch), the order does not matter; split in
+        // that order, the entries would outrun the promise.
+        let whole = ready_writes(&rd, durable, false);
+        assert!(recovers(&whole).is_ok());
+        assert!(recovers(&whole[..1]).is_err(), "entries above the stored promise are refused");
     }
 }

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use ringkv_consensus::{
-    Envelope, LogStorage, NodeId, ReadState, Replica, Role, ShardId, SoftState,
+    Entry, Envelope, HardState, LogStorage, NodeId, ReadState, Ready, Replica, Role, ShardId,
+    Snapshot, SoftState, encode_to_vec,
 };
 use ringkv_storage::mvcc::RangeRequest;
 use ringkv_storage::{BatchSeq, Disk, Wal, WalError};
@@ -16,6 +17,59 @@ use crate::frame::{LeaderRequest, NodeMessage, PeerFrame};
 use crate::io::{Clock, Transport};
 use crate::proposal::{AlarmChange, AlarmMember, AlarmType, Proposal, ProposalBody};
 use crate::request::{ReadRequest, Reply, Request, RoundOutput};
+
+/// Upper bound of a record's bytes in a WAL batch beyond its payload
+/// (record header, and the varints and tags around an entry's payload).
+const RECORD_OVERHEAD_BYTES: u64 = 64;
+
+/// An upper bound of the WAL bytes a Ready's records take.
+fn ready_record_bytes<M>(rd: &Ready<M>) -> u64 {
+    let entries: u64 =
+        rd.entries.iter().map(|e| e.payload.len() as u64 + RECORD_OVERHEAD_BYTES).sum();
+    let snapshot = rd
+        .snapshot
+        .as_ref()
+        .map_or(0, |s| encode_to_vec(&s.meta).len() as u64 + RECORD_OVERHEAD_BYTES);
+    // Twice: an oversize Ready writes its hard state before and after.
+    let hard_state = if rd.hard_state.is_some() { 2 * RECORD_OVERHEAD_BYTES } else { 0 };
+    entries + snapshot + hard_state
+}
+
+/// One WAL write of a Ready.
+#[derive(Debug, PartialEq)]
+pub(super) enum ReadyWrite<'a> {
+    HardState(HardState),
+    Snapshot(&'a Snapshot),
+    Entries(&'a [Entry]),
+}
+
+/// The WAL writes of a Ready, in order. A Ready that fits in one WAL batch
+/// is written in one (the caller syncs before it otherwise), atomically.
+/// One that does not (`split`) goes out over several batches, so every
+/// prefix of its writes must recover: the raised term or ballot first
+/// (an engine refuses a log holding entries of an epoch above its stored
+/// one), the new commit index last (nor may it cover entries not there).
+/// `durable` is the hard state already in the WAL.
+pub(super) fn ready_writes<M>(
+    rd: &Ready<M>,
+    durable: HardState,
+    split: bool,
+) -> Vec<ReadyWrite<'_>> {
+    let mut out = Vec::new();
+    if split && let Some(hs) = rd.hard_state {
+        out.push(ReadyWrite::HardState(HardState { commit: durable.commit.min(hs.commit), ..hs }));
+    }
+    if let Some(snapshot) = &rd.snapshot {
+        out.push(ReadyWrite::Snapshot(snapshot));
+    }
+    if !rd.entries.is_empty() {
+        out.push(ReadyWrite::Entries(&rd.entries));
+    }
+    if let Some(hs) = rd.hard_state {
+        out.push(ReadyWrite::HardState(hs));
+    }
+    out
+}
 
 impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// Runs one round (see [`Node`]) and returns what it produced.
@@ -137,14 +191,25 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.flush_outbox();
         for (id, rd) in &readies {
             let id = *id;
-            if let Some(snapshot) = &rd.snapshot {
-                self.install_snapshot(id, snapshot)?;
+            let bytes = ready_record_bytes(rd);
+            let limit = self.cfg.wal.batch_bytes_max;
+            let pending = self.wal.pending_bytes();
+            if pending > 0 && pending.saturating_add(bytes) > limit {
+                // One Ready, one batch: a WAL batch is atomic, and
+                // Multi-Paxos relies on a Ready becoming durable all or
+                // nothing (a rewrite drops a suffix and re-appends it).
+                self.wal.sync()?;
             }
-            if !rd.entries.is_empty() {
-                self.wal_buffer(|w| w.append(id, &rd.entries))?;
-            }
-            if let Some(hs) = rd.hard_state {
-                self.wal_buffer(|w| w.set_hard_state(id, hs))?;
+            let durable = self
+                .shards
+                .get(&id)
+                .map_or_else(HardState::default, |s| s.replica.storage().hard_state());
+            for write in ready_writes(rd, durable, bytes > limit) {
+                match write {
+                    ReadyWrite::HardState(hs) => self.wal_buffer(|w| w.set_hard_state(id, hs))?,
+                    ReadyWrite::Snapshot(snapshot) => self.install_snapshot(id, snapshot)?,
+                    ReadyWrite::Entries(entries) => self.wal_buffer(|w| w.append(id, entries))?,
+                }
             }
         }
         if self.wal.pending_bytes() > 0 {
@@ -235,7 +300,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                             Placement::Forwarded { to } => {
                                 soft.leader.is_some() && soft.leader != Some(to)
                             }
-                            Placement::Unplaced => false,
+                            Placement::Unplaced | Placement::Deferred => false,
                         }
                 })
                 .map(|(&id, _)| id)
@@ -289,6 +354,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let cluster_id = self.cluster_id();
         for (to, out) in std::mem::take(&mut self.outbox) {
             let frame = PeerFrame {
+                engine: E::KIND,
                 cluster_id,
                 from: self.id,
                 to,

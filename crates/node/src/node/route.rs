@@ -25,6 +25,17 @@ use crate::proposal::{
 };
 use crate::request::{AlarmAction, ReadRequest, Reply, Request, Token, read_error};
 
+/// Whether a proposal changes the consensus group's membership once the
+/// leader reconciles the group with the member table.
+pub(super) fn reconfigures(body: &ProposalBody) -> bool {
+    matches!(
+        body,
+        ProposalBody::Member(
+            MemberChange::Add(_) | MemberChange::Remove(_) | MemberChange::Promote(_)
+        )
+    )
+}
+
 /// Whether a command needs space: refused while NOSPACE is raised (etcd's
 /// capped applier lets reads, deletes, revokes and compactions through).
 pub(super) fn needs_space(body: &ProposalBody) -> bool {
@@ -199,6 +210,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             self.complete(token, shard, Err(e));
             return;
         }
+        let reconfigures = reconfigures(&body);
         let id = ProposalId { node: self.id, seq: self.next_seq() };
         let bytes = Proposal { id: Some(id), body }.to_bytes();
         let limit = self.cfg.request_bytes_max;
@@ -214,6 +226,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             placement: Placement::Unplaced,
             bytes,
             promote,
+            reconfigures,
         };
         self.insert_proposal(id, p);
         self.place(id);
@@ -223,6 +236,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// membership, alarms, publishing its attributes). Nobody waits; the
     /// housekeeping that made it tries again later if it does not apply.
     pub(super) fn propose_internal(&mut self, shard: ShardId, body: ProposalBody, now: Duration) {
+        debug_assert!(!reconfigures(&body), "housekeeping never changes the membership");
         let id = ProposalId { node: self.id, seq: self.next_seq() };
         let bytes = Proposal { id: Some(id), body }.to_bytes();
         let p = PendingProposal {
@@ -232,19 +246,26 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             placement: Placement::Unplaced,
             bytes,
             promote: None,
+            reconfigures: false,
         };
         self.insert_proposal(id, p);
         self.place(id);
     }
 
     /// Appends the proposal if this node leads, forwards it if another
-    /// does, or leaves it unplaced until a leader is known.
+    /// does, or leaves it unplaced until a leader is known. A leader defers
+    /// a membership change until the previous one has taken effect.
     fn place(&mut self, id: ProposalId) {
         let Some(p) = self.proposals.get(&id) else { return };
         let shard = p.shard;
-        let (bytes, promote) = (p.bytes.clone(), p.promote);
+        let (bytes, promote, reconfigures) = (p.bytes.clone(), p.promote, p.reconfigures);
         let Some(s) = self.shards.get_mut(&shard) else { return };
         if s.is_leader() {
+            if reconfigures && !self.reconfiguration_settled(shard) {
+                let p = self.proposals.get_mut(&id).expect("checked above");
+                p.placement = Placement::Deferred;
+                return;
+            }
             if let Some(m) = promote
                 && let Err(e) = self.check_promotable(shard, m)
             {
@@ -254,6 +275,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             let s = self.shards.get_mut(&shard).expect("checked above");
             match s.replica.propose(bytes) {
                 Ok(placed) => {
+                    if reconfigures {
+                        s.reconfigured_at = Some(placed.index);
+                    }
                     let p = self.proposals.get_mut(&id).expect("checked above");
                     p.placement = Placement::Local { index: placed.index };
                 }
@@ -276,6 +300,38 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             let p = self.proposals.get_mut(&id).expect("checked above");
             p.placement = Placement::Forwarded { to: leader };
         }
+    }
+
+    /// Whether this leader may append a change of the group's membership:
+    /// the consensus group's membership matches the member table with no
+    /// change under way (one at a time, as etcd's strict reconfiguration
+    /// check has it). The table leads and the engine follows (see
+    /// `reconcile_membership`); a removed member stops as soon as it
+    /// applies its removal. Without this, table changes could outrun the
+    /// engine: under Multi-Paxos each change takes effect α slots after it
+    /// is chosen, and two quick removals left the group waiting on two
+    /// stopped voters, without a quorum.
+    ///
+    /// Settled means: every entry of earlier leaders is applied (one of
+    /// them may be a table change), this leader's own last table change is
+    /// applied, and the engine's configuration in effect has exactly the
+    /// table's voters and learners.
+    pub(super) fn reconfiguration_settled(&self, shard: ShardId) -> bool {
+        let Some(s) = self.shards.get(&shard) else { return false };
+        if !s.is_leader()
+            || s.applied < s.leases_ready_at
+            || s.reconfigured_at.is_some_and(|at| s.applied < at)
+        {
+            return false;
+        }
+        let st = s.replica.status();
+        let m = &st.membership;
+        let table = &s.tables.members;
+        !m.is_joint()
+            && m.voters.len() + m.learners.len() == table.len()
+            && table.values().all(|t| {
+                if t.is_learner { m.learners.contains(&t.id) } else { m.voters.contains(&t.id) }
+            })
     }
 
     /// A learner may be promoted once it holds at least 90% of the
@@ -445,7 +501,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let unplaced: Vec<ProposalId> = self
             .proposals
             .iter()
-            .filter(|(_, p)| p.placement == Placement::Unplaced)
+            .filter(|(_, p)| matches!(p.placement, Placement::Unplaced | Placement::Deferred))
             .map(|(&id, _)| id)
             .collect();
         for id in unplaced {
@@ -478,9 +534,15 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             NodeMessage::Request { shard, seq, body } => {
                 let result = match body {
                     LeaderRequest::Propose(bytes) => self.propose_forwarded(shard, bytes),
-                    LeaderRequest::MemberPromote { member, proposal } => self
-                        .check_promotable(shard, member)
-                        .and_then(|()| self.propose_forwarded(shard, proposal)),
+                    LeaderRequest::MemberPromote { member, proposal } => {
+                        let leads = self.shards.get(&shard).is_some_and(|s| s.is_leader());
+                        if leads && !self.reconfiguration_settled(shard) {
+                            Err(RemoteError::Retry)
+                        } else {
+                            self.check_promotable(shard, member)
+                                .and_then(|()| self.propose_forwarded(shard, proposal))
+                        }
+                    }
                     call => self.answer_call(shard, &call, now).map(Some),
                 };
                 let reply = match result {
@@ -517,13 +579,27 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         if self.stopped.is_some() {
             return Err(RemoteError::Stopped);
         }
-        let s = self.shards.get_mut(&shard).ok_or(RemoteError::NotLeader { leader: None })?;
         // Garbage from a peer must never reach every replica's log.
-        if Proposal::from_bytes(bytes.clone()).is_err() {
+        let Ok(proposal) = Proposal::from_bytes(bytes.clone()) else {
             return Err(RemoteError::Malformed);
+        };
+        let reconfigures = reconfigures(&proposal.body);
+        if reconfigures && !self.reconfiguration_settled(shard) {
+            let s = self.shards.get(&shard).ok_or(RemoteError::NotLeader { leader: None })?;
+            if !s.is_leader() {
+                return Err(RemoteError::NotLeader { leader: s.soft.leader });
+            }
+            // The forwarding node places it again next round.
+            return Err(RemoteError::Retry);
         }
+        let s = self.shards.get_mut(&shard).ok_or(RemoteError::NotLeader { leader: None })?;
         match s.replica.propose(bytes) {
-            Ok(_) => Ok(None),
+            Ok(placed) => {
+                if reconfigures {
+                    s.reconfigured_at = Some(placed.index);
+                }
+                Ok(None)
+            }
             Err(ProposeError::NotLeader { leader }) => Err(RemoteError::NotLeader { leader }),
             Err(ProposeError::Busy { .. }) => Err(RemoteError::TooManyRequests),
             Err(ProposeError::TooLarge { bytes, limit }) => {
@@ -542,6 +618,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             match result {
                 // Refused before appending: safe to place again.
                 Err(RemoteError::NotLeader { .. }) => p.placement = Placement::Unplaced,
+                // A membership change the leader holds back for now.
+                Err(RemoteError::Retry) => p.placement = Placement::Deferred,
                 Err(e) => self.fail_proposal(pid, e.into_node_error()),
                 Ok(_) => {}
             }
