@@ -504,3 +504,24 @@ async fn other_shards_and_old_revisions_are_ignored() {
     assert_eq!(revision_of(&got[0]), 2);
     assert_nothing_queued(&mut s, 9).await;
 }
+
+#[tokio::test]
+async fn a_replay_that_read_ahead_of_publish_skips_those_revisions_when_published() {
+    // The node commits an entry to the store before it publishes it, so a
+    // history page can hold revisions the hub has not seen yet.
+    let (_ctx, hub, mut w) = setup(tight_config());
+    w.put("r", "1");
+    w.put("r", "2");
+    let ahead = w.apply(put("r", "committed, not yet published")).unwrap();
+    let mut s = hub.open_stream();
+    let id = created(&mut s, create("r", "", 2)).await;
+    let got = collect(&mut s, id, 3).await;
+    assert_eq!(got.iter().map(revision_of).collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert_eq!(hub.stats().synced, 1, "joined although revision 4 is not published yet");
+    hub.publish(&ahead);
+    w.log.push(ahead);
+    w.put("r", "5");
+    let got = collect(&mut s, id, 1).await;
+    assert_eq!(revision_of(&got[0]), 5, "revision 4 is not delivered twice");
+    assert_nothing_queued(&mut s, 50).await;
+}
