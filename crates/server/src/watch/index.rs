@@ -461,11 +461,11 @@ mod tests {
 
     #[test]
     fn matches_equal_brute_force_under_random_inserts_and_removes() {
-        for seed in 0..20u64 {
+        for seed in 0..10u64 {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut index = WatcherIndex::<u64>::default();
             let mut live: Vec<(u64, WatchRange)> = Vec::new();
-            for id in 0..400u64 {
+            for id in 0..300u64 {
                 if !live.is_empty() && rng.random_range(0..3u32) == 0 {
                     let at = rng.random_range(0..live.len());
                     let (gone, range) = live.swap_remove(at);
@@ -478,6 +478,9 @@ mod tests {
                 }
                 index.ranges.check();
                 assert_eq!(index.len(), live.len());
+                if id % 5 != 0 {
+                    continue;
+                }
                 for probe in 0..80u32 {
                     let k = key(probe);
                     let mut got = BTreeSet::new();

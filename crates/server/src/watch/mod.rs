@@ -74,6 +74,25 @@
 //!   not the store's: at most the few entries of one node round behind,
 //!   and the revision every progress guarantee is about.
 //!
+//! # Benchmark
+//!
+//! `cargo run --release -p ringkv-server --example watch_bench` (single-key
+//! puts published from one thread; two runs on the shared 2-core machine
+//! at a load average near 6, so absolute numbers are pessimistic):
+//!
+//! | watchers (10 streams) | publish, mean | publish, no watcher matches | deliveries per event |
+//! | --- | --- | --- | --- |
+//! | none | 28 ns | 27 – 34 ns | 0 |
+//! | 100 single-key + 100 prefix | 0.71 – 0.89 µs | 51 – 53 ns | 1.01 |
+//! | 1,000 single-key + 100 prefix | 0.99 – 1.02 µs | 58 – 93 ns | 1.10 |
+//! | 10,000 single-key + 100 prefix | 3.2 – 3.5 µs | 82 – 117 ns | 2.00 |
+//!
+//! The lookup stays near 100 ns from 200 to 10,100 watchers; the cost is
+//! the deliveries (a clone of the event into each matched outbox). One
+//! prefix watcher receives 650,000 – 710,000 events/s through
+//! [`WatchStream`] and 370,000 – 480,000 events/s through gRPC on
+//! loopback with our tonic client, while a plain thread publishes.
+//!
 //! # Sharding
 //!
 //! A hub serves one shard (with one shard, the whole keyspace: exactly

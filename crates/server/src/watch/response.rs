@@ -125,3 +125,63 @@ fn fragments(resp: WatchResponse, bytes_max: usize, out: &mut VecDeque<WatchResp
     }
     out.push_back(WatchResponse { events: current, fragment: false, ..template });
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use ringkv_storage::mvcc::{EventKind, KeyValue};
+
+    use super::*;
+
+    fn event(revision: i64, value_bytes: usize) -> Event {
+        let kv = KeyValue {
+            key: Bytes::from(format!("key{revision}")),
+            mod_revision: Revision(revision),
+            value: Bytes::from(vec![b'v'; value_bytes]),
+            ..KeyValue::default()
+        };
+        Event { kind: EventKind::Put, kv, prev_kv: None }
+    }
+
+    #[test]
+    fn responses_hold_whole_revisions_up_to_the_limit() {
+        let events: Vec<Event> = [2, 2, 3, 4, 4, 4, 5].iter().map(|&r| event(r, 1)).collect();
+        assert_eq!(chunk_ends(&events, 3), vec![3, 6, 7]);
+        assert_eq!(chunk_ends(&events, 100), vec![7]);
+        // A revision larger than the limit goes alone, whole.
+        let events: Vec<Event> = [2, 3, 3, 3, 3, 4].iter().map(|&r| event(r, 1)).collect();
+        assert_eq!(chunk_ends(&events, 2), vec![1, 5, 6]);
+        assert_eq!(chunk_ends(&events, 1), vec![1, 5, 6]);
+    }
+
+    #[test]
+    fn fragments_stay_under_the_limit_and_only_the_last_is_final() {
+        let events: Vec<mvccpb::Event> =
+            (0..20).map(|i| to_pb::event(event(7, 10 + 13 * i), true)).collect();
+        let resp =
+            WatchResponse { watch_id: 3, events: events.clone(), ..WatchResponse::default() };
+        for bytes_max in [64, 200, 1000] {
+            let mut out = VecDeque::new();
+            fragments(resp.clone(), bytes_max, &mut out);
+            assert!(out.len() > 1, "{bytes_max}: split");
+            let last = out.len() - 1;
+            for (i, piece) in out.iter().enumerate() {
+                assert_eq!(piece.fragment, i != last);
+                assert_eq!(piece.watch_id, 3);
+                assert!(!piece.events.is_empty());
+                assert!(piece.encoded_len() < bytes_max || piece.events.len() == 1);
+            }
+            let joined: Vec<mvccpb::Event> = out.into_iter().flat_map(|r| r.events).collect();
+            assert_eq!(joined, events);
+        }
+        // Under the limit, or a single event: untouched.
+        for (resp, bytes_max) in [
+            (resp.clone(), resp.encoded_len() + 1),
+            (WatchResponse { events: events[..1].to_vec(), ..resp.clone() }, 8),
+        ] {
+            let mut out = VecDeque::new();
+            fragments(resp.clone(), bytes_max, &mut out);
+            assert_eq!(out, VecDeque::from([resp]));
+        }
+    }
+}

@@ -428,13 +428,17 @@ impl WatchStream {
     pub fn cancel(&mut self, watch_id: i64) {
         let mut hub = self.hub.lock();
         let mut guard = self.shared.lock();
-        let st = &mut *guard;
-        let Some(w) = st.watchers.remove(&watch_id) else { return };
+        let Some(w) = guard.watchers.remove(&watch_id) else { return };
         if w.synced {
             let removed = hub.index.remove(&w.range, w.key);
             debug_assert!(removed.is_some(), "a synced watcher is in the index");
         }
         hub.watchers -= 1;
+        let revision = hub.revision;
+        // Out of the index: nothing more arrives for it, so the outbox can
+        // be combed without holding up publish.
+        drop(hub);
+        let st = &mut *guard;
         st.outbox.retain(|o| match o {
             Outgoing::Events { watcher, .. } => *watcher != w.key,
             Outgoing::Progress { watch_id: id, .. } => *id != watch_id,
@@ -443,12 +447,11 @@ impl WatchStream {
         st.buffered -= w.buffered;
         st.outbox.push_back(Outgoing::Control(Control {
             watch_id,
-            revision: hub.revision,
+            revision,
             canceled: true,
             ..Control::default()
         }));
         drop(guard);
-        drop(hub);
         self.shared.wake.notify_one();
     }
 
@@ -456,9 +459,11 @@ impl WatchStream {
     /// and the published revision if every watcher on the stream is synced
     /// (and past its start revision); otherwise does nothing, as etcd.
     pub fn request_progress(&mut self) {
-        let hub = self.hub.lock();
+        // Every event at or below `revision` for a watcher synced now is
+        // already queued (publish queues a revision's events before the
+        // hub's lock is released), so the answer may follow them.
+        let revision = self.hub.revision();
         let mut st = self.shared.lock();
-        let revision = hub.revision;
         if st.watchers.values().all(|w| w.synced && revision >= w.start) {
             st.outbox.push_back(Outgoing::Progress { watch_id: INVALID_WATCH_ID, revision });
             drop(st);
@@ -470,19 +475,19 @@ impl WatchStream {
     /// watcher that is synced and was given no events since the last tick
     /// gets an empty response at the published revision.
     pub fn progress_tick(&mut self) {
-        let hub = self.hub.lock();
+        // As in `request_progress`.
+        let revision = self.hub.revision();
         let mut guard = self.shared.lock();
         let StreamState { watchers, outbox, .. } = &mut *guard;
         let mut queued = false;
         for (&watch_id, w) in watchers.iter_mut().filter(|(_, w)| w.progress_notify) {
-            if !w.events_since_tick && w.synced && hub.revision >= w.start {
-                outbox.push_back(Outgoing::Progress { watch_id, revision: hub.revision });
+            if !w.events_since_tick && w.synced && revision >= w.start {
+                outbox.push_back(Outgoing::Progress { watch_id, revision });
                 queued = true;
             }
             w.events_since_tick = false;
         }
         drop(guard);
-        drop(hub);
         if queued {
             self.shared.wake.notify_one();
         }

@@ -17,7 +17,7 @@ use super::*;
 use crate::watch::stream::INVALID_WATCH_ID;
 
 /// Seeds run by default; `RINGKV_WATCH_SEEDS=n` runs more.
-const SEEDS_DEFAULT: u64 = 12;
+const SEEDS_DEFAULT: u64 = 30;
 
 /// Writes per seed while watchers are being created.
 const WRITES: usize = 150;
@@ -133,11 +133,15 @@ async fn run_seed(seed: u64) {
     let writer_seed = rng.random::<u64>();
     let writer = std::thread::spawn(move || {
         let mut rng = StdRng::seed_from_u64(writer_seed);
-        for i in 0..WRITES {
-            w.run(random_command(&mut rng));
-            if i % 7 == 0 {
-                std::thread::yield_now();
+        for _ in 0..WRITES {
+            // As the node: commit to the store, then publish. A pause in
+            // between lets replays read revisions not yet published.
+            let Some(batch) = w.apply(random_command(&mut rng)) else { continue };
+            if rng.random_bool(0.3) {
+                std::thread::sleep(Duration::from_micros(200));
             }
+            w.hub.publish(&batch);
+            w.log.push(batch);
         }
         w
     });
