@@ -1,5 +1,6 @@
 //! The tokio shell around the ringkv node: peer transport, the etcd v3 gRPC
-//! API and its JSON gateway, configuration, health and metrics.
+//! API and its JSON gateway, the watch hub, configuration, health and
+//! metrics.
 //!
 //! | module | what |
 //! | --- | --- |
@@ -12,6 +13,7 @@
 //! | [`peer`] | the TCP peer transport |
 //! | [`config`] | etcd's flags, `RINGKV_*` variables and a TOML file |
 //! | [`metrics`] | Prometheus metrics |
+//! | [`watch`] | etcd's Watch: the hub fed by applied changes and the gRPC service |
 
 pub mod api;
 pub mod config;
@@ -22,3 +24,4 @@ pub mod peer;
 pub mod runtime;
 pub mod server;
 pub mod services;
+pub mod watch;

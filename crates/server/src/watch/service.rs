@@ -1,0 +1,162 @@
+//! The `etcdserverpb.Watch` gRPC service.
+//!
+//! Each client stream gets a task that reads the client's requests into a
+//! [`WatchStream`], hands its responses to tonic through a small bounded
+//! queue ([`STREAM_SEND_QUEUE_RESPONSES`]), ticks progress notifications,
+//! and checks the leader for `hasleader` streams. A client that stops
+//! reading stalls only its own task; the hub keeps publishing and moves the
+//! stream's watchers to history once their buffers fill.
+//!
+//! The stream ends when the client goes away, or with `Unavailable
+//! "etcdserver: no leader"` when a `hasleader` stream's member has had no
+//! leader at a check (etcd checks once per election timeout). A client that
+//! half-closes its side keeps receiving, as with etcd.
+
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use rand::RngExt;
+use ringkv_api::etcdserverpb::watch_server::{Watch, WatchServer};
+use ringkv_api::etcdserverpb::{WatchRequest, WatchResponse};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tonic::codegen::BoxStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{STREAM_SEND_QUEUE_RESPONSES, WatchHub, WatchStream};
+use crate::api::EtcdError;
+
+/// The metadata key clientv3's `WithRequireLeader` sets (etcd's
+/// `rpctypes.MetadataRequireLeaderKey`).
+pub const REQUIRE_LEADER_KEY: &str = "hasleader";
+
+/// The value that key carries (etcd's `rpctypes.MetadataHasLeader`).
+pub const REQUIRE_LEADER_VALUE: &str = "true";
+
+/// The etcd `Watch` service over a [`WatchHub`].
+#[derive(Clone, Debug)]
+pub struct WatchService {
+    hub: Arc<WatchHub>,
+}
+
+impl WatchService {
+    /// The service for `hub`.
+    pub fn new(hub: Arc<WatchHub>) -> WatchService {
+        WatchService { hub }
+    }
+
+    /// The tonic service to mount (message size limits are the caller's).
+    pub fn into_server(self) -> WatchServer<WatchService> {
+        WatchServer::new(self)
+    }
+}
+
+/// Whether the client asked for the stream to fail without a leader.
+fn requires_leader(metadata: &MetadataMap) -> bool {
+    metadata
+        .get(REQUIRE_LEADER_KEY)
+        .is_some_and(|v| v.as_bytes() == REQUIRE_LEADER_VALUE.as_bytes())
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
+        let require_leader = requires_leader(request.metadata());
+        if require_leader && !self.hub.context().has_leader() {
+            return Err(EtcdError::NoLeader.to_status());
+        }
+        let inbound = request.into_inner();
+        let (tx, mut rx) = mpsc::channel(STREAM_SEND_QUEUE_RESPONSES);
+        let failure = Arc::new(Mutex::new(None::<Status>));
+        let stream = self.hub.open_stream();
+        let task = Stream { hub: Arc::clone(&self.hub), tx, failure: Arc::clone(&failure) };
+        tokio::spawn(task.serve(stream, inbound, require_leader));
+        let mut ended = false;
+        let responses = futures_util::stream::poll_fn(move |cx| {
+            if ended {
+                return Poll::Ready(None);
+            }
+            // A failure overtakes queued responses, as etcd's canceled
+            // stream context drops them; the task then drops the sender,
+            // which wakes this poll.
+            if let Some(status) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                ended = true;
+                return Poll::Ready(Some(Err(status)));
+            }
+            rx.poll_recv(cx).map(|r| r.map(Ok))
+        });
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+/// The progress interval of one stream: the configured one plus up to a
+/// tenth of jitter, so that streams opened together tick apart (etcd).
+fn jittered(interval: Duration) -> Duration {
+    let tenth = u64::try_from(interval.as_nanos() / 10).unwrap_or(u64::MAX);
+    interval + Duration::from_nanos(rand::rng().random_range(0..=tenth))
+}
+
+/// One client stream's task.
+struct Stream {
+    hub: Arc<WatchHub>,
+    tx: mpsc::Sender<WatchResponse>,
+    /// The status the stream ends with, if it fails.
+    failure: Arc<Mutex<Option<Status>>>,
+}
+
+impl Stream {
+    /// Runs until the client leaves or, for a `hasleader` stream, the
+    /// member has no leader at a check.
+    async fn serve(
+        self,
+        mut stream: WatchStream,
+        mut inbound: Streaming<WatchRequest>,
+        require_leader: bool,
+    ) {
+        let config = self.hub.config();
+        let period = jittered(config.progress_notify_interval);
+        let mut progress = tokio::time::interval_at(Instant::now() + period, period);
+        progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let check = config.leader_check_interval;
+        let mut leader = tokio::time::interval_at(Instant::now() + check, check);
+        leader.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut inbound_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                () = self.tx.closed() => break,
+                _ = leader.tick(), if require_leader => {
+                    if !self.hub.context().has_leader() {
+                        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(EtcdError::NoLeader.to_status());
+                        break;
+                    }
+                }
+                message = inbound.message(), if inbound_open => match message {
+                    Ok(Some(request)) => stream.handle(request),
+                    // Half-closed: keep sending, as etcd does.
+                    Ok(None) => inbound_open = false,
+                    Err(status) => {
+                        tracing::debug!(%status, "watch stream receive failed; closing it");
+                        break;
+                    }
+                },
+                _ = progress.tick() => stream.progress_tick(),
+                sent = send_next(&mut stream, &self.tx) => if !sent { break },
+            }
+        }
+    }
+}
+
+/// Sends the stream's next response once tonic has room for it; false if
+/// the client is gone.
+async fn send_next(stream: &mut WatchStream, tx: &mpsc::Sender<WatchResponse>) -> bool {
+    let Ok(permit) = tx.reserve().await else { return false };
+    permit.send(stream.next_response().await);
+    true
+}
