@@ -1,6 +1,8 @@
-//! Three `ringkv server` processes: etcdctl writes through a follower,
-//! the leader is killed with SIGKILL, writes resume under a new leader,
-//! and the killed member restarts from its data directory and catches up.
+//! Three `ringkv server` processes, with each engine: etcdctl writes
+//! through a follower while a watcher follows the key, the leader is killed
+//! with SIGKILL, writes resume under a new leader, the killed member
+//! restarts from its data directory and catches up, and the watcher saw
+//! every write exactly once, in order.
 //! Needs `etcdctl` on `PATH` (`scripts/setup` installs it).
 #![allow(clippy::unwrap_used)]
 
@@ -29,13 +31,25 @@ fn etcdctl(endpoint: &str, args: &[&str]) -> Result<String, String> {
 }
 
 #[test]
-fn kill_the_leader_and_writes_resume() {
-    let mut cluster = ProcessCluster::start(3).unwrap();
+fn raft_kill_the_leader_and_writes_resume() {
+    kill_the_leader_and_writes_resume("raft");
+}
+
+#[test]
+fn paxos_kill_the_leader_and_writes_resume() {
+    kill_the_leader_and_writes_resume("paxos");
+}
+
+fn kill_the_leader_and_writes_resume(engine: &str) {
+    let mut cluster = ProcessCluster::start_with(3, &[&format!("--engine={engine}")]).unwrap();
     let leader = cluster.wait_leader(WAIT).unwrap();
     let follower = (leader + 1) % 3;
     let urls: Vec<String> = cluster.members.iter().map(|m| m.client_url()).collect();
     let url = |i: usize| urls[i].clone();
 
+    let log = strip_ansi(&cluster.log(leader));
+    assert!(log.contains(&format!("consensus engine engine={engine}")), "{log}");
+    let watcher = Watcher::start(&url(follower), "k");
     assert_eq!(etcdctl(&url(follower), &["put", "k", "before"]).unwrap(), "OK\n");
     let list = etcdctl(&url(leader), &["member", "list"]).unwrap();
     assert_eq!(list.lines().count(), 3, "{list}");
@@ -52,4 +66,76 @@ fn kill_the_leader_and_writes_resume() {
             == Ok("after\n")
     });
     assert!(caught_up, "the restarted member never caught up:\n{}", cluster.log(leader));
+
+    // The watcher's member was never killed (it may have become leader).
+    let expected = "PUT\nk\nbefore\nPUT\nk\nafter\n";
+    let seen = watcher.wait_for(expected);
+    assert_eq!(seen, expected, "the watcher missed, repeated or reordered events");
+}
+
+/// `text` without terminal color sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `etcdctl watch KEY --rev=1` in the background, its output collected.
+struct Watcher {
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Watcher {
+    fn start(endpoint: &str, key: &str) -> Watcher {
+        use std::io::Read as _;
+        let mut child = Command::new("etcdctl")
+            .arg(format!("--endpoints={endpoint}"))
+            .args(["watch", key, "--rev=1"])
+            .env("ETCDCTL_API", "3")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("etcdctl runs (scripts/setup installs it)");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = std::sync::Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Watcher { child, output }
+    }
+
+    /// What the watcher printed once it printed at least `expected`'s
+    /// length (or the wait ran out).
+    fn wait_for(&self, expected: &str) -> String {
+        wait_until(WAIT, || self.output.lock().unwrap().len() >= expected.len());
+        // Anything extra (a duplicate) arrives with the same flush.
+        std::thread::sleep(Duration::from_millis(200));
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -9,10 +9,11 @@ use ringkv_api::etcdserverpb::cluster_server::ClusterServer;
 use ringkv_api::etcdserverpb::kv_server::KvServer;
 use ringkv_api::etcdserverpb::lease_server::LeaseServer;
 use ringkv_api::etcdserverpb::maintenance_server::MaintenanceServer;
+use ringkv_api::etcdserverpb::watch_server::{Watch, WatchServer};
 use ringkv_api::v3electionpb::election_server::ElectionServer;
 use ringkv_api::v3lockpb::lock_server::LockServer;
 use ringkv_consensus::NodeId;
-use ringkv_node::{Bootstrap, InitialMember, NodeConfig, RaftEngine};
+use ringkv_node::{Bootstrap, InitialMember, NodeConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,6 +31,7 @@ use crate::services::{
     ClusterService, Context, ElectionService, KvService, LeaseService, LockService,
     MaintenanceService,
 };
+use crate::watch::WatchService;
 
 /// How long a shutdown waits for client connections to finish: long-lived
 /// streams (keep-alives, observers, watches) would otherwise hold it
@@ -159,14 +161,9 @@ pub enum Start {
 /// The node configuration a server configuration asks for.
 ///
 /// # Errors
-/// [`ServerError::Unsupported`] for what is not implemented yet: the Paxos
-/// engine and more than one shard.
+/// [`ServerError::Unsupported`] for what is not implemented yet: more than
+/// one shard.
 pub fn node_config(config: &ServerConfig, start: Start) -> Result<NodeConfig, ServerError> {
-    if config.engine != EngineKind::Raft {
-        return Err(ServerError::Unsupported(
-            "--engine paxos is not available yet; use --engine raft".to_owned(),
-        ));
-    }
     if config.shards != 1 {
         return Err(ServerError::Unsupported(format!(
             "--shards {} is not available yet: a cluster has one shard for now",
@@ -255,7 +252,11 @@ impl Server {
         };
         let node_config = node_config(&config, start)?;
         let lease_ttl_min_seconds = node_config.lease_ttl_min_seconds();
-        let node = NodeRuntime::start::<RaftEngine>(node_config, &config.data_dir, metrics).await?;
+        let engine = match config.engine {
+            EngineKind::Raft => ringkv_node::EngineKind::Raft,
+            EngineKind::Paxos => ringkv_node::EngineKind::Paxos,
+        };
+        let node = NodeRuntime::start(engine, node_config, &config.data_dir, metrics).await?;
         let handle = node.handle().clone();
         let member = node.member_id();
         let sink_handle = handle.clone();
@@ -299,6 +300,7 @@ impl Server {
             lease_ttl_min_seconds,
         };
         let ctx = Context::new(handle.clone(), limits);
+        let watch = Arc::new(WatchService::new(Arc::clone(handle.watch_hub())));
         let services = gateway::Services {
             kv: Arc::new(KvService::new(ctx.clone())),
             lease: Arc::new(LeaseService::new(ctx.clone())),
@@ -306,12 +308,10 @@ impl Server {
             maintenance: Arc::new(MaintenanceService::new(ctx.clone())),
             lock: Arc::new(LockService::new(ctx.clone())),
             election: Arc::new(ElectionService::new(ctx.clone())),
-            // WATCH SERVICE: the watch branch's service goes here (and in
-            // `grpc_routes` below) as `Some(Arc::new(watch_service))`.
-            watch: None,
+            watch: Arc::clone(&watch) as Arc<dyn Watch>,
             body_bytes_max: limits.grpc_message_bytes_max(),
         };
-        let routes = grpc_routes(&services, limits.grpc_message_bytes_max());
+        let routes = grpc_routes(&services, &watch, limits.grpc_message_bytes_max());
         let router =
             routes.into_axum_router().merge(http::router(ctx, services)).fallback(http::fallback);
         let routes = Routes::from(router);
@@ -398,11 +398,11 @@ impl Server {
 
 /// The gRPC services, each with the receive limit of
 /// [`RequestLimits::grpc_message_bytes_max`].
-///
-/// WATCH SERVICE: the watch branch's `WatchServer` is added here too, with
-/// the same limit; its header and leader state come from [`NodeState`]
-/// (`header`, `has_leader`, `current_revision`, `watch_leader`).
-fn grpc_routes(s: &gateway::Services, message_bytes_max: usize) -> Routes {
+fn grpc_routes(
+    s: &gateway::Services,
+    watch: &Arc<WatchService>,
+    message_bytes_max: usize,
+) -> Routes {
     let mut builder = Routes::builder();
     builder
         .add_service(
@@ -427,6 +427,9 @@ fn grpc_routes(s: &gateway::Services, message_bytes_max: usize) -> Routes {
         .add_service(
             ElectionServer::from_arc(Arc::clone(&s.election))
                 .max_decoding_message_size(message_bytes_max),
+        )
+        .add_service(
+            WatchServer::from_arc(Arc::clone(watch)).max_decoding_message_size(message_bytes_max),
         );
     builder.routes()
 }

@@ -111,11 +111,18 @@ pub struct ProcessCluster {
     pub members: Vec<MemberSpec>,
     children: Vec<Option<Child>>,
     token: String,
+    /// More flags every member gets (e.g. `--engine=paxos`).
+    extra: Vec<String>,
 }
 
 impl ProcessCluster {
     /// Starts `n` members founding a new cluster.
     pub fn start(n: usize) -> anyhow::Result<ProcessCluster> {
+        ProcessCluster::start_with(n, &[])
+    }
+
+    /// Starts `n` members founding a new cluster, each with `extra` flags.
+    pub fn start_with(n: usize, extra: &[&str]) -> anyhow::Result<ProcessCluster> {
         let dir = tempfile::tempdir()?;
         let members: Vec<MemberSpec> = (0..n)
             .map(|i| MemberSpec {
@@ -126,8 +133,9 @@ impl ProcessCluster {
             })
             .collect();
         let token = format!("test-{}", std::process::id());
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
         let mut cluster =
-            ProcessCluster { dir, children: (0..n).map(|_| None).collect(), members, token };
+            ProcessCluster { dir, children: (0..n).map(|_| None).collect(), members, token, extra };
         for i in 0..n {
             cluster.restart(i)?;
         }
@@ -138,7 +146,7 @@ impl ProcessCluster {
         let m = &self.members[i];
         let initial: Vec<String> =
             self.members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect();
-        vec![
+        let mut args = vec![
             "server".into(),
             format!("--name={}", m.name),
             format!("--data-dir={}", m.data_dir.display()),
@@ -148,7 +156,9 @@ impl ProcessCluster {
             format!("--initial-cluster-token={}", self.token),
             format!("--heartbeat-interval={TEST_HEARTBEAT_MS}"),
             format!("--election-timeout={TEST_ELECTION_MS}"),
-        ]
+        ];
+        args.extend(self.extra.iter().cloned());
+        args
     }
 
     /// Starts member `i` (again), on its ports and data directory.

@@ -55,16 +55,15 @@ pub struct Services {
     pub lock: Arc<LockService>,
     /// `v3electionpb.Election`.
     pub election: Arc<ElectionService>,
-    /// `etcdserverpb.Watch`, once the watch module provides it; until then
-    /// `/v3/watch` answers `UNIMPLEMENTED`.
-    pub watch: Option<Arc<dyn Watch>>,
+    /// `etcdserverpb.Watch`.
+    pub watch: Arc<dyn Watch>,
     /// Largest request body (or streamed request object), in bytes.
     pub body_bytes_max: usize,
 }
 
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Services").field("watch", &self.watch.is_some()).finish_non_exhaustive()
+        f.debug_struct("Services").finish_non_exhaustive()
     }
 }
 
@@ -247,14 +246,11 @@ async fn bidi_stream(
             mapped(stream, Resp::LeaseKeepAlive)
         }
         Rpc::Watch => {
-            let Some(watch) = &s.watch else {
-                return Err(Status::unimplemented("ringkv's watch service is not wired yet"));
-            };
             let requests = grpc_streaming(rx, |r| match r {
                 Req::Watch(m) => Some(m),
                 _ => None,
             });
-            let stream = watch.watch(grpc_request(requests, token)).await?.into_inner();
+            let stream = s.watch.watch(grpc_request(requests, token)).await?.into_inner();
             mapped(stream, Resp::Watch)
         }
         other => return Err(Status::internal(format!("{other:?} is not a bidirectional stream"))),

@@ -11,7 +11,7 @@
 //!                         ─▶ completions: Done → oneshot;
 //!                                         ReadReady → tokio blocking pool
 //!                                                     (execute_read on a ReadView)
-//!                         ─▶ events: watch hub (marked), then broadcast
+//!                         ─▶ events: watch hub (every event), then broadcast
 //!                         ─▶ every STATUS_REFRESH_INTERVAL: NodeState, metrics,
 //!                            transport address book from the member table
 //! ```
@@ -28,7 +28,7 @@
 //! apply order, on a [`tokio::sync::broadcast`] channel
 //! ([`NodeHandle::subscribe_events`]). The Lock and Election services wait
 //! for key deletions through it; the watch hub is fed directly on the node
-//! thread (where marked in `node_loop.rs`), since it must see every event.
+//! thread before that, since it must see every event and never lag.
 
 mod io;
 mod node_loop;
@@ -36,18 +36,20 @@ mod state;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ringkv_consensus::NodeId;
 use ringkv_node::{
-    DATA_SHARD, Engine, Header, Node, NodeConfig, NodeError, Reply, Request, WatchEvents,
+    DATA_SHARD, Engine, EngineKind, Header, Node, NodeConfig, NodeError, Reply, Request,
+    WatchEvents, WithEngine, stored_engine,
 };
 use ringkv_storage::FsDisk;
 use ringkv_storage::mvcc::MvccStore;
 use tokio::runtime::Handle;
 use tokio::sync::{broadcast, oneshot};
+use tracing::{info, warn};
 
 pub use io::{BULK_FRAME_BYTES_MIN, MonotonicClock, PeerLink, TimedDisk, TimedFile};
 pub use state::NodeState;
@@ -55,6 +57,7 @@ pub use state::NodeState;
 use crate::api::EtcdError;
 use crate::metrics::Metrics;
 use crate::peer::{Delivery, PeerEvent};
+use crate::watch::{WatchConfig, WatchContext, WatchHub};
 
 /// Most inputs (client requests and peer frames) waiting in the node's
 /// inbox. Past it requests get `etcdserver: too many requests` and peer
@@ -117,6 +120,9 @@ pub enum StartError {
     /// The node thread could not be spawned or died while opening.
     #[error("the node thread failed to start: {0}")]
     Thread(String),
+    /// The watch hub could not read the store it serves.
+    #[error("cannot open the watch hub: {0}")]
+    Watch(#[source] crate::watch::WatchError),
 }
 
 /// The services' handle on the node; cheap to clone.
@@ -126,6 +132,7 @@ pub struct NodeHandle {
     state: Arc<NodeState>,
     store: Arc<MvccStore>,
     events: broadcast::Sender<Arc<[WatchEvents]>>,
+    hub: Arc<WatchHub>,
     metrics: Metrics,
 }
 
@@ -174,6 +181,11 @@ impl NodeHandle {
         self.events.subscribe()
     }
 
+    /// The data shard's watch hub.
+    pub fn watch_hub(&self) -> &Arc<WatchHub> {
+        &self.hub
+    }
+
     /// The server's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -214,6 +226,54 @@ fn is_proposal(request: &Request) -> bool {
     }
 }
 
+/// What the node thread sends back once the node is open.
+type Opened = Result<(Arc<NodeState>, Arc<MvccStore>, Arc<WatchHub>), StartError>;
+
+/// The node thread's work once the engine is known: open the node with
+/// engine `E`, tell the caller, run the loop.
+struct OpenAndRun {
+    config: NodeConfig,
+    disk: TimedDisk<FsDisk>,
+    opened: oneshot::Sender<Opened>,
+    inbox: Receiver<NodeInput>,
+    events: broadcast::Sender<Arc<[WatchEvents]>>,
+    runtime: Handle,
+    link: PeerLink,
+    metrics: Metrics,
+}
+
+impl WithEngine for OpenAndRun {
+    type Output = ();
+
+    fn run<E: Engine>(self) {
+        let OpenAndRun { config, disk, opened, inbox, events, runtime, link, metrics } = self;
+        let clock = MonotonicClock::new();
+        let node = match Node::<E, _, _, _>::open(config, disk, link.clone(), clock) {
+            Ok(node) => node,
+            Err(e) => {
+                let _ = opened.send(Err(StartError::Node(e)));
+                return;
+            }
+        };
+        let revision = node.shard_status(DATA_SHARD).map(|s| s.revision).unwrap_or_default();
+        let state = Arc::new(NodeState::new(node.id(), node.cluster_id(), revision));
+        let store = Arc::clone(node.store());
+        let context: Arc<dyn WatchContext> = Arc::clone(&state) as Arc<dyn WatchContext>;
+        let hub =
+            match WatchHub::new(Arc::clone(&store), DATA_SHARD, context, WatchConfig::default()) {
+                Ok(hub) => hub,
+                Err(e) => {
+                    let _ = opened.send(Err(StartError::Watch(e)));
+                    return;
+                }
+            };
+        if opened.send(Ok((Arc::clone(&state), store, Arc::clone(&hub)))).is_err() {
+            return;
+        }
+        node_loop::Loop { node, clock, inbox, state, events, hub, runtime, link, metrics }.run();
+    }
+}
+
 /// The running node thread.
 #[derive(Debug)]
 pub struct NodeRuntime {
@@ -227,10 +287,16 @@ impl NodeRuntime {
     /// Must be called within a tokio runtime (reads run on its blocking
     /// pool). The transport is bound later through [`NodeRuntime::link`].
     ///
+    /// `engine` is the consensus engine of a new data directory; one that
+    /// was created before keeps the engine it was created with (as etcd
+    /// ignores its `--initial-cluster*` flags on restart), and a different
+    /// `engine` is only logged.
+    ///
     /// # Errors
     /// The data directory cannot be opened (or another process holds it),
     /// or the node refuses its configuration or durable state.
-    pub async fn start<E: Engine>(
+    pub async fn start(
+        engine: EngineKind,
         config: NodeConfig,
         data_dir: &Path,
         metrics: Metrics,
@@ -256,36 +322,36 @@ impl NodeRuntime {
                         return;
                     }
                 };
-                let clock = MonotonicClock::new();
-                let node = match Node::<E, _, _, _>::open(config, disk, thread_link.clone(), clock)
-                {
-                    Ok(node) => node,
+                let engine = match stored_engine(&disk, config.store.clone()) {
+                    Ok(Some(stored)) => {
+                        if stored != engine {
+                            warn!(
+                                %stored, requested = %engine,
+                                "the data directory was created with another engine: keeping it"
+                            );
+                        }
+                        stored
+                    }
+                    Ok(None) => engine,
                     Err(e) => {
                         let _ = opened_tx.send(Err(StartError::Node(e)));
                         return;
                     }
                 };
-                let revision =
-                    node.shard_status(DATA_SHARD).map(|s| s.revision).unwrap_or_default();
-                let state = Arc::new(NodeState::new(node.id(), node.cluster_id(), revision));
-                let store = Arc::clone(node.store());
-                if opened_tx.send(Ok((Arc::clone(&state), store))).is_err() {
-                    return;
-                }
-                node_loop::Loop {
-                    node,
-                    clock,
+                info!(%engine, "consensus engine");
+                engine.dispatch(OpenAndRun {
+                    config,
+                    disk,
+                    opened: opened_tx,
                     inbox: inbox_rx,
-                    state,
                     events: thread_events,
                     runtime,
                     link: thread_link,
                     metrics: thread_metrics,
-                }
-                .run();
+                });
             })
             .map_err(|e| StartError::Thread(e.to_string()))?;
-        let (state, store) = match opened_rx.await {
+        let (state, store, hub) = match opened_rx.await {
             Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -297,7 +363,7 @@ impl NodeRuntime {
             }
         };
         Ok(NodeRuntime {
-            handle: NodeHandle { inbox, state, store, events, metrics },
+            handle: NodeHandle { inbox, state, store, events, hub, metrics },
             link,
             thread: Some(thread),
         })

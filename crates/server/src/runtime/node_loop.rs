@@ -20,6 +20,7 @@ use super::{Answer, INBOX_DRAIN_MAX, NodeInput, NodeResult, NodeState, STATUS_RE
 use crate::config::HttpUrl;
 use crate::metrics::Metrics;
 use crate::peer::PeerEvent;
+use crate::watch::WatchHub;
 
 /// Everything the loop owns besides the node.
 pub(super) struct Loop<E: Engine, D: Disk> {
@@ -28,6 +29,7 @@ pub(super) struct Loop<E: Engine, D: Disk> {
     pub(super) inbox: Receiver<NodeInput>,
     pub(super) state: Arc<NodeState>,
     pub(super) events: broadcast::Sender<Arc<[WatchEvents]>>,
+    pub(super) hub: Arc<WatchHub>,
     pub(super) runtime: Handle,
     pub(super) link: PeerLink,
     pub(super) metrics: Metrics,
@@ -97,10 +99,13 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                 if let Some(last) = out.events.iter().rev().find(|e| e.shard == DATA_SHARD) {
                     self.state.advance_revision(last.revision);
                 }
-                // WATCH HUB: the watch branch's `WatchHub::publish(&WatchEvents)`
-                // is fed here, on the node thread, in apply order, before the
-                // events are broadcast below: `for e in &out.events { hub.publish(e) }`.
-                //
+                // The hub sees every event here, on the node thread, in
+                // apply order and before this round's requests are answered
+                // below, so a client that saw a write's revision finds it in
+                // any watch it opens afterwards.
+                for batch in &out.events {
+                    self.hub.publish(batch);
+                }
                 // The broadcast feeds the Lock and Election services (and any
                 // other in-process follower of applied changes). It never
                 // blocks the node: a subscriber that falls more than

@@ -11,6 +11,7 @@ use ringkv_storage::mvcc::Revision;
 use tokio::sync::watch;
 
 use crate::api::HeaderInfo;
+use crate::watch::WatchContext;
 
 /// The node's state as last published by its thread.
 ///
@@ -159,5 +160,15 @@ impl NodeState {
 
     pub(crate) fn set_alarms(&self, alarms: Vec<AlarmMember>) {
         *self.alarms.lock().unwrap_or_else(PoisonError::into_inner) = alarms;
+    }
+}
+
+impl WatchContext for NodeState {
+    fn header(&self, revision: Revision) -> ResponseHeader {
+        NodeState::header(self, revision)
+    }
+
+    fn has_leader(&self) -> bool {
+        NodeState::has_leader(self)
     }
 }
