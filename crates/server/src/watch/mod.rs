@@ -64,11 +64,21 @@
 //!
 //! # Differences from etcd (deliberate)
 //!
-//! - A `WatchProgressRequest` on a stream with no watchers is answered
-//!   (etcd routes the answer through a watcher, so it stays silent).
+//! `tests/etcd.rs` runs one script against a real etcd 3.4 and against
+//! this service and compares every response; what it leaves out is here.
+//!
+//! - A `WatchProgressRequest` is answered only while every watcher of the
+//!   stream is synced, after every event up to its revision (etcd 3.5's
+//!   guarantee; etcd 3.4 answers at once, possibly ahead of events still
+//!   in flight). On a stream with no watchers it is answered, as etcd 3.4
+//!   does (etcd 3.5 routes the answer through a watcher, so it stays
+//!   silent).
 //! - A negative client-chosen `watch_id` is refused (etcd would use it,
 //!   and -1 would then be indistinguishable from a stream-wide progress
 //!   response).
+//! - A negative `start_revision` is refused at once with the compacted
+//!   error (etcd 3.4 creates the watcher, then cancels it with
+//!   `compact_revision`).
 //! - Watchers per stream are limited ([`WATCHERS_PER_STREAM_MAX`]).
 //! - Revisions in headers are the last revision *published* to the hub,
 //!   not the store's: at most the few entries of one node round behind,

@@ -325,9 +325,10 @@ impl WatchStream {
     ///   ids in use); an id in use is refused (`mvcc: duplicate watch ID
     ///   provided on the WatchStream`), and so is a negative one.
     /// - `start_revision` 0 means after the current revision; a negative one
-    ///   is refused with the compacted error, as etcd does; one below the
-    ///   compacted revision is created and then canceled with
-    ///   `compact_revision` set.
+    ///   is refused with the compacted error (etcd 3.4 creates it, then
+    ///   cancels it as compacted); one below the compacted revision is
+    ///   created and then canceled with `compact_revision` set (and, as in
+    ///   etcd, header revision 0).
     pub fn create(&mut self, req: WatchCreateRequest) {
         let mut hub = self.hub.lock();
         let revision = hub.revision;
@@ -649,7 +650,10 @@ impl WatchStream {
             }
             ReplayResult::Compacted { compacted } => Some(Control {
                 watch_id: job.watch_id,
-                revision: hub.revision,
+                // etcd's compaction cancel carries no header revision (its
+                // watcher sync builds the response from the compacted
+                // revision alone); clients see 0 there, so ours does too.
+                revision: Revision::ZERO,
                 canceled: true,
                 compact_revision: compacted,
                 ..Control::default()

@@ -250,6 +250,7 @@ async fn a_compacted_start_is_created_then_canceled_with_the_compact_revision() 
     let resp = next(&mut s).await;
     assert!(resp.canceled && !resp.created && resp.events.is_empty(), "{resp:?}");
     assert_eq!((resp.watch_id, resp.compact_revision), (id, 20));
+    assert_eq!(resp.header.unwrap().revision, 0, "as etcd's, the header has no revision");
     assert_eq!(hub.stats().watchers, 0);
 
     // At the compacted revision itself history is still there.

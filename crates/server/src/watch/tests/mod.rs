@@ -2,6 +2,7 @@
 //! changes are published the way the node does: apply a command, then hand
 //! the hub the entry's events.
 
+mod etcd;
 mod hub;
 mod random;
 mod service;

@@ -20,11 +20,11 @@ use crate::watch::stream::INVALID_WATCH_ID;
 use crate::watch::{REQUIRE_LEADER_KEY, WatchService};
 
 /// A watch server on a loopback port.
-struct Server {
+pub(super) struct Server {
     ctx: Arc<TestContext>,
-    hub: Arc<WatchHub>,
-    writer: Writer,
-    endpoint: String,
+    pub(super) hub: Arc<WatchHub>,
+    pub(super) writer: Writer,
+    pub(super) endpoint: String,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -34,7 +34,7 @@ impl Drop for Server {
     }
 }
 
-async fn serve(config: WatchConfig) -> Server {
+pub(super) async fn serve(config: WatchConfig) -> Server {
     let (ctx, hub, writer) = setup(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -46,15 +46,30 @@ async fn serve(config: WatchConfig) -> Server {
 }
 
 /// One client stream.
-struct Client {
+pub(super) struct Client {
     requests: Option<mpsc::Sender<WatchRequest>>,
     responses: Streaming<WatchResponse>,
 }
 
 impl Client {
     async fn open(endpoint: &str, require_leader: bool) -> Result<Client, Status> {
+        Client::open_with(endpoint, require_leader, None).await
+    }
+
+    /// Opens a stream whose first request, if any, is already queued when
+    /// the call starts: etcd (grpc-go) sends a stream's response headers
+    /// only with its first response, so a client that sends nothing until
+    /// the call returns waits forever.
+    pub(super) async fn open_with(
+        endpoint: &str,
+        require_leader: bool,
+        first: Option<RequestUnion>,
+    ) -> Result<Client, Status> {
         let mut client = WatchClient::connect(endpoint.to_owned()).await.unwrap();
         let (tx, mut rx) = mpsc::channel(16);
+        if let Some(request) = first {
+            tx.send(WatchRequest { request_union: Some(request) }).await.unwrap();
+        }
         let requests = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         let mut request = Request::new(requests);
         if require_leader {
@@ -64,7 +79,7 @@ impl Client {
         Ok(Client { requests: Some(tx), responses })
     }
 
-    async fn send(&self, request: RequestUnion) {
+    pub(super) async fn send(&self, request: RequestUnion) {
         let tx = self.requests.as_ref().expect("not half-closed");
         tx.send(WatchRequest { request_union: Some(request) }).await.unwrap();
     }
@@ -78,7 +93,7 @@ impl Client {
         tokio::time::timeout(WAIT, self.responses.message()).await.expect("an answer in time")
     }
 
-    async fn next(&mut self) -> WatchResponse {
+    pub(super) async fn next(&mut self) -> WatchResponse {
         self.recv().await.unwrap().expect("the stream is open")
     }
 
