@@ -9,8 +9,8 @@
 //! serializable), del (prefix, prev-kv), txn (stdin: compares, success and
 //! failure branches), compaction, watch (prefix, rev, prev-kv, compacted
 //! start, interactive `progress`), lease grant / keep-alive --once /
-//! timetolive --keys / list / revoke / expiry, member list / add --learner /
-//! promote / remove with a real fourth process, endpoint status / health /
+//! timetolive --keys / list / revoke / expiry, member list / update / add
+//! --learner / promote / remove with a real fourth process, endpoint status / health /
 //! hashkv, alarm list, defrag, snapshot save, move-leader, lock, elect,
 //! make-mirror.
 //!
@@ -294,6 +294,14 @@ fn txn(b: &Battery) {
     );
     let out = etcdctl_stdin(&url, &["txn"], &script);
     assert_eq!(out.stdout, "SUCCESS\n\n1\n\nOK\n", "{}", out.stderr);
+    // Two puts of one key in a branch: etcd's refusal.
+    let out = etcdctl_stdin(&url, &["txn"], "\nput txn/dup 1\nput txn/dup 2\n\n\n");
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("Error: etcdserver: duplicate key given in txn request"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(
         ctl(&url, &["get", "txn/", "--prefix", "--keys-only"]),
         "txn/absent\n\ntxn/branch\n\n"
@@ -701,6 +709,26 @@ fn member(b: &mut Battery) {
         assert_eq!(m["clientURLs"][0], b.cluster.members[i].client_url().as_str());
         assert!(m.get("isLearner").is_none_or(|l| l == false));
     }
+
+    // update: a second peer URL, then back to one.
+    let m0 = &b.cluster.members[0];
+    let m0_id = format!("{:x}", member_id(b, 0).as_u64().unwrap());
+    let two = format!("--peer-urls={},http://localhost:{}", m0.peer_url(), m0.peer_port);
+    let updated = ctl(&url, &["member", "update", &m0_id, &two]);
+    assert!(updated.starts_with(&format!("Member {m0_id:>16} updated in cluster ")), "{updated}");
+    let listed = ctl_json(&url, &["member", "list"]);
+    let entry = listed["members"].as_array().unwrap().iter().find(|m| m["name"] == "m0").unwrap();
+    assert_eq!(entry["peerURLs"].as_array().unwrap().len(), 2, "{listed}");
+    ctl(&url, &["member", "update", &m0_id, &format!("--peer-urls={}", m0.peer_url())]);
+    // etcd's refusals.
+    let unknown = etcdctl(&url, &["member", "remove", "1234"]);
+    assert!(unknown.stderr.contains("Error: etcdserver: member not found"), "{}", unknown.stderr);
+    let taken = etcdctl(&url, &["member", "add", "dup", &format!("--peer-urls={}", m0.peer_url())]);
+    assert!(
+        taken.stderr.contains("Error: etcdserver: Peer URLs already exists"),
+        "{}",
+        taken.stderr
+    );
 
     // add --learner: etcdctl prints the new member's environment.
     let new = b.cluster.reserve("m3");

@@ -200,6 +200,29 @@ fn a_member_joins_without_the_clusters_token() {
     assert!(caught_up, "the new member never caught up:\n{}", cluster.log(i));
 }
 
+/// etcd answers a learner's clients only with serializable ranges and
+/// status (`isRPCSupportedForLearner`); everything else, streams included,
+/// gets `Unavailable "etcdserver: rpc not supported for learner"`, which
+/// clientv3 takes as a cue to use another endpoint. ringkv forwards a
+/// learner's requests to the leader instead and serves them.
+#[test]
+#[ignore = "bug: a learner serves writes and linearizable reads (etcd: rpc not supported for learner)"]
+fn a_learner_refuses_what_etcd_refuses() {
+    let mut cluster = ProcessCluster::start(3).unwrap();
+    cluster.wait_leader(WAIT).unwrap();
+    let i = add_member(&mut cluster, "m3", true);
+    let url = cluster.members[i].client_url();
+    // Allowed: serializable reads (add_member did one) and status.
+    ctl_json(&cluster.members[i].client_addr().to_string(), &["endpoint", "status"]);
+    for args in [&["put", "k", "v"][..], &["get", "k"][..], &["member", "list"][..]] {
+        let out = etcdctl(&url, &[&["--command-timeout=2s"][..], args].concat());
+        assert!(
+            !out.ok && out.stderr.contains("etcdserver: rpc not supported for learner"),
+            "etcdctl {args:?} on a learner: {out:?}"
+        );
+    }
+}
+
 /// The `ETCD_INITIAL_CLUSTER` that `etcdctl member add` printed.
 fn initial_cluster(added: &str) -> String {
     assert!(added.starts_with("Member ") && added.contains(" added to cluster "), "{added}");
