@@ -282,6 +282,9 @@ pub struct ShardStatus {
     pub compacted_revision: Revision,
     /// The index of the latest snapshot in the WAL.
     pub snapshot_index: LogIndex,
+    /// Snapshots received from the leader and installed since the node
+    /// opened: how a follower too far behind the compacted log catches up.
+    pub snapshots_installed: u64,
 }
 
 /// The node's state, for `Maintenance.Status`.

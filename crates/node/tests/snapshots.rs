@@ -34,6 +34,10 @@ fn snapshot_index<E: Engine>(c: &Cluster<E>, id: NodeId) -> u64 {
     c.node(id).shard_status(DATA_SHARD).unwrap().snapshot_index.0
 }
 
+fn snapshots_installed<E: Engine>(c: &Cluster<E>, id: NodeId) -> u64 {
+    c.node(id).shard_status(DATA_SHARD).unwrap().snapshots_installed
+}
+
 fn a_follower_behind_the_compacted_log_catches_up_by_snapshot<E: Engine>() {
     let mut c = small_snapshots::<E>(41);
     let leader = c.wait_leader(100);
@@ -46,9 +50,12 @@ fn a_follower_behind_the_compacted_log_catches_up_by_snapshot<E: Engine>() {
     settle_nodes(&mut c, &others);
     assert!(snapshot_index(&c, leader) > 50, "the leader compacted its WAL");
     assert!(!restored_snapshot(&c, away));
+    assert_eq!(snapshots_installed(&c, away), 0);
     c.net.heal();
     settle(&mut c);
     assert!(restored_snapshot(&c, away), "the follower caught up without a snapshot");
+    assert_eq!(snapshots_installed(&c, away), 1, "the status counts the install");
+    assert_eq!(snapshots_installed(&c, leader), 0, "a leader sends, it installs none");
     assert_same_state(&c);
     // It goes on from there with the log.
     put(&mut c, leader, "after", "snapshot").unwrap();

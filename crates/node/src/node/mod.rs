@@ -172,6 +172,9 @@ struct HostedShard<E: Engine, D: Disk> {
     /// leases its predecessors granted (etcd waits for apply the same way).
     leases_ready_at: LogIndex,
     snapshot: SnapshotState,
+    /// Snapshots received from the leader and installed since this node
+    /// opened.
+    snapshots_installed: u64,
     /// The index of the last member-table change this node appended as
     /// leader that changes the group's membership; no other is appended
     /// before it is applied.
@@ -355,6 +358,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             retry_membership_at: now,
             retry_publish_at: now,
             retry_alarm_at: now,
+            snapshots_installed: 0,
         };
         let mut node = Node {
             rng: DetRng::new(config.seed ^ id.0.rotate_left(17)),
@@ -508,6 +512,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             revision: state.revision,
             compacted_revision: state.compacted_revision,
             snapshot_index: s.replica.storage().snapshot_meta().index,
+            snapshots_installed: s.snapshots_installed,
         })
     }
 

@@ -202,6 +202,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         s.applied = meta.index;
         s.tables = tables;
         s.snapshot = SnapshotState::new(meta.index);
+        s.snapshots_installed += 1;
         Ok(())
     }
 }

@@ -43,6 +43,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         let mut more = false;
         let mut last_refresh: Option<Duration> = None;
         let mut peers: BTreeMap<NodeId, Vec<HttpUrl>> = BTreeMap::new();
+        let mut snapshots_installed = 0;
         'outer: loop {
             // Wait for input, the next wakeup, or nothing if work is queued.
             let first = if more {
@@ -137,7 +138,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             let now = self.clock.now();
             if last_refresh.is_none_or(|at| now.saturating_sub(at) >= STATUS_REFRESH_INTERVAL) {
                 last_refresh = Some(now);
-                self.refresh(&mut peers, waiting.len());
+                self.refresh(&mut peers, &mut snapshots_installed, waiting.len());
             } else {
                 // Cheap, and what the hasleader rule needs promptly.
                 self.state.set_leader(self.node.leader());
@@ -149,8 +150,14 @@ impl<E: Engine, D: Disk> Loop<E, D> {
     }
 
     /// Publishes the node's state and keeps the transport's address book in
-    /// step with the member table.
-    fn refresh(&mut self, peers: &mut BTreeMap<NodeId, Vec<HttpUrl>>, pending: usize) {
+    /// step with the member table. Logs the snapshots installed since the
+    /// last refresh (`installed` counts those already logged).
+    fn refresh(
+        &mut self,
+        peers: &mut BTreeMap<NodeId, Vec<HttpUrl>>,
+        installed: &mut u64,
+        pending: usize,
+    ) {
         let node = &self.node;
         self.state.set_leader(node.leader());
         self.state.set_cluster_id(node.cluster_id());
@@ -159,6 +166,17 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             self.state.set_stopped();
         }
         if let Some(status) = node.shard_status(DATA_SHARD) {
+            if status.snapshots_installed > *installed {
+                // Rare and worth knowing: this member fell behind the
+                // leader's compacted log and was sent the whole store.
+                info!(
+                    shard = status.shard.0,
+                    index = status.snapshot_index.0,
+                    revision = status.revision.0,
+                    "installed a snapshot from the leader"
+                );
+                *installed = status.snapshots_installed;
+            }
             self.state.set_raft_term(status.term);
             self.state.advance_revision(status.revision);
             let shards = vec![status];
