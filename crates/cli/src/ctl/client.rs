@@ -95,8 +95,7 @@ impl Clients {
         endpoint: &str,
         streaming: bool,
     ) -> Result<Channel, CtlError> {
-        let connect_error =
-            |source| CtlError::Connect { endpoint: endpoint.to_owned(), source };
+        let connect_error = |source| CtlError::Connect { endpoint: endpoint.to_owned(), source };
         let mut target = Endpoint::from_shared(endpoint.to_owned())
             .map_err(connect_error)?
             .connect_timeout(self.dial_timeout);

@@ -74,7 +74,9 @@ pub(crate) enum CtlError {
         known: String,
     },
     /// No member reports a leader.
-    #[error("no member reports a leader; the cluster may have lost its quorum (try `ringkv ctl status`)")]
+    #[error(
+        "no member reports a leader; the cluster may have lost its quorum (try `ringkv ctl status`)"
+    )]
     NoLeader,
     /// Decommissioning the leader needs another voting member to hand over to.
     #[error(

@@ -249,8 +249,8 @@ pub(crate) async fn watch(
     let (endpoint, mut responses) = clients
         .call_any(method, true, async |channel| {
             // The request stream stays open (never ends) so the watch lives on.
-            let requests = futures_util::stream::iter([create.clone()])
-                .chain(futures_util::stream::pending());
+            let requests =
+                futures_util::stream::iter([create.clone()]).chain(futures_util::stream::pending());
             let stream = WatchClient::new(channel).watch(requests).await?.into_inner();
             Ok(stream)
         })

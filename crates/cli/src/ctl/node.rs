@@ -136,7 +136,7 @@ pub(crate) async fn add(
 async fn remove_member(clients: &Clients, id: u64) -> Result<String, CtlError> {
     let (endpoint, _) = clients
         .call_any("Cluster.MemberRemove", false, async |channel| {
-            Ok(ClusterClient::new(channel).member_remove(MemberRemoveRequest { id }).await?)
+            ClusterClient::new(channel).member_remove(MemberRemoveRequest { id }).await
         })
         .await?;
     Ok(endpoint)

@@ -116,7 +116,7 @@ impl TrailerHasher {
             return Err(SnapshotProblem::TooShort { bytes: self.total });
         }
         let body_bytes = self.total - HASH_BYTES as u64;
-        if body_bytes % ALIGN_BYTES != 0 {
+        if !body_bytes.is_multiple_of(ALIGN_BYTES) {
             return Err(SnapshotProblem::Misaligned { body_bytes });
         }
         let actual = hex(&self.hasher.finalize());
@@ -159,7 +159,8 @@ pub(crate) async fn save(
     let mut hasher = TrailerHasher::default();
     let mut revision = 0;
     let mut finished = false;
-    let bar = progress_bar(0, "{spinner} snapshot [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}");
+    let bar =
+        progress_bar(0, "{spinner} snapshot [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}");
     let received = loop {
         let message = match stream.message().await {
             Ok(Some(message)) => message,
@@ -319,11 +320,8 @@ fn decode(path: &Path) -> Result<Decoded, CtlError> {
     let (body_bytes, sha256) = hasher.verify().map_err(|problem| damaged(path, problem))?;
 
     let file = File::open(path).map_err(io_error("open", path))?;
-    let mut frames = Frames {
-        input: BufReader::new(file).take(body_bytes),
-        done: false,
-        problem: None,
-    };
+    let mut frames =
+        Frames { input: BufReader::new(file).take(body_bytes), done: false, problem: None };
     let first = frames.next();
     let is_ringkv = first.as_ref().is_some_and(|frame| {
         // kind 0, sequence 0, then the payload's length varint, then the magic.
@@ -339,13 +337,17 @@ fn decode(path: &Path) -> Result<Decoded, CtlError> {
     if let Some(problem) = frames.problem {
         return Err(io_error("read", path)(problem));
     }
-    let state = restored
-        .map_err(|source| CtlError::SnapshotDecode { path: path.to_owned(), source })?;
+    let state =
+        restored.map_err(|source| CtlError::SnapshotDecode { path: path.to_owned(), source })?;
     Ok(Decoded { _dir: dir, store, size, sha256, state })
 }
 
 /// Every live key, from `after` on (exclusive), at most one page.
-fn page(decoded: &Decoded, path: &Path, after: Option<&[u8]>) -> Result<Vec<ringkv_storage::mvcc::KeyValue>, CtlError> {
+fn page(
+    decoded: &Decoded,
+    path: &Path,
+    after: Option<&[u8]>,
+) -> Result<Vec<ringkv_storage::mvcc::KeyValue>, CtlError> {
     let start = match after {
         // The smallest key after `after`.
         Some(key) => [key, &[0]].concat(),
@@ -379,7 +381,10 @@ fn count_keys(decoded: &Decoded, path: &Path) -> Result<i64, CtlError> {
         .map_err(|e| CtlError::SnapshotRead { path: path.to_owned(), reason: e.to_string() })
 }
 
-fn leases(decoded: &Decoded, path: &Path) -> Result<Vec<ringkv_storage::mvcc::LeaseInfo>, CtlError> {
+fn leases(
+    decoded: &Decoded,
+    path: &Path,
+) -> Result<Vec<ringkv_storage::mvcc::LeaseInfo>, CtlError> {
     let read = |e: &dyn std::fmt::Display| CtlError::SnapshotRead {
         path: path.to_owned(),
         reason: e.to_string(),
@@ -400,7 +405,13 @@ pub(crate) fn status(format: OutputFormat, path: &Path) -> Result<(), CtlError> 
     match format {
         OutputFormat::Table => {
             let mut table = Table::new(vec![
-                "SHA256", "REVISION", "COMPACTED", "APPLIED INDEX", "KEYS", "LEASES", "SIZE",
+                "SHA256",
+                "REVISION",
+                "COMPACTED",
+                "APPLIED INDEX",
+                "KEYS",
+                "LEASES",
+                "SIZE",
             ]);
             table.row(vec![
                 decoded.sha256[..16].to_owned(),

@@ -527,5 +527,8 @@ fn the_log_format_is_set_like_every_other_setting() {
     let config = parse(&["--log-format", "human"], env(&[("RINGKV_LOG_FORMAT", "json")])).unwrap();
     assert_eq!(config.log_format, LogFormat::Human, "the flag wins");
     let error = parse(&[], env(&[("RINGKV_LOG_FORMAT", "xml")])).unwrap_err();
-    assert!(matches!(&error, ConfigError::Env { var, .. } if var == "RINGKV_LOG_FORMAT"), "{error}");
+    assert!(
+        matches!(&error, ConfigError::Env { var, .. } if var == "RINGKV_LOG_FORMAT"),
+        "{error}"
+    );
 }
