@@ -113,7 +113,14 @@ fn init_logs(level: LogLevel, format: LogFormat) {
     // RUST_LOG, when set, refines the level (e.g. `ringkv_server::peer=debug`).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_str()));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colors only for a person at a terminal: a file or a log collector
+    // would get escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Human => logs.init(),
         // Fields at the top level (`message` beside `level`), as log
