@@ -139,7 +139,8 @@ enum NodeCommand {
 
 #[derive(Subcommand, Debug)]
 enum SnapshotCommand {
-    /// Saves the first endpoint's snapshot to FILE, checking its SHA-256.
+    /// Saves a member's snapshot (the first endpoint that answers) to FILE, checking its
+    /// SHA-256.
     Save {
         /// Where to write it (FILE.part until it is complete and checked).
         file: PathBuf,

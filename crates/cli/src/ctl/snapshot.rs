@@ -128,8 +128,36 @@ impl TrailerHasher {
     }
 }
 
+/// Opens the snapshot stream of the first endpoint that starts one.
+async fn open_snapshot(
+    clients: &Clients,
+    method: &'static str,
+) -> Result<(String, tonic::Streaming<pb::SnapshotResponse>), CtlError> {
+    let mut failures = Vec::new();
+    for endpoint in clients.endpoints() {
+        let opened = async {
+            let channel = clients.connect(endpoint, true).await?;
+            MaintenanceClient::new(channel)
+                .max_decoding_message_size(RECEIVE_MESSAGE_BYTES_MAX)
+                .snapshot(SnapshotRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| CtlError::rpc(endpoint, method, status))
+        };
+        match opened.await {
+            Ok(stream) => return Ok((endpoint.clone(), stream)),
+            Err(e) => failures.push(e),
+        }
+    }
+    if failures.len() == 1 {
+        return Err(failures.remove(0));
+    }
+    let tried: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    Err(CtlError::NoEndpointAnswered { method, tried: tried.join("; ") })
+}
+
 /// `ringkv ctl snapshot save FILE`: streams the snapshot of the first
-/// endpoint's member into `FILE.part`, checks its trailer, syncs it and
+/// endpoint's member that answers into `FILE.part`, checks its trailer, syncs it and
 /// renames it to FILE.
 ///
 /// # Errors
@@ -141,15 +169,8 @@ pub(crate) async fn save(
     format: OutputFormat,
     path: &Path,
 ) -> Result<(), CtlError> {
-    let endpoint = clients.endpoints()[0].clone();
     let method = "Maintenance.Snapshot";
-    let channel = clients.connect(&endpoint, true).await?;
-    let mut stream = MaintenanceClient::new(channel)
-        .max_decoding_message_size(RECEIVE_MESSAGE_BYTES_MAX)
-        .snapshot(SnapshotRequest {})
-        .await
-        .map_err(|status| CtlError::rpc(&endpoint, method, status))?
-        .into_inner();
+    let (endpoint, mut stream) = open_snapshot(clients, method).await?;
 
     let mut part = path.as_os_str().to_owned();
     part.push(".part");
