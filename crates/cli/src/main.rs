@@ -6,14 +6,21 @@
 //! - `ringkv server [etcd's flags]`: a member of a cluster, configured as
 //!   an etcd member is (flags, `RINGKV_*` variables, `--config-file`).
 //!
-//! Both stop gracefully on SIGINT or SIGTERM. A bad configuration exits
+//! - `ringkv playground`: a local multi-node cluster in one command.
+//! - `ringkv ctl`: operate a cluster (status, shards, keys, members,
+//!   snapshots) over the etcd v3 API.
+//!
+//! Both servers stop gracefully on SIGINT or SIGTERM. A bad configuration exits
 //! with status 2 and a message naming the flag; a failure to start (a port
 //! in use, a locked or corrupt data directory) with status 1.
+
+mod ctl;
+mod playground;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringkv_server::config::{ConfigError, LogLevel, ServerArgs, ServerConfig};
+use ringkv_server::config::{ConfigError, LogFormat, LogLevel, ServerArgs, ServerConfig};
 use ringkv_server::server::{Server, shutdown_signal};
 use tracing::{info, warn};
 
@@ -50,6 +57,10 @@ struct Cli {
 enum Command {
     /// Run a cluster member, configured with etcd's flags.
     Server(Box<ServerArgs>),
+    /// Start a local cluster of several nodes, for trying ringkv out.
+    Playground(playground::PlaygroundArgs),
+    /// Operate a cluster: status, shards, keys, members, snapshots.
+    Ctl(ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +70,8 @@ fn main() -> ExitCode {
     };
     let (args, dev) = match cli.command {
         Some(Command::Server(args)) => (*args, false),
+        Some(Command::Playground(args)) => return playground::main(args),
+        Some(Command::Ctl(args)) => return ctl::main(args),
         None => (ServerArgs::default(), true),
     };
     let config = match ServerConfig::from_args(args, std::env::vars_os()) {
@@ -73,7 +86,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    init_logs(config.log_level);
+    init_logs(config.log_level, config.log_format);
     for warning in &config.warnings {
         warn!("{warning}");
     }
@@ -96,11 +109,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs(level: LogLevel) {
+fn init_logs(level: LogLevel, format: LogFormat) {
     // RUST_LOG, when set, refines the level (e.g. `ringkv_server::peer=debug`).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_str()));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colors only for a person at a terminal: a file or a log collector
+    // would get escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Human => logs.init(),
+        // Fields at the top level (`message` beside `level`), as log
+        // collectors index them.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 async fn serve(config: ServerConfig, dev: bool) -> anyhow::Result<()> {

@@ -184,6 +184,11 @@ pub struct ServerArgs {
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<LogLevel>,
 
+    /// Log format: human (one readable line per event) or json (one JSON object per line,
+    /// for log collectors). [default: human]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
     /// Consensus engine of every shard. [default: raft]
     #[arg(long, value_name = "ENGINE")]
     pub engine: Option<EngineKind>,
@@ -236,6 +241,19 @@ pub enum LogLevel {
     #[value(alias = "panic", alias = "fatal")]
     #[serde(alias = "panic", alias = "fatal")]
     Error,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event: time, level, target, message, fields.
+    #[default]
+    Human,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message`
+    /// and the event's own fields), for log collectors and `ringkv
+    /// playground`.
+    Json,
 }
 
 impl LogLevel {
@@ -422,6 +440,8 @@ pub struct ServerConfig {
     pub max_txn_ops: u64,
     /// Log level (`--log-level`).
     pub log_level: LogLevel,
+    /// Log format (`--log-format`).
+    pub log_format: LogFormat,
     /// Consensus engine (`--engine`).
     pub engine: EngineKind,
     /// Number of data shards (`--shards`), in `1..=SHARDS_MAX`.
@@ -690,6 +710,7 @@ impl ServerArgs {
             max_request_bytes,
             max_txn_ops,
             log_level,
+            log_format,
             engine,
             shards,
         } = self;
@@ -712,6 +733,7 @@ impl ServerArgs {
             max_request_bytes: max_request_bytes.or(lower.max_request_bytes),
             max_txn_ops: max_txn_ops.or(lower.max_txn_ops),
             log_level: log_level.or(lower.log_level),
+            log_format: log_format.or(lower.log_format),
             engine: engine.or(lower.engine),
             shards: shards.or(lower.shards),
         }
@@ -1028,6 +1050,7 @@ fn validate(
         max_request_bytes,
         max_txn_ops,
         log_level: raw.log_level.unwrap_or_default(),
+        log_format: raw.log_format.unwrap_or_default(),
         engine: raw.engine.unwrap_or_default(),
         shards,
         warnings,

@@ -45,6 +45,7 @@ fn no_arguments_is_a_single_local_node() {
     assert_eq!(config.max_request_bytes, 1_572_864);
     assert_eq!(config.max_txn_ops, 128);
     assert_eq!(config.log_level, LogLevel::Info);
+    assert_eq!(config.log_format, LogFormat::Human);
     assert_eq!(config.engine, EngineKind::Raft);
     assert_eq!(config.shards, 1);
     assert!(config.warnings.is_empty());
@@ -72,6 +73,7 @@ fn every_etcd_flag_is_accepted_in_both_spellings() {
             "--max-request-bytes=1048576",
             "--max-txn-ops=64",
             "--log-level=warn",
+            "--log-format=json",
             "--engine=paxos",
             "--shards=8",
         ],
@@ -92,6 +94,7 @@ fn every_etcd_flag_is_accepted_in_both_spellings() {
     assert_eq!(config.max_request_bytes, 1 << 20);
     assert_eq!(config.max_txn_ops, 64);
     assert_eq!(config.log_level, LogLevel::Warn);
+    assert_eq!(config.log_format, LogFormat::Json);
     assert_eq!(config.engine, EngineKind::Paxos);
     assert_eq!(config.shards, 8);
 }
@@ -472,6 +475,7 @@ fn help_states_each_default_and_the_precedence() {
         ("shards", DEFAULT_SHARDS.to_string()),
         ("initial-cluster-state", "new".to_owned()),
         ("log-level", "info".to_owned()),
+        ("log-format", "human".to_owned()),
         ("engine", "raft".to_owned()),
     ];
     let command = ServerArgs::command();
@@ -503,10 +507,28 @@ fn every_etcd_flag_we_promise_exists_with_its_variable() {
         "max-request-bytes",
         "max-txn-ops",
         "log-level",
+        "log-format",
         "engine",
         "shards",
     ] {
         assert!(flags.iter().any(|f| f == flag), "--{flag} missing");
     }
     assert_eq!(env_var_name("initial-advertise-peer-urls"), "RINGKV_INITIAL_ADVERTISE_PEER_URLS");
+}
+
+#[test]
+fn the_log_format_is_set_like_every_other_setting() {
+    let toml = file("log-format = \"json\"\n");
+    let path = toml.path().to_str().unwrap();
+    let config = parse(&["--config-file", path], no_env()).unwrap();
+    assert_eq!(config.log_format, LogFormat::Json, "from the file");
+    let config = parse(&[], env(&[("RINGKV_LOG_FORMAT", "json")])).unwrap();
+    assert_eq!(config.log_format, LogFormat::Json, "from the environment");
+    let config = parse(&["--log-format", "human"], env(&[("RINGKV_LOG_FORMAT", "json")])).unwrap();
+    assert_eq!(config.log_format, LogFormat::Human, "the flag wins");
+    let error = parse(&[], env(&[("RINGKV_LOG_FORMAT", "xml")])).unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::Env { var, .. } if var == "RINGKV_LOG_FORMAT"),
+        "{error}"
+    );
 }
