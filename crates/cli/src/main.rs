@@ -50,6 +50,8 @@ struct Cli {
 enum Command {
     /// Run a cluster member, configured with etcd's flags.
     Server(Box<ServerArgs>),
+    /// Load generator over etcd's v3 API (measures ringkv and etcd alike).
+    Bench(Box<ringkv_bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
     };
     let (args, dev) = match cli.command {
         Some(Command::Server(args)) => (*args, false),
+        Some(Command::Bench(args)) => return ringkv_bench::cli_main(*args),
         None => (ServerArgs::default(), true),
     };
     let config = match ServerConfig::from_args(args, std::env::vars_os()) {
