@@ -320,6 +320,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Also write the report as JSON to this file (whatever -w says), so a
+    /// script gets the table and the data from one run.
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<std::path::PathBuf>,
+
     /// No progress bar (it is hidden anyway when stdout is not a terminal).
     #[arg(long)]
     pub no_progress: bool,

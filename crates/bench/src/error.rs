@@ -102,7 +102,11 @@ pub enum BenchError {
     },
 
     /// A watch stream could not be started.
-    #[error("cannot start a watch on {endpoint}: {status}")]
+    #[error(
+        "cannot start a watch on {endpoint}: {}: {}; the watch workload needs etcd's Watch service",
+        crate::stats::code_name(status.code()),
+        status.message()
+    )]
     WatchStart {
         /// The endpoint.
         endpoint: String,
@@ -127,6 +131,16 @@ pub enum BenchError {
     ServerPid {
         /// The process id.
         pid: u32,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// `--json-out` could not be written.
+    #[error("cannot write the JSON report to {}: {source}", path.display())]
+    WriteReport {
+        /// `--json-out`.
+        path: std::path::PathBuf,
         /// Why.
         #[source]
         source: std::io::Error,

@@ -90,7 +90,15 @@ pub async fn run_async(args: BenchArgs) -> Result<Report, BenchError> {
 /// could not run, with the reason on stderr).
 pub fn cli_main(args: BenchArgs) -> ExitCode {
     let format = args.format();
-    match run(args) {
+    let json_out = args.json_out.clone();
+    let report = run(args).and_then(|report| {
+        if let Some(path) = json_out {
+            std::fs::write(&path, report.to_json() + "\n")
+                .map_err(|source| BenchError::WriteReport { path, source })?;
+        }
+        Ok(report)
+    });
+    match report {
         #[allow(clippy::print_stdout, reason = "the command's output")]
         Ok(report) => {
             match format {

@@ -156,9 +156,14 @@ fn every_workload_runs_against_one_node_and_the_writes_are_real() {
     let versions: i64 = kvs.iter().map(|kv| kv.version).sum();
     assert_eq!(versions, i64::try_from(txn.succeeded).unwrap(), "{txn:?}");
 
-    // An open loop at a rate: same counts; the text report renders.
+    // An open loop at a rate: same counts; the text report renders, and
+    // --json-out writes the same report as JSON alongside.
+    let dir = tempfile::tempdir().unwrap();
+    let json_out = dir.path().join("report.json");
     let out = Command::new(support::RINGKV)
         .args(["bench", "put", &endpoints, "--total=50", "--rate=500", "--clients=4"])
+        .arg("--json-out")
+        .arg(&json_out)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -167,6 +172,10 @@ fn every_workload_runs_against_one_node_and_the_writes_are_real() {
     let ops_line = text.lines().find(|l| l.starts_with("operations")).unwrap();
     assert!(ops_line.ends_with(" 50"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("p99.9 (ms)")), "{text}");
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(&json_out).unwrap()).unwrap();
+    assert_clean(&report, 50);
+    assert_eq!(report.config.rate_ops_s, Some(500.0));
 }
 
 #[test]
