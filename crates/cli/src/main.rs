@@ -61,6 +61,8 @@ enum Command {
     Playground(playground::PlaygroundArgs),
     /// Operate a cluster: status, shards, keys, members, snapshots.
     Ctl(ctl::CtlArgs),
+    /// Load generator over etcd's v3 API (measures ringkv and etcd alike).
+    Bench(Box<ringkv_bench::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
         Some(Command::Server(args)) => (*args, false),
         Some(Command::Playground(args)) => return playground::main(args),
         Some(Command::Ctl(args)) => return ctl::main(args),
+        Some(Command::Bench(args)) => return ringkv_bench::cli_main(*args),
         None => (ServerArgs::default(), true),
     };
     let config = match ServerConfig::from_args(args, std::env::vars_os()) {
