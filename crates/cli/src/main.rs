@@ -50,6 +50,8 @@ struct Cli {
 enum Command {
     /// Run a cluster member, configured with etcd's flags.
     Server(Box<ServerArgs>),
+    /// Run a Jepsen-style chaos test against a real ringkv cluster (see the ringkv-chaos docs).
+    Chaos(Box<ringkv_chaos::ChaosArgs>),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
     };
     let (args, dev) = match cli.command {
         Some(Command::Server(args)) => (*args, false),
+        Some(Command::Chaos(args)) => return ringkv_chaos::main(*args),
         None => (ServerArgs::default(), true),
     };
     let config = match ServerConfig::from_args(args, std::env::vars_os()) {
