@@ -3,6 +3,7 @@
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod elle;
 pub mod error;
 pub mod history;
 pub mod nemesis;

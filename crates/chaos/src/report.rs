@@ -198,7 +198,8 @@ pub fn count(ops: &[OpRecord]) -> OpCounts {
 
 /// For each fault, the longest time between acknowledged writes from the
 /// last one before it started to the first one after it ended (looking at
-/// most [`AVAILABILITY_TAIL`] past its end).
+/// most [`AVAILABILITY_TAIL`] past its end, and not past `run_end_ns`, the
+/// end of the clients' phase; faults after it are left out).
 pub fn availability(ops: &[OpRecord], faults: &[FaultEvent], run_end_ns: u64) -> Vec<Gap> {
     let mut writes: Vec<u64> =
         ops.iter().filter(|o| o.is_acknowledged_write()).map(|o| o.completed_ns).collect();
@@ -257,7 +258,7 @@ pub fn write(
 ) -> Result<Report, ChaosError> {
     let ops = ctx.recorder.ops();
     let faults = ctx.recorder.faults();
-    let end_ns = ctx.recorder.now_ns();
+    let clients_end_ns = ctx.clients_end_ns();
     write_lines(&out.join("ops.jsonl"), &ops)?;
     write_lines(&out.join("faults.jsonl"), &faults)?;
     for (name, contents) in &outcome.artifacts {
@@ -310,7 +311,7 @@ pub fn write(
         anomalies,
         skipped: outcome.skipped.clone(),
         undecided: outcome.undecided.clone(),
-        availability: availability(&ops, &faults, end_ns),
+        availability: availability(&ops, &faults, clients_end_ns),
         recovery_ms: recovery.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         summary: outcome.summary.clone(),
     };

@@ -58,6 +58,8 @@ pub struct Ctx {
     nemesis: Mutex<Option<JoinHandle<()>>>,
     anomalies: Mutex<Vec<Anomaly>>,
     recovery: Mutex<Option<Duration>>,
+    /// When the clients' phase ended (ns since the run started), once it has.
+    clients_end_ns: AtomicU64,
 }
 
 impl Ctx {
@@ -83,6 +85,12 @@ impl Ctx {
         rng
     }
 
+    /// When the clients' phase ended (ns since the run started; the
+    /// current time while it runs).
+    pub fn clients_end_ns(&self) -> u64 {
+        self.clients_end_ns.load(Ordering::Relaxed).min(self.recorder.now_ns())
+    }
+
     /// Number of nodes.
     pub fn nodes(&self) -> usize {
         self.args.nodes
@@ -101,6 +109,13 @@ impl Ctx {
     /// longer than [`RECOVERY_TIMEOUT`]. Idempotent.
     pub async fn quiesce(&self) -> bool {
         self.stopping.store(true, Ordering::Relaxed);
+        let now = self.recorder.now_ns();
+        let _ = self.clients_end_ns.compare_exchange(
+            u64::MAX,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         let _ = self.stop_nemesis.send(true);
         let handle = self.nemesis.lock().expect("no panic while holding the lock").take();
         if let Some(handle) = handle {
@@ -251,6 +266,7 @@ async fn run_async(mut args: ChaosArgs) -> Result<Report, ChaosError> {
         nemesis: Mutex::new(None),
         anomalies: Mutex::default(),
         recovery: Mutex::new(None),
+        clients_end_ns: AtomicU64::new(u64::MAX),
         args: args.clone(),
     });
     let layout = Arc::new(layout);
