@@ -134,7 +134,7 @@ pub struct ChaosArgs {
     /// Run every node on loopback (no root needed; no partitions or loss).
     #[arg(long)]
     pub no_netns: bool,
-    /// Output directory [default: chaos-runs/<workload>-<seed>].
+    /// Output directory [default: chaos-runs/WORKLOAD-SEED].
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// The ringkv binary to test [default: this one].
@@ -161,6 +161,11 @@ pub struct ChaosArgs {
     /// The nodes' --snapshot-count [default: ringkv's].
     #[arg(long, value_name = "N")]
     pub snapshot_count: Option<u64>,
+    /// Register reads ask for serializable (local, possibly stale) reads,
+    /// which etcd's semantics allow to be stale: a check of the checker,
+    /// whose run under partitions or pauses should be found invalid.
+    #[arg(long)]
+    pub serializable_reads: bool,
     /// Only remove namespaces, bridges and mounts left by chaos runs that
     /// were killed, then exit.
     #[arg(long)]
@@ -188,6 +193,7 @@ impl ChaosArgs {
             heartbeat_interval: None,
             election_timeout: None,
             snapshot_count: None,
+            serializable_reads: false,
             cleanup: false,
         }
     }
@@ -222,6 +228,9 @@ impl ChaosArgs {
         );
         if self.no_netns {
             cmd.push_str(" --no-netns");
+        }
+        if self.serializable_reads {
+            cmd.push_str(" --serializable-reads");
         }
         if let Some(c) = self.clients {
             cmd.push_str(&format!(" --clients {c}"));

@@ -273,6 +273,8 @@ impl Nemesis {
                     .choose(&mut self.rng)
                     .expect("not empty");
                 let mut cuts: Vec<(usize, usize)> = Vec::new();
+                // The nodes named in the timeline: the smaller side (or the bridge).
+                let named: Vec<usize>;
                 let both = |a: &[usize], b: &[usize], cuts: &mut Vec<(usize, usize)>| {
                     for &x in a {
                         for &y in b {
@@ -296,15 +298,18 @@ impl Nemesis {
                                 cuts.push((lone, r));
                             }
                             described = format!("n{lone} drops everything from {rest:?}");
+                            named = vec![lone];
                         } else {
                             both(&[lone], &rest, &mut cuts);
                             described = format!("n{lone} | {rest:?}");
+                            named = vec![lone];
                         }
                     }
                     "halves" => {
                         let (minority, majority) = order.split_at(n / 2);
                         both(minority, majority, &mut cuts);
                         described = format!("{minority:?} | {majority:?}");
+                        named = minority.to_vec();
                     }
                     _ => {
                         // bridge: two sides that only the bridge node sees both of.
@@ -313,15 +318,13 @@ impl Nemesis {
                         let (a, b) = rest.split_at(rest.len() / 2);
                         both(a, b, &mut cuts);
                         described = format!("{a:?} | {b:?}, bridged by n{bridge}");
+                        named = vec![bridge];
                     }
                 }
                 for &(at, from) in &cuts {
                     netns.drop_from(at, from, None)?;
                 }
-                let mut nodes: Vec<usize> = cuts.iter().map(|&(a, _)| a).collect();
-                nodes.sort_unstable();
-                nodes.dedup();
-                self.started(&format!("partition-{variant}"), &nodes, described);
+                self.started(&format!("partition-{variant}"), &named, described);
                 Ok(Some(Active::Network))
             }
             NemesisKind::Loss => {

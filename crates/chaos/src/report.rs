@@ -23,8 +23,12 @@ use crate::run::Ctx;
 use crate::svg;
 use crate::workload::WorkloadOutcome;
 
-/// Time shown on each side of an anomaly in `anomaly.svg`.
+/// Most time shown on each side of an anomaly in `anomaly.svg` (half the
+/// anomaly's own span, within these bounds).
 pub const ANOMALY_MARGIN: Duration = Duration::from_secs(2);
+
+/// Least time shown on each side of an anomaly, in ns.
+pub const ANOMALY_MARGIN_MIN_NS: u64 = 50_000_000;
 
 /// Time after a fault ends within which the write gap around it is measured.
 pub const AVAILABILITY_TAIL: Duration = Duration::from_secs(15);
@@ -276,11 +280,12 @@ pub fn write(
     if let Some(first) =
         anomalies.iter().find(|a| !a.is_harness() && (a.at_ns.is_some() || a.window_ns.is_some()))
     {
-        let margin = u64::try_from(ANOMALY_MARGIN.as_nanos()).unwrap_or(u64::MAX);
         let (a, b) = first.window_ns.unwrap_or_else(|| {
             let t = first.at_ns.unwrap_or(0);
             (t, t)
         });
+        let margin_max = u64::try_from(ANOMALY_MARGIN.as_nanos()).unwrap_or(u64::MAX);
+        let margin = ((b - a) / 2).clamp(ANOMALY_MARGIN_MIN_NS, margin_max);
         let picture = svg::Picture {
             ops: &ops,
             faults: &faults,

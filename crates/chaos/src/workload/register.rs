@@ -101,9 +101,13 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<WorkloadOutcome, ChaosError> {
             let mut ops = Vec::new();
             for id in &ids {
                 if let Some(op) = history.get(*id) {
-                    window.0 = window.0.min(op.invoked_at.0);
-                    window.1 = window.1.max(op.completed_at.map_or(op.invoked_at.0, |t| t.0));
                     ops.push((shared.workers[id.0], op.invoked_at.0));
+                    // Operations of unknown outcome may stretch far: the
+                    // picture frames the answered ones.
+                    if let (Outcome::Ok(_), Some(done)) = (&op.outcome, op.completed_at) {
+                        window.0 = window.0.min(op.invoked_at.0);
+                        window.1 = window.1.max(done.0);
+                    }
                 }
             }
             let blocked = cx.unplaced.iter().find(|u| u.blocked).or(cx.unplaced.first());
@@ -161,12 +165,16 @@ async fn worker(ctx: Arc<Ctx>, w: usize, shared: Arc<Mutex<Shared>>) {
             s.workers.push(w);
         }
         let result: Result<Ret, OpError> = match &lincheck_call {
-            Call::Get { .. } => call(timeout, kv.range(range(&key))).await.map(|r| {
-                Ret::Get(r.kvs.first().map(|kv| Found {
-                    value: Bytes::from(kv.value.clone()),
-                    mod_revision: revision(kv.mod_revision),
-                }))
-            }),
+            Call::Get { .. } => {
+                let mut req = range(&key);
+                req.serializable = ctx.args.serializable_reads;
+                call(timeout, kv.range(req)).await.map(|r| {
+                    Ret::Get(r.kvs.first().map(|kv| Found {
+                        value: Bytes::from(kv.value.clone()),
+                        mod_revision: revision(kv.mod_revision),
+                    }))
+                })
+            }
             Call::Put { .. } => {
                 let req = PutRequest {
                     key: key.to_vec(),
