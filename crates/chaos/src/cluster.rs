@@ -233,6 +233,9 @@ impl Cluster {
             cmd.env("LD_PRELOAD", LIBFAKETIME_PATH)
                 .env("FAKETIME_TIMESTAMP_FILE", clock_offset_path(&self.spec.dir, i))
                 .env("FAKETIME_CACHE_DURATION", FAKETIME_CACHE_SECONDS.to_string());
+            if !fakes_monotonic(i) {
+                cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+            }
         }
         let child = cmd.spawn().map_err(|source| ChaosError::StartNode {
             node: i,
@@ -344,6 +347,15 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_all();
     }
+}
+
+/// Whether the clock nemesis moves node `i`'s monotonic clock too, or
+/// only its wall clock. Odd nodes: both, and only forward (a monotonic
+/// clock never goes back; a forward jump is what a suspended VM sees).
+/// Even nodes: the wall clock alone, either way (an NTP step), which no
+/// timeout of a correct node depends on.
+pub fn fakes_monotonic(i: usize) -> bool {
+    i % 2 == 1
 }
 
 /// Node `i`'s member name.

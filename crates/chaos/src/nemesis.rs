@@ -14,7 +14,7 @@
 //! | `partition` | isolate one node or the leader; majority/minority halves; a bridge (two sides that only one node joins); one node deaf to the others (one-way) | flush the rules |
 //! | `loss` | drop a random share (10–50 %) of packets between every pair of nodes | flush the rules |
 //! | `disk` | fill the small tmpfs under one node's data directory | free it, restart the node, disarm NOSPACE |
-//! | `clock` | move one node's clock 5–60 s forward or back (libfaketime) | move it back |
+//! | `clock` | move one node's clock 5–60 s (libfaketime): on even nodes the wall clock alone, forward or back; on odd nodes the monotonic clock too, forward only | move the wall clock back; a monotonic jump stays (clocks never run backwards) |
 //! | `member` | SIGKILL a follower and remove it (`MemberRemove`) | wipe it, `MemberAdd` it, start it joining |
 //! | `wal` | SIGKILL a node, tear or bit-flip its last WAL batch | restart it |
 
@@ -30,7 +30,7 @@ use ringkv_api::etcdserverpb::{
 };
 
 use crate::client::{OpError, call};
-use crate::cluster::write_clock_offset;
+use crate::cluster::{fakes_monotonic, write_clock_offset};
 use crate::config::NemesisKind;
 use crate::error::ChaosError;
 use crate::net::{Layout, NAME_PREFIX, Netns};
@@ -139,6 +139,9 @@ pub struct Nemesis {
     rng: ChaCha8Rng,
     /// The name of the fault in force.
     current: Option<String>,
+    /// Each node's clock offset when no clock fault is in force, seconds:
+    /// 0, or what forward monotonic jumps added up to.
+    clock_offsets: Vec<i64>,
 }
 
 /// The generator stream of the nemesis (workers use their index).
@@ -153,7 +156,8 @@ impl Nemesis {
         kinds: Vec<NemesisKind>,
     ) -> Nemesis {
         let rng = ctx.rng(NEMESIS_RNG_STREAM);
-        Nemesis { ctx, layout, disk, kinds, rng, current: None }
+        let nodes = ctx.nodes();
+        Nemesis { ctx, layout, disk, kinds, rng, current: None, clock_offsets: vec![0; nodes] }
     }
 
     fn netns(&self) -> Option<&Netns> {
@@ -349,13 +353,21 @@ impl Nemesis {
                 let node = *up.choose(&mut self.rng).expect("not empty");
                 let magnitude =
                     self.rng.random_range(CLOCK_JUMP_SECONDS_MIN..=CLOCK_JUMP_SECONDS_MAX);
-                let offset = if self.rng.random_bool(0.5) { magnitude } else { -magnitude };
+                let (offset, name) = if fakes_monotonic(node) {
+                    // Forward only, and for good: see `fakes_monotonic`.
+                    self.clock_offsets[node] += magnitude;
+                    (self.clock_offsets[node], "clock-jump-monotonic")
+                } else if self.rng.random_bool(0.5) {
+                    (magnitude, "clock-jump-wall")
+                } else {
+                    (-magnitude, "clock-jump-wall")
+                };
                 write_clock_offset(
                     &self.ctx.cluster.lock().expect("no panic while holding the lock").spec().dir,
                     node,
                     offset,
                 )?;
-                self.started("clock-jump", &[node], format!("{offset:+} s"));
+                self.started(name, &[node], format!("{offset:+} s"));
                 Ok(Some(Active::Clock(node)))
             }
             NemesisKind::Member => {
@@ -489,7 +501,7 @@ impl Nemesis {
                     .spec()
                     .dir
                     .clone();
-                let result = write_clock_offset(&dir, node, 0);
+                let result = write_clock_offset(&dir, node, self.clock_offsets[node]);
                 rec.fault(
                     "end",
                     &name,
@@ -640,7 +652,7 @@ impl Nemesis {
                 .dir
                 .clone();
             for i in 0..n {
-                if let Err(e) = write_clock_offset(&dir, i, 0) {
+                if let Err(e) = write_clock_offset(&dir, i, self.clock_offsets[i]) {
                     self.harness_error("heal", &e);
                 }
             }

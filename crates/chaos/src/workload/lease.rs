@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use rand::RngExt;
 use rand::seq::IndexedRandom;
-use ringkv_api::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest, PutRequest};
+use ringkv_api::etcdserverpb::{
+    LeaseGrantRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest,
+};
 use serde_json::json;
 
 use super::{
@@ -43,6 +45,9 @@ pub const LEASE_TTL_SECONDS: i64 = 3;
 /// the leader to expire every lease (a new leader restarts every lease's
 /// TTL, as etcd's does, so the wait starts after recovery).
 pub const EXPIRY_SLACK: Duration = Duration::from_secs(5);
+
+/// Keys listed in the record of the final read.
+pub const FINAL_KEYS_RECORDED_MAX: usize = 1000;
 
 /// Anomalies listed per kind.
 pub const KEYS_SHOWN_MAX: usize = 10;
@@ -118,7 +123,11 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<WorkloadOutcome, ChaosError> {
             .anomalies
             .push(Anomaly::new("harness", "the final read never succeeded".to_owned()));
     }
-    outcome.anomalies.extend(check(&leases, remaining.as_deref()));
+    let mut found = check(&leases, remaining.as_deref());
+    if let Some(a) = found.iter_mut().find(|a| a.kind == "lease-never-expired") {
+        a.detail.push_str(&ttl_left(&ctx, &leases, remaining.as_deref().unwrap_or_default()).await);
+    }
+    outcome.anomalies.extend(found);
     let reads: usize = leases.reads.values().map(Vec::len).sum();
     outcome.checked = leases.keys.len() + reads;
     outcome.summary.push(format!(
@@ -309,6 +318,33 @@ async fn worker(ctx: Arc<Ctx>, w: usize, leases: Arc<Mutex<Leases>>) {
     }
 }
 
+/// What the cluster says of the leases of keys still there (up to
+/// [`KEYS_SHOWN_MAX`]): whether it still knows them, and their TTL left.
+async fn ttl_left(ctx: &Ctx, leases: &Leases, remaining: &[String]) -> String {
+    let mut lines = String::from("\nthe cluster's view of those leases (LeaseTimeToLive):");
+    let stuck =
+        remaining.iter().filter_map(|k| leases.keys.get(k).map(|l| (k, l))).take(KEYS_SHOWN_MAX);
+    for (key, l) in stuck {
+        let mut lease = ctx.clients.node(0).lease.clone();
+        let req = LeaseTimeToLiveRequest { id: l.lease, keys: true };
+        let answer = match call(ctx.args.op_timeout, lease.lease_time_to_live(req)).await {
+            Ok(r) => format!(
+                "ttl left {} s of {} s, {} keys attached",
+                r.ttl,
+                r.granted_ttl,
+                r.keys.len()
+            ),
+            Err(e) => format!("{e}"),
+        };
+        lines.push_str(&format!(
+            "\n  {key} (lease {:x}, put at {:.3} s): {answer}",
+            l.lease,
+            l.put_at as f64 / 1e9
+        ));
+    }
+    lines
+}
+
 /// The keys left under the prefix, read until a read succeeds.
 async fn final_read(ctx: &Ctx, workers: usize) -> Option<Vec<String>> {
     for attempt in 0..FINAL_READ_ATTEMPTS {
@@ -327,7 +363,7 @@ async fn final_read(ctx: &Ctx, workers: usize) -> Option<Vec<String>> {
                     "read",
                     invoked,
                     class,
-                    json!({"final": true, "remaining": keys.len()}),
+                    json!({"final": true, "remaining": keys.len(), "keys": keys.iter().take(FINAL_KEYS_RECORDED_MAX).collect::<Vec<_>>()}),
                     None,
                 );
                 return Some(keys);
