@@ -13,7 +13,7 @@
 //! | `pause` | SIGSTOP the leader or a random node | SIGCONT |
 //! | `partition` | isolate one node or the leader; majority/minority halves; a bridge (two sides that only one node joins); one node deaf to the others (one-way) | flush the rules |
 //! | `loss` | drop a random share (10–50 %) of packets between every pair of nodes | flush the rules |
-//! | `disk` | fill the small tmpfs under one node's data directory | free it, restart the node, disarm NOSPACE |
+//! | `disk` | fill the small tmpfs under one node's data directory, then write 8 MiB (which every node's state machine must store) | free it, restart the node, disarm NOSPACE |
 //! | `clock` | move one node's clock 5–60 s (libfaketime): on even nodes the wall clock alone, forward or back; on odd nodes the monotonic clock too, forward only | move the wall clock back; a monotonic jump stays (clocks never run backwards) |
 //! | `member` | SIGKILL a follower and remove it (`MemberRemove`) | wipe it, `MemberAdd` it, start it joining |
 //! | `wal` | SIGKILL a node, tear or bit-flip its last WAL batch | restart it |
@@ -26,7 +26,8 @@ use rand::RngExt;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand_chacha::ChaCha8Rng;
 use ringkv_api::etcdserverpb::{
-    AlarmRequest, MemberAddRequest, MemberListRequest, MemberRemoveRequest, alarm_request,
+    AlarmRequest, MemberAddRequest, MemberListRequest, MemberRemoveRequest, PutRequest,
+    alarm_request,
 };
 
 use crate::client::{OpError, call};
@@ -38,11 +39,18 @@ use crate::report::Anomaly;
 use crate::run::Ctx;
 use crate::sys;
 use crate::wal::{self, Damage};
+use crate::workload::KEY_PREFIX;
 
 /// Size of the tmpfs the disk nemesis puts under its node's data
 /// directory: room for one preallocated 64 MiB WAL segment, the state
 /// machine, and a second segment.
 pub const DISK_TMPFS_BYTES: u64 = 256 << 20;
+
+/// Large writes the disk nemesis makes once the disk is full.
+pub const DISK_TRIGGER_WRITES: usize = 8;
+
+/// Size of each of them (within etcd's default request limit of 1.5 MiB).
+pub const DISK_TRIGGER_VALUE_BYTES: usize = 1 << 20;
 
 /// Smallest clock jump, in seconds.
 pub const CLOCK_JUMP_SECONDS_MIN: i64 = 5;
@@ -345,7 +353,27 @@ impl Nemesis {
             }
             NemesisKind::Disk => {
                 let Some(disk) = self.disk.clone() else { return Ok(None) };
-                let detail = fill_disk(&disk.mount)?;
+                let filled = fill_disk(&disk.mount)?;
+                // The WAL writes into preallocated space and would not
+                // notice: large writes make every node's state machine
+                // grow, which on the full disk fails.
+                let via = leader.unwrap_or(up[0]);
+                let mut kv = self.ctx.clients.node(via).kv.clone();
+                let mut acknowledged = 0;
+                for i in 0..DISK_TRIGGER_WRITES {
+                    self.ctx.note_foreign_write();
+                    let req = PutRequest {
+                        key: format!("{KEY_PREFIX}disk-trigger/{i}").into_bytes(),
+                        value: vec![b'x'; DISK_TRIGGER_VALUE_BYTES],
+                        ..PutRequest::default()
+                    };
+                    if call(self.ctx.args.op_timeout, kv.put(req)).await.is_ok() {
+                        acknowledged += 1;
+                    }
+                }
+                let detail = format!(
+                    "{filled}; {acknowledged} of {DISK_TRIGGER_WRITES} writes of {DISK_TRIGGER_VALUE_BYTES} bytes acknowledged"
+                );
                 self.started("disk-full", &[disk.node], detail);
                 Ok(Some(Active::DiskFull(disk.node)))
             }

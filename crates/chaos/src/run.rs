@@ -60,6 +60,8 @@ pub struct Ctx {
     recovery: Mutex<Option<Duration>>,
     /// When the clients' phase ended (ns since the run started), once it has.
     clients_end_ns: AtomicU64,
+    /// Writes the nemesis made itself (they take revisions too).
+    foreign_writes: AtomicU64,
 }
 
 impl Ctx {
@@ -89,6 +91,16 @@ impl Ctx {
     /// current time while it runs).
     pub fn clients_end_ns(&self) -> u64 {
         self.clients_end_ns.load(Ordering::Relaxed).min(self.recorder.now_ns())
+    }
+
+    /// Notes a write the nemesis makes (it takes a revision).
+    pub fn note_foreign_write(&self) {
+        self.foreign_writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes the nemesis made so far.
+    pub fn foreign_writes(&self) -> u64 {
+        self.foreign_writes.load(Ordering::Relaxed)
     }
 
     /// Number of nodes.
@@ -267,6 +279,7 @@ async fn run_async(mut args: ChaosArgs) -> Result<Report, ChaosError> {
         anomalies: Mutex::default(),
         recovery: Mutex::new(None),
         clients_end_ns: AtomicU64::new(u64::MAX),
+        foreign_writes: AtomicU64::new(0),
         args: args.clone(),
     });
     let layout = Arc::new(layout);
