@@ -213,8 +213,7 @@ impl ChaosArgs {
     }
 
     /// The `ringkv chaos …` command that reruns this run with `seed`
-    /// (everything but the output directory and the binary, which stay
-    /// where the rerun is made).
+    /// (everything but the output directory, which a rerun must not share).
     pub fn rerun_command(&self, seed: u64) -> String {
         let nemesis: Vec<&str> = self.nemesis.iter().map(|n| n.as_str()).collect();
         let mut cmd = format!(
@@ -228,6 +227,9 @@ impl ChaosArgs {
         );
         if self.no_netns {
             cmd.push_str(" --no-netns");
+        }
+        if let Some(binary) = &self.binary {
+            cmd.push_str(&format!(" --binary {}", binary.display()));
         }
         if self.serializable_reads {
             cmd.push_str(" --serializable-reads");
