@@ -60,9 +60,11 @@
 //!
 //! # Limits
 //!
-//! * The runtime refuses `--engine paxos` for now, so such a run stops at
-//!   start-up with the node's message; the flag is passed through for when
-//!   it is served.
+//! * `--engine` is passed to the nodes; a binary whose runtime refuses
+//!   `paxos` stops the run at start-up with the node's message. (A binary
+//!   that serves it can be tested with `--binary`.)
+//! * A server without the Watch service makes the watch workload report
+//!   "skipped: watch unimplemented" (verdict unknown, exit status 3).
 //! * One fault at a time; the schedule is drawn from the seed, but the
 //!   timing of real processes is not reproducible, so a rerun repeats the
 //!   schedule, not the exact interleaving.

@@ -222,7 +222,10 @@ async fn run_async(mut args: ChaosArgs) -> Result<Report, ChaosError> {
     if !netns && let Some(k) = nemeses.iter().find(|k| k.needs_netns()) {
         return Err(ChaosError::Config {
             setting: "--nemesis",
-            why: format!("{} needs network namespaces; drop it or --no-netns", k.as_str()),
+            why: format!(
+                "{} needs network namespaces: drop it, or run as root without --no-netns",
+                k.as_str()
+            ),
         });
     }
     let out = match &args.out {
