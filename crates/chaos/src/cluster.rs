@@ -64,9 +64,9 @@ pub struct ClusterSpec {
     pub election_ms: Option<u64>,
     /// `--snapshot-count`; `None` keeps the binary's default.
     pub snapshot_count: Option<u64>,
-    /// Start every node under libfaketime, so the clock nemesis can move
-    /// its clock.
-    pub faketime: bool,
+    /// Whether and how nodes run under libfaketime, so the clock nemesis
+    /// can move their clocks.
+    pub faketime: FakeClock,
     /// `--initial-cluster-token`: unique per run.
     pub token: String,
 }
@@ -101,7 +101,7 @@ impl Cluster {
         for i in 0..spec.addrs.len() {
             let dir = node_dir(&spec.dir, i);
             std::fs::create_dir_all(dir.join("data")).map_err(ChaosError::io("creating", &dir))?;
-            if spec.faketime {
+            if spec.faketime != FakeClock::Off {
                 write_clock_offset(&spec.dir, i, 0)?;
             }
         }
@@ -229,11 +229,11 @@ impl Cluster {
             None => Command::new(&self.spec.binary),
         };
         cmd.args(self.args(i)).env_remove("RUST_LOG").stdin(Stdio::null()).stdout(log).stderr(err);
-        if self.spec.faketime {
+        if self.spec.faketime != FakeClock::Off {
             cmd.env("LD_PRELOAD", LIBFAKETIME_PATH)
                 .env("FAKETIME_TIMESTAMP_FILE", clock_offset_path(&self.spec.dir, i))
                 .env("FAKETIME_CACHE_DURATION", FAKETIME_CACHE_SECONDS.to_string());
-            if !fakes_monotonic(i) {
+            if !fakes_monotonic(self.spec.faketime, i) {
                 cmd.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
             }
         }
@@ -354,8 +354,25 @@ impl Drop for Cluster {
 /// clock never goes back; a forward jump is what a suspended VM sees).
 /// Even nodes: the wall clock alone, either way (an NTP step), which no
 /// timeout of a correct node depends on.
-pub fn fakes_monotonic(i: usize) -> bool {
-    i % 2 == 1
+/// With [`FakeClock::Everything`], every node's monotonic clock is faked.
+pub fn fakes_monotonic(mode: FakeClock, i: usize) -> bool {
+    match mode {
+        FakeClock::Off => false,
+        FakeClock::Split => i % 2 == 1,
+        FakeClock::Everything => true,
+    }
+}
+
+/// Which clocks libfaketime moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FakeClock {
+    /// None: the nodes run on real time.
+    Off,
+    /// Wall clocks on even nodes, monotonic clocks too on odd nodes (see
+    /// [`fakes_monotonic`]).
+    Split,
+    /// Both clocks on every node, either way (the `clock-back` nemesis).
+    Everything,
 }
 
 /// Node `i`'s member name.

@@ -75,6 +75,10 @@ pub enum NemesisKind {
     Disk,
     /// A clock jump on one node (libfaketime).
     Clock,
+    /// Both clocks of one node moved 5–60 s either way and back (libfaketime on every
+    /// node). A monotonic clock never runs backwards in reality: a harsher fault than
+    /// real clocks make (it delays lease expiry by the jump, which the lease check allows).
+    ClockBack,
     /// A follower removed from the cluster, wiped and added back as a new member.
     Member,
     /// A killed node's last WAL batch torn or bit-flipped before it restarts.
@@ -93,6 +97,7 @@ impl NemesisKind {
             NemesisKind::Loss => "loss",
             NemesisKind::Disk => "disk",
             NemesisKind::Clock => "clock",
+            NemesisKind::ClockBack => "clock-back",
             NemesisKind::Member => "member",
             NemesisKind::Wal => "wal",
         }

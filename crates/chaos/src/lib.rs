@@ -46,7 +46,7 @@
 //! | `append` | list-append transactions: G0, G1a, G1c, G-single, G2, and their real-time variants (strict serializability), with [`elle`] |
 //!
 //! The nemeses are listed in [`nemesis`]: `kill`, `kill-leader`, `pause`,
-//! `partition`, `loss`, `disk`, `clock`, `member`, `wal`.
+//! `partition`, `loss`, `disk`, `clock`, `clock-back`, `member`, `wal`.
 //!
 //! # Output
 //!

@@ -15,6 +15,7 @@
 //! | `loss` | drop a random share (10–50 %) of packets between every pair of nodes | flush the rules |
 //! | `disk` | fill the small tmpfs under one node's data directory, then write 8 MiB (which every node's state machine must store) | free it, restart the node, disarm NOSPACE |
 //! | `clock` | move one node's clock 5–60 s (libfaketime): on even nodes the wall clock alone, forward or back; on odd nodes the monotonic clock too, forward only | move the wall clock back; a monotonic jump stays (clocks never run backwards) |
+//! | `clock-back` | move both clocks of one node 5–60 s either way (harsher than real clocks: a monotonic clock never goes back; lease expiry is delayed by the jump) | move them back |
 //! | `member` | SIGKILL a follower and remove it (`MemberRemove`) | wipe it, `MemberAdd` it, start it joining |
 //! | `wal` | SIGKILL a node, tear or bit-flip its last WAL batch | restart it |
 
@@ -381,7 +382,14 @@ impl Nemesis {
                 let node = *up.choose(&mut self.rng).expect("not empty");
                 let magnitude =
                     self.rng.random_range(CLOCK_JUMP_SECONDS_MIN..=CLOCK_JUMP_SECONDS_MAX);
-                let (offset, name) = if fakes_monotonic(node) {
+                let mode = self
+                    .ctx
+                    .cluster
+                    .lock()
+                    .expect("no panic while holding the lock")
+                    .spec()
+                    .faketime;
+                let (offset, name) = if fakes_monotonic(mode, node) {
                     // Forward only, and for good: see `fakes_monotonic`.
                     self.clock_offsets[node] += magnitude;
                     (self.clock_offsets[node], "clock-jump-monotonic")
@@ -396,6 +404,23 @@ impl Nemesis {
                     offset,
                 )?;
                 self.started(name, &[node], format!("{offset:+} s"));
+                Ok(Some(Active::Clock(node)))
+            }
+            NemesisKind::ClockBack => {
+                let node = *up.choose(&mut self.rng).expect("not empty");
+                let magnitude =
+                    self.rng.random_range(CLOCK_JUMP_SECONDS_MIN..=CLOCK_JUMP_SECONDS_MAX);
+                let offset = if self.rng.random_bool(0.5) { magnitude } else { -magnitude };
+                let dir = self
+                    .ctx
+                    .cluster
+                    .lock()
+                    .expect("no panic while holding the lock")
+                    .spec()
+                    .dir
+                    .clone();
+                write_clock_offset(&dir, node, offset)?;
+                self.started("clock-back", &[node], format!("{offset:+} s, monotonic too"));
                 Ok(Some(Active::Clock(node)))
             }
             NemesisKind::Member => {
@@ -670,7 +695,8 @@ impl Nemesis {
         {
             self.harness_error("heal", &e);
         }
-        if self.kinds.contains(&NemesisKind::Clock) {
+        if self.kinds.contains(&NemesisKind::Clock) || self.kinds.contains(&NemesisKind::ClockBack)
+        {
             let dir = self
                 .ctx
                 .cluster

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::task::JoinHandle;
 
 use crate::client::Clients;
-use crate::cluster::{Cluster, ClusterSpec};
+use crate::cluster::{Cluster, ClusterSpec, FakeClock};
 use crate::config::{ChaosArgs, NemesisKind};
 use crate::error::ChaosError;
 use crate::history::Recorder;
@@ -252,7 +252,13 @@ async fn run_async(mut args: ChaosArgs) -> Result<Report, ChaosError> {
         heartbeat_ms: args.heartbeat_interval,
         election_ms: args.election_timeout,
         snapshot_count: args.snapshot_count,
-        faketime: nemeses.contains(&NemesisKind::Clock),
+        faketime: if nemeses.contains(&NemesisKind::ClockBack) {
+            FakeClock::Everything
+        } else if nemeses.contains(&NemesisKind::Clock) {
+            FakeClock::Split
+        } else {
+            FakeClock::Off
+        },
         token: format!("chaos-{seed}-{}", std::process::id()),
     };
     let mut cluster = Cluster::new(spec)?;

@@ -6,7 +6,9 @@
 //! fresh key on it, and for a third of them revokes it at once; or reads a
 //! key put earlier. Leases are never kept alive, so each expires. After the
 //! faults are healed the workload waits for the longest granted TTL plus
-//! [`EXPIRY_SLACK`] and reads every key. Checked ([`check`]):
+//! [`EXPIRY_SLACK`] (plus the largest clock jump under the `clock-back`
+//! nemesis, whose backward jumps delay expiry by as much) and reads every
+//! key. Checked ([`check`]):
 //!
 //! * **resurrected**: a read found a key after an earlier read (one that
 //!   completed before it was sent) had found it gone;
@@ -33,8 +35,10 @@ use super::{
     range_prefix, record, text,
 };
 use crate::client::call;
+use crate::config::NemesisKind;
 use crate::error::ChaosError;
 use crate::history::OpOutcome;
+use crate::nemesis::CLOCK_JUMP_SECONDS_MAX;
 use crate::report::Anomaly;
 use crate::run::Ctx;
 
@@ -113,8 +117,17 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<WorkloadOutcome, ChaosError> {
         .map(|k| k.ttl)
         .max()
         .unwrap_or(0);
-    tokio::time::sleep(Duration::from_secs(u64::try_from(ttl_max).unwrap_or(0)) + EXPIRY_SLACK)
-        .await;
+    // A clock that went back delays every deadline set while it was ahead
+    // by as much: the lease's leader counts the TTL on its own clock.
+    let clock_back = if ctx.args.nemeses().contains(&NemesisKind::ClockBack) {
+        Duration::from_secs(CLOCK_JUMP_SECONDS_MAX.unsigned_abs())
+    } else {
+        Duration::ZERO
+    };
+    tokio::time::sleep(
+        Duration::from_secs(u64::try_from(ttl_max).unwrap_or(0)) + EXPIRY_SLACK + clock_back,
+    )
+    .await;
     let mut outcome = WorkloadOutcome::default();
     let remaining = final_read(&ctx, workers).await;
     let leases = leases.lock().expect("no panic while holding the lock").clone();
@@ -318,28 +331,60 @@ async fn worker(ctx: Arc<Ctx>, w: usize, leases: Arc<Mutex<Leases>>) {
     }
 }
 
-/// What the cluster says of the leases of keys still there (up to
-/// [`KEYS_SHOWN_MAX`]): whether it still knows them, and their TTL left.
+/// What the cluster says of the leases of keys still there: each lease's
+/// TTL as node 0 reports it, grouped, and for a few keys whose lease the
+/// cluster no longer knows, every node's answer and the lease the key
+/// itself names.
 async fn ttl_left(ctx: &Ctx, leases: &Leases, remaining: &[String]) -> String {
-    let mut lines = String::from("\nthe cluster's view of those leases (LeaseTimeToLive):");
-    let stuck =
-        remaining.iter().filter_map(|k| leases.keys.get(k).map(|l| (k, l))).take(KEYS_SHOWN_MAX);
-    for (key, l) in stuck {
-        let mut lease = ctx.clients.node(0).lease.clone();
-        let req = LeaseTimeToLiveRequest { id: l.lease, keys: true };
-        let answer = match call(ctx.args.op_timeout, lease.lease_time_to_live(req)).await {
-            Ok(r) => format!(
-                "ttl left {} s of {} s, {} keys attached",
-                r.ttl,
-                r.granted_ttl,
-                r.keys.len()
-            ),
-            Err(e) => format!("{e}"),
+    let ttl = |node: usize, id: i64| {
+        let mut lease = ctx.clients.node(node).lease.clone();
+        async move {
+            call(
+                ctx.args.op_timeout,
+                lease.lease_time_to_live(LeaseTimeToLiveRequest { id, keys: true }),
+            )
+            .await
+            .map(|r| (r.ttl, r.granted_ttl, r.keys.len()))
+        }
+    };
+    let mut unknown = Vec::new();
+    let mut longer = 0;
+    let mut other = 0;
+    for key in remaining {
+        let Some(l) = leases.keys.get(key) else { continue };
+        match ttl(0, l.lease).await {
+            Ok((-1, _, _)) => unknown.push((key, l)),
+            Ok((left, granted, _)) if left > granted => longer += 1,
+            _ => other += 1,
+        }
+    }
+    let mut lines = format!(
+        "\nthe cluster's view of those leases (LeaseTimeToLive at n0): {} unknown to the cluster \
+         although the key is there; {longer} with more time left than granted (a clock moved \
+         back); {other} other",
+        unknown.len()
+    );
+    for (key, l) in unknown.into_iter().take(KEYS_SHOWN_MAX) {
+        let mut kv = ctx.clients.node(0).kv.clone();
+        let attached = match call(ctx.args.op_timeout, kv.range(range(key.as_bytes()))).await {
+            Ok(r) => r
+                .kvs
+                .first()
+                .map_or("absent now".to_owned(), |kv| format!("names lease {:x}", kv.lease)),
+            Err(e) => e.to_string(),
         };
+        let mut views = Vec::new();
+        for node in 0..ctx.nodes() {
+            views.push(match ttl(node, l.lease).await {
+                Ok((left, granted, keys)) => format!("n{node}: ttl {left}/{granted}, {keys} keys"),
+                Err(e) => format!("n{node}: {e}"),
+            });
+        }
         lines.push_str(&format!(
-            "\n  {key} (lease {:x}, put at {:.3} s): {answer}",
+            "\n  {key} (lease {:x}, put at {:.3} s; the key {attached}): {}",
             l.lease,
-            l.put_at as f64 / 1e9
+            l.put_at as f64 / 1e9,
+            views.join("; ")
         ));
     }
     lines
