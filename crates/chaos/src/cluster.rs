@@ -424,3 +424,76 @@ pub fn log_tail(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn spec(dir: &Path) -> ClusterSpec {
+        let addr = |i: u8| NodeAddr {
+            ip: Ipv4Addr::new(10, 201, 7, 11 + i),
+            client_port: 2379,
+            peer_port: 2380,
+            netns: Some(format!("rkv1n{i}")),
+        };
+        ClusterSpec {
+            binary: PathBuf::from("/bin/ringkv"),
+            dir: dir.to_path_buf(),
+            addrs: vec![addr(0), addr(1), addr(2)],
+            engine: Engine::Raft,
+            heartbeat_ms: Some(50),
+            election_ms: None,
+            snapshot_count: None,
+            faketime: FakeClock::Split,
+            token: "t".to_owned(),
+        }
+    }
+
+    #[test]
+    fn founders_list_everyone_and_a_rejoining_node_joins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cluster::new(spec(dir.path())).unwrap();
+        let args = c.args(1);
+        assert!(args.contains(&"--name=n1".to_owned()));
+        assert!(args.contains(&"--listen-client-urls=http://10.201.7.12:2379".to_owned()));
+        assert!(args.contains(&"--initial-cluster-state=new".to_owned()));
+        assert!(args.contains(
+            &"--initial-cluster=n0=http://10.201.7.11:2380,n1=http://10.201.7.12:2380,n2=http://10.201.7.13:2380"
+                .to_owned()
+        ));
+        assert!(args.contains(&"--heartbeat-interval=50".to_owned()));
+        assert!(
+            !args.iter().any(|a| a.starts_with("--election-timeout")),
+            "the binary's default is kept"
+        );
+        // The clock nemesis's offset files exist from the start.
+        assert_eq!(std::fs::read_to_string(clock_offset_path(dir.path(), 2)).unwrap(), "+0\n");
+
+        std::fs::write(c.data_dir(1).join("old"), b"state").unwrap();
+        c.mark_removed(1);
+        assert!(!c.is_member(1));
+        c.prepare_join(1, "n0=http://10.201.7.11:2380,n1=http://10.201.7.12:2380".to_owned())
+            .unwrap();
+        assert!(c.is_member(1));
+        assert_eq!(
+            std::fs::read_dir(c.data_dir(1)).unwrap().count(),
+            0,
+            "the data directory is wiped"
+        );
+        let args = c.args(1);
+        assert!(args.contains(&"--initial-cluster-state=existing".to_owned()));
+        assert!(args.contains(
+            &"--initial-cluster=n0=http://10.201.7.11:2380,n1=http://10.201.7.12:2380".to_owned()
+        ));
+    }
+
+    #[test]
+    fn only_odd_nodes_fake_the_monotonic_clock_in_split_mode() {
+        assert!(!fakes_monotonic(FakeClock::Split, 0));
+        assert!(fakes_monotonic(FakeClock::Split, 1));
+        assert!(fakes_monotonic(FakeClock::Everything, 0));
+        assert!(!fakes_monotonic(FakeClock::Off, 1));
+    }
+}
