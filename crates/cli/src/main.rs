@@ -63,6 +63,8 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Load generator over etcd's v3 API (measures ringkv and etcd alike).
     Bench(Box<ringkv_bench::BenchArgs>),
+    /// Run a Jepsen-style chaos test against a real ringkv cluster (see the ringkv-chaos docs).
+    Chaos(Box<ringkv_chaos::ChaosArgs>),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Some(Command::Playground(args)) => return playground::main(args),
         Some(Command::Ctl(args)) => return ctl::main(args),
         Some(Command::Bench(args)) => return ringkv_bench::cli_main(*args),
+        Some(Command::Chaos(args)) => return ringkv_chaos::main(*args),
         None => (ServerArgs::default(), true),
     };
     let config = match ServerConfig::from_args(args, std::env::vars_os()) {
