@@ -35,6 +35,10 @@ pub const VALUE_SIZE_MAX: usize = 1_500_000;
 /// Most keys per range request.
 pub const RANGE_KEYS_MAX: u64 = 100_000;
 
+/// Largest key space of the txn workload, which keeps each key's latest
+/// known revision in memory (8 bytes a key per endpoint set).
+pub const TXN_KEY_SPACE_MAX: u64 = 16 * 1024 * 1024;
+
 /// Most repetitions per endpoint set.
 pub const REPEAT_MAX: u32 = 1_000;
 
@@ -54,8 +58,10 @@ pub enum Workload {
     Get,
     /// `Range` of `--range-keys` consecutive keys; preloaded.
     Range,
-    /// `Txn` compare-and-set: if the key's mod revision is the last one
-    /// this client saw, put, else read it (to learn the new one).
+    /// `Txn` compare-and-set: if the key's mod revision is the latest this
+    /// benchmark knows (from the preload and every answer since), put,
+    /// else read the key to learn its revision. A compare fails only when
+    /// another client (or another writer) changed the key in between.
     Txn,
     /// Watch latency: `--watchers` streams watch the key space while
     /// `--clients` put; latency is from each put's send to each event.
@@ -77,9 +83,15 @@ impl Workload {
         }
     }
 
-    /// Whether it reads keys it expects to exist.
+    /// Whether it reads.
     fn reads(self) -> bool {
         matches!(self, Workload::Get | Workload::Range | Workload::Mixed)
+    }
+
+    /// Whether it expects the key space to exist (and, for txn, to know
+    /// each key's revision) before it starts.
+    fn preloads(self) -> bool {
+        self.reads() || self == Workload::Txn
     }
 }
 
@@ -290,7 +302,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
 
-    /// Do not write the key space before get, range and mixed workloads.
+    /// Do not write the key space before the get, range, mixed and txn
+    /// workloads.
     #[arg(long)]
     pub no_preload: bool,
 
@@ -434,6 +447,12 @@ impl Plan {
                 max: ZIPF_EXPONENT_MAX,
             });
         }
+        if args.workload == Workload::Txn && args.key_space > TXN_KEY_SPACE_MAX {
+            return Err(BenchError::TxnKeySpaceTooLarge {
+                key_space: args.key_space,
+                max: TXN_KEY_SPACE_MAX,
+            });
+        }
         if args.workload == Workload::Watch && value_size < WATCH_STAMP_BYTES {
             return Err(BenchError::ValueTooSmallForWatch {
                 value_size,
@@ -493,7 +512,7 @@ impl Plan {
             rate: (args.rate > 0.0).then_some(args.rate),
             bound,
             warmup: args.warmup,
-            preload: args.workload.reads() && !args.no_preload,
+            preload: args.workload.preloads() && !args.no_preload,
             timeout: args.timeout,
             seed: args.seed,
             progress: !args.no_progress,
@@ -609,6 +628,8 @@ mod tests {
         assert_eq!(plan.repeat, 1);
         assert_eq!(plan.rate, None);
         assert!(!plan.preload, "put does not preload");
+        assert!(Plan::from_args(&parse(&["txn"]).unwrap()).unwrap().preload);
+        assert!(!Plan::from_args(&parse(&["txn", "--no-preload"]).unwrap()).unwrap().preload);
         assert_eq!(BenchArgs::new(Workload::Get).workload, Workload::Get);
     }
 
@@ -644,6 +665,8 @@ mod tests {
         assert!(parse(&["--compare", "a:1"]).is_err(), "--compare needs two sets");
         let err = Plan::from_args(&parse(&["--key-size=1", "--key-space=1000"]).unwrap());
         assert!(matches!(err, Err(BenchError::KeySizeTooSmall { needed: 2, .. })));
+        let err = Plan::from_args(&parse(&["txn", "--key-space=100000000"]).unwrap());
+        assert!(matches!(err, Err(BenchError::TxnKeySpaceTooLarge { .. })));
         let err = Plan::from_args(&parse(&["watch", "--value-size=4"]).unwrap());
         assert!(matches!(err, Err(BenchError::ValueTooSmallForWatch { .. })));
         let err = Plan::from_args(&parse(&["--endpoints=https://x:1"]).unwrap());

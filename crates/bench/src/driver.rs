@@ -8,10 +8,9 @@
 //! own [`Recorder`]. Clients are spread round-robin over the connections;
 //! connections round-robin over the endpoints.
 
-use std::collections::HashMap;
 use std::io::IsTerminal as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -62,6 +61,11 @@ struct Target {
     spec: TargetSpec,
     channels: Vec<Channel>,
     meter: CpuMeter,
+    /// Txn workload: the latest mod revision known of each key (0: none
+    /// known, as for a missing key), shared by all clients and kept across
+    /// repetitions; filled by the preload's answers, then by each txn's.
+    /// A stale entry costs one failed compare, which refreshes it.
+    revisions: Option<Arc<[AtomicI64]>>,
 }
 
 /// Runs `plan` to its report.
@@ -105,7 +109,7 @@ pub(crate) async fn run_plan(plan: Plan) -> Result<Report, BenchError> {
 /// server processes.
 async fn connect(spec: &TargetSpec, plan: &Plan) -> Result<Target, BenchError> {
     let mut channels = Vec::new();
-    for (i, url) in spec.endpoints.iter().cycle().take(conns(plan)).enumerate() {
+    for url in spec.endpoints.iter().cycle().take(conns(plan)) {
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| BenchError::BadEndpoint { endpoint: url.clone(), reason: e.to_string() })?
             .connect_timeout(CONNECT_TIMEOUT)
@@ -114,7 +118,6 @@ async fn connect(spec: &TargetSpec, plan: &Plan) -> Result<Target, BenchError> {
             .connect()
             .await
             .map_err(|source| BenchError::Connect { endpoint: url.clone(), source })?;
-        assert_eq!(channels.len(), i);
         channels.push(channel);
     }
     let pids = match &spec.server_pids {
@@ -143,7 +146,10 @@ async fn connect(spec: &TargetSpec, plan: &Plan) -> Result<Target, BenchError> {
             tokio::task::spawn_blocking(move || listening_pids(&urls)).await.unwrap_or_default()
         }
     };
-    Ok(Target { spec: spec.clone(), channels, meter: CpuMeter::new(pids) })
+    let revisions = (plan.workload == Workload::Txn).then(|| {
+        (0..plan.key_space.size()).map(|_| AtomicI64::new(0)).collect::<Arc<[AtomicI64]>>()
+    });
+    Ok(Target { spec: spec.clone(), channels, meter: CpuMeter::new(pids), revisions })
 }
 
 fn conns(plan: &Plan) -> usize {
@@ -325,7 +331,7 @@ async fn run_phase(
             kv: KvClient::new(channel),
             rng: SmallRng::seed_from_u64(client_seed(ctx.seed, phase_seed, i)),
             recorder: Recorder::new(),
-            mod_revisions: HashMap::new(),
+            revisions: target.revisions.clone(),
             base,
         };
         clients.spawn(client.run(Arc::clone(&phase), Arc::clone(&ctx)));
@@ -369,10 +375,8 @@ struct Client {
     kv: KvClient<Channel>,
     rng: SmallRng,
     recorder: Recorder,
-    /// Txn workload: the mod revision this client last saw per key index
-    /// (absent: "the key does not exist", revision 0). At most one entry
-    /// per key of the space.
-    mod_revisions: HashMap<u64, i64>,
+    /// The target's revision table (txn workload and its preload).
+    revisions: Option<Arc<[AtomicI64]>>,
     /// Zero of the watch stamps.
     base: Instant,
 }
@@ -406,7 +410,14 @@ impl Client {
             OpKind::Put => {
                 let value = self.value(ctx, measure_from);
                 let request = PutRequest { key, value, ..PutRequest::default() };
-                deadline(ctx.timeout, self.kv.put(request)).await.map(drop)
+                deadline(ctx.timeout, self.kv.put(request)).await.map(|answer| {
+                    // The txn workload's preload: its compares start from
+                    // the revisions written here.
+                    if let Some(revisions) = &self.revisions {
+                        let revision = answer.into_inner().header.map_or(0, |h| h.revision);
+                        revisions[slot(index)].store(revision, Ordering::Relaxed);
+                    }
+                })
             }
             OpKind::Get => {
                 let request = RangeRequest { key, serializable, ..RangeRequest::default() };
@@ -446,7 +457,7 @@ impl Client {
         value
     }
 
-    /// If the key's mod revision is the one last seen, put; else read the
+    /// If the key's mod revision is the latest known, put; else read the
     /// key, to learn its current revision for the next try.
     async fn compare_and_set(
         &mut self,
@@ -455,7 +466,9 @@ impl Client {
         key: Vec<u8>,
         measure_from: Instant,
     ) -> Result<(), tonic::Status> {
-        let expected = self.mod_revisions.get(&index).copied().unwrap_or(0);
+        let revisions = Arc::clone(self.revisions.as_ref().expect("txn targets keep revisions"));
+        let known = &revisions[slot(index)];
+        let expected = known.load(Ordering::Relaxed);
         let request = TxnRequest {
             compare: vec![Compare {
                 result: CompareResult::Equal.into(),
@@ -486,10 +499,16 @@ impl Client {
                 _ => 0,
             }
         };
-        self.mod_revisions.insert(index, revision);
+        known.store(revision, Ordering::Relaxed);
         self.recorder.record_txn_outcome(answer.succeeded);
         Ok(())
     }
+}
+
+/// A key index as a position in the revision table (which has one entry
+/// per key, so the index fits).
+fn slot(index: u64) -> usize {
+    usize::try_from(index).expect("key indices of a txn space are below TXN_KEY_SPACE_MAX")
 }
 
 /// Awaits `call` for at most `timeout`.

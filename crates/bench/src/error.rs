@@ -31,6 +31,18 @@ pub enum BenchError {
         max: f64,
     },
 
+    /// A txn key space too large for its revision table.
+    #[error(
+        "--key-space {key_space} is too large for the txn workload (at most {max}: it keeps \
+         each key's latest revision in memory)"
+    )]
+    TxnKeySpaceTooLarge {
+        /// `--key-space`.
+        key_space: u64,
+        /// The largest accepted.
+        max: u64,
+    },
+
     /// Values too short for the watch workload's timestamps.
     #[error(
         "--value-size {value_size} is too small for the watch workload: each value carries its \
