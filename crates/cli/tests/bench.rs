@@ -324,7 +324,6 @@ fn watch_latency_against_etcd_misses_no_event() {
 }
 
 #[test]
-#[ignore = "ringkv's Watch service lands with the watch branch: run with --ignored after it merges"]
 fn watch_latency_against_ringkv_misses_no_event() {
     let cluster = ProcessCluster::start(1).unwrap();
     cluster.wait_leader(WAIT).unwrap();
