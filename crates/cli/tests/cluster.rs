@@ -70,7 +70,12 @@ fn kill_the_leader_and_writes_resume(engine: &str) {
     // The watcher's member was never killed (it may have become leader).
     let expected = "PUT\nk\nbefore\nPUT\nk\nafter\n";
     let seen = watcher.wait_for(expected);
-    assert_eq!(seen, expected, "the watcher missed, repeated or reordered events");
+    assert_eq!(
+        seen,
+        expected,
+        "the watcher missed, repeated or reordered events; it said: {}",
+        watcher.errors.lock().unwrap()
+    );
 }
 
 /// `text` without terminal color sequences.
@@ -95,32 +100,23 @@ fn strip_ansi(text: &str) -> String {
 struct Watcher {
     child: std::process::Child,
     output: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Its stderr (why it stopped, if it did).
+    errors: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Watcher {
     fn start(endpoint: &str, key: &str) -> Watcher {
-        use std::io::Read as _;
         let mut child = Command::new("etcdctl")
             .arg(format!("--endpoints={endpoint}"))
             .args(["watch", key, "--rev=1"])
             .env("ETCDCTL_API", "3")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("etcdctl runs (scripts/setup installs it)");
-        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut stdout = child.stdout.take().unwrap();
-        let sink = std::sync::Arc::clone(&output);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Watcher { child, output }
+        let output = collect(child.stdout.take().unwrap());
+        let errors = collect(child.stderr.take().unwrap());
+        Watcher { child, output, errors }
     }
 
     /// What the watcher printed once it printed at least `expected`'s
@@ -131,6 +127,24 @@ impl Watcher {
         std::thread::sleep(Duration::from_millis(200));
         self.output.lock().unwrap().clone()
     }
+}
+
+/// What `from` yields, collected by a thread as it comes.
+fn collect(
+    mut from: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let sink = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let to = std::sync::Arc::clone(&sink);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            to.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    sink
 }
 
 impl Drop for Watcher {

@@ -5,7 +5,8 @@
 //!   SIGKILL; writes resume under a new leader; the old leader restarts
 //!   and catches up; the recorded history must be linearizable
 //!   (`ringkv-lincheck`), so no acknowledged write was lost and no read
-//!   was stale. The longest pause between acknowledged writes around the
+//!   was stale. An etcdctl watch on a surviving member goes on through
+//!   the failover. The longest pause between acknowledged writes around the
 //!   kill is printed (a figure for the README, not asserted: the machine
 //!   is noisy).
 //! - A follower down while enough writes happen for the others to compact
@@ -23,7 +24,7 @@ use ringkv_api::etcdserverpb::kv_client::KvClient;
 use ringkv_api::etcdserverpb::{PutRequest, RangeRequest};
 use ringkv_lincheck::{CheckResult, Options, check};
 use support::load::{Recorder, Tally, Worker, gaps};
-use support::{ProcessCluster, Timing, wait_until};
+use support::{Background, ProcessCluster, Timing, wait_until};
 
 /// Bounds each wait (a hang fails the test; this is not a speed check).
 const WAIT: Duration = Duration::from_secs(60);
@@ -75,6 +76,12 @@ fn leader_killed_under_load(engine: &str) {
         })
         .collect();
 
+    // etcdctl's watch asks for a leader (`hasleader`): the failover must
+    // not end it on a member that survives.
+    let survivor = (leader + 1) % 3;
+    let mut watcher =
+        Background::etcdctl(&cluster.members[survivor].client_url(), &["watch", "f/", "--prefix"]);
+
     std::thread::sleep(WARMUP);
     let before = recorder.write_times().len();
     assert!(before > 0, "no write succeeded before the kill");
@@ -86,6 +93,14 @@ fn leader_killed_under_load(engine: &str) {
         wait_until(WAIT, || recorder.write_times().last().is_some_and(|t| *t > killed_at));
     assert!(resumed, "no write succeeded after the leader was killed");
     std::thread::sleep(AFTER_RESUME);
+
+    let printed = watcher.stdout().len();
+    assert!(
+        watcher.wait_for(WAIT, |out| out.len() > printed),
+        "the watcher saw nothing after the failover: {}",
+        watcher.stderr()
+    );
+    assert!(watcher.wait_exit(Duration::ZERO).is_none(), "the watcher ended: {}", watcher.stderr());
 
     // The old leader comes back while the load goes on.
     cluster.restart(leader).unwrap();

@@ -299,7 +299,8 @@ impl Server {
             request_bytes_max: usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
             lease_ttl_min_seconds,
         };
-        let ctx = Context::new(handle.clone(), limits);
+        let leader_loss_grace = config.election_timeout * crate::watch::LEADERLESS_CHECKS_MAX;
+        let ctx = Context::new(handle.clone(), limits).with_leader_loss_grace(leader_loss_grace);
         let watch = Arc::new(WatchService::new(Arc::clone(handle.watch_hub())));
         let services = gateway::Services {
             kv: Arc::new(KvService::new(ctx.clone())),

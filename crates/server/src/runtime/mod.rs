@@ -248,6 +248,7 @@ impl WithEngine for OpenAndRun {
     fn run<E: Engine>(self) {
         let OpenAndRun { config, disk, opened, inbox, events, runtime, link, metrics } = self;
         let clock = MonotonicClock::new();
+        let election_timeout = config.election_timeout();
         let node = match Node::<E, _, _, _>::open(config, disk, link.clone(), clock) {
             Ok(node) => node,
             Err(e) => {
@@ -259,14 +260,17 @@ impl WithEngine for OpenAndRun {
         let state = Arc::new(NodeState::new(node.id(), node.cluster_id(), revision));
         let store = Arc::clone(node.store());
         let context: Arc<dyn WatchContext> = Arc::clone(&state) as Arc<dyn WatchContext>;
-        let hub =
-            match WatchHub::new(Arc::clone(&store), DATA_SHARD, context, WatchConfig::default()) {
-                Ok(hub) => hub,
-                Err(e) => {
-                    let _ = opened.send(Err(StartError::Watch(e)));
-                    return;
-                }
-            };
+        // `hasleader` streams check for a leader once per election
+        // timeout, as etcd's do.
+        let watch_config =
+            WatchConfig { leader_check_interval: election_timeout, ..WatchConfig::default() };
+        let hub = match WatchHub::new(Arc::clone(&store), DATA_SHARD, context, watch_config) {
+            Ok(hub) => hub,
+            Err(e) => {
+                let _ = opened.send(Err(StartError::Watch(e)));
+                return;
+            }
+        };
         if opened.send(Ok((Arc::clone(&state), store, Arc::clone(&hub)))).is_err() {
             return;
         }

@@ -21,8 +21,10 @@
 //! A call whose metadata carries `hasleader: true` (clientv3's
 //! `WithRequireLeader`, used by etcdctl's and Kubernetes' watches) fails
 //! with `Unavailable "etcdserver: no leader"` when this member knows no
-//! leader; a stream opened that way is ended with the same error when the
-//! leader is lost ([`Context::leader_lost`]), as etcd's interceptors do.
+//! leader; a stream opened that way is ended with the same error once the
+//! member has had no leader for a few election timeouts
+//! ([`Context::leader_lost`]), as etcd's interceptors do: an election alone
+//! does not end it.
 
 mod cluster;
 mod concurrency;
@@ -53,21 +55,42 @@ pub use maintenance::{
 
 use crate::api::{EtcdError, HeaderInfo, RequestLimits};
 use crate::runtime::{Answer, NodeHandle, NodeState};
+use crate::watch::{LEADER_CHECK_INTERVAL_DEFAULT, LEADERLESS_CHECKS_MAX};
 
 /// The gRPC metadata key of clientv3's `WithRequireLeader`.
 pub const HAS_LEADER_METADATA: &str = "hasleader";
+
+/// How long a member may have no leader before its `hasleader` streams
+/// end, unless the server sets its own ([`Context::with_leader_loss_grace`]):
+/// [`LEADERLESS_CHECKS_MAX`] election timeouts of the default
+/// [`LEADER_CHECK_INTERVAL_DEFAULT`], as etcd waits.
+pub const LEADER_LOSS_GRACE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(
+    LEADER_CHECK_INTERVAL_DEFAULT.as_secs() * LEADERLESS_CHECKS_MAX as u64,
+);
 
 /// What every service shares: the node and the request limits.
 #[derive(Clone, Debug)]
 pub struct Context {
     node: NodeHandle,
     limits: RequestLimits,
+    /// See [`Context::with_leader_loss_grace`].
+    leader_loss_grace: std::time::Duration,
 }
 
 impl Context {
     /// A context over `node` enforcing `limits`.
     pub fn new(node: NodeHandle, limits: RequestLimits) -> Context {
-        Context { node, limits }
+        Context { node, limits, leader_loss_grace: LEADER_LOSS_GRACE_DEFAULT }
+    }
+
+    /// How long the member may go without a leader before its `hasleader`
+    /// streams end (etcd: [`LEADERLESS_CHECKS_MAX`] election timeouts).
+    /// An election must not end them: clients re-create every watch and
+    /// keep-alive of a stream that ends.
+    #[must_use]
+    pub fn with_leader_loss_grace(mut self, grace: std::time::Duration) -> Context {
+        self.leader_loss_grace = grace;
+        self
     }
 
     /// The node.
@@ -97,10 +120,15 @@ impl Context {
         Ok(())
     }
 
-    /// For a stream opened with `hasleader`: a future that resolves when
-    /// this member loses its leader; `None` when the stream did not ask.
+    /// For a stream opened with `hasleader`: what resolves once this member
+    /// has had no leader for the grace period; `None` when the stream did
+    /// not ask.
     pub fn leader_lost<T>(&self, request: &tonic::Request<T>) -> Option<LeaderLoss> {
-        requires_leader(request).then(|| LeaderLoss { leader: self.state().watch_leader() })
+        requires_leader(request).then(|| LeaderLoss {
+            leader: self.state().watch_leader(),
+            grace: self.leader_loss_grace,
+            leaderless_since: None,
+        })
     }
 
     /// Sends a request to the node.
@@ -112,16 +140,46 @@ impl Context {
     }
 }
 
-/// Resolves when the member has no leader (see [`Context::leader_lost`]).
+/// Resolves when the member has had no leader for a grace period (see
+/// [`Context::leader_lost`]).
 #[derive(Debug)]
 pub struct LeaderLoss {
     leader: watch::Receiver<Option<ringkv_consensus::NodeId>>,
+    grace: std::time::Duration,
+    /// When the member was last seen losing its leader, if it has none
+    /// since. Kept across calls: a stream polls [`LeaderLoss::wait`] anew
+    /// after each request, and that must not restart the grace period.
+    leaderless_since: Option<tokio::time::Instant>,
 }
 
 impl LeaderLoss {
-    /// Waits until no leader is known (or the node is gone).
+    /// Waits until no leader has been known for the whole grace period (or
+    /// the node is gone). Cancel-safe.
     pub async fn wait(&mut self) {
-        let _ = self.leader.wait_for(Option::is_none).await;
+        loop {
+            if self.leader.borrow().is_some() {
+                self.leaderless_since = None;
+            }
+            match self.leaderless_since {
+                None => {
+                    if self.leader.wait_for(Option::is_none).await.is_err() {
+                        return;
+                    }
+                    self.leaderless_since = Some(tokio::time::Instant::now());
+                }
+                Some(since) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(since + self.grace) => return,
+                        found = self.leader.wait_for(Option::is_some) => {
+                            if found.is_err() {
+                                return;
+                            }
+                            self.leaderless_since = None;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -185,4 +243,71 @@ pub(crate) fn unexpected(rpc: &'static str, reply: &Reply) -> Status {
         message: format!("ringkv: internal error: the node answered {rpc} with {kind}"),
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ringkv_consensus::NodeId;
+    use tokio::sync::watch;
+    use tokio::time::{Instant, sleep, timeout};
+
+    use super::LeaderLoss;
+
+    const GRACE: Duration = Duration::from_secs(3);
+
+    fn loss(leader: watch::Receiver<Option<NodeId>>) -> LeaderLoss {
+        LeaderLoss { leader, grace: GRACE, leaderless_since: None }
+    }
+
+    /// Virtual time: the grace period is measured exactly.
+    #[tokio::test(start_paused = true)]
+    async fn an_election_does_not_end_a_stream_a_lost_quorum_does() {
+        let (tx, rx) = watch::channel(Some(NodeId(1)));
+        let mut loss = loss(rx);
+        // An election: two seconds without a leader, then a new one.
+        tx.send(None).unwrap();
+        let election = async {
+            sleep(Duration::from_secs(2)).await;
+            tx.send(Some(NodeId(2))).unwrap();
+            sleep(Duration::from_secs(10)).await;
+        };
+        tokio::select! {
+            () = loss.wait() => panic!("an election ended the stream"),
+            () = election => {}
+        }
+        // Cut off: no leader from now on.
+        let lost_at = Instant::now();
+        tx.send(None).unwrap();
+        loss.wait().await;
+        assert_eq!(lost_at.elapsed(), GRACE);
+    }
+
+    /// A stream polls `wait` anew after each request; that must not
+    /// restart the grace period.
+    #[tokio::test(start_paused = true)]
+    async fn polling_again_keeps_the_grace_period_running() {
+        let (tx, rx) = watch::channel(Some(NodeId(1)));
+        let mut loss = loss(rx);
+        let lost_at = Instant::now();
+        tx.send(None).unwrap();
+        let mut polls = 0;
+        while timeout(Duration::from_millis(700), loss.wait()).await.is_err() {
+            polls += 1;
+            assert!(polls < 10, "never resolved");
+        }
+        assert_eq!(lost_at.elapsed(), GRACE);
+        assert_eq!(polls, 4, "resolved during the fifth poll (at 3 s of 3.5)");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_node_ends_the_wait_at_once() {
+        let (tx, rx) = watch::channel(Some(NodeId(1)));
+        let mut loss = loss(rx);
+        drop(tx);
+        let at = Instant::now();
+        loss.wait().await;
+        assert_eq!(at.elapsed(), Duration::ZERO);
+    }
 }

@@ -18,7 +18,7 @@
 //! - [`WatchService`]: the `etcdserverpb.Watch` gRPC service: a task per
 //!   client stream that reads requests, sends responses, ticks progress
 //!   notifications and, for `hasleader` streams, ends the stream when the
-//!   member loses its leader.
+//!   member has had no leader for [`LEADERLESS_CHECKS_MAX`] checks.
 //! - [`WatchContext`]: what the watch layer needs from the runtime
 //!   (response headers, whether there is a leader).
 //!
@@ -136,8 +136,17 @@ use crate::api::limits::{GRPC_OVERHEAD_BYTES, REQUEST_BYTES_MAX_DEFAULT};
 pub const PROGRESS_NOTIFY_INTERVAL_DEFAULT: Duration = Duration::from_secs(10 * 60);
 
 /// Default period at which a `hasleader` stream checks that the member has
-/// a leader: etcd's election timeout (ringkv's default: 10 ticks of 100 ms).
+/// a leader: etcd's election timeout (ringkv's default: 10 ticks of 100 ms;
+/// the server sets the configured one).
 pub const LEADER_CHECK_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
+
+/// Consecutive leader checks that find no leader before a `hasleader`
+/// stream ends: etcd's `maxNoLeaderCnt`. Ending a stream makes the client
+/// re-create all its watches, which costs far more than waiting out an
+/// election, so an ordinary failover (one or two election timeouts without
+/// a leader) must not end them; a member cut off from the quorum still
+/// ends them within a few election timeouts.
+pub const LEADERLESS_CHECKS_MAX: u32 = 3;
 
 /// Default size above which a response of a `fragment` watcher is split:
 /// etcd's `--max-request-bytes` plus its gRPC overhead allowance, the limit
@@ -195,6 +204,8 @@ pub struct WatchConfig {
     pub progress_notify_interval: Duration,
     /// Period of the leader check of `hasleader` streams.
     pub leader_check_interval: Duration,
+    /// See [`LEADERLESS_CHECKS_MAX`].
+    pub leaderless_checks_max: u32,
     /// Size above which a `fragment` watcher's response is split.
     pub response_bytes_max: usize,
     /// See [`WATCHERS_PER_STREAM_MAX`].
@@ -216,6 +227,7 @@ impl Default for WatchConfig {
         WatchConfig {
             progress_notify_interval: PROGRESS_NOTIFY_INTERVAL_DEFAULT,
             leader_check_interval: LEADER_CHECK_INTERVAL_DEFAULT,
+            leaderless_checks_max: LEADERLESS_CHECKS_MAX,
             response_bytes_max: RESPONSE_BYTES_MAX_DEFAULT,
             watchers_per_stream_max: WATCHERS_PER_STREAM_MAX,
             events_buffered_per_watcher_max: EVENTS_BUFFERED_PER_WATCHER_MAX,
@@ -239,6 +251,9 @@ impl WatchConfig {
         }
         if self.leader_check_interval.is_zero() {
             return zero("leader_check_interval");
+        }
+        if self.leaderless_checks_max == 0 {
+            return zero("leaderless_checks_max");
         }
         for (field, value) in [
             ("response_bytes_max", self.response_bytes_max),

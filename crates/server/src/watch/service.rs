@@ -8,9 +8,10 @@
 //! stream's watchers to history once their buffers fill.
 //!
 //! The stream ends when the client goes away, or with `Unavailable
-//! "etcdserver: no leader"` when a `hasleader` stream's member has had no
-//! leader at a check (etcd checks once per election timeout). A client that
-//! half-closes its side keeps receiving, as with etcd.
+//! "etcdserver: no leader"` when a `hasleader` stream's member has found no
+//! leader at [`super::LEADERLESS_CHECKS_MAX`] consecutive checks (etcd
+//! checks once per election timeout, and waits out elections the same
+//! way). A client that half-closes its side keeps receiving, as with etcd.
 
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -111,7 +112,7 @@ struct Stream {
 
 impl Stream {
     /// Runs until the client leaves or, for a `hasleader` stream, the
-    /// member has no leader at a check.
+    /// member has found no leader at enough consecutive checks.
     async fn serve(
         self,
         mut stream: WatchStream,
@@ -125,16 +126,23 @@ impl Stream {
         let check = config.leader_check_interval;
         let mut leader = tokio::time::interval_at(Instant::now() + check, check);
         leader.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Consecutive checks that found no leader.
+        let mut leaderless = 0u32;
         let mut inbound_open = true;
         loop {
             tokio::select! {
                 biased;
                 () = self.tx.closed() => break,
                 _ = leader.tick(), if require_leader => {
-                    if !self.hub.context().has_leader() {
-                        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(EtcdError::NoLeader.to_status());
-                        break;
+                    if self.hub.context().has_leader() {
+                        leaderless = 0;
+                    } else {
+                        leaderless += 1;
+                        if leaderless >= config.leaderless_checks_max {
+                            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(EtcdError::NoLeader.to_status());
+                            break;
+                        }
                     }
                 }
                 message = inbound.message(), if inbound_open => match message {

@@ -191,6 +191,31 @@ async fn hasleader_streams_fail_when_the_member_has_no_leader() {
     again.created(create("l", "", 0)).await;
 }
 
+/// A member without a leader for a few checks (an election) keeps its
+/// `hasleader` streams: etcd ends them only after `maxNoLeaderCnt`
+/// consecutive leaderless checks, and clients (etcdctl's watch) give up
+/// for good on a stream ended so.
+#[tokio::test]
+async fn hasleader_streams_outlive_an_election() {
+    let config = WatchConfig {
+        leader_check_interval: Duration::from_millis(10),
+        // Far more checks than the pause below spans, however slow the
+        // machine: the stream must survive it.
+        leaderless_checks_max: 1000,
+        ..WatchConfig::default()
+    };
+    let mut server = serve(config).await;
+    let mut strict = Client::open(&server.endpoint, true).await.unwrap();
+    let s = strict.created(create("e", "", 0)).await;
+    server.ctx.set_leader(false);
+    // Several checks find no leader.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.ctx.set_leader(true);
+    server.writer.put("e", "after the election");
+    let resp = strict.next().await;
+    assert_eq!((resp.watch_id, resp.events.len()), (s, 1), "{resp:?}");
+}
+
 #[tokio::test]
 async fn progress_notify_arrives_on_the_interval_over_grpc() {
     let config = WatchConfig {
