@@ -24,7 +24,7 @@ use crate::api::RequestLimits;
 use crate::config::{ClusterState, EngineKind, HttpUrl, ServerConfig};
 use crate::dashboard::Dashboard;
 use crate::http::{self, gateway};
-use crate::metrics::{Metrics, SLOW_REFRESH_INTERVAL};
+use crate::metrics::{HISTORY_INTERVAL, Metrics, SLOW_REFRESH_INTERVAL};
 use crate::peer::members::{self, MemberInfo};
 use crate::peer::{ClusterId, PeerTransport, TransportConfig, TransportError};
 use crate::runtime::{NodeHandle, NodeRuntime, NodeState, StartError};
@@ -337,6 +337,7 @@ impl Server {
         }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        tasks.spawn(sample_counters(metrics.clone(), shutdown.clone()));
         tasks.spawn(refresh_slow_metrics(
             metrics.clone(),
             handle.clone(),
@@ -446,6 +447,19 @@ fn grpc_routes(
             WatchServer::from_arc(Arc::clone(watch)).max_decoding_message_size(message_bytes_max),
         );
     builder.routes()
+}
+
+/// Records the dashboard's counter samples every [`HISTORY_INTERVAL`]
+/// until `stop`.
+async fn sample_counters(metrics: Metrics, stop: CancellationToken) {
+    let mut every = tokio::time::interval(HISTORY_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => metrics.record_sample(),
+        }
+    }
 }
 
 /// Refreshes, every [`SLOW_REFRESH_INTERVAL`] until `stop`, the metrics

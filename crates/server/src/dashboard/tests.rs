@@ -3,8 +3,8 @@ use ringkv_ring::{HashKeyRule, Keyspace};
 
 use super::view::merge_events;
 use super::*;
-use crate::metrics::MetricsSnapshot;
 use crate::metrics::events::{Event, EventKind};
+use crate::metrics::{CounterSample, MetricsSnapshot};
 
 /// The first hash of shard `s` of `count` (multiply-shift's boundary).
 fn first_hash(s: u64, count: u32) -> u64 {
@@ -47,6 +47,11 @@ fn view_with(events: Vec<Event>) -> NodeView {
         shards: Vec::new(),
         members: Vec::new(),
         metrics: MetricsSnapshot::default(),
+        history: vec![CounterSample {
+            at_unix_ms: 5,
+            latency_buckets: vec![1, 2],
+            ..Default::default()
+        }],
         events,
         now_unix_ms: 0,
     }

@@ -2,7 +2,6 @@
 //! gathered from every member.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ringkv_consensus::NodeId;
 use serde::{Deserialize, Serialize};
@@ -10,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::fetch::fetch_node_view;
 use super::{CLUSTER_EVENTS_MAX, MEMBERS_FETCHED_MAX, PEER_FETCH_TIMEOUT};
 use crate::config::HttpUrl;
-use crate::metrics::MetricsSnapshot;
-use crate::metrics::events::{Event, hex_id};
+use crate::metrics::events::{Event, hex_id, now_unix_ms};
+use crate::metrics::{CounterSample, MetricsSnapshot};
 use crate::services::Context;
 
 /// One member as its own view describes it.
@@ -38,6 +37,8 @@ pub struct NodeView {
     pub members: Vec<MemberView>,
     /// Its counters.
     pub metrics: MetricsSnapshot,
+    /// Its counters over the last minutes, oldest first, for the charts.
+    pub history: Vec<CounterSample>,
     /// The leader and replica changes it saw, oldest first.
     pub events: Vec<Event>,
     /// When the view was made, in milliseconds since the Unix epoch.
@@ -130,12 +131,6 @@ pub fn keyspace_arc(shard: u64, shard_count: u32) -> [f64; 2] {
     [index / count, (index + 1.0) / count]
 }
 
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn hex_ids(ids: &[NodeId]) -> Vec<String> {
     ids.iter().copied().map(hex_id).collect()
 }
@@ -202,6 +197,7 @@ pub fn node_view(ctx: &Context, shard_count: u32) -> NodeView {
             })
             .collect(),
         metrics: node.metrics().snapshot(),
+        history: node.metrics().history(),
         events: node.metrics().events(),
         now_unix_ms: now_unix_ms(),
     }

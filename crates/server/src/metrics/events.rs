@@ -63,6 +63,13 @@ pub struct Event {
     pub kind: EventKind,
 }
 
+/// The wall clock, in milliseconds since the Unix epoch (0 before it).
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// A member id as the dashboard and etcd print it.
 pub fn hex_id(id: NodeId) -> String {
     format!("{:016x}", id.0)
@@ -77,9 +84,7 @@ pub struct EventLog {
 impl EventLog {
     /// Appends an event seen now, dropping the oldest past [`EVENTS_MAX`].
     pub fn push(&self, shard: ShardId, term: u64, kind: EventKind) {
-        let at_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let at_unix_ms = now_unix_ms();
         let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         if events.len() == EVENTS_MAX {
             events.pop_front();

@@ -78,7 +78,7 @@ pub mod process;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,6 +121,14 @@ pub const PEER_SEND_BUCKETS_SECONDS: [f64; 12] =
 /// scrape: the data directory's size (a directory walk) and the lease
 /// count (a scan of the lease table).
 pub const SLOW_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often the server records a [`CounterSample`] for the dashboard's
+/// charts.
+pub const HISTORY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Samples kept: two minutes at one a [`HISTORY_INTERVAL`], what the
+/// dashboard's charts span.
+pub const HISTORY_SAMPLES_MAX: usize = 120;
 
 pub(crate) const METADATA: Metadata<'static> =
     Metadata::new("ringkv", Level::INFO, Some(module_path!()));
@@ -227,6 +235,8 @@ struct Inner {
     watch: [Gauge; 3],
     events: EventLog,
     engine: OnceLock<&'static str>,
+    /// Invariant: at most [`HISTORY_SAMPLES_MAX`], oldest first.
+    history: Mutex<VecDeque<CounterSample>>,
 }
 
 const SUBMITTED: usize = 0;
@@ -292,6 +302,27 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
     ("ringkv_watchers", None, "Watchers on the open streams"),
     ("ringkv_watchers_unsynced", None, "Watchers still catching up from history"),
 ];
+
+/// The counters the dashboard charts, as they stood at one moment. Rates
+/// are the differences between two samples: computed over a known span of
+/// the server's time, so the charts hold however the page polls, and a
+/// page just opened shows the last minutes at once.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CounterSample {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Finished unary gRPC calls since start.
+    pub grpc_unary_calls: u64,
+    /// Those that did not end `OK`.
+    pub grpc_unary_errors: u64,
+    /// Writes handed to the node since start.
+    pub proposals_submitted: u64,
+    /// CPU time used since start, in seconds.
+    pub cpu_seconds: f64,
+    /// Unary calls per latency bucket since start (see
+    /// [`MetricsSnapshot::latency_bounds_seconds`]).
+    pub latency_buckets: Vec<u64>,
+}
 
 /// The numbers the dashboard shows for one node; counters since start.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -429,6 +460,7 @@ impl Metrics {
             ],
             events: EventLog::default(),
             engine: OnceLock::new(),
+            history: Mutex::new(VecDeque::with_capacity(HISTORY_SAMPLES_MAX)),
             recorder,
             handle,
         };
@@ -753,6 +785,32 @@ impl Metrics {
                 gauge("ringkv_peer_queued_frames", "bulk"),
             ],
         }
+    }
+
+    /// Records a [`CounterSample`] now (every [`HISTORY_INTERVAL`], by the
+    /// server), dropping the oldest past [`HISTORY_SAMPLES_MAX`].
+    pub fn record_sample(&self) {
+        let unary = &self.inner.grpc.unary;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let sample = CounterSample {
+            at_unix_ms: events::now_unix_ms(),
+            grpc_unary_calls: get(&unary.calls),
+            grpc_unary_errors: get(&unary.errors),
+            proposals_submitted: get(&self.inner.proposal_counts[SUBMITTED]),
+            cpu_seconds: process::read().map_or(0.0, |p| p.cpu_seconds),
+            latency_buckets: unary.buckets.iter().map(get).collect(),
+        };
+        let mut history = self.inner.history.lock().unwrap_or_else(PoisonError::into_inner);
+        if history.len() == HISTORY_SAMPLES_MAX {
+            history.pop_front();
+        }
+        history.push_back(sample);
+        debug_assert!(history.len() <= HISTORY_SAMPLES_MAX);
+    }
+
+    /// The recorded samples, oldest first.
+    pub fn history(&self) -> Vec<CounterSample> {
+        self.inner.history.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
     }
 
     /// The numbers the dashboard shows (see [`MetricsSnapshot`]).

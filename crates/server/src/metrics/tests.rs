@@ -272,3 +272,21 @@ async fn grpc_calls_are_counted_by_method_and_code() {
     assert_eq!(snapshot.latency_buckets.iter().sum::<u64>(), 4);
     assert_eq!(snapshot.latency_buckets.len(), snapshot.latency_bounds_seconds.len() + 1);
 }
+
+#[test]
+fn the_history_keeps_the_newest_samples() {
+    let metrics = Metrics::new();
+    metrics.proposal_submitted();
+    for _ in 0..HISTORY_SAMPLES_MAX + 3 {
+        metrics.record_sample();
+    }
+    metrics.proposal_submitted();
+    metrics.record_sample();
+    let history = metrics.history();
+    assert_eq!(history.len(), HISTORY_SAMPLES_MAX);
+    assert_eq!(history[0].proposals_submitted, 1);
+    assert_eq!(history[HISTORY_SAMPLES_MAX - 1].proposals_submitted, 2);
+    assert!(history.windows(2).all(|w| w[0].at_unix_ms <= w[1].at_unix_ms));
+    let buckets = GRPC_DURATION_BUCKETS_SECONDS.len() + 1;
+    assert!(history.iter().all(|s| s.latency_buckets.len() == buckets));
+}

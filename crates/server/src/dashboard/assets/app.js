@@ -1,7 +1,9 @@
 // ringkv dashboard. Polls /dashboard/api/cluster (the member that served
 // this page gathers every member's view) and draws the ring, the nodes,
-// the shards, throughput and latency charts and recent events. Rates are
-// the differences between two polls of each member's counters.
+// the shards, throughput and latency charts and recent events. Rates come
+// from each member's counter samples (one a second, kept two minutes by the
+// member), so they span real seconds of the member's clock however often
+// this page polls, and a page just opened charts the last two minutes.
 //
 // For tests and scripts the body carries data-ready="true" once a view
 // has been drawn, data-nodes / data-reachable / data-healthy / data-shards
@@ -10,12 +12,10 @@
 'use strict';
 
 const POLL_MS = 1000;
-// Samples the charts keep: two minutes at one poll a second.
-const HISTORY_MAX = 120;
+// Seconds the charts span (the members keep as many samples).
+const HISTORY_SECONDS = 120;
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
-const samples = [];        // {t, ops, writes, p50, p99}
-const previous = new Map(); // member id -> {t, metrics}
 let scriptErrors = 0;
 
 function recordError(message) {
@@ -104,24 +104,58 @@ function percentile(bounds, counts, q) {
 
 // ---------------------------------------------------------------- rates
 
-// Per member rates since its previous view; null where there is none (the
-// first poll, or counters that went back: the member restarted).
-function memberRates(id, view) {
-  const before = previous.get(id);
-  previous.set(id, { t: view.now_unix_ms, metrics: view.metrics });
-  if (!before) return null;
-  const dt = (view.now_unix_ms - before.t) / 1000;
-  const m = view.metrics;
-  const b = before.metrics;
-  if (dt <= 0 || m.grpc_unary_calls < b.grpc_unary_calls) return null;
-  const buckets = m.latency_buckets.map((c, i) => Math.max(0, c - (b.latency_buckets[i] || 0)));
+// Rates between two counter samples of one member; null where the counters
+// went back (the member restarted) or no time passed.
+function between(before, after) {
+  const dt = (after.at_unix_ms - before.at_unix_ms) / 1000;
+  if (dt <= 0 || after.grpc_unary_calls < before.grpc_unary_calls) return null;
   return {
-    ops: (m.grpc_unary_calls - b.grpc_unary_calls) / dt,
-    writes: Math.max(0, m.proposals_submitted - b.proposals_submitted) / dt,
-    cpu: Math.max(0, m.cpu_seconds - b.cpu_seconds) / dt,
-    bounds: m.latency_bounds_seconds,
-    buckets,
+    second: Math.round(after.at_unix_ms / 1000),
+    ops: (after.grpc_unary_calls - before.grpc_unary_calls) / dt,
+    writes: Math.max(0, after.proposals_submitted - before.proposals_submitted) / dt,
+    cpu: Math.max(0, after.cpu_seconds - before.cpu_seconds) / dt,
+    buckets: after.latency_buckets.map((c, i) => Math.max(0, c - (before.latency_buckets[i] || 0))),
   };
+}
+
+// A member's rates over its last sampled second (the table's figures).
+function latestRates(view) {
+  const h = view.history;
+  return h.length >= 2 ? between(h[h.length - 2], h[h.length - 1]) : null;
+}
+
+// The cluster's series, one point per second of the last HISTORY_SECONDS:
+// every member's rates summed by the second they end in.
+function clusterSeries(cluster) {
+  const bySecond = new Map();
+  let bounds = null;
+  for (const n of cluster.nodes) {
+    if (!n.view) continue;
+    bounds = n.view.metrics.latency_bounds_seconds;
+    const h = n.view.history;
+    const seen = new Set();
+    for (let i = 1; i < h.length; i += 1) {
+      const r = between(h[i - 1], h[i]);
+      // Two samples rounding to one second (timer jitter) count once.
+      if (!r || seen.has(r.second)) continue;
+      seen.add(r.second);
+      const slot = bySecond.get(r.second) || { ops: 0, writes: 0, buckets: r.buckets.map(() => 0) };
+      slot.ops += r.ops;
+      slot.writes += r.writes;
+      r.buckets.forEach((c, j) => { slot.buckets[j] += c; });
+      bySecond.set(r.second, slot);
+    }
+  }
+  const now = Math.round(cluster.now_unix_ms / 1000);
+  const series = { ops: [], writes: [], p50: [], p99: [], points: bySecond.size };
+  for (let second = now - HISTORY_SECONDS + 1; second <= now; second += 1) {
+    const slot = bySecond.get(second);
+    series.ops.push(slot ? slot.ops : null);
+    series.writes.push(slot ? slot.writes : null);
+    series.p50.push(slot && bounds ? percentile(bounds, slot.buckets, 0.5) : null);
+    series.p99.push(slot && bounds ? percentile(bounds, slot.buckets, 0.99) : null);
+  }
+  return series;
 }
 
 // ---------------------------------------------------------------- ring
@@ -233,10 +267,11 @@ function drawRing(cluster, shards, names) {
 
 // ---------------------------------------------------------------- charts
 
+// The smallest round maximum at or above v whose quarters are round too.
 function niceMax(v) {
   if (!(v > 0)) return 1;
   const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
+  for (const m of [1, 2, 4, 6, 8, 10]) if (v <= m * p) return m * p;
   return 10 * p;
 }
 
@@ -256,10 +291,10 @@ function drawChart(id, series, format) {
     root.append(svg('line', { x1: left, x2: w - right, y1: y, y2: y, class: 'grid' }));
     root.append(svg('text', { x: left - 6, y: y + 3, 'text-anchor': 'end', class: 'axis' }, format((max * (4 - i)) / 4)));
   }
-  root.append(svg('text', { x: left, y: h - 4, class: 'axis' }, `${Math.round((HISTORY_MAX * POLL_MS) / 1000)} s ago`));
+  root.append(svg('text', { x: left, y: h - 4, class: 'axis' }, `${HISTORY_SECONDS} s ago`));
   root.append(svg('text', { x: w - right, y: h - 4, 'text-anchor': 'end', class: 'axis' }, 'now'));
-  const step = (w - left - right) / (HISTORY_MAX - 1);
-  const offset = HISTORY_MAX - Math.max(...series.map((s) => s.values.length), 0);
+  const step = (w - left - right) / (HISTORY_SECONDS - 1);
+  const offset = HISTORY_SECONDS - Math.max(...series.map((s) => s.values.length), 0);
   let legendX = left;
   for (const s of series) {
     let d = '';
@@ -286,18 +321,18 @@ function drawChart(id, series, format) {
     legendX += 24 + text.length * 6.2;
   }
   if (!values.length) {
-    root.append(svg('text', { x: (w + left) / 2, y: h / 2 + 4, 'text-anchor': 'middle', class: 'empty' }, 'waiting for two polls…'));
+    root.append(svg('text', { x: (w + left) / 2, y: h / 2 + 4, 'text-anchor': 'middle', class: 'empty' }, 'no request in the last two minutes'));
   }
 }
 
 // ---------------------------------------------------------------- tables
 
-function drawNodes(cluster, rates, shardsById) {
+function drawNodes(cluster, shardsById) {
   const body = document.querySelector('#nodes tbody');
   body.replaceChildren();
   for (const n of cluster.nodes) {
     const v = n.view;
-    const r = rates.get(n.id);
+    const r = v ? latestRates(v) : null;
     const cls = nodeClass(n);
     const healthText = cls === 'ok' ? 'healthy' : cls === 'bad' ? v.health_reason || 'unhealthy' : 'unreachable';
     const roles = v ? v.shards.map((s) => s.role) : [];
@@ -305,7 +340,7 @@ function drawNodes(cluster, rates, shardsById) {
     const role = !v ? '–' : shardsById.size <= 1 ? (roles[0] || '–') : `leads ${leads} of ${roles.length}`;
     const first = v && v.shards[0];
     const lag = first ? first.commit_index - first.applied_index : null;
-    const p99 = r ? percentile(r.bounds, r.buckets, 0.99) : null;
+    const p99 = r ? percentile(v.metrics.latency_bounds_seconds, r.buckets, 0.99) : null;
     const row = el('tr', { 'data-id': n.id, class: `node-row node-${cls}` },
       el('td', {}, n.name || '(starting)', el('span', { class: 'sub' }, shortId(n.id))),
       el('td', { class: `health-${cls}`, title: n.error || '' }, healthText),
@@ -402,27 +437,7 @@ function render(cluster) {
   const shardsById = mergeShards(cluster);
   const shards = [...shardsById.values()].sort((a, b) => a.shard - b.shard);
 
-  const rates = new Map();
-  for (const n of cluster.nodes) {
-    if (n.view) {
-      const r = memberRates(n.id, n.view);
-      if (r) rates.set(n.id, r);
-    }
-  }
-  if (rates.size) {
-    const all = [...rates.values()];
-    const sum = (f) => all.reduce((a, r) => a + f(r), 0);
-    const bounds = all[0].bounds;
-    const buckets = bounds.concat([0]).map((_, i) => sum((r) => r.buckets[i] || 0));
-    samples.push({
-      t: cluster.now_unix_ms,
-      ops: sum((r) => r.ops),
-      writes: sum((r) => r.writes),
-      p50: percentile(bounds, buckets, 0.5),
-      p99: percentile(bounds, buckets, 0.99),
-    });
-    while (samples.length > HISTORY_MAX) samples.shift();
-  }
+  const series = clusterSeries(cluster);
 
   const via = cluster.nodes.find((n) => n.id === cluster.via);
   const viaView = via && via.view;
@@ -441,15 +456,15 @@ function render(cluster) {
     `${reachable} reachable · updated ${clock(cluster.now_unix_ms)}`;
 
   drawRing(cluster, shards, names);
-  drawNodes(cluster, rates, shardsById);
+  drawNodes(cluster, shardsById);
   drawShards(shards, names);
   drawChart('throughput', [
-    { name: 'requests/s', color: '#5fb3f9', values: samples.map((s) => s.ops) },
-    { name: 'writes/s', color: '#3ecf8e', values: samples.map((s) => s.writes) },
+    { name: 'requests/s', color: '#5fb3f9', values: series.ops },
+    { name: 'writes/s', color: '#3ecf8e', values: series.writes },
   ], rate);
   drawChart('latency', [
-    { name: 'p50', color: '#3ecf8e', values: samples.map((s) => s.p50) },
-    { name: 'p99', color: '#f5c451', values: samples.map((s) => s.p99) },
+    { name: 'p50', color: '#3ecf8e', values: series.p50 },
+    { name: 'p99', color: '#f5c451', values: series.p99 },
   ], millis);
   drawEvents(cluster.events, names);
 
@@ -459,7 +474,7 @@ function render(cluster) {
   data.healthy = String(healthy);
   data.shards = String(shards.length);
   data.leader = shards.length === 1 && shards[0].leader ? names(shards[0].leader) : '';
-  data.samples = String(samples.length);
+  data.samples = String(series.points);
   data.ready = 'true';
 }
 
