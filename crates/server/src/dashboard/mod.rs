@@ -14,7 +14,9 @@
 //! [`PEER_FETCH_TIMEOUT`] ([`fetch`]). A browser could not fetch them
 //! itself without every member answering CORS requests from every other
 //! origin; and a member that does not answer in time is shown as
-//! unreachable rather than holding the page.
+//! unreachable rather than holding the page. One gathered view answers
+//! every request for [`CLUSTER_VIEW_REUSE`], so the fan-out stays one
+//! gather per half second however many pages are open.
 //!
 //! Throughput and latency are not computed here: each view carries the
 //! member's counters since it started
@@ -28,12 +30,12 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Response, StatusCode, header};
 use axum::routing::get;
-use serde::Serialize;
 
 use crate::services::Context;
 
@@ -56,18 +58,46 @@ pub const NODE_VIEW_BYTES_MAX: usize = 1024 * 1024;
 /// Most events the cluster view lists (newest kept).
 pub const CLUSTER_EVENTS_MAX: usize = 100;
 
+/// How long a gathered cluster view answers later requests: however many
+/// pages are open on a member, it asks the others at most once per this
+/// (the pages poll once a second).
+pub const CLUSTER_VIEW_REUSE: Duration = Duration::from_millis(500);
+
+/// The last gathered cluster view, encoded, and when it was gathered.
+type CachedView = Option<(Instant, Bytes)>;
+
 /// What the dashboard's handlers share.
 #[derive(Clone, Debug)]
 pub struct Dashboard {
     ctx: Context,
     shard_count: u32,
+    /// Held while a view is gathered, so concurrent requests wait for that
+    /// one rather than each asking every member.
+    cluster: Arc<tokio::sync::Mutex<CachedView>>,
 }
 
 impl Dashboard {
     /// The dashboard of the member `ctx` serves, in a cluster of
     /// `shard_count` data shards.
     pub fn new(ctx: Context, shard_count: u32) -> Dashboard {
-        Dashboard { ctx, shard_count: shard_count.max(1) }
+        let cluster = Arc::new(tokio::sync::Mutex::new(None));
+        Dashboard { ctx, shard_count: shard_count.max(1), cluster }
+    }
+
+    /// The cluster view, gathered anew unless one younger than
+    /// [`CLUSTER_VIEW_REUSE`] is at hand.
+    async fn cluster_json(&self) -> Bytes {
+        let mut cached = self.cluster.lock().await;
+        if let Some((at, body)) = cached.as_ref()
+            && at.elapsed() < CLUSTER_VIEW_REUSE
+        {
+            return body.clone();
+        }
+        let view = cluster_view(&self.ctx, self.shard_count).await;
+        let body =
+            Bytes::from(serde_json::to_vec(&view).expect("the views hold strings and numbers"));
+        *cached = Some((Instant::now(), body.clone()));
+        body
     }
 
     /// The routes of the module docs.
@@ -83,14 +113,17 @@ impl Dashboard {
                 "/dashboard/api/node",
                 get(move || {
                     let d = node.clone();
-                    async move { json(&node_view(&d.ctx, d.shard_count)) }
+                    async move {
+                        let view = node_view(&d.ctx, d.shard_count);
+                        json(serde_json::to_vec(&view).expect("the views hold strings and numbers"))
+                    }
                 }),
             )
             .route(
                 "/dashboard/api/cluster",
                 get(move || {
                     let d = cluster.clone();
-                    async move { json(&cluster_view(&d.ctx, d.shard_count).await) }
+                    async move { json(d.cluster_json().await) }
                 }),
             )
     }
@@ -110,9 +143,8 @@ fn asset(body: &'static str, content_type: &'static str) -> Response<Body> {
     response
 }
 
-fn json(body: &impl Serialize) -> Response<Body> {
-    let bytes = serde_json::to_vec(body).expect("the views hold strings and numbers");
-    let mut response = Response::new(Body::from(bytes));
+fn json(body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.into()));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

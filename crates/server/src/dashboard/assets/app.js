@@ -221,6 +221,8 @@ function drawRing(cluster, shards, names) {
         'stroke-width': role === 'leader' ? 3.5 : 1.6,
         'stroke-dasharray': role === 'leader' ? '' : role === 'learner' ? '2 4' : '6 4',
         'stroke-linecap': 'round',
+        // With many shards the followers' spokes would hide the leaders'.
+        'stroke-opacity': role === 'leader' || cluster.shard_count <= 2 ? 1 : 0.45,
       });
       line.append(svg('title', {}, `shard ${s.shard}: ${names(id)} (${role})`));
       root.append(line);
