@@ -50,7 +50,7 @@
 //! | `ringkv_peer_connections_total{direction}` | counter | connections established, `outbound` (dials, so reconnects) or `inbound` |
 //! | `ringkv_peer_dial_failures_total` | counter | dials that failed before the handshake |
 //! | `ringkv_peer_protocol_errors_total` | counter | inbound connections closed for a protocol violation |
-//! | `ringkv_peer_connected{peer,lane}` | gauge | 1 while the connection to a peer is up |
+//! | `ringkv_peer_connected{peer,lane}` | gauge | 1 while the connection to a peer is up (links dial lazily: 0 to a peer this node has had nothing to send, as a follower to another follower) |
 //! | `ringkv_peer_queued_frames{peer,lane}` | gauge | frames waiting to be sent to a peer |
 //! | `ringkv_peer_send_duration_seconds{lane}` | histogram | time to write and flush one batch to a peer |
 //! | `ringkv_grpc_requests_total{service,method,code}` | counter | finished gRPC calls by final status |
@@ -448,6 +448,7 @@ impl Metrics {
                 protocol_errors: counter("ringkv_peer_protocol_errors_total", &[]),
             },
             peers: Mutex::new(BTreeMap::new()),
+            // In `Lane::index` order.
             peer_send: [
                 histogram(PEER_SEND_HISTOGRAM, &by_lane("regular")),
                 histogram(PEER_SEND_HISTOGRAM, &by_lane("bulk")),
@@ -574,11 +575,7 @@ impl Metrics {
     pub fn attach_transport(&self, transport: &PeerTransport) {
         let send = self.inner.peer_send.clone();
         let observer: SendObserver = Arc::new(move |lane: Lane, took: Duration| {
-            let index = match lane {
-                Lane::Regular => 0,
-                Lane::Bulk => 1,
-            };
-            send[index].record(took.as_secs_f64());
+            send[lane.index()].record(took.as_secs_f64());
         });
         transport.observe_send_durations(observer);
         let _ = self.inner.transport.set(transport.clone());

@@ -185,6 +185,8 @@ async fn the_dashboard_gathers_every_member_and_follows_a_failover() {
     let text = scrape(&members[leader]).await;
     assert!(sample(&text, "ringkv_peer_sent_frames_total", &[]).unwrap() > 0.0);
     assert!(sample(&text, "ringkv_peer_received_frames_total", &[]).unwrap() > 0.0);
+    let regular = [("lane", "regular")];
+    assert!(sample(&text, "ringkv_peer_send_duration_seconds_count", &regular) > Some(0.0));
     let follower_id = format!("{:016x}", members[asker].server().member_id().0);
     let link = [("peer", follower_id.as_str()), ("lane", "regular")];
     assert_eq!(sample(&text, "ringkv_peer_connected", &link), Some(1.0), "{text}");
