@@ -8,6 +8,7 @@
 //! | [`runtime`] | the node on its thread, its inbox, [`runtime::NodeHandle`] |
 //! | [`services`] | the etcd v3 gRPC services, one per file |
 //! | [`http`] | the HTTP side of the client port: gateway, `/health`, `/version`, `/metrics` |
+//! | [`dashboard`] | the built-in web dashboard (`/dashboard`) and the JSON it polls |
 //! | [`api`] | wire ⇄ node conversions, limits, etcd's error catalog |
 //! | [`gateway`] | the JSON gateway's routes and codec |
 //! | [`peer`] | the TCP peer transport |
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod gateway;
 pub mod http;
 pub mod metrics;

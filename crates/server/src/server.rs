@@ -22,8 +22,9 @@ use tracing::{error, info};
 
 use crate::api::RequestLimits;
 use crate::config::{ClusterState, EngineKind, HttpUrl, ServerConfig};
+use crate::dashboard::Dashboard;
 use crate::http::{self, gateway};
-use crate::metrics::Metrics;
+use crate::metrics::{HISTORY_INTERVAL, Metrics, SLOW_REFRESH_INTERVAL};
 use crate::peer::members::{self, MemberInfo};
 use crate::peer::{ClusterId, PeerTransport, TransportConfig, TransportError};
 use crate::runtime::{NodeHandle, NodeRuntime, NodeState, StartError};
@@ -256,9 +257,12 @@ impl Server {
             EngineKind::Raft => ringkv_node::EngineKind::Raft,
             EngineKind::Paxos => ringkv_node::EngineKind::Paxos,
         };
-        let node = NodeRuntime::start(engine, node_config, &config.data_dir, metrics).await?;
+        let node =
+            NodeRuntime::start(engine, node_config, &config.data_dir, metrics.clone()).await?;
         let handle = node.handle().clone();
         let member = node.member_id();
+        metrics.set_info(member, &config.name);
+        metrics.attach_watch_hub(Arc::clone(handle.watch_hub()));
         let sink_handle = handle.clone();
         let transport = PeerTransport::start(
             TransportConfig {
@@ -270,6 +274,7 @@ impl Server {
         )
         .await?;
         node.link().bind(transport.clone());
+        metrics.attach_transport(&transport);
         for m in seed_peers {
             let urls: Vec<HttpUrl> = m.peer_urls.iter().filter_map(|u| u.parse().ok()).collect();
             if let Some(id) = m.id().map(NodeId)
@@ -313,8 +318,11 @@ impl Server {
             body_bytes_max: limits.grpc_message_bytes_max(),
         };
         let routes = grpc_routes(&services, &watch, limits.grpc_message_bytes_max());
-        let router =
-            routes.into_axum_router().merge(http::router(ctx, services)).fallback(http::fallback);
+        let router = metrics
+            .instrument_grpc(routes.into_axum_router())
+            .merge(http::router(ctx.clone(), services))
+            .merge(Dashboard::new(ctx, u32::try_from(config.shards).unwrap_or(u32::MAX)).router())
+            .fallback(http::fallback);
         let routes = Routes::from(router);
 
         let mut listeners = Vec::new();
@@ -330,6 +338,13 @@ impl Server {
         }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        tasks.spawn(sample_counters(metrics.clone(), shutdown.clone()));
+        tasks.spawn(refresh_slow_metrics(
+            metrics.clone(),
+            handle.clone(),
+            config.data_dir.clone(),
+            shutdown.clone(),
+        ));
         for listener in listeners {
             let routes = routes.clone();
             let stop = shutdown.clone();
@@ -436,6 +451,43 @@ fn grpc_routes(
             WatchServer::from_arc(Arc::clone(watch)).max_decoding_message_size(message_bytes_max),
         );
     builder.routes()
+}
+
+/// Records the dashboard's counter samples every [`HISTORY_INTERVAL`]
+/// until `stop`.
+async fn sample_counters(metrics: Metrics, stop: CancellationToken) {
+    let mut every = tokio::time::interval(HISTORY_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => metrics.record_sample(),
+        }
+    }
+}
+
+/// Refreshes, every [`SLOW_REFRESH_INTERVAL`] until `stop`, the metrics
+/// too costly to compute per scrape (off the async workers: both read
+/// files).
+async fn refresh_slow_metrics(
+    metrics: Metrics,
+    node: NodeHandle,
+    data_dir: std::path::PathBuf,
+    stop: CancellationToken,
+) {
+    loop {
+        let (metrics, node, dir) = (metrics.clone(), node.clone(), data_dir.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let shards: Vec<_> =
+                node.state().shard_reports().iter().map(|s| s.status.shard).collect();
+            metrics.refresh_slow(&dir, node.store(), &shards);
+        })
+        .await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(SLOW_REFRESH_INTERVAL) => {}
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM: when to shut down gracefully.

@@ -20,3 +20,5 @@ mod http;
 mod kv;
 #[path = "e2e/lease.rs"]
 mod lease;
+#[path = "e2e/observability.rs"]
+mod observability;

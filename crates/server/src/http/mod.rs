@@ -8,6 +8,7 @@
 //! | `GET /health` | `{"health":"true","reason":""}` (503 and `"false"` with a reason when unhealthy) |
 //! | `GET /version` | `{"etcdserver":"3.5.13","etcdcluster":"3.5.0"}` |
 //! | `GET /metrics` | Prometheus text ([`crate::metrics`]) |
+//! | `GET /dashboard…` | the web dashboard and its JSON ([`crate::dashboard`]) |
 
 pub mod gateway;
 

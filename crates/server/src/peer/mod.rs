@@ -236,6 +236,12 @@ pub enum PeerEvent {
     Unreachable(NodeId),
 }
 
+/// Told how long each batch of frames took to write and flush to a peer's
+/// connection, and on which lane (see
+/// [`PeerTransport::observe_send_durations`]). Called on runtime threads;
+/// must not block.
+pub type SendObserver = std::sync::Arc<dyn Fn(Lane, Duration) + Send + Sync>;
+
 /// What the sink did with an event.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Delivery {

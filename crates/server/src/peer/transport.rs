@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use super::SendObserver;
 use super::backoff::Backoff;
 use super::handshake::{HELLO_BYTES, HandshakeError, Hello, REPLY_BYTES, Reply, ReplyStatus};
 use super::members::MembersProvider;
@@ -177,6 +178,8 @@ struct Shared {
     inbound_slots: Arc<Semaphore>,
     /// Answers `GET /members` on the peer port, once set.
     members: RwLock<Option<MembersProvider>>,
+    /// Told how long each batch took to write, once set.
+    send_observer: OnceLock<SendObserver>,
 }
 
 struct InboundEntry {
@@ -308,6 +311,7 @@ impl PeerTransport {
             next_connection_id: AtomicU64::new(0),
             inbound_slots: Arc::new(Semaphore::new(INBOUND_CONNECTIONS_MAX)),
             members: RwLock::new(None),
+            send_observer: OnceLock::new(),
         });
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -445,6 +449,13 @@ impl PeerTransport {
     /// (see [`super::members`]); until this is called it answers 503.
     pub fn serve_members(&self, provider: MembersProvider) {
         *self.inner.shared.members.write().unwrap_or_else(PoisonError::into_inner) = Some(provider);
+    }
+
+    /// Has `observer` told how long each batch took to write and flush (a
+    /// peer or network that stops keeping up shows there first). Set once;
+    /// a second observer is ignored.
+    pub fn observe_send_durations(&self, observer: SendObserver) {
+        let _ = self.inner.shared.send_observer.set(observer);
     }
 
     /// The transport's counters.
@@ -779,13 +790,19 @@ impl Link {
         let mut probe = [0u8; 1];
         let ended = loop {
             self.fill(&mut batch);
+            let started = Instant::now();
             let written = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break Ended::Stop,
                 written = timeout(BATCH_WRITE_TIMEOUT, write_batch(&mut connection.writer, &batch)) => written,
             };
             match written {
-                Ok(Ok(())) => self.on_batch_written(&batch),
+                Ok(Ok(())) => {
+                    if let Some(observe) = self.shared.send_observer.get() {
+                        observe(self.lane, started.elapsed());
+                    }
+                    self.on_batch_written(&batch);
+                }
                 Ok(Err(error)) => {
                     warn!(peer = %self.peer, lane = %self.lane, addr = %connection.addr, %error, "writing to peer failed; reconnecting");
                     break Ended::Broken;

@@ -12,7 +12,7 @@ use ringkv_node::{Clock, Transport, Unreachable};
 use ringkv_storage::Disk;
 use ringkv_storage::disk::DiskFile;
 
-use crate::metrics::Metrics;
+use crate::metrics::{FileKind, Metrics};
 use crate::peer::PeerTransport;
 
 /// Frames at least this large travel on the transport's bulk lane: they
@@ -89,8 +89,9 @@ impl Transport for PeerLink {
 }
 
 /// A [`Disk`] that records how long each fdatasync takes
-/// (`ringkv_disk_fsync_duration_seconds`): the WAL's group commits and the
-/// store's durable checkpoints.
+/// (`ringkv_disk_fsync_duration_seconds`) and how many bytes are written
+/// (`ringkv_disk_written_bytes_total`), by file: the WAL's group commits
+/// and the store's durable checkpoints.
 #[derive(Clone, Debug)]
 pub struct TimedDisk<D> {
     inner: D,
@@ -108,6 +109,7 @@ impl<D: Disk> TimedDisk<D> {
 #[derive(Debug)]
 pub struct TimedFile<F> {
     inner: F,
+    kind: FileKind,
     metrics: Metrics,
 }
 
@@ -116,12 +118,12 @@ impl<D: Disk> Disk for TimedDisk<D> {
 
     fn create(&self, name: &str) -> io::Result<Self::File> {
         let inner = self.inner.create(name)?;
-        Ok(TimedFile { inner, metrics: self.metrics.clone() })
+        Ok(TimedFile { inner, kind: FileKind::of(name), metrics: self.metrics.clone() })
     }
 
     fn open(&self, name: &str) -> io::Result<Self::File> {
         let inner = self.inner.open(name)?;
-        Ok(TimedFile { inner, metrics: self.metrics.clone() })
+        Ok(TimedFile { inner, kind: FileKind::of(name), metrics: self.metrics.clone() })
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
@@ -151,13 +153,15 @@ impl<F: DiskFile> DiskFile for TimedFile<F> {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.inner.write_at(offset, data)
+        self.inner.write_at(offset, data)?;
+        self.metrics.record_write(self.kind, data.len());
+        Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
         let started = Instant::now();
         let result = self.inner.sync_data();
-        self.metrics.record_fsync(started.elapsed());
+        self.metrics.record_fsync(self.kind, started.elapsed());
         result
     }
 

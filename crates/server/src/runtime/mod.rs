@@ -52,7 +52,7 @@ use tokio::sync::{broadcast, oneshot};
 use tracing::{info, warn};
 
 pub use io::{BULK_FRAME_BYTES_MIN, MonotonicClock, PeerLink, TimedDisk, TimedFile};
-pub use state::NodeState;
+pub use state::{NodeState, ShardReport};
 
 use crate::api::EtcdError;
 use crate::metrics::Metrics;
@@ -158,8 +158,11 @@ impl NodeHandle {
                 Err(_) => Err(EtcdError::Stopped),
             },
         };
-        if proposal && result.is_err() {
-            self.metrics.proposal_failed();
+        if proposal {
+            match result {
+                Ok(_) => self.metrics.proposal_applied(),
+                Err(_) => self.metrics.proposal_failed(),
+            }
         }
         result
     }
@@ -343,6 +346,7 @@ impl NodeRuntime {
                     }
                 };
                 info!(%engine, "consensus engine");
+                thread_metrics.set_engine(engine.name());
                 engine.dispatch(OpenAndRun {
                     config,
                     disk,

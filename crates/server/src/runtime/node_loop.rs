@@ -16,7 +16,9 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use super::io::{MonotonicClock, PeerLink};
-use super::{Answer, INBOX_DRAIN_MAX, NodeInput, NodeResult, NodeState, STATUS_REFRESH_INTERVAL};
+use super::{
+    Answer, INBOX_DRAIN_MAX, NodeInput, NodeResult, NodeState, STATUS_REFRESH_INTERVAL, ShardReport,
+};
 use crate::config::HttpUrl;
 use crate::metrics::Metrics;
 use crate::peer::PeerEvent;
@@ -179,8 +181,9 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             }
             self.state.set_raft_term(status.term);
             self.state.advance_revision(status.revision);
-            let shards = vec![status];
-            self.metrics.set_shards(&shards);
+            let replica = node.replica_status(DATA_SHARD);
+            let shards = vec![ShardReport::new(status, replica.as_ref())];
+            self.metrics.observe_shards(&shards);
             self.state.set_shards(shards);
         }
         self.state.set_alarms(node.alarms());

@@ -13,6 +13,36 @@ use tokio::sync::watch;
 use crate::api::HeaderInfo;
 use crate::watch::WatchContext;
 
+/// One shard as the node thread last published it: its status and who
+/// replicates it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardReport {
+    /// The shard's status.
+    pub status: ShardStatus,
+    /// Its voting replicas, in id order (both configurations while a
+    /// membership change is joint).
+    pub voters: Vec<NodeId>,
+    /// Its learners (replicas catching up before they vote), in id order.
+    pub learners: Vec<NodeId>,
+}
+
+impl ShardReport {
+    /// The report of a shard whose engine reports `replica` (`None`: the
+    /// replicas are unknown, and listed empty).
+    pub fn new(status: ShardStatus, replica: Option<&ringkv_consensus::Status>) -> ShardReport {
+        let (voters, learners) = match replica {
+            Some(r) => {
+                let m = &r.membership;
+                let voters: std::collections::BTreeSet<NodeId> =
+                    m.voters.iter().chain(&m.outgoing).copied().collect();
+                (voters.into_iter().collect(), m.learners.iter().copied().collect())
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        ShardReport { status, voters, learners }
+    }
+}
+
 /// The node's state as last published by its thread.
 ///
 /// Readers see each field on its own (a header may combine a term and a
@@ -29,7 +59,7 @@ pub struct NodeState {
     /// The data shard's leader as this node knows it; a watch so streams
     /// can end when it is lost (etcd's `hasleader` rule).
     leader: watch::Sender<Option<NodeId>>,
-    shards: Mutex<Vec<ShardStatus>>,
+    shards: Mutex<Vec<ShardReport>>,
     alarms: Mutex<Vec<AlarmMember>>,
     members: Mutex<Vec<Member>>,
 }
@@ -92,6 +122,12 @@ impl NodeState {
 
     /// Every shard's state, as of the last refresh.
     pub fn shards(&self) -> Vec<ShardStatus> {
+        let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        shards.iter().map(|s| s.status.clone()).collect()
+    }
+
+    /// Every shard's state and replicas, as of the last refresh.
+    pub fn shard_reports(&self) -> Vec<ShardReport> {
         self.shards.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
@@ -150,7 +186,7 @@ impl NodeState {
         });
     }
 
-    pub(crate) fn set_shards(&self, shards: Vec<ShardStatus>) {
+    pub(crate) fn set_shards(&self, shards: Vec<ShardReport>) {
         *self.shards.lock().unwrap_or_else(PoisonError::into_inner) = shards;
     }
 

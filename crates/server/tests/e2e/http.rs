@@ -8,26 +8,26 @@ use tokio::net::TcpStream;
 use crate::common::*;
 
 /// An HTTP/1.1 answer.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
 /// One request on a fresh connection (`Connection: close`), as curl sends
 /// it; the body read to the end, chunked encoding undone.
-async fn http(endpoint: &str, method: &str, path: &str, body: &str) -> Answer {
+pub async fn http(endpoint: &str, method: &str, path: &str, body: &str) -> Answer {
     let addr = endpoint.trim_start_matches("http://");
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!(
