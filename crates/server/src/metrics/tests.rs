@@ -43,6 +43,7 @@ fn status(term: u64, leader: Option<u64>, me: u64, commit: u64, applied: u64) ->
         revision: Revision(7),
         compacted_revision: Revision(0),
         snapshot_index: LogIndex(0),
+        snapshots_installed: 0,
     }
 }
 
