@@ -151,23 +151,25 @@ fn status_shards_keys_and_membership_on_three_processes() {
     assert!(initial_cluster.contains(&format!("m3={peer_url}")), "{initial_cluster}");
     let m3_dir = cluster.dir.path().join("m3");
     let m3_log = cluster.dir.path().join("m3.log");
-    let mut m3 = spawn_ringkv(
-        &[
-            "server".into(),
-            "--name=m3".into(),
-            format!("--data-dir={}", m3_dir.display()),
-            format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
-            format!("--listen-peer-urls={peer_url}"),
-            format!("--initial-cluster={initial_cluster}"),
-            "--initial-cluster-state=existing".into(),
-            format!("--initial-cluster-token=test-{}", std::process::id()),
-            format!("--heartbeat-interval={}", support::TEST_HEARTBEAT_MS),
-            format!("--election-timeout={}", support::TEST_ELECTION_MS),
-        ],
-        cluster.dir.path(),
-        &m3_log,
-    )
-    .unwrap();
+    let _m3 = KillOnDrop(
+        spawn_ringkv(
+            &[
+                "server".into(),
+                "--name=m3".into(),
+                format!("--data-dir={}", m3_dir.display()),
+                format!("--listen-client-urls=http://127.0.0.1:{client_port}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-cluster={initial_cluster}"),
+                "--initial-cluster-state=existing".into(),
+                format!("--initial-cluster-token=test-{}", std::process::id()),
+                format!("--heartbeat-interval={}", support::TEST_HEARTBEAT_MS),
+                format!("--election-timeout={}", support::TEST_ELECTION_MS),
+            ],
+            cluster.dir.path(),
+            &m3_log,
+        )
+        .unwrap(),
+    );
     let joined = wait_until(WAIT, || {
         let status = ctl_json(&one, &["status"]);
         status["members"]
@@ -198,8 +200,16 @@ fn status_shards_keys_and_membership_on_three_processes() {
     assert_eq!(listed["members"].as_array().unwrap().len(), 2, "{listed}");
     let unknown = ctl(&one, &["node", "remove", "m9"]).unwrap_err();
     assert!(unknown.contains("no member named or numbered \"m9\""), "{unknown}");
-    let _ = m3.kill();
-    let _ = m3.wait();
+}
+
+/// A process killed (and reaped) when the test ends, even by a panic.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
