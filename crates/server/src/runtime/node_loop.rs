@@ -119,7 +119,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                     Completion::Done { header, result, .. } => {
                         let _ = reply.send(result.map(|reply| Answer { header, reply }));
                     }
-                    Completion::ReadReady { header, shard, read, .. } => {
+                    Completion::ReadReady { header, shard, read, auth_revision, .. } => {
                         // Reads never run on this thread: the loop only
                         // orders them.
                         let store = Arc::clone(self.node.store());
@@ -127,7 +127,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                             let result = store
                                 .read()
                                 .map_err(NodeError::from)
-                                .and_then(|view| execute_read(&view, shard, &read))
+                                .and_then(|view| execute_read(&view, shard, &read, auth_revision))
                                 .map(|reply| Answer { header, reply });
                             let _ = reply.send(result);
                         });

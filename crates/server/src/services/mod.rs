@@ -180,6 +180,7 @@ pub(crate) fn unexpected(rpc: &'static str, reply: &Reply) -> Status {
         Reply::Hash { .. } => "a hash",
         Reply::HashKv(_) => "a key-value hash",
         Reply::Done => "a bare success",
+        Reply::Auth(_) => "an auth answer",
     };
     EtcdError::Unknown {
         message: format!("ringkv: internal error: the node answered {rpc} with {kind}"),
