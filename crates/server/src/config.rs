@@ -191,6 +191,18 @@ pub struct ServerArgs {
     /// Number of data shards, fixed at cluster creation. [default: 1]
     #[arg(long, value_name = "N")]
     pub shards: Option<u64>,
+
+    /// Auth token type: `simple`, or `jwt,pub-key=<file>,priv-key=<file>,sign-method=<alg>[,ttl=<dur>]`. [default: simple]
+    #[arg(long, value_name = "TYPE")]
+    pub auth_token: Option<String>,
+
+    /// Seconds a simple auth token stays valid since its last use. [default: 300]
+    #[arg(long, value_name = "SECONDS")]
+    pub auth_token_ttl: Option<u64>,
+
+    /// bcrypt cost of new password hashes (4 to 31). [default: 10]
+    #[arg(long, value_name = "COST")]
+    pub bcrypt_cost: Option<u32>,
 }
 
 /// Whether this member creates the cluster or joins an existing one
@@ -426,6 +438,9 @@ pub struct ServerConfig {
     pub engine: EngineKind,
     /// Number of data shards (`--shards`), in `1..=SHARDS_MAX`.
     pub shards: u64,
+    /// Authentication settings (`--auth-token`, `--auth-token-ttl`,
+    /// `--bcrypt-cost`; `--client-cert-auth` with TLS).
+    pub auth: crate::auth::AuthOptions,
     /// Things worth a log line once logging is up (unknown `RINGKV_*`
     /// variables, shadowed variables, a very large quota).
     pub warnings: Vec<ConfigWarning>,
@@ -587,6 +602,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// `--auth-token` is malformed.
+    #[error("--auth-token: {0}")]
+    AuthToken(String),
     /// A flag that must not be empty.
     #[error("--{flag} must not be empty")]
     Empty {
@@ -692,6 +710,9 @@ impl ServerArgs {
             log_level,
             engine,
             shards,
+            auth_token,
+            auth_token_ttl,
+            bcrypt_cost,
         } = self;
         ServerArgs {
             config_file: config_file.or(lower.config_file),
@@ -714,6 +735,9 @@ impl ServerArgs {
             log_level: log_level.or(lower.log_level),
             engine: engine.or(lower.engine),
             shards: shards.or(lower.shards),
+            auth_token: auth_token.or(lower.auth_token),
+            auth_token_ttl: auth_token_ttl.or(lower.auth_token_ttl),
+            bcrypt_cost: bcrypt_cost.or(lower.bcrypt_cost),
         }
     }
 }
@@ -881,6 +905,7 @@ fn validate(
     raw: ServerArgs,
     mut warnings: Vec<ConfigWarning>,
 ) -> Result<ServerConfig, ConfigError> {
+    let auth = auth_options(&raw)?;
     let name = raw.name.unwrap_or_else(|| DEFAULT_NAME.to_owned());
     let name_problem = if name.is_empty() {
         Some("it is empty")
@@ -1030,6 +1055,40 @@ fn validate(
         log_level: raw.log_level.unwrap_or_default(),
         engine: raw.engine.unwrap_or_default(),
         shards,
+        auth,
         warnings,
+    })
+}
+
+/// Longest `--auth-token-ttl`, in seconds (a day: a token that lives
+/// longer is a password in disguise).
+pub const AUTH_TOKEN_TTL_SECONDS_MAX: u64 = 86_400;
+
+fn auth_options(raw: &ServerArgs) -> Result<crate::auth::AuthOptions, ConfigError> {
+    use crate::auth::{AuthOptions, TokenOptions, password};
+    let defaults = AuthOptions::default();
+    let token = match raw.auth_token.as_deref() {
+        None => TokenOptions::Simple,
+        Some(text) => {
+            TokenOptions::parse(text).map_err(|e| ConfigError::AuthToken(e.to_string()))?
+        }
+    };
+    let ttl = in_range(
+        "auth-token-ttl",
+        raw.auth_token_ttl.unwrap_or(defaults.token_ttl.as_secs()),
+        1,
+        AUTH_TOKEN_TTL_SECONDS_MAX,
+    )?;
+    let cost = in_range(
+        "bcrypt-cost",
+        u64::from(raw.bcrypt_cost.unwrap_or(defaults.bcrypt_cost)),
+        u64::from(password::BCRYPT_COST_MIN),
+        u64::from(password::BCRYPT_COST_MAX),
+    )?;
+    Ok(AuthOptions {
+        token,
+        token_ttl: Duration::from_secs(ttl),
+        bcrypt_cost: u32::try_from(cost).expect("checked against BCRYPT_COST_MAX"),
+        ..defaults
     })
 }

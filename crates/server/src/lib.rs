@@ -9,6 +9,7 @@
 //! | [`services`] | the etcd v3 gRPC services, one per file |
 //! | [`http`] | the HTTP side of the client port: gateway, `/health`, `/version`, `/metrics` |
 //! | [`api`] | wire ⇄ node conversions, limits, etcd's error catalog |
+//! | [`auth`] | credentials, passwords, tokens (JWT), login rate limits |
 //! | [`gateway`] | the JSON gateway's routes and codec |
 //! | [`peer`] | the TCP peer transport |
 //! | [`config`] | etcd's flags, `RINGKV_*` variables and a TOML file |
@@ -16,6 +17,7 @@
 //! | [`watch`] | etcd's Watch: the hub fed by applied changes and the gRPC service |
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod gateway;
 pub mod http;

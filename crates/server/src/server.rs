@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringkv_api::etcdserverpb::auth_server::AuthServer;
 use ringkv_api::etcdserverpb::cluster_server::ClusterServer;
 use ringkv_api::etcdserverpb::kv_server::KvServer;
 use ringkv_api::etcdserverpb::lease_server::LeaseServer;
@@ -21,6 +22,7 @@ use tonic::service::Routes;
 use tracing::{error, info};
 
 use crate::api::RequestLimits;
+use crate::auth::{AuthSetupError, Authenticator};
 use crate::config::{ClusterState, EngineKind, HttpUrl, ServerConfig};
 use crate::http::{self, gateway};
 use crate::metrics::Metrics;
@@ -28,7 +30,7 @@ use crate::peer::members::{self, MemberInfo};
 use crate::peer::{ClusterId, PeerTransport, TransportConfig, TransportError};
 use crate::runtime::{NodeHandle, NodeRuntime, NodeState, StartError};
 use crate::services::{
-    ClusterService, Context, ElectionService, KvService, LeaseService, LockService,
+    AuthService, ClusterService, Context, ElectionService, KvService, LeaseService, LockService,
     MaintenanceService,
 };
 use crate::watch::WatchService;
@@ -70,6 +72,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The auth settings cannot work (JWT keys, bcrypt cost).
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
     /// A setting this version cannot serve.
     #[error("{0}")]
     Unsupported(String),
@@ -299,8 +304,9 @@ impl Server {
             request_bytes_max: usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
             lease_ttl_min_seconds,
         };
-        let ctx = Context::new(handle.clone(), limits);
-        let watch = Arc::new(WatchService::new(Arc::clone(handle.watch_hub())));
+        let authenticator = Arc::new(Authenticator::new(config.auth.clone())?);
+        let ctx = Context::new(handle.clone(), limits, authenticator);
+        let watch = Arc::new(WatchService::with_auth(Arc::clone(handle.watch_hub()), ctx.clone()));
         let services = gateway::Services {
             kv: Arc::new(KvService::new(ctx.clone())),
             lease: Arc::new(LeaseService::new(ctx.clone())),
@@ -308,6 +314,7 @@ impl Server {
             maintenance: Arc::new(MaintenanceService::new(ctx.clone())),
             lock: Arc::new(LockService::new(ctx.clone())),
             election: Arc::new(ElectionService::new(ctx.clone())),
+            auth: Arc::new(AuthService::new(ctx.clone())),
             watch: Arc::clone(&watch) as Arc<dyn Watch>,
             body_bytes_max: limits.grpc_message_bytes_max(),
         };
@@ -430,6 +437,9 @@ fn grpc_routes(
         )
         .add_service(
             WatchServer::from_arc(Arc::clone(watch)).max_decoding_message_size(message_bytes_max),
+        )
+        .add_service(
+            AuthServer::from_arc(Arc::clone(&s.auth)).max_decoding_message_size(message_bytes_max),
         );
     builder.routes()
 }
