@@ -14,6 +14,7 @@
 //! | [`peer`] | the TCP peer transport |
 //! | [`config`] | etcd's flags, `RINGKV_*` variables and a TOML file |
 //! | [`metrics`] | Prometheus metrics |
+//! | [`tls`] | TLS of the client and peer ports: rustls (`ring`), reloaded files, client certificate names |
 //! | [`watch`] | etcd's Watch: the hub fed by applied changes and the gRPC service |
 
 pub mod api;
@@ -26,4 +27,5 @@ pub mod peer;
 pub mod runtime;
 pub mod server;
 pub mod services;
+pub mod tls;
 pub mod watch;

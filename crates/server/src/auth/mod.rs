@@ -139,8 +139,8 @@ pub enum AuthSetupError {
     Jwt(#[from] JwtError),
 }
 
-/// The verified client certificate of a connection (set by the TLS
-/// acceptor on every request's extensions).
+/// The verified client certificate of a connection (the TLS acceptor puts
+/// it in every request's extensions, inside [`crate::tls::ClientConn`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerCertificate {
     /// The subject's common name, if it has one.
@@ -232,7 +232,10 @@ impl Authenticator {
             };
         }
         if self.options.client_cert_auth
-            && let Some(PeerCertificate { common_name: Some(cn) }) = extensions.get()
+            && let Some(crate::tls::ClientConn {
+                certificate: Some(PeerCertificate { common_name: Some(cn) }),
+                ..
+            }) = extensions.get()
         {
             return Credential::Certificate(cn.clone());
         }

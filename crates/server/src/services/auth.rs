@@ -208,7 +208,8 @@ impl Auth for AuthService {
         request: tonic::Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let started = Instant::now();
-        let addr = request.remote_addr().map(|a| a.ip());
+        let tls_remote = || request.extensions().get::<crate::tls::ClientConn>()?.remote;
+        let addr = request.remote_addr().or_else(tls_remote).map(|a| a.ip());
         let pb::AuthenticateRequest { name, password } = request.into_inner();
         let auth = self.ctx.authenticator();
         let result = if let Some(wait) = auth.login_blocked_for(&name, addr) {
