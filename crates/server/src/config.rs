@@ -14,9 +14,9 @@
 //!
 //! Flag names, meanings and defaults follow etcd's, so an etcd command line
 //! works unchanged, with these differences: the data directory defaults to
-//! `./ringkv-data`, URLs default to `127.0.0.1` rather than `localhost`, only
-//! `http://` URLs are accepted (no TLS yet), and `--engine` and `--shards`
-//! are ringkv's own.
+//! `./ringkv-data`, URLs default to `127.0.0.1` rather than `localhost`,
+//! `--listen-peer-urls` are all `http://` or all `https://`, and `--engine`
+//! and `--shards` are ringkv's own.
 //!
 //! The environment is read from the map passed to [`parse_from`], never from
 //! the process directly, so that tests need no global state (and clap's own

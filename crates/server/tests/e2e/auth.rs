@@ -197,15 +197,29 @@ async fn logins_fail_alike_and_are_rate_limited() {
     assert!(ok.contains("header"), "{ok}");
     let refused = http_post(&m.endpoint, "/v3/kv/range", range, None).await;
     assert!(refused.contains("user name is empty"), "{refused}");
+    // /health reads anonymously: refused by auth, the member is still healthy.
+    let health = http_request(&m.endpoint, "GET", "/health", "", None).await;
+    assert!(health.contains(r#""health":"true""#), "{health}");
 }
 
 /// A POST to the gateway; the body of the answer.
 async fn http_post(endpoint: &str, path: &str, body: &str, token: Option<&str>) -> String {
+    http_request(endpoint, "POST", path, body, token).await
+}
+
+/// An HTTP/1.1 request on a fresh connection; the body of the answer.
+async fn http_request(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> String {
     let addr = endpoint.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map(|t| format!("Authorization: {t}\r\n")).unwrap_or_default();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
