@@ -87,6 +87,14 @@ pub const LEASE_REVOKES_PER_ROUND_MAX: usize = 1_000;
 /// raising a raised alarm changes nothing.
 pub const ALARM_RAISE_ATTEMPTS_MAX: u32 = 5;
 
+/// Default lifetime of a simple auth token since its last use: etcd's
+/// `--auth-token-ttl` (300 s).
+pub const AUTH_TOKEN_TTL_DEFAULT: Duration = Duration::from_secs(300);
+
+/// How often the node drops expired simple tokens (tokens are also checked
+/// for expiry on every use; this only bounds the memory they hold).
+pub const AUTH_TOKEN_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How a node starts when its disk holds no state yet. With existing state
 /// the bootstrap is ignored, as etcd ignores its `--initial-cluster` flags
 /// on restart.
@@ -154,6 +162,9 @@ pub struct NodeConfig {
     pub pending_requests_max: usize,
     /// Interval between lease checkpoints.
     pub lease_checkpoint_interval: Duration,
+    /// Lifetime of a simple auth token since its last use
+    /// (`--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
     /// Seed of the node's deterministic generator (lease ids, election
     /// jitter of its replicas).
     pub seed: u64,
@@ -190,6 +201,7 @@ impl NodeConfig {
             request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
             pending_requests_max: PENDING_REQUESTS_MAX_DEFAULT,
             lease_checkpoint_interval: LEASE_CHECKPOINT_INTERVAL_DEFAULT,
+            auth_token_ttl: AUTH_TOKEN_TTL_DEFAULT,
             seed: 0,
             wal: WalOptions::default(),
             store: StoreOptions::default(),
@@ -234,6 +246,9 @@ impl NodeConfig {
         }
         if self.lease_checkpoint_interval.is_zero() {
             return bad("lease_checkpoint_interval", "must be positive");
+        }
+        if self.auth_token_ttl.is_zero() {
+            return bad("auth_token_ttl", "must be positive");
         }
         if let Bootstrap::NewCluster { members } = &self.bootstrap {
             let Some(me) = members.iter().find(|m| m.name == self.name) else {

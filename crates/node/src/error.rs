@@ -29,6 +29,10 @@ pub enum ErrorClass {
     Unavailable,
     /// `codes.Internal`.
     Internal,
+    /// `codes.PermissionDenied`.
+    PermissionDenied,
+    /// `codes.Unauthenticated`.
+    Unauthenticated,
 }
 
 /// Why a member change was refused (etcd's membership errors).
@@ -162,6 +166,9 @@ pub enum NodeError {
     /// The member table refused the change.
     #[error(transparent)]
     Member(#[from] MemberError),
+    /// The auth store refused the change, or the caller lacks the right.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// A request names a shard this node does not host.
     #[error("shard {shard} is not hosted on this node: send the request to a node that hosts it")]
     UnknownShard {
@@ -260,6 +267,7 @@ impl NodeError {
                 _ => ErrorClass::InvalidArgument,
             },
             NodeError::Member(e) => e.class(),
+            NodeError::Auth(e) => e.class(),
             NodeError::Config { .. }
             | NodeError::Wal(_)
             | NodeError::Store(_)

@@ -33,10 +33,14 @@
 //! * with the `testing` feature, the `testing` module: a deterministic
 //!   in-process cluster on simulated disks, network and clock.
 //!
+//! The auth store (etcd's users, roles and permissions; see [`auth`]) is
+//! replicated the same way, and every node enforces it.
+//!
 //! The member table and alarms (etcd's Cluster and Alarm APIs) replicate
 //! through the data shard's log for now; with sharding they move to the
 //! metadata group (shard 0), which replicates the same way.
 
+pub mod auth;
 mod cluster;
 mod config;
 mod engine;
@@ -49,14 +53,16 @@ mod request;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use auth::{AuthChange, AuthError, AuthInfo, AuthQuery, AuthReply, Credential};
 pub use cluster::{LEARNERS_MAX, added_member_id, cluster_id, member_id};
 pub use config::{
-    ALARM_RAISE_ATTEMPTS_MAX, APPLY_GAP_MAX, Bootstrap, DATA_SHARD, ELECTION_TICKS_DEFAULT,
-    HEARTBEAT_TICKS_DEFAULT, INBOX_FRAMES_MAX, InitialMember, LEASE_CHECKPOINT_BATCH_MAX,
-    LEASE_CHECKPOINT_INTERVAL_DEFAULT, LEASE_REVOKES_PER_ROUND_MAX, NodeConfig,
-    PENDING_REQUESTS_MAX_DEFAULT, QUOTA_BACKEND_BYTES_DEFAULT, REQUEST_BYTES_MAX_DEFAULT,
-    REQUEST_TIMEOUT_DEFAULT, SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT, SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT,
-    SNAPSHOT_COUNT_DEFAULT, STORE_FILE, TICK_INTERVAL_DEFAULT, TICKS_PER_ROUND_MAX,
+    ALARM_RAISE_ATTEMPTS_MAX, APPLY_GAP_MAX, AUTH_TOKEN_SWEEP_INTERVAL, AUTH_TOKEN_TTL_DEFAULT,
+    Bootstrap, DATA_SHARD, ELECTION_TICKS_DEFAULT, HEARTBEAT_TICKS_DEFAULT, INBOX_FRAMES_MAX,
+    InitialMember, LEASE_CHECKPOINT_BATCH_MAX, LEASE_CHECKPOINT_INTERVAL_DEFAULT,
+    LEASE_REVOKES_PER_ROUND_MAX, NodeConfig, PENDING_REQUESTS_MAX_DEFAULT,
+    QUOTA_BACKEND_BYTES_DEFAULT, REQUEST_BYTES_MAX_DEFAULT, REQUEST_TIMEOUT_DEFAULT,
+    SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT, SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT, SNAPSHOT_COUNT_DEFAULT,
+    STORE_FILE, TICK_INTERVAL_DEFAULT, TICKS_PER_ROUND_MAX,
 };
 pub use engine::{
     Engine, EngineError, EngineKind, PaxosEngine, RaftEngine, UnknownEngine, WithEngine,

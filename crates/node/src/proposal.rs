@@ -7,17 +7,30 @@
 //! applies it (etcd's wait-by-id), so a follower that forwarded a request
 //! to the leader needs no reply on success.
 //!
-//! Encoding ([`Wire`]): a format byte, the optional id, a body tag, the
-//! body. MVCC commands keep their own encoding (with its own format byte)
-//! inside.
+//! A proposal made for a client also carries who the client is
+//! ([`crate::AuthInfo`]), so that every replica checks its rights when it
+//! applies the entry, against the auth store as of that entry (see
+//! [`crate::auth`]). The node's own housekeeping proposals carry none and
+//! are never checked.
+//!
+//! Encoding ([`Wire`]): a format byte, the optional id, (format 2 on) the
+//! optional caller, a body tag, the body. MVCC commands keep their own
+//! encoding (with its own format byte) inside. Format 1 entries (written
+//! before auth existed) decode with no caller: nothing could have enabled
+//! auth before them.
 
 use bytes::Bytes;
 use ringkv_consensus::codec::{CodecError, Decoder, Wire, put_str, put_varint};
 use ringkv_consensus::{NodeId, decode_exact, encode_to_vec};
 use ringkv_storage::mvcc::Command;
 
-/// Format of encoded proposals.
-const PROPOSAL_FORMAT: u8 = 1;
+use crate::auth::{AuthChange, AuthInfo};
+
+/// Format of encoded proposals: 2 added the caller.
+const PROPOSAL_FORMAT: u8 = 2;
+
+/// The format before the caller was added, still decoded.
+const PROPOSAL_FORMAT_NO_CALLER: u8 = 1;
 
 /// A proposal's cluster-wide identity.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -142,6 +155,8 @@ pub enum ProposalBody {
     Alarm(AlarmChange),
     /// A new cluster's initial member table.
     InitCluster(ClusterInit),
+    /// A change of the auth store.
+    Auth(AuthChange),
 }
 
 /// One command in a shard's log.
@@ -150,6 +165,9 @@ pub struct Proposal {
     /// Who waits for the answer; `None` for the node's own housekeeping
     /// (lease expiry, checkpoints, membership reconciliation, bootstrap).
     pub id: Option<ProposalId>,
+    /// The client it is made for, whose rights are checked when it
+    /// applies; `None` for the node's own housekeeping (never checked).
+    pub auth: Option<AuthInfo>,
     /// What to do.
     pub body: ProposalBody,
 }
@@ -309,6 +327,7 @@ impl Wire for Proposal {
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(PROPOSAL_FORMAT);
         self.id.encode(out);
+        self.auth.encode(out);
         match &self.body {
             ProposalBody::Kv(c) => {
                 out.push(0);
@@ -326,23 +345,29 @@ impl Wire for Proposal {
                 out.push(3);
                 i.encode(out);
             }
+            ProposalBody::Auth(a) => {
+                out.push(4);
+                a.encode(out);
+            }
         }
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
         let at = d.position();
         let format = d.u8()?;
-        if format != PROPOSAL_FORMAT {
+        if format != PROPOSAL_FORMAT && format != PROPOSAL_FORMAT_NO_CALLER {
             return Err(CodecError::BadTag { what: "proposal format", tag: format, at });
         }
         let id = Option::<ProposalId>::decode(d)?;
-        let body = match d.tag("proposal body", 3)? {
+        let auth = if format == PROPOSAL_FORMAT { Option::<AuthInfo>::decode(d)? } else { None };
+        let body = match d.tag("proposal body", 4)? {
             0 => ProposalBody::Kv(Command::decode(d)?),
             1 => ProposalBody::Member(MemberChange::decode(d)?),
             2 => ProposalBody::Alarm(AlarmChange::decode(d)?),
-            _ => ProposalBody::InitCluster(ClusterInit::decode(d)?),
+            3 => ProposalBody::InitCluster(ClusterInit::decode(d)?),
+            _ => ProposalBody::Auth(AuthChange::decode(d)?),
         };
-        Ok(Proposal { id, body })
+        Ok(Proposal { id, auth, body })
     }
 }
 
@@ -408,6 +433,45 @@ mod tests {
                     ProposalBody::InitCluster(ClusterInit { cluster_id, members })
                 }
             ),
+            auth_change().prop_map(ProposalBody::Auth),
+        ]
+    }
+
+    fn auth_change() -> impl Strategy<Value = AuthChange> {
+        use crate::auth::{Permission, PermissionType};
+        let name = "[a-z/]{0,6}";
+        let bytes = prop::collection::vec(any::<u8>(), 0..6).prop_map(Bytes::from);
+        prop_oneof![
+            Just(AuthChange::Enable),
+            Just(AuthChange::Disable),
+            (name, prop::option::of("[ -~]{0,12}"), any::<bool>()).prop_map(
+                |(name, password_hash, no_password)| AuthChange::UserAdd {
+                    name,
+                    password_hash,
+                    no_password
+                }
+            ),
+            name.prop_map(|name| AuthChange::UserDelete { name }),
+            (name, prop::option::of("[ -~]{0,12}")).prop_map(|(name, password_hash)| {
+                AuthChange::UserChangePassword { name, password_hash }
+            }),
+            (name, name).prop_map(|(user, role)| AuthChange::UserGrantRole { user, role }),
+            (name, name).prop_map(|(user, role)| AuthChange::UserRevokeRole { user, role }),
+            name.prop_map(|name| AuthChange::RoleAdd { name }),
+            name.prop_map(|name| AuthChange::RoleDelete { name }),
+            (name, 0..3i32, bytes.clone(), bytes.clone()).prop_map(|(role, t, key, range_end)| {
+                let kind = PermissionType::from_wire(t).unwrap();
+                AuthChange::RoleGrantPermission {
+                    role,
+                    permission: Permission { kind, key, range_end },
+                }
+            }),
+            (name, bytes.clone(), bytes).prop_map(|(role, key, range_end)| {
+                AuthChange::RoleRevokePermission { role, key, range_end }
+            }),
+            (name, "[a-z0-9.]{0,16}", any::<u64>()).prop_map(|(user, token, checked_revision)| {
+                AuthChange::IssueToken { user, token, checked_revision }
+            }),
         ]
     }
 
@@ -415,9 +479,14 @@ mod tests {
         #[test]
         fn proposals_roundtrip(
             id in prop::option::of((1u64..u64::MAX, any::<u64>())),
+            auth in prop::option::of(("[a-z]{0,6}", any::<u64>())),
             body in body(),
         ) {
-            let p = Proposal { id: id.map(|(n, seq)| ProposalId { node: NodeId(n), seq }), body };
+            let p = Proposal {
+                id: id.map(|(n, seq)| ProposalId { node: NodeId(n), seq }),
+                auth: auth.map(|(user, revision)| AuthInfo { user, revision }),
+                body,
+            };
             let bytes = p.to_bytes();
             prop_assert_eq!(Proposal::from_bytes(bytes.clone()).unwrap(), p);
             for cut in 0..bytes.len() {
@@ -433,8 +502,23 @@ mod tests {
 
     #[test]
     fn a_member_with_id_zero_is_refused() {
-        let p =
-            Proposal { id: None, body: ProposalBody::Member(MemberChange::Add(Member::default())) };
+        let p = Proposal {
+            id: None,
+            auth: None,
+            body: ProposalBody::Member(MemberChange::Add(Member::default())),
+        };
         assert!(Proposal::from_bytes(p.to_bytes()).is_err());
+    }
+
+    /// Entries written before the caller was added still apply.
+    #[test]
+    fn a_format_1_proposal_decodes_without_a_caller() {
+        let body = ProposalBody::Member(MemberChange::Remove(NodeId(7)));
+        let p = Proposal { id: Some(ProposalId { node: NodeId(3), seq: 9 }), auth: None, body };
+        let mut v1 = vec![PROPOSAL_FORMAT_NO_CALLER];
+        p.id.encode(&mut v1);
+        v1.push(1);
+        MemberChange::Remove(NodeId(7)).encode(&mut v1);
+        assert_eq!(Proposal::from_bytes(Bytes::from(v1)).unwrap(), p);
     }
 }

@@ -13,6 +13,7 @@ use ringkv_storage::mvcc::{
     RangeResponse, ReadError, ReadView, Response, Revision, TxnRequest,
 };
 
+use crate::auth::{AuthChange, AuthError, AuthQuery, AuthReply};
 use crate::cluster::ClusterTables;
 use crate::error::NodeError;
 use crate::frame::LeaseTtl;
@@ -108,6 +109,11 @@ pub enum Request {
     MoveLeader(NodeId),
     /// `Maintenance.Defragment`.
     Defragment,
+    /// A change of the auth store (every `Auth` RPC that writes, and the
+    /// simple token `Authenticate` issues).
+    AuthChange(AuthChange),
+    /// A question about the auth store, answered linearizably.
+    AuthQuery(AuthQuery),
 }
 
 /// A read the caller runs on a [`ReadView`] once the node says it may.
@@ -159,6 +165,8 @@ pub enum Reply {
     HashKv(HashKv),
     /// MoveLeader or Defragment succeeded.
     Done,
+    /// An auth request's answer.
+    Auth(AuthReply),
 }
 
 /// The header fields of every etcd response besides the revision.
@@ -194,6 +202,11 @@ pub enum Completion {
         shard: ShardId,
         /// What to read.
         read: ReadRequest,
+        /// The auth revision the caller's rights were checked at, when auth
+        /// is enabled: the read fails with `revision of auth store is old`
+        /// if the view it runs on holds another (a change of the auth store
+        /// applied between the check and the read).
+        auth_revision: Option<u64>,
     },
 }
 
@@ -206,16 +219,25 @@ impl Completion {
     }
 }
 
-/// Runs a read on `view`: what a [`Completion::ReadReady`] asks for.
+/// Runs a read on `view`: what a [`Completion::ReadReady`] asks for, with
+/// its `auth_revision`.
 ///
 /// # Errors
-/// etcd's read errors (compacted or future revision, empty key), or the
-/// store failed.
+/// etcd's read errors (compacted or future revision, empty key), `revision
+/// of auth store is old` when the view's auth revision is not
+/// `auth_revision`, or the store failed.
 pub fn execute_read(
     view: &ReadView,
     shard: ShardId,
     read: &ReadRequest,
+    auth_revision: Option<u64>,
 ) -> Result<Reply, NodeError> {
+    if let Some(checked) = auth_revision {
+        let store = crate::auth::stored_revision(view, shard)?;
+        if store != checked {
+            return Err(AuthError::OldRevision { request: checked, store }.into());
+        }
+    }
     match read {
         ReadRequest::Range(req) => view.range(shard, req).map(Reply::Range).map_err(read_error),
         ReadRequest::MemberList => {

@@ -426,12 +426,12 @@ impl<E: Engine> Cluster<E> {
                 Completion::Done { token, result, .. } => {
                     self.results.insert((id, token), result);
                 }
-                Completion::ReadReady { token, shard, read, .. } => {
+                Completion::ReadReady { token, shard, read, auth_revision, .. } => {
                     let store = Arc::clone(self.node(id).store());
                     let result = store
                         .read()
                         .map_err(NodeError::from)
-                        .and_then(|view| execute_read(&view, shard, &read));
+                        .and_then(|view| execute_read(&view, shard, &read, auth_revision));
                     self.results.insert((id, token), result);
                 }
             }
@@ -510,9 +510,22 @@ impl<E: Engine> Cluster<E> {
     /// # Panics
     /// If `on` is not running or refuses the request at once.
     pub fn submit(&mut self, on: NodeId, request: Request) -> Token {
+        self.submit_as(on, request, crate::Credential::Anonymous)
+    }
+
+    /// Submits `request` on `on` with `credential`; returns its token.
+    ///
+    /// # Panics
+    /// If the node refuses it (a full queue).
+    pub fn submit_as(
+        &mut self,
+        on: NodeId,
+        request: Request,
+        credential: crate::Credential,
+    ) -> Token {
         let token = Token(self.next_token);
         self.next_token += 1;
-        self.node_mut(on).submit(token, request).expect("node accepts the request");
+        self.node_mut(on).submit_as(token, request, credential).expect("node accepts the request");
         token
     }
 
@@ -531,7 +544,21 @@ impl<E: Engine> Cluster<E> {
         request: Request,
         max_steps: usize,
     ) -> Result<Reply, NodeError> {
-        let token = self.submit(on, request);
+        self.call_as(on, request, crate::Credential::Anonymous, max_steps)
+    }
+
+    /// Submits with `credential` and steps until the answer arrives.
+    ///
+    /// # Panics
+    /// If no answer arrives within `max_steps`.
+    pub fn call_as(
+        &mut self,
+        on: NodeId,
+        request: Request,
+        credential: crate::Credential,
+        max_steps: usize,
+    ) -> Result<Reply, NodeError> {
+        let token = self.submit_as(on, request, credential);
         for _ in 0..max_steps {
             if let Some(r) = self.take_result(on, token) {
                 return r;

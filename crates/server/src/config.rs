@@ -14,9 +14,9 @@
 //!
 //! Flag names, meanings and defaults follow etcd's, so an etcd command line
 //! works unchanged, with these differences: the data directory defaults to
-//! `./ringkv-data`, URLs default to `127.0.0.1` rather than `localhost`, only
-//! `http://` URLs are accepted (no TLS yet), and `--engine` and `--shards`
-//! are ringkv's own.
+//! `./ringkv-data`, URLs default to `127.0.0.1` rather than `localhost`,
+//! `--listen-peer-urls` are all `http://` or all `https://`, and `--engine`
+//! and `--shards` are ringkv's own.
 //!
 //! The environment is read from the map passed to [`parse_from`], never from
 //! the process directly, so that tests need no global state (and clap's own
@@ -196,6 +196,50 @@ pub struct ServerArgs {
     /// Number of data shards, fixed at cluster creation. [default: 1]
     #[arg(long, value_name = "N")]
     pub shards: Option<u64>,
+
+    /// Auth token type: `simple`, or `jwt,pub-key=<file>,priv-key=<file>,sign-method=<alg>[,ttl=<dur>]`. [default: simple]
+    #[arg(long, value_name = "TYPE")]
+    pub auth_token: Option<String>,
+
+    /// Seconds a simple auth token stays valid since its last use. [default: 300]
+    #[arg(long, value_name = "SECONDS")]
+    pub auth_token_ttl: Option<u64>,
+
+    /// bcrypt cost of new password hashes (4 to 31). [default: 10]
+    #[arg(long, value_name = "COST")]
+    pub bcrypt_cost: Option<u32>,
+
+    /// Certificate (PEM) served on https:// client URLs.
+    #[arg(long, value_name = "PATH")]
+    pub cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert-file.
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// CAs (PEM) that client certificates must chain to.
+    #[arg(long, value_name = "PATH")]
+    pub trusted_ca_file: Option<PathBuf>,
+
+    /// Require client certificates from --trusted-ca-file; their common name is the user when no token is sent.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub client_cert_auth: Option<bool>,
+
+    /// Certificate (PEM) served on https:// peer URLs and presented to peers.
+    #[arg(long, value_name = "PATH")]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of --peer-cert-file.
+    #[arg(long, value_name = "PATH")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// CAs (PEM) that peer certificates must chain to.
+    #[arg(long, value_name = "PATH")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// Require a certificate from --peer-trusted-ca-file of every dialing peer.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub peer_client_cert_auth: Option<bool>,
 }
 
 /// Whether this member creates the cluster or joins an existing one
@@ -446,6 +490,18 @@ pub struct ServerConfig {
     pub engine: EngineKind,
     /// Number of data shards (`--shards`), in `1..=SHARDS_MAX`.
     pub shards: u64,
+    /// Authentication settings (`--auth-token`, `--auth-token-ttl`,
+    /// `--bcrypt-cost`; `--client-cert-auth` with TLS).
+    pub auth: crate::auth::AuthOptions,
+    /// The client URLs listened on, in the order of `listen_client_addrs`
+    /// (which of them are `https://`).
+    pub listen_client_urls: Vec<HttpUrl>,
+    /// The peer URLs listened on, in the order of `listen_peer_addrs`.
+    pub listen_peer_urls: Vec<HttpUrl>,
+    /// TLS of the client port (`--cert-file`, ...), if configured.
+    pub client_tls: Option<crate::tls::TlsFiles>,
+    /// TLS of the peer port (`--peer-cert-file`, ...), if configured.
+    pub peer_tls: Option<crate::tls::TlsFiles>,
     /// Things worth a log line once logging is up (unknown `RINGKV_*`
     /// variables, shadowed variables, a very large quota).
     pub warnings: Vec<ConfigWarning>,
@@ -607,6 +663,25 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// `--auth-token` is malformed.
+    #[error("--auth-token: {0}")]
+    AuthToken(String),
+    /// An `https://` URL without the files TLS needs.
+    #[error("--{flag} has an https:// URL: give {needs}")]
+    TlsFilesMissing {
+        /// The URL flag.
+        flag: &'static str,
+        /// The flags to give.
+        needs: &'static str,
+    },
+    /// A TLS flag that needs another.
+    #[error("--{flag} needs --{needs}")]
+    TlsFlagNeeds {
+        /// The flag given.
+        flag: &'static str,
+        /// The flag missing.
+        needs: &'static str,
+    },
     /// A flag that must not be empty.
     #[error("--{flag} must not be empty")]
     Empty {
@@ -713,6 +788,17 @@ impl ServerArgs {
             log_format,
             engine,
             shards,
+            auth_token,
+            auth_token_ttl,
+            bcrypt_cost,
+            cert_file,
+            key_file,
+            trusted_ca_file,
+            client_cert_auth,
+            peer_cert_file,
+            peer_key_file,
+            peer_trusted_ca_file,
+            peer_client_cert_auth,
         } = self;
         ServerArgs {
             config_file: config_file.or(lower.config_file),
@@ -736,6 +822,17 @@ impl ServerArgs {
             log_format: log_format.or(lower.log_format),
             engine: engine.or(lower.engine),
             shards: shards.or(lower.shards),
+            auth_token: auth_token.or(lower.auth_token),
+            auth_token_ttl: auth_token_ttl.or(lower.auth_token_ttl),
+            bcrypt_cost: bcrypt_cost.or(lower.bcrypt_cost),
+            cert_file: cert_file.or(lower.cert_file),
+            key_file: key_file.or(lower.key_file),
+            trusted_ca_file: trusted_ca_file.or(lower.trusted_ca_file),
+            client_cert_auth: client_cert_auth.or(lower.client_cert_auth),
+            peer_cert_file: peer_cert_file.or(lower.peer_cert_file),
+            peer_key_file: peer_key_file.or(lower.peer_key_file),
+            peer_trusted_ca_file: peer_trusted_ca_file.or(lower.peer_trusted_ca_file),
+            peer_client_cert_auth: peer_client_cert_auth.or(lower.peer_client_cert_auth),
         }
     }
 }
@@ -903,6 +1000,18 @@ fn validate(
     raw: ServerArgs,
     mut warnings: Vec<ConfigWarning>,
 ) -> Result<ServerConfig, ConfigError> {
+    let mut auth = auth_options(&raw)?;
+    auth.client_cert_auth = raw.client_cert_auth.unwrap_or(false);
+    let client_tls = tls_files(
+        ["cert-file", "key-file", "trusted-ca-file", "client-cert-auth"],
+        (raw.cert_file.clone(), raw.key_file.clone(), raw.trusted_ca_file.clone()),
+        auth.client_cert_auth,
+    )?;
+    let peer_tls = tls_files(
+        ["peer-cert-file", "peer-key-file", "peer-trusted-ca-file", "peer-client-cert-auth"],
+        (raw.peer_cert_file.clone(), raw.peer_key_file.clone(), raw.peer_trusted_ca_file.clone()),
+        raw.peer_client_cert_auth.unwrap_or(false),
+    )?;
     let name = raw.name.unwrap_or_else(|| DEFAULT_NAME.to_owned());
     let name_problem = if name.is_empty() {
         Some("it is empty")
@@ -1053,6 +1162,90 @@ fn validate(
         log_format: raw.log_format.unwrap_or_default(),
         engine: raw.engine.unwrap_or_default(),
         shards,
+        auth,
+        listen_client_urls: needs_tls(
+            listen_client,
+            "listen-client-urls",
+            client_tls.is_some(),
+            "--cert-file and --key-file",
+        )?,
+        listen_peer_urls: needs_tls(
+            listen_peer,
+            "listen-peer-urls",
+            peer_tls.is_some(),
+            "--peer-cert-file, --peer-key-file and --peer-trusted-ca-file",
+        )?,
+        client_tls,
+        peer_tls,
         warnings,
+    })
+}
+
+/// `urls`, checked that TLS files are given if one of them is `https://`.
+fn needs_tls(
+    urls: Vec<HttpUrl>,
+    flag: &'static str,
+    have: bool,
+    needs: &'static str,
+) -> Result<Vec<HttpUrl>, ConfigError> {
+    if !have && urls.iter().any(HttpUrl::is_tls) {
+        return Err(ConfigError::TlsFilesMissing { flag, needs });
+    }
+    Ok(urls)
+}
+
+/// One side's TLS files from its flags (`flags`: cert, key, CA, require).
+fn tls_files(
+    flags: [&'static str; 4],
+    (cert, key, ca): (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>),
+    require: bool,
+) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+    let [cert_flag, key_flag, ca_flag, require_flag] = flags;
+    if require && ca.is_none() {
+        return Err(ConfigError::TlsFlagNeeds { flag: require_flag, needs: ca_flag });
+    }
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            Ok(Some(crate::tls::TlsFiles { cert, key, trusted_ca: ca, client_cert_auth: require }))
+        }
+        (Some(_), None) => Err(ConfigError::TlsFlagNeeds { flag: cert_flag, needs: key_flag }),
+        (None, Some(_)) => Err(ConfigError::TlsFlagNeeds { flag: key_flag, needs: cert_flag }),
+        (None, None) if require || ca.is_some() => {
+            Err(ConfigError::TlsFlagNeeds { flag: ca_flag, needs: cert_flag })
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Longest `--auth-token-ttl`, in seconds (a day: a token that lives
+/// longer is a password in disguise).
+pub const AUTH_TOKEN_TTL_SECONDS_MAX: u64 = 86_400;
+
+fn auth_options(raw: &ServerArgs) -> Result<crate::auth::AuthOptions, ConfigError> {
+    use crate::auth::{AuthOptions, TokenOptions, password};
+    let defaults = AuthOptions::default();
+    let token = match raw.auth_token.as_deref() {
+        None => TokenOptions::Simple,
+        Some(text) => {
+            TokenOptions::parse(text).map_err(|e| ConfigError::AuthToken(e.to_string()))?
+        }
+    };
+    let ttl = in_range(
+        "auth-token-ttl",
+        raw.auth_token_ttl.unwrap_or(defaults.token_ttl.as_secs()),
+        1,
+        AUTH_TOKEN_TTL_SECONDS_MAX,
+    )?;
+    let cost = in_range(
+        "bcrypt-cost",
+        u64::from(raw.bcrypt_cost.unwrap_or(defaults.bcrypt_cost)),
+        u64::from(password::BCRYPT_COST_MIN),
+        u64::from(password::BCRYPT_COST_MAX),
+    )?;
+    Ok(AuthOptions {
+        token,
+        token_ttl: Duration::from_secs(ttl),
+        bcrypt_cost: u32::try_from(cost).expect("checked against BCRYPT_COST_MAX"),
+        ..defaults
     })
 }

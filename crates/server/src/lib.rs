@@ -10,13 +10,16 @@
 //! | [`http`] | the HTTP side of the client port: gateway, `/health`, `/version`, `/metrics` |
 //! | [`dashboard`] | the built-in web dashboard (`/dashboard`) and the JSON it polls |
 //! | [`api`] | wire ⇄ node conversions, limits, etcd's error catalog |
+//! | [`auth`] | credentials, passwords, tokens (JWT), login rate limits |
 //! | [`gateway`] | the JSON gateway's routes and codec |
 //! | [`peer`] | the TCP peer transport |
 //! | [`config`] | etcd's flags, `RINGKV_*` variables and a TOML file |
 //! | [`metrics`] | Prometheus metrics |
+//! | [`tls`] | TLS of the client and peer ports: rustls (`ring`), reloaded files, client certificate names |
 //! | [`watch`] | etcd's Watch: the hub fed by applied changes and the gRPC service |
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod dashboard;
 pub mod gateway;
@@ -26,4 +29,5 @@ pub mod peer;
 pub mod runtime;
 pub mod server;
 pub mod services;
+pub mod tls;
 pub mod watch;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringkv_api::etcdserverpb::auth_server::AuthServer;
 use ringkv_api::etcdserverpb::cluster_server::ClusterServer;
 use ringkv_api::etcdserverpb::kv_server::KvServer;
 use ringkv_api::etcdserverpb::lease_server::LeaseServer;
@@ -21,17 +22,19 @@ use tonic::service::Routes;
 use tracing::{error, info};
 
 use crate::api::RequestLimits;
+use crate::auth::{AuthSetupError, Authenticator};
 use crate::config::{ClusterState, EngineKind, HttpUrl, ServerConfig};
 use crate::dashboard::Dashboard;
 use crate::http::{self, gateway};
 use crate::metrics::{HISTORY_INTERVAL, Metrics, SLOW_REFRESH_INTERVAL};
 use crate::peer::members::{self, MemberInfo};
-use crate::peer::{ClusterId, PeerTransport, TransportConfig, TransportError};
+use crate::peer::{ClusterId, PeerTls, PeerTransport, TransportConfig, TransportError};
 use crate::runtime::{NodeHandle, NodeRuntime, NodeState, StartError};
 use crate::services::{
-    ClusterService, Context, ElectionService, KvService, LeaseService, LockService,
+    AuthService, ClusterService, Context, ElectionService, KvService, LeaseService, LockService,
     MaintenanceService,
 };
+use crate::tls::{self, ReloadingServerConfig, TlsConn};
 use crate::watch::WatchService;
 
 /// How long a shutdown waits for client connections to finish: long-lived
@@ -71,6 +74,12 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The auth settings cannot work (JWT keys, bcrypt cost).
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    /// The TLS files cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[source] crate::tls::TlsError),
     /// A setting this version cannot serve.
     #[error("{0}")]
     Unsupported(String),
@@ -126,7 +135,7 @@ async fn find_self_once(config: &ServerConfig) -> Result<(NodeId, Vec<MemberInfo
             continue;
         }
         for url in urls {
-            match members::fetch(url).await {
+            match members::fetch_with(url, config.peer_tls.as_ref()).await {
                 Ok(list) => {
                     let me = list.iter().find(|m| {
                         m.peer_urls.iter().cloned().collect::<std::collections::BTreeSet<_>>()
@@ -217,6 +226,34 @@ pub fn transport_cluster_id(token: &str) -> ClusterId {
     ClusterId(ringkv_node::cluster_id(token, &Default::default()))
 }
 
+/// The peer port's TLS: all listeners `https://` with the peer files, or
+/// none.
+fn peer_tls(config: &ServerConfig) -> Result<Option<PeerTls>, ServerError> {
+    let secure = config.listen_peer_urls.iter().filter(|u| u.is_tls()).count();
+    match (&config.peer_tls, secure) {
+        (None, _) => Ok(None),
+        (Some(_), 0) => Err(ServerError::Unsupported(
+            "--peer-cert-file is given but every --listen-peer-urls is http://: use https:// \
+             peer URLs to serve peers over TLS"
+                .to_owned(),
+        )),
+        (Some(_), n) if n != config.listen_peer_urls.len() => Err(ServerError::Unsupported(
+            "--listen-peer-urls mixes http:// and https://: a member serves peers over TLS on \
+             all its peer URLs or on none"
+                .to_owned(),
+        )),
+        (Some(files), _) => {
+            let server = ReloadingServerConfig::new(
+                files.clone(),
+                &[],
+                ("--peer-client-cert-auth", "--peer-trusted-ca-file"),
+            )
+            .map_err(ServerError::Tls)?;
+            Ok(Some(PeerTls { server: Arc::new(server), files: files.clone() }))
+        }
+    }
+}
+
 /// Whether `dir` holds a member's state already (a restart).
 fn has_state(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
@@ -264,12 +301,14 @@ impl Server {
         metrics.set_info(member, &config.name);
         metrics.attach_watch_hub(Arc::clone(handle.watch_hub()));
         let sink_handle = handle.clone();
-        let transport = PeerTransport::start(
+        let peer_tls = peer_tls(&config)?;
+        let transport = PeerTransport::start_with_tls(
             TransportConfig {
                 cluster: transport_cluster_id(&config.initial_cluster_token),
                 node: member,
                 listen: config.listen_peer_addrs.clone(),
             },
+            peer_tls,
             move |event| sink_handle.deliver_peer_event(event),
         )
         .await?;
@@ -305,8 +344,10 @@ impl Server {
             lease_ttl_min_seconds,
         };
         let leader_loss_grace = config.election_timeout * crate::watch::LEADERLESS_CHECKS_MAX;
-        let ctx = Context::new(handle.clone(), limits).with_leader_loss_grace(leader_loss_grace);
-        let watch = Arc::new(WatchService::new(Arc::clone(handle.watch_hub())));
+        let authenticator = Arc::new(Authenticator::new(config.auth.clone())?);
+        let ctx = Context::new(handle.clone(), limits, authenticator)
+            .with_leader_loss_grace(leader_loss_grace);
+        let watch = Arc::new(WatchService::with_auth(Arc::clone(handle.watch_hub()), ctx.clone()));
         let services = gateway::Services {
             kv: Arc::new(KvService::new(ctx.clone())),
             lease: Arc::new(LeaseService::new(ctx.clone())),
@@ -314,6 +355,7 @@ impl Server {
             maintenance: Arc::new(MaintenanceService::new(ctx.clone())),
             lock: Arc::new(LockService::new(ctx.clone())),
             election: Arc::new(ElectionService::new(ctx.clone())),
+            auth: Arc::new(AuthService::new(ctx.clone())),
             watch: Arc::clone(&watch) as Arc<dyn Watch>,
             body_bytes_max: limits.grpc_message_bytes_max(),
         };
@@ -325,16 +367,28 @@ impl Server {
             .fallback(http::fallback);
         let routes = Routes::from(router);
 
+        let client_tls = match &config.client_tls {
+            Some(files) => Some(Arc::new(
+                ReloadingServerConfig::new(
+                    files.clone(),
+                    &tls::CLIENT_ALPN,
+                    ("--client-cert-auth", "--trusted-ca-file"),
+                )
+                .map_err(ServerError::Tls)?,
+            )),
+            None => None,
+        };
         let mut listeners = Vec::new();
         let mut client_addrs = Vec::new();
-        for &addr in &config.listen_client_addrs {
+        for (i, &addr) in config.listen_client_addrs.iter().enumerate() {
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServerError::ClientBind { addr, source })?;
             client_addrs.push(
                 listener.local_addr().map_err(|source| ServerError::ClientBind { addr, source })?,
             );
-            listeners.push(listener);
+            let secure = config.listen_client_urls.get(i).is_some_and(HttpUrl::is_tls);
+            listeners.push((listener, if secure { client_tls.clone() } else { None }));
         }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -345,23 +399,37 @@ impl Server {
             config.data_dir.clone(),
             shutdown.clone(),
         ));
-        for listener in listeners {
+        for (listener, tls_config) in listeners {
             let routes = routes.clone();
             let stop = shutdown.clone();
-            tasks.spawn(async move {
-                // Without TCP_NODELAY a small response waits for the
-                // client's delayed ACK (Nagle): ~40 ms per unary call.
-                let incoming =
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                let served = tonic::transport::Server::builder()
-                    .accept_http1(true)
-                    .add_routes(routes)
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                    .await;
-                if let Err(error) = served {
-                    error!(%error, "client listener failed");
+            let server = tonic::transport::Server::builder().accept_http1(true).add_routes(routes);
+            match tls_config {
+                None => {
+                    tasks.spawn(async move {
+                        // Without TCP_NODELAY a small response waits for the
+                        // client's delayed ACK (Nagle): ~40 ms per unary call.
+                        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true));
+                        let served = server
+                            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                            .await;
+                        if let Err(error) = served {
+                            error!(%error, "client listener failed");
+                        }
+                    });
                 }
-            });
+                Some(tls_config) => {
+                    let incoming = tls_incoming(listener, tls_config, &tasks, stop.clone());
+                    tasks.spawn(async move {
+                        let served = server
+                            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                            .await;
+                        if let Err(error) = served {
+                            error!(%error, "client listener failed");
+                        }
+                    });
+                }
+            }
         }
         info!(
             member = %member,
@@ -449,6 +517,9 @@ fn grpc_routes(
         )
         .add_service(
             WatchServer::from_arc(Arc::clone(watch)).max_decoding_message_size(message_bytes_max),
+        )
+        .add_service(
+            AuthServer::from_arc(Arc::clone(&s.auth)).max_decoding_message_size(message_bytes_max),
         );
     builder.routes()
 }
@@ -489,6 +560,61 @@ async fn refresh_slow_metrics(
         }
     }
 }
+
+/// TLS connections accepted on `listener`: each handshake runs in its own
+/// task (a slow client delays nobody) and is bounded by
+/// [`tls::TLS_HANDSHAKE_TIMEOUT`]; refused handshakes (no certificate, one
+/// from another CA, plaintext) are logged and dropped.
+fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<ReloadingServerConfig>,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> impl futures_util::Stream<Item = Result<TlsConn, std::io::Error>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<TlsConn>(TLS_ACCEPTED_QUEUED_MAX);
+    let handshakes = tasks.clone();
+    tasks.spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, remote) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of descriptors or similar: pause rather than spin.
+                    tracing::warn!(%error, "accepting a client connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // As on plaintext listeners: no Nagle delay on small responses.
+            let _ = stream.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
+            let tx = tx.clone();
+            handshakes.spawn(async move {
+                match tokio::time::timeout(tls::TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(TlsConn::new(tls, remote)).await;
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(client = %remote, %error, "TLS handshake refused");
+                    }
+                    Err(_) => tracing::warn!(client = %remote, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|conn| (Ok(conn), rx)) },
+    )
+}
+
+/// Handshaken TLS connections waiting for the server to take them.
+pub const TLS_ACCEPTED_QUEUED_MAX: usize = 64;
 
 /// Resolves on SIGINT or SIGTERM: when to shut down gracefully.
 ///

@@ -6,6 +6,8 @@
 //! links the whole server, and CI has two cores.
 #![allow(clippy::unwrap_used, clippy::too_many_lines, unreachable_pub)]
 
+#[path = "e2e/auth.rs"]
+mod auth;
 #[path = "e2e/cluster_api.rs"]
 mod cluster_api;
 #[path = "e2e/common.rs"]

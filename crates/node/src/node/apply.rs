@@ -16,13 +16,32 @@ use ringkv_storage::Disk;
 use ringkv_storage::mvcc::{ApplyBatch, Command, Event, LeaseId, Response, Revision, StoreError};
 
 use super::Node;
-use super::route::needs_space;
+use super::route::{KvCheck, check_command, needs_space};
+use crate::auth::{AuthChange, AuthInfo, AuthStore};
 use crate::cluster::ClusterTables;
 use crate::engine::Engine;
 use crate::error::NodeError;
 use crate::io::{Clock, Transport};
 use crate::proposal::{MemberChange, Proposal, ProposalBody, ProposalId};
 use crate::request::{Reply, WatchEvents};
+
+/// The auth store while a batch applies: the applied one until an entry
+/// changes it, then a copy the batch changes, installed once the batch
+/// commits (so a failed commit leaves the mirror as the store is).
+struct StagedAuth<'a> {
+    applied: &'a AuthStore,
+    staged: Option<AuthStore>,
+}
+
+impl StagedAuth<'_> {
+    fn current(&self) -> &AuthStore {
+        self.staged.as_ref().unwrap_or(self.applied)
+    }
+
+    fn staged(&mut self) -> &mut AuthStore {
+        self.staged.get_or_insert_with(|| self.applied.clone())
+    }
+}
 
 /// What applying one entry did.
 struct Outcome {
@@ -35,6 +54,62 @@ struct Outcome {
     lease: LeaseEffect,
     /// The member change applied, if the entry was one.
     change: Option<MemberChange>,
+    /// What it did to the simple tokens.
+    tokens: TokenEffect,
+}
+
+/// How an entry changed the simple tokens every replica holds.
+enum TokenEffect {
+    None,
+    /// A token was issued.
+    Issued {
+        token: String,
+        user: String,
+    },
+    /// A user's tokens are void (deleted, or its password changed).
+    InvalidateUser(String),
+    /// Every token is void (auth disabled).
+    Clear,
+}
+
+/// The caller's rights for a proposal, checked by every replica when it
+/// applies the entry, against the auth store as of that entry (see
+/// [`crate::auth`]).
+fn check_entry(
+    b: &ApplyBatch<'_>,
+    shard: ShardId,
+    auth: &AuthStore,
+    caller: &AuthInfo,
+    body: &ProposalBody,
+) -> Result<Result<(), NodeError>, StoreError> {
+    if !auth.enabled() {
+        return Ok(Ok(()));
+    }
+    let lease_keys = |id: LeaseId| b.lease_keys(shard, id).map_err(NodeError::from);
+    let checked = match body {
+        ProposalBody::Kv(Command::Put(p)) => {
+            check_command(auth, caller, KvCheck::Put(p), lease_keys)
+        }
+        ProposalBody::Kv(Command::DeleteRange(d)) => {
+            check_command(auth, caller, KvCheck::DeleteRange(d), lease_keys)
+        }
+        ProposalBody::Kv(Command::Txn(t)) => {
+            check_command(auth, caller, KvCheck::Txn(t), lease_keys)
+        }
+        ProposalBody::Kv(Command::Compaction(_) | Command::LeaseGrant(_)) => {
+            auth.check_user(caller).map_err(NodeError::from)
+        }
+        ProposalBody::Kv(Command::LeaseRevoke(r)) => auth
+            .check_user(caller)
+            .map_err(NodeError::from)
+            .and_then(|()| lease_keys(r.id))
+            .and_then(|keys| auth.check_lease_keys(caller, &keys).map_err(NodeError::from)),
+        ProposalBody::Auth(change) if !change.needs_admin() => Ok(()),
+        // Membership, alarms, auth changes, and anything a client should
+        // never send (checkpoints, cluster initialization).
+        _ => auth.check_admin(caller).map_err(NodeError::from),
+    };
+    Ok(checked)
 }
 
 /// How an entry changed the lease table, for the leader's clocks.
@@ -51,6 +126,7 @@ fn apply_entry(
     shard: ShardId,
     e: &Entry,
     tables: &mut ClusterTables,
+    auth: &mut StagedAuth<'_>,
 ) -> Result<Option<Outcome>, StoreError> {
     if e.kind != EntryKind::Command {
         // No-ops and configurations: the engine interprets them.
@@ -72,12 +148,38 @@ fn apply_entry(
         revision: Revision::ZERO,
         lease: LeaseEffect::None,
         change: None,
+        tokens: TokenEffect::None,
     };
     let members = |t: &ClusterTables, m| Reply::Members { member: m, members: t.member_list() };
+    if let Some(caller) = &proposal.auth
+        && let Err(err) = check_entry(b, shard, auth.current(), caller, &proposal.body)?
+    {
+        b.skip(shard, e.index)?;
+        out.result = Err(err);
+        return Ok(Some(out));
+    }
     match &proposal.body {
         body if needs_space(body) && tables.no_space() => {
             b.skip(shard, e.index)?;
             out.result = Err(NodeError::NoSpace);
+        }
+        ProposalBody::Auth(change) => {
+            b.skip(shard, e.index)?;
+            let applied = auth.staged().apply(b, shard, change)?;
+            if applied.is_ok() {
+                out.tokens = match change {
+                    AuthChange::IssueToken { user, token, .. } => {
+                        TokenEffect::Issued { token: token.clone(), user: user.clone() }
+                    }
+                    AuthChange::UserDelete { name }
+                    | AuthChange::UserChangePassword { name, .. } => {
+                        TokenEffect::InvalidateUser(name.clone())
+                    }
+                    AuthChange::Disable => TokenEffect::Clear,
+                    _ => TokenEffect::None,
+                };
+            }
+            out.result = applied.map(Reply::Auth).map_err(NodeError::from);
         }
         ProposalBody::Kv(cmd) => {
             let applied = b.apply(shard, e.index, cmd)?;
@@ -130,17 +232,25 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             .filter_map(|(id, _)| self.shards.get(id).map(|s| (*id, s.tables.clone())))
             .collect();
         let store = &self.store;
+        let shards = &self.shards;
+        let mut staged_auth: BTreeMap<ShardId, AuthStore> = BTreeMap::new();
         let (outcomes, _) = store.write(|b| {
             let mut outcomes = Vec::new();
+            staged_auth.clear();
             for (shard, entries) in &batches {
                 let t = tables.get_mut(shard).expect("built from the same list");
+                let Some(hosted) = shards.get(shard) else { continue };
+                let mut auth = StagedAuth { applied: &hosted.auth, staged: None };
                 let applied = b.shard_state(*shard)?.applied_index;
                 // After a restart the engine may hand out entries the store
                 // already holds (it persists its commit index lazily).
                 for e in entries.iter().filter(|e| e.index > applied) {
-                    if let Some(o) = apply_entry(b, *shard, e, t)? {
+                    if let Some(o) = apply_entry(b, *shard, e, t, &mut auth)? {
                         outcomes.push(o);
                     }
+                }
+                if let Some(changed) = auth.staged {
+                    staged_auth.insert(*shard, changed);
                 }
             }
             Ok(outcomes)
@@ -150,6 +260,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             let s = self.shards.get_mut(shard).expect("hosted");
             if let Some(t) = tables.remove(shard) {
                 s.tables = t;
+            }
+            if let Some(a) = staged_auth.remove(shard) {
+                s.auth = a;
             }
             s.applied = s.applied.max(last);
             s.replica.on_applied(last);
@@ -164,6 +277,17 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 LeaseEffect::Granted { id, ttl } => s.leases.granted(id, ttl, now),
                 LeaseEffect::Revoked(id) => s.leases.revoked(id),
                 LeaseEffect::None => {}
+            }
+            match o.tokens {
+                // Replayed after a restart: issued before it, forgotten
+                // with it.
+                TokenEffect::Issued { .. } if o.index <= self.tokens_from => {}
+                TokenEffect::Issued { token, user } => {
+                    self.tokens.issue(token, user, now, self.cfg.auth_token_ttl);
+                }
+                TokenEffect::InvalidateUser(user) => self.tokens.invalidate_user(&user),
+                TokenEffect::Clear => self.tokens.clear(),
+                TokenEffect::None => {}
             }
             if !o.events.is_empty() {
                 self.out.events.push(WatchEvents {

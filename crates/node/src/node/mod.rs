@@ -19,6 +19,7 @@ use ringkv_consensus::{
 use ringkv_storage::mvcc::MvccStore;
 use ringkv_storage::{Disk, Wal, WalError};
 
+use crate::auth::{AuthInfo, AuthQuery, AuthStore, Credential, TokenTable};
 use crate::cluster::{ClusterTables, cluster_id, member_id};
 use crate::config::{Bootstrap, DATA_SHARD, NodeConfig, STORE_FILE};
 use crate::engine::Engine;
@@ -101,13 +102,25 @@ enum ReadState {
     Indexed(LogIndex),
 }
 
+/// What a linearizable read reads once its index is applied.
+#[derive(Debug)]
+enum ReadKind {
+    /// The store, on a reader's thread ([`crate::execute_read`]).
+    Store(ReadRequest),
+    /// The auth store's mirror, answered on the node thread.
+    Auth(AuthQuery),
+}
+
 /// A read waiting for its read index or for apply.
 #[derive(Debug)]
 struct PendingRead {
     token: Token,
     deadline: Duration,
     shard: ShardId,
-    read: ReadRequest,
+    read: ReadKind,
+    /// Who asks: resolved again, and the rights checked, once the index is
+    /// applied (as etcd checks a read after its read barrier).
+    credential: Credential,
     state: ReadState,
 }
 
@@ -165,6 +178,8 @@ struct HostedShard<E: Engine, D: Disk> {
     applied: LogIndex,
     /// The member table and alarms as applied.
     tables: ClusterTables,
+    /// The auth store as applied.
+    auth: AuthStore,
     /// Leader-only lease clocks.
     leases: LeaseTracker,
     /// A new leader answers lease requests only once it has applied up to
@@ -261,7 +276,7 @@ pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     next_seq: u64,
     last_tick: Duration,
     inbox: VecDeque<PeerFrame<E::Message>>,
-    submitted: VecDeque<(Token, Request, Duration)>,
+    submitted: VecDeque<Submitted>,
     proposals: BTreeMap<ProposalId, PendingProposal>,
     /// Proposals in `proposals` a client waits for (kept, not counted, so
     /// that admitting a request costs O(1)).
@@ -278,6 +293,24 @@ pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     out: RoundOutput,
     stopped: Option<Stopped>,
     frames_dropped: u64,
+    /// Simple auth tokens this node knows (in memory only; see
+    /// [`crate::auth`]).
+    tokens: TokenTable,
+    /// When expired tokens are next dropped.
+    next_token_sweep: Duration,
+    /// The data shard's last log index when the node opened: tokens issued
+    /// in entries up to it were issued before this start, and are not
+    /// revived by replaying them (see [`crate::auth`]).
+    tokens_from: LogIndex,
+}
+
+/// A request queued by [`Node::submit_as`].
+#[derive(Debug)]
+struct Submitted {
+    token: Token,
+    request: Request,
+    credential: Credential,
+    deadline: Duration,
 }
 
 impl<E: Engine, D: Disk, T: Transport, C: Clock> std::fmt::Debug for Node<E, D, T, C> {
@@ -340,9 +373,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         reconcile_restored_snapshot(&mut wal, &store, shard, E::SNAPSHOT_KEEPS_LATER_ENTRIES)?;
 
         let applied = store.applied_index(shard);
+        let tokens_from = wal.log(shard).last_index();
         let engine_config = engine_config(&config, id, shard);
         let replica = E::create(engine_config, applied, wal.log(shard))?;
-        let tables = ClusterTables::load(&store.read()?, shard)?;
+        let view = store.read()?;
+        let tables = ClusterTables::load(&view, shard)?;
+        let auth = AuthStore::load(&view, shard)?;
+        drop(view);
         let now = clock.now();
         let soft = SoftState { role: Role::Follower, leader: None, epoch: replica.status().epoch };
         let hosted = HostedShard {
@@ -350,6 +387,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             soft,
             applied,
             tables,
+            auth,
             leases: LeaseTracker::default(),
             leases_ready_at: LogIndex::ZERO,
             snapshot: SnapshotState::new(applied),
@@ -383,6 +421,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             out: RoundOutput::default(),
             stopped: None,
             frames_dropped: 0,
+            tokens: TokenTable::default(),
+            next_token_sweep: now,
+            tokens_from,
         };
         node.provide_snapshot_data(shard)?;
         Ok(node)
@@ -434,13 +475,29 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         deadlines.fold(tick, Duration::min)
     }
 
-    /// Queues a client request; its answer arrives as a [`Completion`]
-    /// carrying `token` from a later [`Node::run_round`].
+    /// Queues a client request made without credentials (see
+    /// [`Node::submit_as`]).
+    ///
+    /// # Errors
+    /// As [`Node::submit_as`].
+    pub fn submit(&mut self, token: Token, request: Request) -> Result<(), NodeError> {
+        self.submit_as(token, request, Credential::Anonymous)
+    }
+
+    /// Queues a client request made with `credential`; its answer arrives
+    /// as a [`Completion`] carrying `token` from a later
+    /// [`Node::run_round`]. The credential is resolved and the caller's
+    /// rights checked as [`crate::auth`] describes.
     ///
     /// # Errors
     /// `etcdserver: too many requests` when
     /// [`NodeConfig::pending_requests_max`] requests already wait.
-    pub fn submit(&mut self, token: Token, request: Request) -> Result<(), NodeError> {
+    pub fn submit_as(
+        &mut self,
+        token: Token,
+        request: Request,
+        credential: Credential,
+    ) -> Result<(), NodeError> {
         let pending = self.pending_requests();
         if pending >= self.cfg.pending_requests_max {
             return Err(NodeError::TooManyRequests {
@@ -449,7 +506,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             });
         }
         let deadline = self.clock.now() + self.cfg.request_timeout;
-        self.submitted.push_back((token, request, deadline));
+        self.submitted.push_back(Submitted { token, request, credential, deadline });
         Ok(())
     }
 
@@ -653,9 +710,39 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.out.completions.push(Completion::Done { token, header, result });
     }
 
-    fn ready_read(&mut self, token: Token, shard: ShardId, read: ReadRequest) {
+    /// Hands out a read that may run now, for `caller`, whose rights are
+    /// checked here against the auth store as applied.
+    fn ready_read(&mut self, token: Token, shard: ShardId, read: ReadRequest, caller: &AuthInfo) {
+        let Some(s) = self.shards.get(&shard) else {
+            self.complete(token, shard, Err(NodeError::UnknownShard { shard }));
+            return;
+        };
+        let auth = &s.auth;
+        if let ReadRequest::Range(r) = &read
+            && let Err(e) = auth.check_range(caller, &r.key, &r.range_end)
+        {
+            self.complete(token, shard, Err(e.into()));
+            return;
+        }
+        let auth_revision = auth.enabled().then(|| auth.revision());
         let header = self.header(shard);
-        self.out.completions.push(Completion::ReadReady { token, header, shard, read });
+        self.out.completions.push(Completion::ReadReady {
+            token,
+            header,
+            shard,
+            read,
+            auth_revision,
+        });
+    }
+
+    /// The auth store of the data shard as applied here.
+    pub fn auth_store(&self) -> Option<&AuthStore> {
+        self.shards.get(&DATA_SHARD).map(|s| &s.auth)
+    }
+
+    /// Simple tokens this node holds.
+    pub fn auth_tokens(&self) -> usize {
+        self.tokens.len()
     }
 }
 
@@ -701,6 +788,7 @@ fn bootstrap_new_cluster<D: Disk>(
     }
     let init = Proposal {
         id: None,
+        auth: None,
         body: ProposalBody::InitCluster(ClusterInit { cluster_id: cluster, members: table }),
     };
     let entry = Entry {

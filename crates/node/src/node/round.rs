@@ -263,9 +263,23 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             })
             .map(|(&k, _)| k)
             .collect();
+        let now = self.clock.now();
         for k in ready {
             let r = self.reads.remove(&k).expect("just found");
-            self.ready_read(r.token, r.shard, r.read);
+            let caller = match self.resolve(r.shard, &r.credential, now) {
+                Ok(caller) => caller,
+                Err(e) => {
+                    self.complete(r.token, r.shard, Err(e));
+                    continue;
+                }
+            };
+            match r.read {
+                super::ReadKind::Store(read) => self.ready_read(r.token, r.shard, read, &caller),
+                super::ReadKind::Auth(q) => {
+                    let result = self.answer_auth(r.shard, &caller, &q);
+                    self.complete(r.token, r.shard, result);
+                }
+            }
         }
     }
 
@@ -507,8 +521,11 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         };
         r.attempts += 1;
         r.next_at = now + self.cfg.election_timeout();
-        let proposal =
-            Proposal { id: None, body: ProposalBody::Alarm(AlarmChange::Activate(alarm)) };
+        let proposal = Proposal {
+            id: None,
+            auth: None,
+            body: ProposalBody::Alarm(AlarmChange::Activate(alarm)),
+        };
         let seq = self.next_seq();
         self.push_node_message(
             to,
@@ -550,11 +567,16 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// What a stopped node still answers: serializable reads, status and
     /// the alarm list; everything else fails.
     fn serve_stopped(&mut self) {
-        while let Some((token, request, _)) = self.submitted.pop_front() {
+        let now = self.clock.now();
+        while let Some(sub) = self.submitted.pop_front() {
+            let super::Submitted { token, request, credential, .. } = sub;
             let shard = DATA_SHARD;
             match request {
                 Request::Range(r @ RangeRequest { serializable: true, .. }) => {
-                    self.ready_read(token, shard, ReadRequest::Range(r));
+                    match self.resolve(shard, &credential, now) {
+                        Ok(caller) => self.ready_read(token, shard, ReadRequest::Range(r), &caller),
+                        Err(e) => self.complete(token, shard, Err(e)),
+                    }
                 }
                 Request::Status => {
                     let status = Box::new(self.status());

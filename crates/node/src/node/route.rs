@@ -8,12 +8,15 @@ use bytes::Bytes;
 use ringkv_consensus::{NodeId, ProposeError, Replica, RequestId, ShardId};
 use ringkv_storage::Disk;
 use ringkv_storage::mvcc::{
-    Command, LeaseGrantRequest, LeaseId, LeaseRevokeRequest, RequestOp, TxnRequest,
+    Command, DeleteRangeRequest, LeaseGrantRequest, LeaseId, LeaseRevokeRequest, PutRequest,
+    RequestOp, TxnRequest,
 };
 
 use super::{
-    Node, PendingCall, PendingProposal, PendingRead, PendingTransfer, Placement, ReadState,
+    Node, PendingCall, PendingProposal, PendingRead, PendingTransfer, Placement, ReadKind,
+    ReadState, Submitted,
 };
+use crate::auth::{AuthError, AuthInfo, AuthQuery, AuthStore, Credential};
 use crate::cluster::added_member_id;
 use crate::config::{APPLY_GAP_MAX, DATA_SHARD};
 use crate::engine::Engine;
@@ -53,6 +56,45 @@ pub(super) fn needs_space(body: &ProposalBody) -> bool {
     }
 }
 
+/// A KV command's view for the rights check, borrowed from a request.
+pub(super) enum KvCheck<'a> {
+    Put(&'a PutRequest),
+    DeleteRange(&'a DeleteRangeRequest),
+    Txn(&'a TxnRequest),
+}
+
+/// etcd's rights for a KV write (its auth applier's Put, DeleteRange and
+/// Txn): write on what it writes, read on what it returns (`prev_kv`,
+/// compares, ranges in a transaction), and write on every key of a lease a
+/// Put attaches to (whoever attaches a key could revoke the lease).
+/// `lease_keys` lists a lease's keys.
+pub(super) fn check_command(
+    auth: &AuthStore,
+    caller: &AuthInfo,
+    command: KvCheck<'_>,
+    lease_keys: impl Fn(LeaseId) -> Result<Vec<Bytes>, NodeError>,
+) -> Result<(), NodeError> {
+    match command {
+        KvCheck::Put(p) => {
+            auth.check_put(caller, &p.key)?;
+            if p.lease.is_some() {
+                auth.check_lease_keys(caller, &lease_keys(p.lease)?)?;
+            }
+            if p.prev_kv {
+                auth.check_range(caller, &p.key, &[])?;
+            }
+        }
+        KvCheck::DeleteRange(d) => {
+            auth.check_delete(caller, &d.key, &d.range_end)?;
+            if d.prev_kv {
+                auth.check_range(caller, &d.key, &d.range_end)?;
+            }
+        }
+        KvCheck::Txn(t) => auth.check_txn(caller, t)?,
+    }
+    Ok(())
+}
+
 impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     pub(super) fn route_submitted(&mut self, now: Duration) {
         if self.submitted.is_empty() {
@@ -65,49 +107,170 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 .get(&DATA_SHARD)
                 .map_or(0, |s| s.replica.status().commit.0.saturating_sub(s.applied.0)),
         };
-        while let Some((token, request, deadline)) = self.submitted.pop_front() {
-            self.route(token, request, deadline, now);
+        if now >= self.next_token_sweep {
+            self.tokens.expire(now);
+            self.next_token_sweep = now + crate::config::AUTH_TOKEN_SWEEP_INTERVAL;
+        }
+        while let Some(sub) = self.submitted.pop_front() {
+            let Submitted { token, request, credential, deadline } = sub;
+            let shard = DATA_SHARD;
+            let checked = self
+                .resolve(shard, &credential, now)
+                .and_then(|caller| self.authorize(shard, &caller, &request).map(|()| caller));
+            match checked {
+                Ok(caller) => self.route(token, request, caller, credential, deadline, now),
+                Err(e) => self.complete(token, shard, Err(e)),
+            }
         }
     }
 
-    fn route(&mut self, token: Token, request: Request, deadline: Duration, now: Duration) {
+    /// Who a credential names, as etcd's `AuthInfoFromCtx` resolves it
+    /// (see [`crate::auth`]).
+    pub(super) fn resolve(
+        &mut self,
+        shard: ShardId,
+        credential: &Credential,
+        now: Duration,
+    ) -> Result<AuthInfo, NodeError> {
+        let Some(s) = self.shards.get(&shard) else {
+            return Err(NodeError::UnknownShard { shard });
+        };
+        let (enabled, revision) = (s.auth.enabled(), s.auth.revision());
+        // While auth is disabled a bad credential is ignored, as etcd
+        // ignores tokens then; a good one is still carried, so that a write
+        // applied after auth is enabled runs as its author.
+        let refuse =
+            |who: AuthInfo| if enabled { Err(AuthError::InvalidAuthToken.into()) } else { Ok(who) };
+        match credential {
+            Credential::Anonymous => Ok(AuthInfo::anonymous()),
+            Credential::SimpleToken(t) => {
+                match self.tokens.resolve(t, now, self.cfg.auth_token_ttl) {
+                    Some(user) => Ok(AuthInfo { user, revision }),
+                    None => refuse(AuthInfo::anonymous()),
+                }
+            }
+            Credential::Signed(info) => Ok(info.clone()),
+            Credential::Certificate(user) => Ok(AuthInfo { user: user.clone(), revision }),
+            Credential::Invalid => refuse(AuthInfo::anonymous()),
+        }
+    }
+
+    /// The checks made when a request is taken: those of leader calls and
+    /// of calls no replica applies, against the auth store as applied here
+    /// (etcd checks these on the member that takes them too). Proposals
+    /// are checked by every replica when they apply, reads once their
+    /// index is applied.
+    fn authorize(
+        &self,
+        shard: ShardId,
+        caller: &AuthInfo,
+        request: &Request,
+    ) -> Result<(), NodeError> {
+        let Some(s) = self.shards.get(&shard) else {
+            return Err(NodeError::UnknownShard { shard });
+        };
+        let auth = &s.auth;
+        if !auth.enabled() {
+            return Ok(());
+        }
+        let lease_keys = |id: LeaseId| -> Result<Vec<Bytes>, NodeError> {
+            match self.store.read()?.lease(shard, id, true) {
+                Ok(info) => Ok(info.keys),
+                Err(_) => Ok(Vec::new()),
+            }
+        };
+        match request {
+            Request::LeaseKeepAlive(id) => {
+                // etcd's checkLeaseRenew: a keep-alive keeps the keys alive.
+                auth.check_user(caller)?;
+                auth.check_lease_keys(caller, &lease_keys(*id)?)?;
+            }
+            Request::LeaseTimeToLive { id, keys } => {
+                auth.check_user(caller)?;
+                if *keys {
+                    auth.check_lease_reads(caller, &lease_keys(*id)?)?;
+                }
+            }
+            Request::LeaseLeases => {
+                auth.check_user(caller)?;
+                if auth.check_admin(caller).is_err() {
+                    let view = self.store.read()?;
+                    for l in view.leases(shard)? {
+                        let keys =
+                            view.lease(shard, l.id, true).map(|i| i.keys).unwrap_or_default();
+                        auth.check_lease_reads(caller, &keys)?;
+                    }
+                }
+            }
+            Request::Hash | Request::HashKv(_) | Request::MoveLeader(_) | Request::Defragment => {
+                auth.check_admin(caller)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn route(
+        &mut self,
+        token: Token,
+        request: Request,
+        caller: AuthInfo,
+        credential: Credential,
+        deadline: Duration,
+        now: Duration,
+    ) {
         let shard = DATA_SHARD;
         let kv = ProposalBody::Kv;
         let member = ProposalBody::Member;
+        let who = Some(caller.clone());
         match request {
             Request::Range(r) if r.serializable => {
-                self.ready_read(token, shard, ReadRequest::Range(r));
+                self.ready_read(token, shard, ReadRequest::Range(r), &caller);
             }
             Request::Range(r) => {
-                self.start_read(token, shard, ReadRequest::Range(r), deadline, now)
+                let read = ReadKind::Store(ReadRequest::Range(r));
+                self.start_read(token, shard, read, credential, deadline, now);
             }
             Request::MemberList { linearizable: false } => {
-                self.ready_read(token, shard, ReadRequest::MemberList);
+                self.ready_read(token, shard, ReadRequest::MemberList, &caller);
             }
             Request::MemberList { linearizable: true } => {
-                self.start_read(token, shard, ReadRequest::MemberList, deadline, now);
+                let read = ReadKind::Store(ReadRequest::MemberList);
+                self.start_read(token, shard, read, credential, deadline, now);
+            }
+            Request::AuthQuery(q @ AuthQuery::Check(_)) => {
+                // Checked now, as etcd checks a watch when it is created.
+                let result = self.answer_auth(shard, &caller, &q);
+                self.complete(token, shard, result);
+            }
+            Request::AuthQuery(q) => {
+                let read = ReadKind::Auth(q);
+                self.start_read(token, shard, read, credential, deadline, now);
+            }
+            Request::AuthChange(change) => {
+                self.propose_client(token, shard, ProposalBody::Auth(change), who, deadline, None);
             }
             Request::Put(p) => {
-                self.propose_client(token, shard, kv(Command::Put(p)), deadline, None)
+                self.propose_client(token, shard, kv(Command::Put(p)), who, deadline, None)
             }
             Request::DeleteRange(d) => {
-                self.propose_client(token, shard, kv(Command::DeleteRange(d)), deadline, None);
+                self.propose_client(token, shard, kv(Command::DeleteRange(d)), who, deadline, None);
             }
             Request::Txn(t) => {
-                self.propose_client(token, shard, kv(Command::Txn(t)), deadline, None)
+                self.propose_client(token, shard, kv(Command::Txn(t)), who, deadline, None)
             }
             Request::Compact(c) => {
-                self.propose_client(token, shard, kv(Command::Compaction(c)), deadline, None);
+                self.propose_client(token, shard, kv(Command::Compaction(c)), who, deadline, None);
             }
             Request::LeaseGrant { id, ttl } => {
                 let id = if id.is_some() { id } else { self.new_lease_id(now) };
                 let ttl = ttl.max(self.cfg.lease_ttl_min_seconds());
                 let cmd = Command::LeaseGrant(LeaseGrantRequest { id, ttl });
-                self.propose_client(token, shard, kv(cmd), deadline, None);
+                self.propose_client(token, shard, kv(cmd), who, deadline, None);
             }
             Request::LeaseRevoke(id) => {
                 let cmd = Command::LeaseRevoke(LeaseRevokeRequest { id });
-                self.propose_client(token, shard, kv(cmd), deadline, None);
+                self.propose_client(token, shard, kv(cmd), who, deadline, None);
             }
             Request::LeaseKeepAlive(id) => {
                 self.start_call(token, shard, LeaderRequest::LeaseKeepAlive(id), deadline, now);
@@ -122,18 +285,20 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             Request::MemberAdd { peer_urls, is_learner } => {
                 let id = added_member_id(&self.cfg.cluster_token, &peer_urls, now);
                 let m = Member { id, peer_urls, is_learner, ..Member::default() };
-                self.propose_client(token, shard, member(MemberChange::Add(m)), deadline, None);
+                let body = member(MemberChange::Add(m));
+                self.propose_client(token, shard, body, who, deadline, None);
             }
             Request::MemberRemove(id) => {
-                self.propose_client(token, shard, member(MemberChange::Remove(id)), deadline, None);
+                let body = member(MemberChange::Remove(id));
+                self.propose_client(token, shard, body, who, deadline, None);
             }
             Request::MemberUpdate { id, peer_urls } => {
                 let change = MemberChange::Update { id, peer_urls };
-                self.propose_client(token, shard, member(change), deadline, None);
+                self.propose_client(token, shard, member(change), who, deadline, None);
             }
             Request::MemberPromote(id) => {
                 let body = member(MemberChange::Promote(id));
-                self.propose_client(token, shard, body, deadline, Some(id));
+                self.propose_client(token, shard, body, who, deadline, Some(id));
             }
             Request::Alarm { action: AlarmAction::Get, .. } => {
                 let alarms = self.alarm_list(shard);
@@ -146,7 +311,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 } else {
                     AlarmChange::Deactivate(am)
                 };
-                self.propose_client(token, shard, ProposalBody::Alarm(change), deadline, None);
+                let body = ProposalBody::Alarm(change);
+                self.propose_client(token, shard, body, who, deadline, None);
             }
             Request::Status => {
                 let status = Box::new(self.status());
@@ -179,6 +345,17 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
     }
 
+    /// Answers an auth query for `caller` from the auth store as applied.
+    pub(super) fn answer_auth(
+        &self,
+        shard: ShardId,
+        caller: &AuthInfo,
+        query: &AuthQuery,
+    ) -> Result<Reply, NodeError> {
+        let s = self.shards.get(&shard).ok_or(NodeError::UnknownShard { shard })?;
+        s.auth.answer(caller, query).map(Reply::Auth).map_err(NodeError::from)
+    }
+
     /// A lease id nobody chose yet: the node's generator mixed with its
     /// clock and id, positive as etcd's are.
     fn new_lease_id(&mut self, now: Duration) -> LeaseId {
@@ -187,12 +364,14 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         LeaseId(if id == 0 { 1 } else { id })
     }
 
-    /// Checks a client proposal and places it.
+    /// Checks a client proposal and places it; `auth` is the caller,
+    /// checked again by every replica when it applies the entry.
     fn propose_client(
         &mut self,
         token: Token,
         shard: ShardId,
         body: ProposalBody,
+        auth: Option<AuthInfo>,
         deadline: Duration,
         promote: Option<NodeId>,
     ) {
@@ -212,7 +391,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
         let reconfigures = reconfigures(&body);
         let id = ProposalId { node: self.id, seq: self.next_seq() };
-        let bytes = Proposal { id: Some(id), body }.to_bytes();
+        let bytes = Proposal { id: Some(id), auth, body }.to_bytes();
         let limit = self.cfg.request_bytes_max;
         if bytes.len() as u64 > limit {
             let e = NodeError::RequestTooLarge { bytes: bytes.len() as u64, limit };
@@ -238,7 +417,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     pub(super) fn propose_internal(&mut self, shard: ShardId, body: ProposalBody, now: Duration) {
         debug_assert!(!reconfigures(&body), "housekeeping never changes the membership");
         let id = ProposalId { node: self.id, seq: self.next_seq() };
-        let bytes = Proposal { id: Some(id), body }.to_bytes();
+        let bytes = Proposal { id: Some(id), auth: None, body }.to_bytes();
         let p = PendingProposal {
             token: None,
             deadline: now + self.cfg.request_timeout,
@@ -357,13 +536,14 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         &mut self,
         token: Token,
         shard: ShardId,
-        read: ReadRequest,
+        read: ReadKind,
+        credential: Credential,
         deadline: Duration,
         now: Duration,
     ) {
         let seq = self.next_seq();
-        self.reads
-            .insert(seq, PendingRead { token, deadline, shard, read, state: ReadState::Unsent });
+        let state = ReadState::Unsent;
+        self.reads.insert(seq, PendingRead { token, deadline, shard, read, credential, state });
         self.send_read(seq, now);
     }
 

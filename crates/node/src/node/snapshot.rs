@@ -197,10 +197,18 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             });
         }
         self.wal.install_snapshot(shard, meta)?;
-        let tables = ClusterTables::load(&self.store.read()?, shard)?;
+        let view = self.store.read()?;
+        let tables = ClusterTables::load(&view, shard)?;
+        let auth = crate::auth::AuthStore::load(&view, shard)?;
+        drop(view);
         let s = self.shards.get_mut(&shard).expect("a Ready comes from a hosted shard");
         s.applied = meta.index;
         s.tables = tables;
+        if !s.auth.enabled() || !auth.enabled() || s.auth.revision() != auth.revision() {
+            // Users may be gone or changed: tokens are re-issued on demand.
+            self.tokens.clear();
+        }
+        s.auth = auth;
         s.snapshot = SnapshotState::new(meta.index);
         s.snapshots_installed += 1;
         Ok(())

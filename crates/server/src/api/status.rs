@@ -334,6 +334,34 @@ impl From<NodeError> for EtcdError {
             NodeError::Removed | NodeError::Stopped { .. } => EtcdError::Stopped,
             NodeError::Mvcc(e) => e.into(),
             NodeError::Member(e) => e.into(),
+            NodeError::Auth(e) => e.into(),
+            other => EtcdError::Unknown { message: other.to_string() },
+        }
+    }
+}
+
+impl From<ringkv_node::AuthError> for EtcdError {
+    /// etcd's auth errors (the node's `Display` strings are the catalog's).
+    fn from(e: ringkv_node::AuthError) -> EtcdError {
+        use ringkv_node::AuthError as A;
+        match e {
+            A::RootUserNotExist => EtcdError::RootUserNotExist,
+            A::RootRoleNotExist => EtcdError::RootRoleNotExist,
+            A::UserAlreadyExist { .. } => EtcdError::UserAlreadyExist,
+            A::UserEmpty => EtcdError::UserEmpty,
+            A::UserNotFound { .. } => EtcdError::UserNotFound,
+            A::RoleAlreadyExist { .. } => EtcdError::RoleAlreadyExist,
+            A::RoleNotFound { .. } => EtcdError::RoleNotFound,
+            A::RoleEmpty => EtcdError::RoleEmpty,
+            A::AuthFailed => EtcdError::AuthFailed,
+            A::PermissionNotGiven => EtcdError::PermissionNotGiven,
+            A::PermissionDenied => EtcdError::PermissionDenied,
+            A::RoleNotGranted { .. } => EtcdError::RoleNotGranted,
+            A::PermissionNotGranted { .. } => EtcdError::PermissionNotGranted,
+            A::AuthNotEnabled => EtcdError::AuthNotEnabled,
+            A::InvalidAuthToken => EtcdError::InvalidAuthToken,
+            A::InvalidAuthMgmt => EtcdError::InvalidAuthMgmt,
+            A::OldRevision { .. } => EtcdError::AuthOldRevision,
             other => EtcdError::Unknown { message: other.to_string() },
         }
     }

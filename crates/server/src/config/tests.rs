@@ -323,7 +323,7 @@ fn the_initial_cluster_must_name_this_node_with_its_advertised_urls() {
 
 #[test]
 fn urls_are_checked_for_their_purpose() {
-    let error = parse(&["--listen-client-urls=https://127.0.0.1:2379"], no_env()).unwrap_err();
+    let error = parse(&["--listen-client-urls=unixs://127.0.0.1:2379"], no_env()).unwrap_err();
     assert!(
         matches!(
             error,
@@ -334,6 +334,8 @@ fn urls_are_checked_for_their_purpose() {
         ),
         "{error}"
     );
+    let error = parse(&["--listen-client-urls=https://127.0.0.1:2379"], no_env()).unwrap_err();
+    assert!(matches!(error, ConfigError::TlsFilesMissing { .. }), "{error}");
     let error = parse(&["--listen-peer-urls=http://db.example:2380"], no_env()).unwrap_err();
     assert!(
         matches!(

@@ -1,4 +1,5 @@
-//! `http://host:port` URLs, as etcd's `--*-urls` flags spell them.
+//! `http://host:port` and `https://host:port` URLs, as etcd's `--*-urls`
+//! flags spell them.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -10,16 +11,17 @@ pub const HOST_NAME_BYTES_MAX: usize = 253;
 /// Longest label of a DNS name (RFC 1035, section 2.3.4).
 const HOST_LABEL_BYTES_MAX: usize = 63;
 
-/// An `http://host:port` URL naming a listener or an advertised endpoint.
+/// An `http://host:port` or `https://host:port` URL naming a listener or
+/// an advertised endpoint; `https` means TLS on that listener (see
+/// [`crate::tls`]).
 ///
-/// Only the `http` scheme is accepted: TLS is not implemented yet, and
-/// refusing `https://` up front is better than silently speaking plaintext.
 /// The peer port speaks our own framed TCP protocol, not HTTP, but keeps the
-/// `http://` spelling so etcd's flags and tooling carry over unchanged.
+/// `http(s)://` spelling so etcd's flags and tooling carry over unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HttpUrl {
     host: Host,
     port: u16,
+    tls: bool,
 }
 
 /// The host part of an [`HttpUrl`].
@@ -52,14 +54,18 @@ pub enum UrlError {
         /// The rejected text.
         url: String,
     },
-    /// `https://` (or `unixs://`) given.
-    #[error("URL {url:?} asks for TLS, which ringkv does not support yet: use http://host:port")]
+    /// `unixs://` given.
+    #[error(
+        "URL {url:?} asks for TLS over a unix socket, which ringkv does not serve: use https://host:port"
+    )]
     TlsUnsupported {
         /// The rejected text.
         url: String,
     },
-    /// A scheme other than `http`.
-    #[error("URL {url:?} has scheme {scheme:?}: only http://host:port is supported")]
+    /// A scheme other than `http` and `https`.
+    #[error(
+        "URL {url:?} has scheme {scheme:?}: only http://host:port and https://host:port are supported"
+    )]
     UnsupportedScheme {
         /// The rejected text.
         url: String,
@@ -108,7 +114,12 @@ pub enum UrlError {
 impl HttpUrl {
     /// A URL for an IP address and port.
     pub fn from_socket_addr(addr: SocketAddr) -> HttpUrl {
-        HttpUrl { host: Host::Ip(addr.ip()), port: addr.port() }
+        HttpUrl { host: Host::Ip(addr.ip()), port: addr.port(), tls: false }
+    }
+
+    /// Whether the URL is `https://`: TLS on that listener or endpoint.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The host.
@@ -146,9 +157,10 @@ impl HttpUrl {
 
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
         match &self.host {
-            Host::Ip(IpAddr::V6(ip)) => write!(f, "http://[{ip}]:{}", self.port),
-            host => write!(f, "http://{host}:{}", self.port),
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "{scheme}://[{ip}]:{}", self.port),
+            host => write!(f, "{scheme}://{host}:{}", self.port),
         }
     }
 }
@@ -160,11 +172,12 @@ impl FromStr for HttpUrl {
         let url = || text.to_owned();
         let (scheme, rest) =
             text.split_once("://").ok_or_else(|| UrlError::MissingScheme { url: url() })?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "http" => {}
-            "https" | "unixs" => return Err(UrlError::TlsUnsupported { url: url() }),
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "http" => false,
+            "https" => true,
+            "unixs" => return Err(UrlError::TlsUnsupported { url: url() }),
             _ => return Err(UrlError::UnsupportedScheme { url: url(), scheme: scheme.to_owned() }),
-        }
+        };
         // etcd accepts a bare trailing slash; anything else after the
         // authority would be silently ignored there, so refuse it here.
         let authority = rest.strip_suffix('/').unwrap_or(rest);
@@ -195,7 +208,7 @@ impl FromStr for HttpUrl {
         let port = port
             .parse::<u16>()
             .map_err(|_| UrlError::InvalidPort { url: url(), port: port.to_owned() })?;
-        Ok(HttpUrl { host, port })
+        Ok(HttpUrl { host, port, tls })
     }
 }
 
@@ -243,7 +256,10 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_serve_with_the_reason() {
         assert!(matches!(parse("10.0.0.1:2380"), Err(UrlError::MissingScheme { .. })));
-        assert!(matches!(parse("https://a:2380"), Err(UrlError::TlsUnsupported { .. })));
+        assert!(matches!(parse("unixs://a:2380"), Err(UrlError::TlsUnsupported { .. })));
+        let secure = parse("HTTPS://a:2380").unwrap();
+        assert!(secure.is_tls());
+        assert_eq!(secure.to_string(), "https://a:2380");
         assert!(matches!(parse("unix://sock:1"), Err(UrlError::UnsupportedScheme { .. })));
         assert!(matches!(parse("http://a:2380/path"), Err(UrlError::UnexpectedPart { .. })));
         assert!(matches!(parse("http://u@a:2380"), Err(UrlError::UnexpectedPart { .. })));

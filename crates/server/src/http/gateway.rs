@@ -16,6 +16,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
+use ringkv_api::etcdserverpb::auth_server::Auth;
 use ringkv_api::etcdserverpb::cluster_server::Cluster;
 use ringkv_api::etcdserverpb::kv_server::Kv;
 use ringkv_api::etcdserverpb::lease_server::Lease;
@@ -34,7 +35,8 @@ use crate::gateway::{
     encode_response, encode_stream_error, encode_stream_message, http_status, route,
 };
 use crate::services::{
-    ClusterService, ElectionService, KvService, LeaseService, LockService, MaintenanceService,
+    AuthService, ClusterService, ElectionService, KvService, LeaseService, LockService,
+    MaintenanceService,
 };
 
 /// Requests a bidirectional gateway stream buffers ahead of the service.
@@ -55,6 +57,8 @@ pub struct Services {
     pub lock: Arc<LockService>,
     /// `v3electionpb.Election`.
     pub election: Arc<ElectionService>,
+    /// `etcdserverpb.Auth`.
+    pub auth: Arc<AuthService>,
     /// `etcdserverpb.Watch`.
     pub watch: Arc<dyn Watch>,
     /// Largest request body (or streamed request object), in bytes.
@@ -167,7 +171,27 @@ async fn call_unary(s: &Services, req: Req, token: Option<&HeaderValue>) -> Resu
         Req::Proclaim(m) => call!(s.election, proclaim, m, Proclaim),
         Req::Leader(m) => call!(s.election, leader, m, Leader),
         Req::Resign(m) => call!(s.election, resign, m, Resign),
-        // Auth is not implemented yet: the same answer a gRPC client gets.
+        Req::AuthEnable(m) => call!(s.auth, auth_enable, m, AuthEnable),
+        Req::AuthDisable(m) => call!(s.auth, auth_disable, m, AuthDisable),
+        Req::AuthStatus(m) => call!(s.auth, auth_status, m, AuthStatus),
+        Req::Authenticate(m) => call!(s.auth, authenticate, m, Authenticate),
+        Req::UserAdd(m) => call!(s.auth, user_add, m, UserAdd),
+        Req::UserGet(m) => call!(s.auth, user_get, m, UserGet),
+        Req::UserList(m) => call!(s.auth, user_list, m, UserList),
+        Req::UserDelete(m) => call!(s.auth, user_delete, m, UserDelete),
+        Req::UserChangePassword(m) => call!(s.auth, user_change_password, m, UserChangePassword),
+        Req::UserGrantRole(m) => call!(s.auth, user_grant_role, m, UserGrantRole),
+        Req::UserRevokeRole(m) => call!(s.auth, user_revoke_role, m, UserRevokeRole),
+        Req::RoleAdd(m) => call!(s.auth, role_add, m, RoleAdd),
+        Req::RoleGet(m) => call!(s.auth, role_get, m, RoleGet),
+        Req::RoleList(m) => call!(s.auth, role_list, m, RoleList),
+        Req::RoleDelete(m) => call!(s.auth, role_delete, m, RoleDelete),
+        Req::RoleGrantPermission(m) => {
+            call!(s.auth, role_grant_permission, m, RoleGrantPermission)
+        }
+        Req::RoleRevokePermission(m) => {
+            call!(s.auth, role_revoke_permission, m, RoleRevokePermission)
+        }
         other => Err(Status::unimplemented(format!(
             "ringkv does not implement {} yet",
             other.rpc().method()

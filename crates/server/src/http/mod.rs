@@ -21,6 +21,7 @@ use ringkv_node::Request as NodeRequest;
 use ringkv_storage::mvcc::RangeRequest;
 use serde::Serialize;
 
+use crate::api::EtcdError;
 use crate::services::{Context, ETCD_CLUSTER_VERSION, ETCD_VERSION};
 
 /// Longest a `/health` check waits for its linearizable read (etcd waits
@@ -78,6 +79,9 @@ async fn health(ctx: Context) -> Response<Body> {
         });
         match tokio::time::timeout(HEALTH_READ_TIMEOUT, ctx.node().call(read)).await {
             Ok(Ok(_)) => None,
+            // With auth enabled an anonymous read is refused, which still
+            // proves the member serves (etcd's health check says the same).
+            Ok(Err(EtcdError::UserEmpty | EtcdError::PermissionDenied)) => None,
             Ok(Err(e)) => Some(format!("QGET ERROR:{e}")),
             Err(_) => Some("QGET ERROR:timed out".to_owned()),
         }

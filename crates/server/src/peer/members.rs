@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -92,7 +92,7 @@ pub enum MembersError {
 /// returns whether it was a well-formed request for [`MEMBERS_PATH`]
 /// (anything else on the peer port is a protocol error to count).
 pub(crate) async fn serve(
-    mut stream: TcpStream,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
     addr: SocketAddr,
     head: &[u8],
     provider: Option<MembersProvider>,
@@ -131,7 +131,13 @@ pub(crate) async fn serve(
     )
     .into_bytes();
     answer.extend_from_slice(&body);
-    let _ = timeout(MEMBERS_TIMEOUT, stream.write_all(&answer)).await;
+    let _ = timeout(MEMBERS_TIMEOUT, async {
+        stream.write_all(&answer).await?;
+        // A TLS stream says close_notify, so the reader knows the answer is
+        // whole; TCP sends its FIN.
+        stream.shutdown().await
+    })
+    .await;
     known
 }
 
@@ -140,11 +146,33 @@ pub(crate) async fn serve(
 /// # Errors
 /// See [`MembersError`].
 pub async fn fetch(url: &HttpUrl) -> Result<Vec<MemberInfo>, MembersError> {
+    fetch_with(url, None).await
+}
+
+/// [`fetch`], over TLS with `tls` for an `https://` URL.
+///
+/// # Errors
+/// See [`MembersError`]; an `https://` URL without `tls` fails to connect.
+pub async fn fetch_with(
+    url: &HttpUrl,
+    tls: Option<&crate::tls::TlsFiles>,
+) -> Result<Vec<MemberInfo>, MembersError> {
     let io = |source| MembersError::Io { url: url.clone(), source };
     let malformed = |why: String| MembersError::Malformed { url: url.clone(), why };
     let exchange = async {
         let addr = format!("{}:{}", url.host(), url.port());
-        let mut stream = TcpStream::connect(addr).await.map_err(io)?;
+        let tcp = TcpStream::connect(addr).await.map_err(io)?;
+        let mut stream: super::transport::BoxIo = match (url.is_tls(), tls) {
+            (false, _) => Box::new(tcp),
+            (true, Some(files)) => {
+                Box::new(super::transport::tls_connect(files, url, tcp).await.map_err(io)?)
+            }
+            (true, None) => {
+                return Err(io(std::io::Error::other(
+                    "an https:// peer URL, but no --peer-cert-file and --peer-key-file",
+                )));
+            }
+        };
         let request = format!(
             "GET {MEMBERS_PATH} HTTP/1.1\r\nHost: {}:{}\r\nAccept: application/json\r\n\
              Connection: close\r\n\r\n",

@@ -66,7 +66,7 @@ use bytes::Bytes;
 use ringkv_consensus::NodeId;
 
 pub use stats::{PeerStats, TransportStats};
-pub use transport::{PeerTransport, SendError, TransportConfig, TransportError};
+pub use transport::{PeerTls, PeerTransport, SendError, TransportConfig, TransportError};
 
 /// Largest frame, in bytes, either side accepts. A longer length prefix is a
 /// protocol error that closes the connection.

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use ringkv_consensus::NodeId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -34,6 +33,51 @@ use super::{
     UNREACHABLE_WARN_EVERY,
 };
 use crate::config::{Host, HttpUrl};
+use crate::tls::{ReloadingServerConfig, TlsFiles};
+
+/// A peer connection's byte stream: plain TCP or TLS over it.
+pub(super) trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> PeerIo for T {}
+
+/// A boxed [`PeerIo`].
+pub(super) type BoxIo = Box<dyn PeerIo>;
+
+/// Mutual TLS on the peer port (`--peer-cert-file`, ...): every listener
+/// accepts TLS only, and `https://` peer URLs are dialed with TLS,
+/// presenting this member's certificate and checking the peer's against
+/// the peer CAs.
+#[derive(Clone, Debug)]
+pub struct PeerTls {
+    /// The listeners' configuration (reloaded when the files change).
+    pub server: Arc<ReloadingServerConfig>,
+    /// The files, read again for each dial (dials are rare: a renewed
+    /// certificate is presented from the next one on).
+    pub files: TlsFiles,
+}
+
+/// Dials `url` over TLS with `files`, on `stream`.
+///
+/// # Errors
+/// The files do not load, the peer's certificate does not verify for the
+/// URL's host, or the handshake fails.
+pub(crate) async fn tls_connect(
+    files: &TlsFiles,
+    url: &HttpUrl,
+    stream: TcpStream,
+) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let config = crate::tls::client_config(files, "--peer-trusted-ca-file")
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let name = match url.host() {
+        Host::Ip(ip) => rustls::pki_types::ServerName::IpAddress((*ip).into()),
+        Host::Name(name) => rustls::pki_types::ServerName::try_from(name.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    timeout(crate::tls::TLS_HANDSHAKE_TIMEOUT, connector.connect(name, stream))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+}
 
 /// Where the transport listens and who it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,6 +224,8 @@ struct Shared {
     members: RwLock<Option<MembersProvider>>,
     /// Told how long each batch took to write, once set.
     send_observer: OnceLock<SendObserver>,
+    /// Mutual TLS, when configured.
+    tls: Option<PeerTls>,
 }
 
 struct InboundEntry {
@@ -287,6 +333,19 @@ impl PeerTransport {
         config: TransportConfig,
         sink: impl Fn(PeerEvent) -> Delivery + Send + Sync + 'static,
     ) -> Result<PeerTransport, TransportError> {
+        PeerTransport::start_with_tls(config, None, sink).await
+    }
+
+    /// [`PeerTransport::start`] with mutual TLS on every listener and on
+    /// `https://` dials (see [`PeerTls`]).
+    ///
+    /// # Errors
+    /// As [`PeerTransport::start`].
+    pub async fn start_with_tls(
+        config: TransportConfig,
+        tls: Option<PeerTls>,
+        sink: impl Fn(PeerEvent) -> Delivery + Send + Sync + 'static,
+    ) -> Result<PeerTransport, TransportError> {
         if !config.node.is_valid() {
             return Err(TransportError::InvalidNodeId { node: config.node });
         }
@@ -312,6 +371,7 @@ impl PeerTransport {
             inbound_slots: Arc::new(Semaphore::new(INBOUND_CONNECTIONS_MAX)),
             members: RwLock::new(None),
             send_observer: OnceLock::new(),
+            tls,
         });
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -577,14 +637,16 @@ enum DialError {
     Refused { status: ReplyStatus, cluster: ClusterId },
     #[error("the peer accepted but is {node} of cluster {cluster}")]
     Impostor { node: NodeId, cluster: ClusterId },
+    #[error("TLS failed: {0}")]
+    Tls(#[source] io::Error),
 }
 
 /// An established outbound connection.
 struct Connection {
     /// Never carries data (the acceptor only reads after its reply): watched
     /// so that a peer closing the connection is noticed before the next write.
-    reader: OwnedReadHalf,
-    writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    reader: ReadHalf<BoxIo>,
+    writer: FramedWrite<WriteHalf<BoxIo>, LengthDelimitedCodec>,
     addr: SocketAddr,
     since: Instant,
 }
@@ -696,12 +758,22 @@ impl Link {
                 Host::Name(name) => TcpStream::connect((name.as_str(), url.port())).await,
             }
         };
-        let mut stream = timeout(CONNECT_TIMEOUT, connecting)
+        let tcp = timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| DialError::ConnectTimeout)?
             .map_err(DialError::Connect)?;
-        let addr = stream.peer_addr().map_err(DialError::Connect)?;
-        tune_socket(&stream, addr);
+        let addr = tcp.peer_addr().map_err(DialError::Connect)?;
+        tune_socket(&tcp, addr);
+        let mut stream: BoxIo = if url.is_tls() {
+            let Some(tls) = &self.shared.tls else {
+                return Err(DialError::Tls(io::Error::other(
+                    "an https:// peer URL, but no --peer-cert-file and --peer-key-file",
+                )));
+            };
+            Box::new(tls_connect(&tls.files, url, tcp).await.map_err(DialError::Tls)?)
+        } else {
+            Box::new(tcp)
+        };
         let hello = Hello {
             lane: self.lane,
             cluster: self.shared.cluster,
@@ -724,7 +796,7 @@ impl Link {
         if reply.cluster != self.shared.cluster || reply.node != self.peer {
             return Err(DialError::Impostor { node: reply.node, cluster: reply.cluster });
         }
-        let (reader, writer) = stream.into_split();
+        let (reader, writer) = tokio::io::split(stream);
         let mut writer = FramedWrite::new(writer, codec());
         // Let a whole batch accumulate before the codec writes on its own.
         writer.set_backpressure_boundary(BATCH_BYTES_MAX);
@@ -863,7 +935,7 @@ impl Link {
 
 /// Encodes every frame of the batch, then flushes once.
 async fn write_batch(
-    writer: &mut FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    writer: &mut FramedWrite<WriteHalf<BoxIo>, LengthDelimitedCodec>,
     batch: &[Bytes],
 ) -> io::Result<()> {
     for frame in batch {
@@ -919,12 +991,36 @@ async fn accept_loop(
 
 async fn serve_inbound(
     shared: Arc<Shared>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     addr: SocketAddr,
     _permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) {
-    tune_socket(&stream, addr);
+    tune_socket(&tcp, addr);
+    let mut stream: BoxIo = match &shared.tls {
+        None => Box::new(tcp),
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.current());
+            let accepted = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                accepted = timeout(crate::tls::TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => accepted,
+            };
+            match accepted {
+                Ok(Ok(tls)) => Box::new(tls),
+                Ok(Err(error)) => {
+                    bump(&shared.counters.inbound_refused, 1);
+                    warn!(%addr, %error, "refused a peer connection: TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    bump(&shared.counters.protocol_errors, 1);
+                    warn!(%addr, "refused a peer connection: TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
     let handshake = tokio::select! {
         biased;
         () = shutdown.cancelled() => return,
@@ -978,7 +1074,7 @@ enum Inbound {
 }
 
 /// Reads and judges the dialer's hello, answers it, and returns it if accepted.
-async fn accept_handshake(shared: &Shared, stream: &mut TcpStream, addr: SocketAddr) -> Inbound {
+async fn accept_handshake(shared: &Shared, stream: &mut BoxIo, addr: SocketAddr) -> Inbound {
     let outcome = accept_hello(shared, stream, addr).await;
     match outcome {
         Ok(Some(hello)) => Inbound::Peer(hello),
@@ -990,7 +1086,7 @@ async fn accept_handshake(shared: &Shared, stream: &mut TcpStream, addr: SocketA
 /// [`accept_handshake`]'s work: `Err` carries the head of an HTTP request.
 async fn accept_hello(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut BoxIo,
     addr: SocketAddr,
 ) -> Result<Option<Hello>, Vec<u8>> {
     let mut buf = [0u8; HELLO_BYTES];
@@ -1022,10 +1118,14 @@ async fn accept_hello(
         Err(_) => (None, ReplyStatus::Malformed),
     };
     let reply = Reply { status, cluster: shared.cluster, node: shared.node }.encode();
+    // Counted before answering: once the dialer reads the refusal, the
+    // count already says so.
+    if status != ReplyStatus::Accepted {
+        bump(&shared.counters.inbound_refused, 1);
+    }
     // Refusals are answered too, so the dialer can log why it was refused.
     let answered = timeout(HANDSHAKE_TIMEOUT, stream.write_all(&reply)).await;
     if status != ReplyStatus::Accepted {
-        bump(&shared.counters.inbound_refused, 1);
         match hello {
             Some(hello) => warn!(
                 %addr,
@@ -1057,7 +1157,7 @@ async fn accept_hello(
 /// the connection ends, breaks the framing, or is cancelled.
 async fn read_frames(
     shared: &Shared,
-    stream: TcpStream,
+    stream: BoxIo,
     addr: SocketAddr,
     hello: Hello,
     cancel: &CancellationToken,

@@ -42,8 +42,8 @@ use std::time::Duration;
 
 use ringkv_consensus::NodeId;
 use ringkv_node::{
-    DATA_SHARD, Engine, EngineKind, Header, Node, NodeConfig, NodeError, Reply, Request,
-    WatchEvents, WithEngine, stored_engine,
+    Credential, DATA_SHARD, Engine, EngineKind, Header, Node, NodeConfig, NodeError, Reply,
+    Request, WatchEvents, WithEngine, stored_engine,
 };
 use ringkv_storage::FsDisk;
 use ringkv_storage::mvcc::MvccStore;
@@ -93,8 +93,9 @@ type NodeResult = Result<Answer, NodeError>;
 /// What the node thread takes from its inbox.
 #[derive(Debug)]
 enum NodeInput {
-    /// A client request and where to send its answer.
-    Request { request: Request, reply: oneshot::Sender<NodeResult> },
+    /// A client request, what its client presented, and where to send its
+    /// answer.
+    Request { request: Request, credential: Credential, reply: oneshot::Sender<NodeResult> },
     /// A frame from a peer, or news that a peer is unreachable.
     Peer(PeerEvent),
     /// Stop the loop (graceful shutdown).
@@ -144,12 +145,25 @@ impl NodeHandle {
     /// server stopped` when the node thread is gone, and the node's own
     /// errors in etcd's form.
     pub async fn call(&self, request: Request) -> Result<Answer, EtcdError> {
+        self.call_as(Credential::Anonymous, request).await
+    }
+
+    /// Sends `request`, made with `credential`, to the node and waits for
+    /// its answer (the node resolves the credential and checks the rights).
+    ///
+    /// # Errors
+    /// As [`NodeHandle::call`], and etcd's auth errors.
+    pub async fn call_as(
+        &self,
+        credential: Credential,
+        request: Request,
+    ) -> Result<Answer, EtcdError> {
         let proposal = is_proposal(&request);
         if proposal {
             self.metrics.proposal_submitted();
         }
         let (reply, answer) = oneshot::channel();
-        let sent = self.inbox.try_send(NodeInput::Request { request, reply });
+        let sent = self.inbox.try_send(NodeInput::Request { request, credential, reply });
         let result = match sent {
             Err(TrySendError::Full(_)) => Err(EtcdError::TooManyRequests),
             Err(TrySendError::Disconnected(_)) => Err(EtcdError::Stopped),
@@ -223,7 +237,8 @@ fn is_proposal(request: &Request) -> bool {
         | Request::MemberAdd { .. }
         | Request::MemberRemove(_)
         | Request::MemberUpdate { .. }
-        | Request::MemberPromote(_) => true,
+        | Request::MemberPromote(_)
+        | Request::AuthChange(_) => true,
         Request::Alarm { action, .. } => *action != ringkv_node::AlarmAction::Get,
         _ => false,
     }

@@ -68,10 +68,10 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             let mut taken = 0;
             while let Some(next) = input.take() {
                 match next {
-                    NodeInput::Request { request, reply } => {
+                    NodeInput::Request { request, credential, reply } => {
                         let token = Token(next_token);
                         next_token += 1;
-                        match self.node.submit(token, request) {
+                        match self.node.submit_as(token, request, credential) {
                             Ok(()) => {
                                 waiting.insert(token, reply);
                             }
@@ -98,6 +98,9 @@ impl<E: Engine, D: Disk> Loop<E, D> {
 
             let out = self.node.run_round();
             more = out.more;
+            // Before this round's answers go out: a client that saw auth
+            // enabled finds every service enforcing it here.
+            self.state.set_auth_enabled(self.node.auth_store().is_some_and(|a| a.enabled()));
             if !out.events.is_empty() {
                 if let Some(last) = out.events.iter().rev().find(|e| e.shard == DATA_SHARD) {
                     self.state.advance_revision(last.revision);
@@ -122,7 +125,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                     Completion::Done { header, result, .. } => {
                         let _ = reply.send(result.map(|reply| Answer { header, reply }));
                     }
-                    Completion::ReadReady { header, shard, read, .. } => {
+                    Completion::ReadReady { header, shard, read, auth_revision, .. } => {
                         // Reads never run on this thread: the loop only
                         // orders them.
                         let store = Arc::clone(self.node.store());
@@ -130,7 +133,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                             let result = store
                                 .read()
                                 .map_err(NodeError::from)
-                                .and_then(|view| execute_read(&view, shard, &read))
+                                .and_then(|view| execute_read(&view, shard, &read, auth_revision))
                                 .map(|reply| Answer { header, reply });
                             let _ = reply.send(result);
                         });

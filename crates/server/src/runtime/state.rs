@@ -56,6 +56,10 @@ pub struct NodeState {
     raft_term: AtomicU64,
     revision: AtomicI64,
     stopped: AtomicBool,
+    /// Whether auth is enabled in the store as applied here: set every
+    /// round, so a service that skips work while it is off (the watch
+    /// service's permission check) lags the node by at most a round.
+    auth_enabled: AtomicBool,
     /// The data shard's leader as this node knows it; a watch so streams
     /// can end when it is lost (etcd's `hasleader` rule).
     leader: watch::Sender<Option<NodeId>>,
@@ -73,6 +77,7 @@ impl NodeState {
             raft_term: AtomicU64::new(0),
             revision: AtomicI64::new(revision.0),
             stopped: AtomicBool::new(false),
+            auth_enabled: AtomicBool::new(false),
             leader: watch::Sender::new(None),
             shards: Mutex::new(Vec::new()),
             alarms: Mutex::new(Vec::new()),
@@ -93,6 +98,16 @@ impl NodeState {
     /// The data shard's current term.
     pub fn raft_term(&self) -> u64 {
         self.raft_term.load(Ordering::Relaxed)
+    }
+
+    /// Whether auth is enabled (as of the node's last round).
+    pub fn auth_enabled(&self) -> bool {
+        self.auth_enabled.load(Ordering::Acquire)
+    }
+
+    /// Records whether auth is enabled.
+    pub(crate) fn set_auth_enabled(&self, enabled: bool) {
+        self.auth_enabled.store(enabled, Ordering::Release);
     }
 
     /// The store's revision as of the last applied round.

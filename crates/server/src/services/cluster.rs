@@ -28,10 +28,11 @@ impl ClusterService {
 
     async fn members(
         &self,
+        ctx: &Context,
         rpc: &'static str,
         request: Request,
     ) -> Result<(pb::ResponseHeader, Option<pb::Member>, Vec<pb::Member>), Status> {
-        let answer = self.ctx.call(request).await?;
+        let answer = ctx.call(request).await?;
         match answer.reply {
             Reply::Members { member, members } => {
                 let header =
@@ -73,11 +74,12 @@ impl Cluster for ClusterService {
         request: tonic::Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = request.into_inner();
         self.ctx.limits().check_proposal_size(&req)?;
         let request =
             Request::MemberAdd { peer_urls: peer_urls(req.peer_urls)?, is_learner: req.is_learner };
-        let (header, member, members) = self.members("MemberAdd", request).await?;
+        let (header, member, members) = self.members(&ctx, "MemberAdd", request).await?;
         Ok(Response::new(pb::MemberAddResponse { header: Some(header), member, members }))
     }
 
@@ -86,8 +88,10 @@ impl Cluster for ClusterService {
         request: tonic::Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let id = NodeId(request.into_inner().id);
-        let (header, _, members) = self.members("MemberRemove", Request::MemberRemove(id)).await?;
+        let (header, _, members) =
+            self.members(&ctx, "MemberRemove", Request::MemberRemove(id)).await?;
         Ok(Response::new(pb::MemberRemoveResponse { header: Some(header), members }))
     }
 
@@ -96,11 +100,12 @@ impl Cluster for ClusterService {
         request: tonic::Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = request.into_inner();
         self.ctx.limits().check_proposal_size(&req)?;
         let request =
             Request::MemberUpdate { id: NodeId(req.id), peer_urls: peer_urls(req.peer_urls)? };
-        let (header, _, members) = self.members("MemberUpdate", request).await?;
+        let (header, _, members) = self.members(&ctx, "MemberUpdate", request).await?;
         Ok(Response::new(pb::MemberUpdateResponse { header: Some(header), members }))
     }
 
@@ -109,9 +114,10 @@ impl Cluster for ClusterService {
         request: tonic::Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let linearizable = request.into_inner().linearizable;
         let (header, _, members) =
-            self.members("MemberList", Request::MemberList { linearizable }).await?;
+            self.members(&ctx, "MemberList", Request::MemberList { linearizable }).await?;
         Ok(Response::new(pb::MemberListResponse { header: Some(header), members }))
     }
 
@@ -120,9 +126,10 @@ impl Cluster for ClusterService {
         request: tonic::Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let id = NodeId(request.into_inner().id);
         let (header, _, members) =
-            self.members("MemberPromote", Request::MemberPromote(id)).await?;
+            self.members(&ctx, "MemberPromote", Request::MemberPromote(id)).await?;
         Ok(Response::new(pb::MemberPromoteResponse { header: Some(header), members }))
     }
 }

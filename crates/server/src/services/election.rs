@@ -54,9 +54,9 @@ impl ElectionService {
     /// Streams the election's leader: the current one (once there is one),
     /// then every change of leader and every value it proclaims. Used by
     /// the gRPC method and the gateway.
-    pub fn observe_stream(&self, name: Bytes) -> BoxStream<pb::LeaderResponse> {
+    /// `ctx` is bound to the observer's request: it reads with its rights.
+    pub fn observe_stream(&self, ctx: Context, name: Bytes) -> BoxStream<pb::LeaderResponse> {
         let (tx, rx) = mpsc::channel(OBSERVE_RESPONSES_QUEUED_MAX);
-        let ctx = self.ctx.clone();
         tokio::spawn(async move {
             if let Err(status) = observe(&ctx, &name, &tx).await {
                 let _ = tx.send(Err(status)).await;
@@ -206,8 +206,9 @@ impl Election for ElectionService {
         request: tonic::Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = request.into_inner();
-        let lease = session_lease(&self.ctx, req.lease).await?;
+        let lease = session_lease(&ctx, req.lease).await?;
         let prefix = name_prefix(&req.name);
         let key = lease_key(&prefix, lease);
         let value = Bytes::from(req.value);
@@ -221,7 +222,7 @@ impl Election for ElectionService {
                 ..RangeRequest::default()
             })],
         };
-        let (info, created) = txn(&self.ctx, create).await?;
+        let (info, created) = txn(&ctx, create).await?;
         let mut leader_rev = created.revision;
         if !created.succeeded {
             // This lease already campaigns: keep its place, update its value.
@@ -237,13 +238,13 @@ impl Election for ElectionService {
             };
             leader_rev = existing.create_revision;
             if existing.value != value
-                && proclaim(&self.ctx, &key, leader_rev, lease, value).await?.is_none()
+                && proclaim(&ctx, &key, leader_rev, lease, value).await?.is_none()
             {
                 return Err(EtcdError::ElectionNotLeader.into());
             }
         }
-        let guard = GiveUpOnDrop::new(&self.ctx, key.clone(), leader_rev);
-        wait_deletes(&self.ctx, &prefix, Revision(leader_rev.0 - 1)).await?;
+        let guard = GiveUpOnDrop::new(&ctx, key.clone(), leader_rev);
+        wait_deletes(&ctx, &prefix, Revision(leader_rev.0 - 1)).await?;
         guard.disarm();
         Ok(Response::new(pb::CampaignResponse {
             header: Some(info.header(created.revision)),
@@ -261,13 +262,14 @@ impl Election for ElectionService {
         request: tonic::Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = request.into_inner();
         let Some(leader) = req.leader else {
             return Err(EtcdError::Unknown { message: MISSING_LEADER_KEY.to_owned() }.into());
         };
         let key = Bytes::from(leader.key);
         let value = Bytes::from(req.value);
-        match proclaim(&self.ctx, &key, Revision(leader.rev), LeaseId(leader.lease), value).await? {
+        match proclaim(&ctx, &key, Revision(leader.rev), LeaseId(leader.lease), value).await? {
             Some(info) => Ok(Response::new(pb::ProclaimResponse {
                 header: Some(info.header(self.ctx.state().current_revision())),
             })),
@@ -280,8 +282,9 @@ impl Election for ElectionService {
         request: tonic::Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let prefix = name_prefix(&request.into_inner().name);
-        let (info, first) = range(&self.ctx, first_created(&prefix)).await?;
+        let (info, first) = range(&ctx, first_created(&prefix)).await?;
         let Some(kv) = first.kvs.into_iter().next() else {
             return Err(EtcdError::ElectionNoLeader.into());
         };
@@ -296,9 +299,10 @@ impl Election for ElectionService {
         request: tonic::Request<pb::LeaderRequest>,
     ) -> Result<Response<BoxStream<pb::LeaderResponse>>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let leader_lost = self.ctx.leader_lost(&request);
         let name = Bytes::from(request.into_inner().name);
-        Ok(Response::new(until_leader_lost(self.observe_stream(name), leader_lost)))
+        Ok(Response::new(until_leader_lost(self.observe_stream(ctx, name), leader_lost)))
     }
 
     async fn resign(
@@ -306,12 +310,13 @@ impl Election for ElectionService {
         request: tonic::Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let Some(leader) = request.into_inner().leader else {
             return Err(EtcdError::Unknown { message: MISSING_LEADER_KEY.to_owned() }.into());
         };
         // Resigning a candidacy that is already gone is not an error (etcd's).
         let (info, resp) =
-            delete_if_created_at(&self.ctx, Bytes::from(leader.key), Revision(leader.rev)).await?;
+            delete_if_created_at(&ctx, Bytes::from(leader.key), Revision(leader.rev)).await?;
         Ok(Response::new(pb::ResignResponse { header: Some(info.header(resp.revision)) }))
     }
 }

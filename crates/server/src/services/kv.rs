@@ -28,8 +28,9 @@ impl Kv for KvService {
         request: tonic::Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = from_pb::range_request(request.into_inner())?;
-        let answer = self.ctx.call(Request::Range(req)).await?;
+        let answer = ctx.call(Request::Range(req)).await?;
         match answer.reply {
             Reply::Range(r) => {
                 Ok(Response::new(to_pb::range_response(r, &header_info(&answer.header))))
@@ -43,8 +44,9 @@ impl Kv for KvService {
         request: tonic::Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = from_pb::put_request(request.into_inner(), self.ctx.limits())?;
-        let answer = self.ctx.call(Request::Put(req)).await?;
+        let answer = ctx.call(Request::Put(req)).await?;
         match answer.reply {
             Reply::Kv(MvccResponse::Put(r)) => {
                 Ok(Response::new(to_pb::put_response(r, &header_info(&answer.header))))
@@ -58,8 +60,9 @@ impl Kv for KvService {
         request: tonic::Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = from_pb::delete_range_request(request.into_inner(), self.ctx.limits())?;
-        let answer = self.ctx.call(Request::DeleteRange(req)).await?;
+        let answer = ctx.call(Request::DeleteRange(req)).await?;
         match answer.reply {
             Reply::Kv(MvccResponse::DeleteRange(r)) => {
                 Ok(Response::new(to_pb::delete_range_response(r, &header_info(&answer.header))))
@@ -73,8 +76,9 @@ impl Kv for KvService {
         request: tonic::Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = from_pb::txn_request(request.into_inner(), self.ctx.limits())?;
-        let answer = self.ctx.call(Request::Txn(req)).await?;
+        let answer = ctx.call(Request::Txn(req)).await?;
         match answer.reply {
             Reply::Kv(MvccResponse::Txn(r)) => {
                 Ok(Response::new(to_pb::txn_response(r, &header_info(&answer.header))))
@@ -88,8 +92,9 @@ impl Kv for KvService {
         request: tonic::Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = from_pb::compaction_request(request.into_inner());
-        let answer = self.ctx.call(Request::Compact(req)).await?;
+        let answer = ctx.call(Request::Compact(req)).await?;
         match answer.reply {
             Reply::Kv(MvccResponse::Compaction(r)) => {
                 Ok(Response::new(to_pb::compaction_response(r, &header_info(&answer.header))))

@@ -39,6 +39,7 @@ impl LeaseService {
     /// by the gRPC method and by the gateway.
     pub fn keep_alive_stream<S>(
         &self,
+        ctx: Context,
         requests: S,
         mut leader_lost: Option<super::LeaderLoss>,
     ) -> BoxStream<pb::LeaseKeepAliveResponse>
@@ -46,7 +47,6 @@ impl LeaseService {
         S: Stream<Item = Result<pb::LeaseKeepAliveRequest, Status>> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_RESPONSES_QUEUED_MAX);
-        let ctx = self.ctx.clone();
         tokio::spawn(async move {
             let mut requests = Box::pin(requests);
             loop {
@@ -115,6 +115,7 @@ impl Lease for LeaseService {
         request: tonic::Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = request.into_inner();
         if req.ttl > LEASE_TTL_MAX_SECONDS {
             return Err(EtcdError::LeaseTtlTooLarge.into());
@@ -122,8 +123,7 @@ impl Lease for LeaseService {
         self.ctx.limits().check_proposal_size(&req)?;
         // The node picks the id when the client leaves it 0, and raises the
         // TTL to the cluster's minimum.
-        let answer =
-            self.ctx.call(Request::LeaseGrant { id: LeaseId(req.id), ttl: req.ttl }).await?;
+        let answer = ctx.call(Request::LeaseGrant { id: LeaseId(req.id), ttl: req.ttl }).await?;
         match answer.reply {
             Reply::Kv(MvccResponse::LeaseGrant(r)) => {
                 Ok(Response::new(to_pb::lease_grant_response(r, &header_info(&answer.header))))
@@ -137,8 +137,9 @@ impl Lease for LeaseService {
         request: tonic::Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = from_pb::lease_revoke_request(request.into_inner())?;
-        let answer = self.ctx.call(Request::LeaseRevoke(req.id)).await?;
+        let answer = ctx.call(Request::LeaseRevoke(req.id)).await?;
         match answer.reply {
             Reply::Kv(MvccResponse::LeaseRevoke(r)) => {
                 Ok(Response::new(to_pb::lease_revoke_response(r, &header_info(&answer.header))))
@@ -152,8 +153,9 @@ impl Lease for LeaseService {
         request: tonic::Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<BoxStream<pb::LeaseKeepAliveResponse>>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let leader_lost = self.ctx.leader_lost(&request);
-        Ok(Response::new(self.keep_alive_stream(request.into_inner(), leader_lost)))
+        Ok(Response::new(self.keep_alive_stream(ctx, request.into_inner(), leader_lost)))
     }
 
     async fn lease_time_to_live(
@@ -161,10 +163,11 @@ impl Lease for LeaseService {
         request: tonic::Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = request.into_inner();
         let revision = self.ctx.state().current_revision();
         let answer =
-            self.ctx.call(Request::LeaseTimeToLive { id: LeaseId(req.id), keys: req.keys }).await?;
+            ctx.call(Request::LeaseTimeToLive { id: LeaseId(req.id), keys: req.keys }).await?;
         match answer.reply {
             Reply::LeaseTimeToLive(ttl) => {
                 let info = header_info(&answer.header);
@@ -185,8 +188,9 @@ impl Lease for LeaseService {
         request: tonic::Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let revision = self.ctx.state().current_revision();
-        let answer = self.ctx.call(Request::LeaseLeases).await?;
+        let answer = ctx.call(Request::LeaseLeases).await?;
         match answer.reply {
             Reply::LeaseLeases(ids) => Ok(Response::new(to_pb::lease_leases_response(
                 &header_info(&answer.header),

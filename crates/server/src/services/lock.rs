@@ -47,11 +47,12 @@ impl Lock for LockService {
         request: tonic::Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = request.into_inner();
-        let lease = session_lease(&self.ctx, req.lease).await?;
+        let lease = session_lease(&ctx, req.lease).await?;
         let prefix = name_prefix(&req.name);
         let key = lease_key(&prefix, lease);
-        let (_, created) = txn(&self.ctx, create_or_get(&key, lease, &prefix)).await?;
+        let (_, created) = txn(&ctx, create_or_get(&key, lease, &prefix)).await?;
         let my_rev = if created.succeeded {
             created.revision
         } else {
@@ -71,13 +72,13 @@ impl Lock for LockService {
             Some(ResponseOp::Range(r)) => r.kvs.first().map(|kv| kv.create_revision),
             _ => None,
         };
-        let guard = GiveUpOnDrop::new(&self.ctx, key.clone(), my_rev);
+        let guard = GiveUpOnDrop::new(&ctx, key.clone(), my_rev);
         if owner != Some(my_rev) {
-            wait_deletes(&self.ctx, &prefix, Revision(my_rev.0 - 1)).await?;
+            wait_deletes(&ctx, &prefix, Revision(my_rev.0 - 1)).await?;
         }
         // The key must still be ours: the lease may have expired meanwhile.
         let own = RangeRequest { key: key.clone(), ..RangeRequest::default() };
-        let (info, found) = range(&self.ctx, own).await?;
+        let (info, found) = range(&ctx, own).await?;
         if found.kvs.first().is_none_or(|kv| kv.create_revision != my_rev) {
             return Err(EtcdError::Unknown { message: SESSION_EXPIRED.to_owned() }.into());
         }
@@ -93,11 +94,12 @@ impl Lock for LockService {
         request: tonic::Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let key = Bytes::from(request.into_inner().key);
         if key.is_empty() {
             return Err(EtcdError::EmptyKey.into());
         }
-        let (info, deleted) = delete(&self.ctx, key).await?;
+        let (info, deleted) = delete(&ctx, key).await?;
         Ok(Response::new(pb::UnlockResponse { header: Some(info.header(deleted.revision)) }))
     }
 }

@@ -5,6 +5,7 @@
 use ringkv_api::etcdserverpb::maintenance_server::Maintenance;
 use ringkv_api::etcdserverpb::{self as pb, alarm_request::AlarmAction as PbAction};
 use ringkv_consensus::NodeId;
+use ringkv_node::auth::{AccessCheck, AuthQuery};
 use ringkv_node::{AlarmAction, AlarmMember, AlarmType, DATA_SHARD, Reply, Request};
 use ringkv_storage::mvcc::Revision;
 use sha2::{Digest, Sha256};
@@ -131,6 +132,7 @@ impl Maintenance for MaintenanceService {
         request: tonic::Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let req = request.into_inner();
         let action = match PbAction::try_from(req.action) {
             Ok(PbAction::Get) => AlarmAction::Get,
@@ -159,7 +161,7 @@ impl Maintenance for MaintenanceService {
             }
         };
         let answer =
-            self.ctx.call(Request::Alarm { action, member: NodeId(req.member_id), alarm }).await?;
+            ctx.call(Request::Alarm { action, member: NodeId(req.member_id), alarm }).await?;
         match answer.reply {
             Reply::Alarms(alarms) => {
                 let alarms = alarms
@@ -181,7 +183,8 @@ impl Maintenance for MaintenanceService {
         request: tonic::Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let answer = self.ctx.call(Request::Status).await?;
+        let ctx = self.ctx.for_request(&request);
+        let answer = ctx.call(Request::Status).await?;
         match answer.reply {
             Reply::Status(s) => {
                 let revision = s
@@ -211,7 +214,8 @@ impl Maintenance for MaintenanceService {
         request: tonic::Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let answer = self.ctx.call(Request::Defragment).await?;
+        let ctx = self.ctx.for_request(&request);
+        let answer = ctx.call(Request::Defragment).await?;
         match answer.reply {
             Reply::Done => Ok(Response::new(pb::DefragmentResponse {
                 header: Some(
@@ -227,7 +231,8 @@ impl Maintenance for MaintenanceService {
         request: tonic::Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let answer = self.ctx.call(Request::Hash).await?;
+        let ctx = self.ctx.for_request(&request);
+        let answer = ctx.call(Request::Hash).await?;
         match answer.reply {
             Reply::Hash { hash, revision } => Ok(Response::new(pb::HashResponse {
                 header: Some(header_info(&answer.header).header(revision)),
@@ -242,8 +247,9 @@ impl Maintenance for MaintenanceService {
         request: tonic::Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let revision = Revision(request.into_inner().revision);
-        let answer = self.ctx.call(Request::HashKv(revision)).await?;
+        let answer = ctx.call(Request::HashKv(revision)).await?;
         match answer.reply {
             Reply::HashKv(h) => Ok(Response::new(pb::HashKvResponse {
                 header: Some(header_info(&answer.header).header(h.revision)),
@@ -259,7 +265,11 @@ impl Maintenance for MaintenanceService {
         request: tonic::Request<pb::SnapshotRequest>,
     ) -> Result<Response<BoxStream<pb::SnapshotResponse>>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let leader_lost = self.ctx.leader_lost(&request);
+        // Streamed from the store by this server, not by the node: ask the
+        // node whether the caller is an administrator first (etcd's rule).
+        ctx.call(Request::AuthQuery(AuthQuery::Check(AccessCheck::Admin))).await?;
         Ok(Response::new(until_leader_lost(self.snapshot_stream(), leader_lost)))
     }
 
@@ -268,8 +278,9 @@ impl Maintenance for MaintenanceService {
         request: tonic::Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         self.ctx.check_leader(&request)?;
+        let ctx = self.ctx.for_request(&request);
         let target = NodeId(request.into_inner().target_id);
-        let answer = self.ctx.call(Request::MoveLeader(target)).await?;
+        let answer = ctx.call(Request::MoveLeader(target)).await?;
         match answer.reply {
             Reply::Done => Ok(Response::new(pb::MoveLeaderResponse {
                 header: Some(

@@ -13,8 +13,18 @@
 //! | `lock.rs` | `v3lockpb.Lock` |
 //! | `election.rs` | `v3electionpb.Election` |
 //!
-//! `etcdserverpb.Watch` is the watch module's; `etcdserverpb.Auth` is not
-//! implemented yet (its RPCs answer `UNIMPLEMENTED`).
+//! | `auth.rs` | `etcdserverpb.Auth` |
+//!
+//! `etcdserverpb.Watch` is the watch module's.
+//!
+//! # Who is calling
+//!
+//! Each RPC binds the shared [`Context`] to its request
+//! ([`Context::for_request`]): the token in its metadata (or the client
+//! certificate's name) travels with every call it makes to the node, which
+//! resolves it and enforces etcd's rules (see [`ringkv_node::auth`]). The
+//! Lock and Election services run their KV operations through the same
+//! bound context, so they act with their client's rights, as etcd's do.
 //!
 //! # `hasleader`
 //!
@@ -26,6 +36,7 @@
 //! ([`Context::leader_lost`]), as etcd's interceptors do: an election alone
 //! does not end it.
 
+mod auth;
 mod cluster;
 mod concurrency;
 mod election;
@@ -37,11 +48,12 @@ mod maintenance;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use ringkv_node::{Header, Reply, Request};
+use ringkv_node::{Credential, Header, Reply, Request};
 use tokio::sync::watch;
 use tonic::Status;
 use tonic::codegen::BoxStream;
 
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use concurrency::SESSION_TTL_DEFAULT_SECONDS;
 pub use election::{ElectionService, MISSING_LEADER_KEY, OBSERVE_RESPONSES_QUEUED_MAX};
@@ -54,6 +66,7 @@ pub use maintenance::{
 };
 
 use crate::api::{EtcdError, HeaderInfo, RequestLimits};
+use crate::auth::Authenticator;
 use crate::runtime::{Answer, NodeHandle, NodeState};
 use crate::watch::{LEADER_CHECK_INTERVAL_DEFAULT, LEADERLESS_CHECKS_MAX};
 
@@ -68,19 +81,30 @@ pub const LEADER_LOSS_GRACE_DEFAULT: std::time::Duration = std::time::Duration::
     LEADER_CHECK_INTERVAL_DEFAULT.as_secs() * LEADERLESS_CHECKS_MAX as u64,
 );
 
-/// What every service shares: the node and the request limits.
+/// What every service shares: the node, the request limits and the
+/// authenticator; and, once bound to a request
+/// ([`Context::for_request`]), what its client presented.
 #[derive(Clone, Debug)]
 pub struct Context {
     node: NodeHandle,
     limits: RequestLimits,
     /// See [`Context::with_leader_loss_grace`].
     leader_loss_grace: std::time::Duration,
+    auth: Arc<Authenticator>,
+    /// Who the calls made through this context act for.
+    credential: Credential,
 }
 
 impl Context {
-    /// A context over `node` enforcing `limits`.
-    pub fn new(node: NodeHandle, limits: RequestLimits) -> Context {
-        Context { node, limits, leader_loss_grace: LEADER_LOSS_GRACE_DEFAULT }
+    /// A context over `node` enforcing `limits`, authenticating with `auth`.
+    pub fn new(node: NodeHandle, limits: RequestLimits, auth: Arc<Authenticator>) -> Context {
+        Context {
+            node,
+            limits,
+            leader_loss_grace: LEADER_LOSS_GRACE_DEFAULT,
+            auth,
+            credential: Credential::Anonymous,
+        }
     }
 
     /// How long the member may go without a leader before its `hasleader`
@@ -91,6 +115,19 @@ impl Context {
     pub fn with_leader_loss_grace(mut self, grace: std::time::Duration) -> Context {
         self.leader_loss_grace = grace;
         self
+    }
+
+    /// This context acting for the client of `request`: every call made
+    /// through it carries what the client presented (token or client
+    /// certificate), and the node checks that client's rights.
+    pub fn for_request<T>(&self, request: &tonic::Request<T>) -> Context {
+        let credential = self.auth.credential(request.metadata(), request.extensions());
+        Context { credential, ..self.clone() }
+    }
+
+    /// The authenticator.
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.auth
     }
 
     /// The node.
@@ -136,7 +173,7 @@ impl Context {
     /// # Errors
     /// The node's answer, as a status.
     pub async fn call(&self, request: Request) -> Result<Answer, Status> {
-        self.node.call(request).await.map_err(Status::from)
+        self.node.call_as(self.credential.clone(), request).await.map_err(Status::from)
     }
 }
 
@@ -238,6 +275,7 @@ pub(crate) fn unexpected(rpc: &'static str, reply: &Reply) -> Status {
         Reply::Hash { .. } => "a hash",
         Reply::HashKv(_) => "a key-value hash",
         Reply::Done => "a bare success",
+        Reply::Auth(_) => "an auth answer",
     };
     EtcdError::Unknown {
         message: format!("ringkv: internal error: the node answered {rpc} with {kind}"),

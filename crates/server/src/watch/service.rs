@@ -26,8 +26,13 @@ use tonic::codegen::BoxStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
+use ringkv_api::etcdserverpb::watch_request::RequestUnion;
+use ringkv_node::Request as NodeRequest;
+use ringkv_node::auth::{AccessCheck, AuthQuery};
+
 use super::{STREAM_SEND_QUEUE_RESPONSES, WatchHub, WatchStream};
 use crate::api::EtcdError;
+use crate::services::Context;
 
 /// The metadata key clientv3's `WithRequireLeader` sets (etcd's
 /// `rpctypes.MetadataRequireLeaderKey`).
@@ -40,12 +45,20 @@ pub const REQUIRE_LEADER_VALUE: &str = "true";
 #[derive(Clone, Debug)]
 pub struct WatchService {
     hub: Arc<WatchHub>,
+    /// Checks a client's right to read what it watches, when auth is on.
+    auth: Option<Context>,
 }
 
 impl WatchService {
-    /// The service for `hub`.
+    /// The service for `hub`, with no permission checks.
     pub fn new(hub: Arc<WatchHub>) -> WatchService {
-        WatchService { hub }
+        WatchService { hub, auth: None }
+    }
+
+    /// The service for `hub`, checking with the node through `ctx` that a
+    /// client may read what it asks to watch (etcd's `isWatchPermitted`).
+    pub fn with_auth(hub: Arc<WatchHub>, ctx: Context) -> WatchService {
+        WatchService { hub, auth: Some(ctx) }
     }
 
     /// The tonic service to mount (message size limits are the caller's).
@@ -71,11 +84,12 @@ impl Watch for WatchService {
         if require_leader && !self.hub.context().has_leader() {
             return Err(EtcdError::NoLeader.to_status());
         }
+        let auth = self.auth.as_ref().map(|ctx| ctx.for_request(&request));
         let inbound = request.into_inner();
         let (tx, mut rx) = mpsc::channel(STREAM_SEND_QUEUE_RESPONSES);
         let failure = Arc::new(Mutex::new(None::<Status>));
         let stream = self.hub.open_stream();
-        let task = Stream { hub: Arc::clone(&self.hub), tx, failure: Arc::clone(&failure) };
+        let task = Stream { hub: Arc::clone(&self.hub), tx, failure: Arc::clone(&failure), auth };
         tokio::spawn(task.serve(stream, inbound, require_leader));
         let mut ended = false;
         let responses = futures_util::stream::poll_fn(move |cx| {
@@ -108,6 +122,8 @@ struct Stream {
     tx: mpsc::Sender<WatchResponse>,
     /// The status the stream ends with, if it fails.
     failure: Arc<Mutex<Option<Status>>>,
+    /// The node, acting for this stream's client, to check its rights.
+    auth: Option<Context>,
 }
 
 impl Stream {
@@ -146,7 +162,10 @@ impl Stream {
                     }
                 }
                 message = inbound.message(), if inbound_open => match message {
-                    Ok(Some(request)) => stream.handle(request),
+                    Ok(Some(request)) => match self.refusal(&request).await {
+                        Some(reason) => stream.refuse_create(reason),
+                        None => stream.handle(request),
+                    },
                     // Half-closed: keep sending, as etcd does.
                     Ok(None) => inbound_open = false,
                     Err(status) => {
@@ -156,6 +175,32 @@ impl Stream {
                 },
                 _ = progress.tick() => stream.progress_tick(),
                 sent = send_next(&mut stream, &self.tx) => if !sent { break },
+            }
+        }
+    }
+}
+
+impl Stream {
+    /// Why a create request must be refused for its client's rights, when
+    /// auth is enabled: etcd answers it created and canceled, with the
+    /// error as the cancel reason, and the stream goes on.
+    async fn refusal(&self, request: &WatchRequest) -> Option<String> {
+        let ctx = self.auth.as_ref()?;
+        let Some(RequestUnion::CreateRequest(create)) = &request.request_union else {
+            return None;
+        };
+        if !ctx.state().auth_enabled() {
+            return None;
+        }
+        // The key as the watch takes it: empty is "\0", every key.
+        let key = if create.key.is_empty() { vec![0] } else { create.key.clone() };
+        let check =
+            AccessCheck::Read { key: key.into(), range_end: create.range_end.clone().into() };
+        match ctx.call(NodeRequest::AuthQuery(AuthQuery::Check(check))).await {
+            Ok(_) => None,
+            // etcd writes the whole status, as Go prints it.
+            Err(status) => {
+                Some(format!("rpc error: code = {:?} desc = {}", status.code(), status.message()))
             }
         }
     }

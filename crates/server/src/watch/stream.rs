@@ -315,6 +315,21 @@ impl WatchStream {
         }
     }
 
+    /// Refuses a create request for `reason` (the client may not watch what
+    /// it asked for): answered `created` and `canceled` with id -1, as etcd.
+    pub fn refuse_create(&mut self, reason: String) {
+        let revision = self.hub.lock().revision;
+        self.shared.lock().outbox.push_back(Outgoing::Control(Control {
+            watch_id: INVALID_WATCH_ID,
+            revision,
+            created: true,
+            canceled: true,
+            cancel_reason: reason,
+            ..Control::default()
+        }));
+        self.shared.wake.notify_one();
+    }
+
     /// Creates a watcher (etcd's rules): the answer, `created` with its id or
     /// `created` and `canceled` with id -1 and a reason, is queued first.
     ///

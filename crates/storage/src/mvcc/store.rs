@@ -582,6 +582,17 @@ impl ApplyBatch<'_> {
         Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
     }
 
+    /// The keys attached to lease `id` of `shard`, as this batch has left
+    /// them so far, in key order (none for an unknown lease): for checks the
+    /// node layer makes before applying a command (a user's right to
+    /// revoke a lease, or to attach a key to it).
+    ///
+    /// # Errors
+    /// The engine failed.
+    pub fn lease_keys(&self, shard: ShardId, id: LeaseId) -> Result<Vec<Bytes>, StoreError> {
+        super::apply::lease_keys(&self.tables.lease_keys, shard.0, id)
+    }
+
     /// The counters of `shard` including this batch's applies so far.
     ///
     /// # Errors

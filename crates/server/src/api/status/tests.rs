@@ -270,6 +270,30 @@ fn node_errors_map_to_the_entry_with_the_same_text_and_code() {
         (MemberError::TooManyLearners { max: 1 }.into(), EtcdError::TooManyLearners),
         (MemberError::BadUrls.into(), EtcdError::MemberBadUrls),
     ];
+    use ringkv_node::AuthError as A;
+    let auth: Vec<(NodeError, EtcdError)> = [
+        (A::RootUserNotExist, EtcdError::RootUserNotExist),
+        (A::RootRoleNotExist, EtcdError::RootRoleNotExist),
+        (A::UserAlreadyExist { name: "u".into() }, EtcdError::UserAlreadyExist),
+        (A::UserEmpty, EtcdError::UserEmpty),
+        (A::UserNotFound { name: "u".into() }, EtcdError::UserNotFound),
+        (A::RoleAlreadyExist { name: "r".into() }, EtcdError::RoleAlreadyExist),
+        (A::RoleNotFound { name: "r".into() }, EtcdError::RoleNotFound),
+        (A::RoleEmpty, EtcdError::RoleEmpty),
+        (A::AuthFailed, EtcdError::AuthFailed),
+        (A::PermissionNotGiven, EtcdError::PermissionNotGiven),
+        (A::PermissionDenied, EtcdError::PermissionDenied),
+        (A::RoleNotGranted { user: "u".into(), role: "r".into() }, EtcdError::RoleNotGranted),
+        (A::PermissionNotGranted { role: "r".into() }, EtcdError::PermissionNotGranted),
+        (A::AuthNotEnabled, EtcdError::AuthNotEnabled),
+        (A::InvalidAuthToken, EtcdError::InvalidAuthToken),
+        (A::InvalidAuthMgmt, EtcdError::InvalidAuthMgmt),
+        (A::OldRevision { request: 1, store: 2 }, EtcdError::AuthOldRevision),
+    ]
+    .into_iter()
+    .map(|(a, e)| (NodeError::from(a), e))
+    .collect();
+    let cases = cases.into_iter().chain(auth);
     for (node, etcd) in cases {
         let text = node.etcd_message();
         let class = node.class();
@@ -284,6 +308,8 @@ fn node_errors_map_to_the_entry_with_the_same_text_and_code() {
             ErrorClass::OutOfRange => Code::OutOfRange,
             ErrorClass::Unavailable => Code::Unavailable,
             ErrorClass::Internal => Code::Internal,
+            ErrorClass::PermissionDenied => Code::PermissionDenied,
+            ErrorClass::Unauthenticated => Code::Unauthenticated,
         };
         assert_eq!(mapped.code(), code, "{mapped:?}: the node and the API agree on the code");
     }
