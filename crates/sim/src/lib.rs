@@ -1,1 +1,103 @@
-//! Deterministic simulator for ringkv clusters: virtual time, simulated network and disks, faults, checkers.
+//! Deterministic simulator for ringkv clusters: virtual time, simulated
+//! network and disks, faults, checkers.
+//!
+//! One run simulates one shard replicated on N nodes, in one thread, as a
+//! pure function of a seed (FoundationDB's and TigerBeetle's approach):
+//!
+//! * **Nodes** ([`host`]) each run a consensus engine ([`SimEngine`]: Raft
+//!   today) over the real WAL ([`ringkv_storage::Wal`]) on a simulated disk
+//!   ([`ringkv_storage::SimDisk`]: writes survive a crash only once
+//!   fsynced, a crash mid-write tears it), apply committed entries to a
+//!   small key-value state machine ([`kv`]), take snapshots and compact.
+//! * **The network** ([`network`]) delays, loses, duplicates and reorders
+//!   packets, and the nemesis partitions it (symmetrically, asymmetrically,
+//!   one node isolated) and clogs links.
+//! * **The nemesis** ([`world`]) also crashes and restarts nodes, makes
+//!   fsyncs fail (`EIO`), fills disks (`ENOSPC`), crashes disks in the
+//!   middle of a write, fails reads, adds, removes and replaces replicas
+//!   and transfers leadership. Which of these a seed uses, and how often,
+//!   is drawn from the seed ([`faults`], swarm testing).
+//! * **Clients** ([`client`]) run a key-value workload with retries and
+//!   timeouts, as real clients do, and record a history for
+//!   [`ringkv_lincheck`].
+//! * **Checkers** ([`checkers`], one property per file) watch every write,
+//!   commit, application and election as it happens.
+//!
+//! A run has a safety phase (faults on), a liveness phase (everything
+//! healed: a new write must commit everywhere within a bound) and a drain;
+//! then the client history must be linearizable. Two runs of one seed give
+//! the same trace hash ([`RunReport::trace_hash`]).
+//!
+//! ```text
+//!   seed ─▶ Scenario (cluster, workload, fault mix)
+//!            │
+//!   EventQueue (virtual µs) ─▶ World ─▶ Host::{tick, receive, request, wake}
+//!            ▲                   │            │ Effects: sends, replies, timers, observations
+//!            └── Network ◀───────┴────────────┘
+//!                                └─▶ Checkers ─▶ RunReport (+ lincheck at the end)
+//! ```
+//!
+//! Command line: `cargo run --release -p ringkv-sim -- --engine raft --seeds 0..10000`;
+//! a failure prints the command that replays it with a trace.
+
+pub mod checkers;
+pub mod client;
+pub mod engine;
+pub mod faults;
+pub mod host;
+pub mod kv;
+pub mod network;
+pub mod protocol;
+pub mod scenario;
+pub mod summary;
+pub mod time;
+pub mod trace;
+pub mod world;
+
+pub use engine::{EngineError, EngineKind, PlantedBug, RaftEngine, SimEngine};
+pub use faults::{FaultCounts, FaultKind};
+pub use summary::Summary;
+pub use world::{Failure, RunOptions, RunReport, RunStats};
+
+use host::ReplicaHost;
+use world::World;
+
+/// Runs one seed with engine `E`.
+pub fn run_seed<E: SimEngine>(seed: u64, options: &RunOptions) -> RunReport {
+    World::<ReplicaHost<E>>::new(seed, E::NAME, options).run()
+}
+
+/// Runs one seed with the engine named by `engine`.
+///
+/// # Errors
+/// The engine is not available, or the planted bugs asked for cannot be
+/// planted in it.
+pub fn run(engine: EngineKind, seed: u64, options: &RunOptions) -> Result<RunReport, EngineError> {
+    match engine {
+        EngineKind::Raft => {
+            RaftEngine::check_bugs(&options.bugs)?;
+            Ok(run_seed::<RaftEngine>(seed, options))
+        }
+        EngineKind::Paxos => Err(EngineError::NotYetAvailable { engine: "paxos" }),
+    }
+}
+
+/// The command that replays `seed` with a readable trace.
+pub fn replay_command(engine: EngineKind, seed: u64, options: &RunOptions) -> String {
+    let engine = match engine {
+        EngineKind::Raft => "raft",
+        EngineKind::Paxos => "paxos",
+    };
+    let mut cmd = String::from("cargo run --release -p ringkv-sim");
+    if !options.bugs.is_empty() {
+        cmd.push_str(" --features planted-bugs");
+    }
+    cmd.push_str(&format!(" -- --engine {engine} --seed {seed} --trace"));
+    for b in &options.bugs {
+        cmd.push_str(&format!(" --bug {b}"));
+    }
+    if options.no_faults {
+        cmd.push_str(" --no-faults");
+    }
+    cmd
+}
