@@ -36,7 +36,9 @@ use ringkv_consensus::{
     MembershipChange, NodeId, Proposal, ProposeError, ReadState, ReadyNumber, Replica, RequestId,
     Role, ShardId, Snapshot, SnapshotMeta, Status, StepError, decode_exact, encode_to_vec,
 };
-use ringkv_storage::{BatchSeq, Disk, DiskFile, SimDisk, Wal, WalError, WalOptions};
+use ringkv_storage::{BatchSeq, Disk, DiskFile, ShardLog, SimDisk, Wal, WalError, WalOptions};
+
+use crate::checkers::wal_recovery::DurableState;
 
 use crate::engine::{EngineError, PlantedBug, SimEngine};
 use crate::kv::{ClientId, Command, KvStore};
@@ -110,6 +112,8 @@ pub struct Outgoing {
 pub enum Observation {
     /// The replica started (a boot or a restart) from what its disk holds.
     Booted {
+        /// What its WAL recovered.
+        durable: DurableState,
         /// Its state machine's applied index (the snapshot it restored).
         applied: LogIndex,
         /// Its state machine's chain there.
@@ -328,6 +332,9 @@ pub trait Host: Sized {
 
     /// The state machine's applied index.
     fn applied(&self) -> LogIndex;
+
+    /// The replica's durable state, as its WAL holds it.
+    fn durable_state(&self) -> DurableState;
 }
 
 /// A Ready taken from the engine and not yet finished.
@@ -753,7 +760,13 @@ impl<E: SimEngine> Host for ReplicaHost<E> {
         let replica = E::create(config, kv.applied(), log, &spec.bugs)?;
         let status = replica.status();
         let commit = status.commit;
-        fx.observe(Observation::Booted { applied: kv.applied(), chain: kv.chain(), commit });
+        let durable = durable_state(replica.storage());
+        fx.observe(Observation::Booted {
+            durable,
+            applied: kv.applied(),
+            chain: kv.chain(),
+            commit,
+        });
         let mut host = ReplicaHost {
             id,
             shard,
@@ -889,6 +902,27 @@ impl<E: SimEngine> Host for ReplicaHost<E> {
 
     fn applied(&self) -> LogIndex {
         self.kv.applied()
+    }
+
+    fn durable_state(&self) -> DurableState {
+        durable_state(self.replica.storage())
+    }
+}
+
+/// The durable state a WAL view holds.
+fn durable_state(log: &ShardLog<SimDisk>) -> DurableState {
+    let meta = log.snapshot_meta();
+    let last_index = log.last_index();
+    let mut entries = 0;
+    for i in meta.index.next().0..=last_index.0 {
+        let epoch = log.epoch(LogIndex(i)).unwrap_or(Epoch::ZERO);
+        entries = mix(mix(entries, i), mix(epoch.round, epoch.node.0));
+    }
+    DurableState {
+        hard_state: log.hard_state(),
+        snapshot: (meta.index, meta.epoch),
+        last_index,
+        entries,
     }
 }
 

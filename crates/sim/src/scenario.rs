@@ -2,7 +2,7 @@
 //! network's and disks' speeds, the workload and the fault mix, all drawn
 //! from the seed so that each seed explores a different corner.
 
-use ringkv_consensus::{Config, DetRng, NodeId, ShardId};
+use ringkv_consensus::{Config, DetRng, NodeId, ReadMode, ShardId};
 use ringkv_storage::WalOptions;
 
 use crate::client::ClientParams;
@@ -21,6 +21,11 @@ pub const ELECTION_TICKS: u32 = 10;
 pub const NODES_MAX: u64 = 9;
 /// Most voters the membership driver grows a shard to.
 pub const VOTERS_MAX: usize = 7;
+/// Lease reads' clock-drift margin, in ticks of an election timeout.
+pub const LEASE_DRIFT_TICKS: u32 = 2;
+/// Most extra microseconds one node's tick may last over [`TICK_US`]
+/// (clock drift between nodes: 5%).
+pub const TICK_SKEW_MAX_US: u64 = TICK_US / 20;
 /// Fewest voters the membership driver shrinks a shard to.
 pub const VOTERS_MIN: usize = 3;
 
@@ -73,6 +78,12 @@ impl Scenario {
         config.heartbeat_ticks = rng.range(1, 4) as u32;
         config.pre_vote = rng.chance(2, 3);
         config.check_quorum = rng.chance(2, 3);
+        // Lease reads are safe while clocks drift less than the margin over
+        // an election timeout: node ticks differ by at most
+        // `TICK_SKEW_MAX_US` per tick, far inside two ticks per ten.
+        if config.check_quorum && rng.chance(1, 4) {
+            config.read_mode = ReadMode::Lease { drift_ticks: LEASE_DRIFT_TICKS };
+        }
         // One entry per message now and then, so acknowledgements stop at
         // every index (the Figure 8 scenario needs that).
         config.max_message_bytes = pick(&mut rng, &[1, 512, 8 << 10]);
@@ -125,7 +136,7 @@ impl Scenario {
             snapshot_every_entries: pick(&mut rng, &[8, 32, 128, 1 << 20]),
             fsync,
             network,
-            tick_skew_us: rng.range(0, TICK_US / 20),
+            tick_skew_us: rng.range(0, TICK_SKEW_MAX_US),
             clients: rng.range(1, 6),
             client,
             safety_us: rng.range(100, 250) * TICK_US,

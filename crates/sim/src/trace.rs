@@ -100,6 +100,17 @@ impl Trace {
         }
     }
 
+    /// Records an event in the hash only: too frequent to be worth a line
+    /// (ticks).
+    pub fn quiet(&mut self, at: Time, actor: Actor, kind: &'static str) {
+        self.event(at, actor, kind, 0, 0, String::new);
+        if let Some(lines) = &mut self.lines {
+            // Drop the line just written.
+            let cut = lines[..lines.len() - 1].rfind('\n').map_or(0, |i| i + 1);
+            lines.truncate(cut);
+        }
+    }
+
     /// The hash of every event so far.
     pub fn hash(&self) -> u64 {
         self.hash

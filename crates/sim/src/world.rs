@@ -26,6 +26,7 @@ use ringkv_lincheck::{History, Outcome};
 use ringkv_storage::SimDisk;
 use ringkv_storage::disk::{FaultKind as DiskFault, FaultOp, FaultRates};
 
+use crate::checkers::wal_recovery::{self, DurableState};
 use crate::checkers::{Checkers, Violation, linearizability};
 use crate::client::{Client, ClientStep};
 use crate::engine::PlantedBug;
@@ -39,10 +40,10 @@ use crate::time::{EventQueue, MICROS_PER_MILLI, Time};
 use crate::trace::{Actor, Trace, hash_bytes, mix};
 
 /// Ticks the cluster has after healing to elect a leader and commit and
-/// apply a new write on every member: 20 election timeouts, room for
+/// apply a new write on every member: 30 election timeouts, room for
 /// restarts, pre-vote rounds, a snapshot catch-up and client retries (the
-/// slowest of 4,000 seeds needed 73 ticks).
-pub const LIVENESS_TICKS_MAX: u64 = 20 * ELECTION_TICKS as u64;
+/// slowest of 26,000 seeds needed 150 ticks).
+pub const LIVENESS_TICKS_MAX: u64 = 30 * ELECTION_TICKS as u64;
 /// How often the liveness phase checks its goal.
 const PROBE_US: u64 = 10 * MICROS_PER_MILLI;
 /// How soon a node stopped after healing restarts.
@@ -164,6 +165,9 @@ struct Slot<H> {
     initial_membership: Option<Membership>,
     tick_us: u64,
     last_boot_error: Option<String>,
+    /// What the next boot must recover: the durable state at a crash that
+    /// interrupted no write.
+    synced_at_crash: Option<DurableState>,
 }
 
 #[derive(Debug)]
@@ -246,7 +250,7 @@ pub struct World<H: Host> {
 
 fn describe_observation(o: &Observation) -> (&'static str, u64, u64, String) {
     match o {
-        Observation::Booted { applied, chain, commit } => {
+        Observation::Booted { applied, chain, commit, .. } => {
             ("boot", applied.0, *chain, format!("applied {applied} commit {commit}"))
         }
         Observation::Role { role, epoch, leader } => (
@@ -376,6 +380,7 @@ impl<H: Host> World<H> {
     }
 
     fn setup(&mut self) {
+        self.trace_start();
         let voters: Vec<NodeId> = (1..=self.scenario.voters).map(NodeId).collect();
         let membership = Membership::new(voters.iter().copied());
         for &id in &voters {
@@ -412,10 +417,13 @@ impl<H: Host> World<H> {
             }
         }
         self.queue.at(Time(self.scenario.safety_us), Event::Heal);
+    }
+
+    fn trace_start(&mut self) {
         let mix = &self.scenario.faults;
         let c = &self.scenario.config;
         let summary = format!(
-            "seed {} engine {} voters {} clients {} pre-vote {} check-quorum {} heartbeat {} ticks, \
+            "seed {} engine {} voters {} clients {} pre-vote {} check-quorum {} reads {:?} heartbeat {} ticks, \
              message bytes {}, inflight {}, snapshot every {} entries; loss {}ppm dup {}ppm \
              delay {}ppm reorder {} read-eio {}ppm depose-new-leader {}‰ nemesis every {:?}us: {:?}",
             self.seed,
@@ -424,6 +432,7 @@ impl<H: Host> World<H> {
             self.scenario.clients,
             c.pre_vote,
             c.check_quorum,
+            c.read_mode,
             c.heartbeat_ticks,
             c.max_message_bytes,
             c.max_inflight_messages,
@@ -460,6 +469,7 @@ impl<H: Host> World<H> {
                 initial_membership,
                 tick_us: TICK_US + skew,
                 last_boot_error: None,
+                synced_at_crash: None,
             },
         );
         self.boot(id);
@@ -531,10 +541,18 @@ impl<H: Host> World<H> {
 
     /// Stops a node's process and crashes its disk: unsynced data is lost.
     fn crash(&mut self, id: NodeId, why: &str) {
+        self.crash_with(id, why, false);
+    }
+
+    /// As [`World::crash`]; `mid_write` when a write was interrupted (the
+    /// node stopped on a disk error), so recovery may go either way.
+    fn crash_with(&mut self, id: NodeId, why: &str, mid_write: bool) {
         let Some(slot) = self.slots.get_mut(&id) else { return };
         if slot.state != NodeState::Up {
             return;
         }
+        slot.synced_at_crash =
+            if mid_write { None } else { slot.host.as_ref().map(|h| h.durable_state()) };
         slot.host = None;
         slot.disk.crash();
         slot.state = NodeState::Down;
@@ -588,7 +606,7 @@ impl<H: Host> World<H> {
                     return;
                 }
                 let tick_us = slot.tick_us;
-                self.trace.event(now, Actor::Node(node), "tick", 0, 0, String::new);
+                self.trace.quiet(now, Actor::Node(node), "tick");
                 self.queue.after(tick_us, Event::Tick { node, incarnation });
                 self.with_host(node, |h, fx| h.tick(fx));
             }
@@ -695,6 +713,13 @@ impl<H: Host> World<H> {
                 }
                 _ => {}
             }
+            if let Observation::Booted { durable, .. } = o
+                && let Some(synced) = self.slots.get_mut(&id).and_then(|s| s.synced_at_crash.take())
+                && let Err(what) = wal_recovery::check(id, &synced, durable)
+            {
+                self.fail("wal-recovery", what);
+                return;
+            }
             let host = self.slots.get(&id).and_then(|s| s.host.as_ref());
             if let Err(v) = self.checkers.observe(id, o, host) {
                 self.fail_violation(v);
@@ -713,7 +738,7 @@ impl<H: Host> World<H> {
         }
         if let Err(stopped) = result {
             self.disk_stops += 1;
-            self.crash(id, &stopped.reason);
+            self.crash_with(id, &stopped.reason, true);
         }
         for node in std::mem::take(&mut self.crash_after_effects) {
             self.faults.add(FaultKind::Crash);

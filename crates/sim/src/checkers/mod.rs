@@ -10,6 +10,7 @@
 //! | [`durability`] | acknowledged writes survive in every later leader's log and in the end state |
 //! | [`commit_monotonicity`] | commit and apply cursors never go back; committed entries never change |
 //! | [`read_index`] | a read's index covers everything committed before it was asked |
+//! | [`wal_recovery`] | a replica that crashed between writes recovers exactly what it synced |
 //! | [`linearizability`] | the client history passes `ringkv-lincheck` |
 
 pub mod commit_monotonicity;
@@ -20,6 +21,7 @@ pub mod linearizability;
 pub mod log_matching;
 pub mod read_index;
 pub mod state_machine_safety;
+pub mod wal_recovery;
 
 use std::hash::Hasher;
 
@@ -101,7 +103,7 @@ impl Checkers {
         host: Option<&H>,
     ) -> Result<(), Violation> {
         match o {
-            Observation::Booted { applied, chain, commit } => {
+            Observation::Booted { applied, chain, commit, .. } => {
                 self.commit.on_boot(node, *commit, *applied);
                 self.reads.on_boot(node);
                 self.reads.on_committed(*commit);
