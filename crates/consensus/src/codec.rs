@@ -105,6 +105,16 @@ pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// Appends `v` zigzag-encoded as a varint, so small negative numbers stay short.
+pub fn put_i64(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+/// Appends a length-prefixed UTF-8 string.
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
 /// A cursor over input bytes.
 #[derive(Debug)]
 pub struct Decoder {
@@ -201,6 +211,37 @@ impl Decoder {
         }
     }
 
+    /// Reads a zigzag varint written by [`put_i64`].
+    ///
+    /// # Errors
+    /// Truncated or malformed varint.
+    pub fn i64(&mut self) -> Result<i64, CodecError> {
+        let z = self.varint()?;
+        Ok(((z >> 1) as i64) ^ -((z & 1) as i64))
+    }
+
+    /// Reads a string written by [`put_str`].
+    ///
+    /// # Errors
+    /// Truncated input, or bytes that are not UTF-8.
+    pub fn string(&mut self) -> Result<String, CodecError> {
+        let b = self.bytes()?;
+        String::from_utf8(b.to_vec()).map_err(|_| self.invalid("string (not UTF-8)"))
+    }
+
+    /// Reads an enum tag byte, refusing values above `max`.
+    ///
+    /// # Errors
+    /// Truncated input, or a tag above `max` (named `what` in the error).
+    pub fn tag(&mut self, what: &'static str, max: u8) -> Result<u8, CodecError> {
+        let at = self.pos;
+        let tag = self.u8()?;
+        if tag > max {
+            return Err(CodecError::BadTag { what, tag, at });
+        }
+        Ok(tag)
+    }
+
     /// An error for an invalid value that ended at the current offset.
     pub fn invalid(&self, what: &'static str) -> CodecError {
         CodecError::Invalid { what, at: self.pos }
@@ -227,6 +268,24 @@ impl Wire for u64 {
     }
     fn decode(input: &mut Decoder) -> Result<Self, CodecError> {
         input.varint()
+    }
+}
+
+impl Wire for i64 {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_i64(out, *self);
+    }
+    fn decode(input: &mut Decoder) -> Result<Self, CodecError> {
+        input.i64()
+    }
+}
+
+impl Wire for String {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_str(out, self);
+    }
+    fn decode(input: &mut Decoder) -> Result<Self, CodecError> {
+        input.string()
     }
 }
 
@@ -552,6 +611,20 @@ mod tests {
         put_varint(&mut b, u64::MAX);
         assert!(matches!(decode_exact::<Vec<Entry>>(b.clone()), Err(CodecError::Truncated { .. })));
         assert!(matches!(decode_exact::<Bytes>(b), Err(CodecError::Truncated { .. })));
+    }
+
+    #[test]
+    fn signed_strings_and_tags() {
+        for v in [0i64, 1, -1, 63, -64, i64::MIN, i64::MAX] {
+            roundtrip(&v);
+            assert!(encode_to_vec(&v).len() <= 10);
+        }
+        assert_eq!(encode_to_vec(&-1i64), vec![1]);
+        roundtrip(&String::from("ringkv ✓"));
+        assert!(decode_exact::<String>(vec![1, 0xff]).is_err());
+        let mut d = Decoder::new(Bytes::from_static(&[3, 4]));
+        assert_eq!(d.tag("kind", 3), Ok(3));
+        assert_eq!(d.tag("kind", 3), Err(CodecError::BadTag { what: "kind", tag: 4, at: 1 }));
     }
 
     #[test]

@@ -473,7 +473,16 @@ impl<S: LogStorage> Raft<S> {
         let transfer = kind == Campaign::Transfer;
         for to in voters {
             let body = Body::Vote { pre_vote, last_index, last_term, transfer };
-            self.send_with_term(to, vote_term, body);
+            if pre_vote {
+                self.send_with_term(to, vote_term, body);
+            } else {
+                // A vote request promises that this node is in the new term
+                // and has voted for itself. If it left before that was durable,
+                // a crash could bring us back in the old term to win the same
+                // term a second time with another log, without counting our
+                // own vote (thesis §3.8: persist before sending).
+                self.send_after_persist(to, body);
+            }
         }
     }
 

@@ -16,8 +16,8 @@ use super::LEASE_TTL_MAX_SECONDS;
 use super::error::{MvccError, StoreError};
 use super::read::{KeyRange, check_range_request, get_latest, range_at, read_revision, scan_at};
 use super::tables::{
-    CHANGES, HISTORY, HistoryKey, LEASE_KEYS, LEASES, LeaseRecord, META, ShardMeta, VersionRecord,
-    invert,
+    CHANGES, HISTORY, HistoryKey, LEASE_KEYS, LEASES, LeaseRecord, META, RECORDS, ShardMeta,
+    VersionRecord, invert,
 };
 use super::types::{
     Command, CompactionRequest, CompactionResponse, Compare, CompareResult, CompareTarget,
@@ -38,6 +38,7 @@ pub(crate) struct WriteTables<'t> {
     pub(crate) changes: Table<'t, (u64, u64, u32), &'static [u8]>,
     pub(crate) leases: Table<'t, (u64, i64), &'static [u8]>,
     pub(crate) lease_keys: Table<'t, (u64, i64, &'static [u8]), ()>,
+    pub(crate) records: Table<'t, (u64, &'static str), &'static [u8]>,
 }
 
 impl<'t> WriteTables<'t> {
@@ -49,6 +50,7 @@ impl<'t> WriteTables<'t> {
             changes: txn.open_table(CHANGES).map_err(e())?,
             leases: txn.open_table(LEASES).map_err(e())?,
             lease_keys: txn.open_table(LEASE_KEYS).map_err(e())?,
+            records: txn.open_table(RECORDS).map_err(e())?,
         })
     }
 
@@ -77,6 +79,11 @@ impl<'t> WriteTables<'t> {
             next.map_or(Bound::Unbounded, |n| Bound::Excluded((n, i64::MIN, &[][..])));
         self.lease_keys
             .retain_in::<(u64, i64, &[u8]), _>((Bound::Included(lo), hi), |_, _| false)
+            .map_err(e())?;
+        let lo: (u64, &str) = (shard, "");
+        let hi: Bound<(u64, &str)> = next.map_or(Bound::Unbounded, |n| Bound::Excluded((n, "")));
+        self.records
+            .retain_in::<(u64, &str), _>((Bound::Included(lo), hi), |_, _| false)
             .map_err(e())?;
         Ok(())
     }

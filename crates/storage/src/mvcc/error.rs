@@ -128,6 +128,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the engine failed because the device is full (`ENOSPC`,
+    /// `EDQUOT`): the node raises NOSPACE rather than reporting corruption.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StoreError::Engine { source, .. } => match &**source {
+                redb::Error::Io(e) => crate::disk::is_no_space(e),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// A mapper from any redb error to [`StoreError::Engine`].
     pub(crate) fn engine<E: Into<redb::Error>>(
         during: &'static str,

@@ -107,6 +107,24 @@
 //! | the same at 500,000 keys | 29,000 – 73,000 puts/s |
 //! | range scan returning 10,000 keys (of 110,000) | 2.6 – 3.6 ms (2.8M – 3.8M keys/s) |
 //!
+//! # Files
+//!
+//! [`MvccStore::open_on`] keeps the database in one file of the node's
+//! [`crate::Disk`], through a redb storage backend over [`crate::DiskFile`]:
+//! the simulator's [`crate::SimDisk`] then crashes the store and the WAL
+//! alike. [`MvccStore::open`] opens a file by path with redb's own file
+//! backend (file locking included); [`MvccStore::open_in_memory`] keeps
+//! everything in memory.
+//!
+//! # Records for the node layer
+//!
+//! Besides etcd's data, a shard holds named records the node layer
+//! replicates through its log (the member table, alarms):
+//! [`ApplyBatch::set_record`] writes them in the apply transaction, read
+//! views read them, and snapshots carry them. Node-local facts (the node's
+//! own identity, what a restored snapshot stands for) live apart, in
+//! [`MvccStore::set_node_record`], and never leave the node.
+//!
 //! # Snapshots
 //!
 //! [`MvccStore::snapshot`] streams a shard as checksummed chunks from a
@@ -114,8 +132,10 @@
 //! and installs one atomically (see `snapshot.rs` for the format).
 
 mod apply;
+mod backend;
 mod codec;
 mod error;
+mod hash;
 mod read;
 mod snapshot;
 mod store;
@@ -123,6 +143,7 @@ mod tables;
 mod types;
 
 pub use error::{MvccError, ReadError, SnapshotError, StoreError};
+pub use hash::HashKv;
 pub use snapshot::SnapshotExport;
 pub use store::{Applied, ApplyBatch, CommitInfo, MvccStore, ReadView, ShardState, StoreOptions};
 pub use types::{

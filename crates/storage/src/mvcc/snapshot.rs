@@ -7,7 +7,8 @@
 //! chunk   := kind:u8  seq:varint  payload:len-prefixed  crc32c:u32le (of all bytes before it)
 //! header  := kind 0, seq 0:  magic "RKVMVCC1", format, source shard, applied index,
 //!                            revision, compacted revision
-//! data    := kind 1, seq 1..: records (history versions, changes, leases, lease keys)
+//! data    := kind 1, seq 1..: records (history versions, changes, leases, lease keys,
+//!                            and since format 2 the node layer's named records)
 //! trailer := kind 2, last:   record count, data chunk count, crc32c of all data payloads
 //! ```
 //!
@@ -28,11 +29,15 @@ use super::SNAPSHOT_CHUNK_BYTES;
 use super::apply::WriteTables;
 use super::error::{SnapshotError, StoreError};
 use super::store::{MvccStore, ReadView, ShardState};
-use super::tables::{LeaseRecord, ShardMeta, VersionRecord, invert, uninvert};
+use super::tables::{LeaseRecord, NODE, ShardMeta, VersionRecord, invert, uninvert};
 use super::types::Revision;
 
 const MAGIC: &[u8; 8] = b"RKVMVCC1";
-const FORMAT: u64 = 1;
+/// Format written. 2 added the named records ([`TAG_RECORD`]); format 1
+/// snapshots (none) still restore.
+const FORMAT: u64 = 2;
+/// Oldest format restored.
+const FORMAT_MIN: u64 = 1;
 
 const KIND_HEADER: u8 = 0;
 const KIND_DATA: u8 = 1;
@@ -42,6 +47,7 @@ const TAG_HISTORY: u8 = 1;
 const TAG_CHANGE: u8 = 2;
 const TAG_LEASE: u8 = 3;
 const TAG_LEASE_KEY: u8 = 4;
+const TAG_RECORD: u8 = 5;
 
 fn frame(kind: u8, seq: u64, payload: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(payload.len() + 16);
@@ -62,6 +68,7 @@ enum Phase {
     Changes(Option<(u64, u32)>),
     Leases(Option<i64>),
     LeaseKeys(Option<(i64, Vec<u8>)>),
+    Records(Option<String>),
     Trailer,
     Done,
 }
@@ -189,7 +196,7 @@ impl SnapshotExport {
                         .lease_keys
                         .range::<(u64, i64, &[u8])>((lower, Bound::Unbounded))
                         .map_err(StoreError::engine("snapshot lease keys"))?;
-                    let mut next = Phase::Trailer;
+                    let mut next = Phase::Records(None);
                     for item in iter {
                         let (k, _) = item.map_err(StoreError::engine("snapshot lease keys"))?;
                         let (s, id, key) = k.value();
@@ -202,6 +209,34 @@ impl SnapshotExport {
                         self.records += 1;
                         if full(out) {
                             next = Phase::LeaseKeys(Some((id, key.to_vec())));
+                            break;
+                        }
+                    }
+                    self.phase = next;
+                }
+                Phase::Records(cursor) => {
+                    let lower = match cursor {
+                        Some(name) => Bound::Excluded((shard, name.as_str())),
+                        None => Bound::Included((shard, "")),
+                    };
+                    let iter = self
+                        .view
+                        .records
+                        .range::<(u64, &str)>((lower, Bound::Unbounded))
+                        .map_err(StoreError::engine("snapshot records"))?;
+                    let mut next = Phase::Trailer;
+                    for item in iter {
+                        let (k, v) = item.map_err(StoreError::engine("snapshot records"))?;
+                        let (s, name) = k.value();
+                        if s != shard {
+                            break;
+                        }
+                        out.push(TAG_RECORD);
+                        put_bytes(out, name.as_bytes());
+                        put_bytes(out, v.value());
+                        self.records += 1;
+                        if full(out) {
+                            next = Phase::Records(Some(name.to_owned()));
                             break;
                         }
                     }
@@ -338,6 +373,22 @@ impl MvccStore {
         shard: ShardId,
         chunks: impl IntoIterator<Item = Bytes>,
     ) -> Result<ShardState, SnapshotError> {
+        self.restore_with_node_records(shard, chunks, &[])
+    }
+
+    /// [`MvccStore::restore`], also writing `node_records` (see
+    /// [`MvccStore::set_node_record`]) in the same transaction: the node
+    /// records what the snapshot it installed stands for, so that a crash
+    /// cannot separate the restored state from that fact.
+    ///
+    /// # Errors
+    /// As [`MvccStore::restore`]; on error nothing is written.
+    pub fn restore_with_node_records(
+        &self,
+        shard: ShardId,
+        chunks: impl IntoIterator<Item = Bytes>,
+        node_records: &[(&str, &[u8])],
+    ) -> Result<ShardState, SnapshotError> {
         let mut chunks = chunks.into_iter();
         let header = chunks.next().ok_or(SnapshotError::Truncated { chunks: 0 })?;
         let header = parse_chunk(0, header)?;
@@ -385,6 +436,10 @@ impl MvccStore {
                 .meta
                 .insert(shard.0, meta.encode().as_slice())
                 .map_err(StoreError::engine("write meta"))?;
+            let mut node = txn.open_table(NODE).map_err(StoreError::engine("open table"))?;
+            for (name, value) in node_records {
+                node.insert(*name, *value).map_err(StoreError::engine("write node record"))?;
+            }
         }
         self.commit_restore(txn, shard, meta.applied)?;
         Ok(meta.into())
@@ -402,7 +457,7 @@ fn parse_header(chunk: &Chunk) -> Result<ShardMeta, SnapshotError> {
     let mut d = Decoder::new(chunk.payload.slice(MAGIC.len()..));
     let mut next = || d.varint().map_err(|e| malformed(e.to_string()));
     let format = next()?;
-    if format != FORMAT {
+    if !(FORMAT_MIN..=FORMAT).contains(&format) {
         return Err(malformed(format!("unknown snapshot format {format}")));
     }
     let _source_shard = next()?;
@@ -497,6 +552,15 @@ fn restore_records(
                 t.lease_keys
                     .insert((shard, id, key.as_ref()), ())
                     .map_err(StoreError::engine("restore lease keys"))?;
+            }
+            TAG_RECORD => {
+                let name = d.bytes().map_err(codec)?;
+                let value = d.bytes().map_err(codec)?;
+                let name = std::str::from_utf8(&name)
+                    .map_err(|_| malformed("record name is not UTF-8".to_owned()))?;
+                t.records
+                    .insert((shard, name), value.as_ref())
+                    .map_err(StoreError::engine("restore records"))?;
             }
             tag => return Err(malformed(format!("unknown record tag {tag}"))),
         }

@@ -1,8 +1,8 @@
 //! The store: one redb database holding every shard of a node.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use redb::backends::InMemoryBackend;
@@ -13,11 +13,12 @@ use redb::{
 use ringkv_consensus::{LogIndex, ShardId};
 
 use super::apply::{Limits, WriteTables, apply_command, lease_keys};
+use super::backend::DiskBackend;
 use super::error::{MvccError, ReadError, StoreError};
 use super::read::{KeyRange, check_range_request, get_at, range_at, read_revision};
 use super::tables::{
-    CHANGES, HISTORY, HistoryKey, LEASE_KEYS, LEASES, LeaseRecord, META, ShardMeta, VersionRecord,
-    invert,
+    CHANGES, HISTORY, HistoryKey, LEASE_KEYS, LEASES, LeaseRecord, META, NODE, RECORDS, ShardMeta,
+    VersionRecord, invert,
 };
 use super::types::{
     Command, Event, EventKind, KeyValue, LeaseId, LeaseInfo, RangeRequest, RangeResponse, Response,
@@ -26,6 +27,7 @@ use super::types::{
 use super::{
     CHECKPOINT_INTERVAL_APPLIES, CHECKPOINT_INTERVAL_BYTES, ENGINE_CACHE_BYTES, TXN_OPS_MAX,
 };
+use crate::disk::{Disk, DiskFile};
 
 /// Settings of a store. Everything that shapes responses (`txn_ops_max`)
 /// must be the same on every replica.
@@ -106,6 +108,17 @@ struct Progress {
     durable: HashMap<ShardId, LogIndex>,
 }
 
+/// Where the store's bytes live, to report its size.
+#[derive(Debug)]
+enum Location {
+    /// A file of a [`Disk`].
+    Disk(Arc<dyn DiskFile>),
+    /// A file opened by path.
+    Path(PathBuf),
+    /// Memory: no file to measure.
+    Memory,
+}
+
 /// The MVCC state machine of every shard a node hosts, in one redb database.
 ///
 /// Writes go through [`MvccStore::write`] (group apply: many entries, of
@@ -117,6 +130,7 @@ pub struct MvccStore {
     db: Database,
     options: StoreOptions,
     progress: Mutex<Progress>,
+    location: Location,
 }
 
 impl std::fmt::Debug for MvccStore {
@@ -136,9 +150,45 @@ impl MvccStore {
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<MvccStore, StoreError> {
         let db = Database::builder()
             .set_cache_size(options.cache_bytes)
-            .create(path)
+            .create(path.as_ref())
             .map_err(StoreError::engine("open database"))?;
-        MvccStore::init(db, options)
+        MvccStore::init(db, options, Location::Path(path.as_ref().to_path_buf()))
+    }
+
+    /// Opens (or creates) the store in the file `name` of `disk`, so that
+    /// every byte of it goes through the [`Disk`] trait: on a
+    /// [`crate::SimDisk`], a simulated crash loses exactly what was not
+    /// fdatasynced, as it does for the WAL.
+    ///
+    /// After a crash this is the state of the last durable checkpoint; each
+    /// shard's [`ShardState::applied_index`] says where WAL replay starts.
+    ///
+    /// # Errors
+    /// The file cannot be created or opened, or is not a store.
+    pub fn open_on<D: Disk>(
+        disk: &D,
+        name: &str,
+        options: StoreOptions,
+    ) -> Result<MvccStore, StoreError> {
+        let io = |during: &'static str| {
+            move |e: std::io::Error| StoreError::engine(during)(redb::StorageError::Io(e))
+        };
+        let file = match disk.open(name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let file = disk.create(name).map_err(io("create database file"))?;
+                // The file must outlive a crash once redb commits into it.
+                disk.sync_dir().map_err(io("sync database directory"))?;
+                file
+            }
+            Err(e) => return Err(io("open database file")(e)),
+        };
+        let file = Arc::new(file);
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create_with_backend(DiskBackend::new(Arc::clone(&file)))
+            .map_err(StoreError::engine("open database"))?;
+        MvccStore::init(db, options, Location::Disk(file))
     }
 
     /// A store in memory, for tests, benchmarks and the simulator.
@@ -150,15 +200,21 @@ impl MvccStore {
             .set_cache_size(options.cache_bytes)
             .create_with_backend(InMemoryBackend::new())
             .map_err(StoreError::engine("open database"))?;
-        MvccStore::init(db, options)
+        MvccStore::init(db, options, Location::Memory)
     }
 
-    fn init(db: Database, options: StoreOptions) -> Result<MvccStore, StoreError> {
+    fn init(
+        db: Database,
+        options: StoreOptions,
+        location: Location,
+    ) -> Result<MvccStore, StoreError> {
         let mut txn = db.begin_write().map_err(StoreError::engine("begin write"))?;
         txn.set_quick_repair(true);
         let mut progress = Progress::default();
         {
             let tables = WriteTables::open(&txn)?;
+            // Created here so that read views can open it before the first write.
+            txn.open_table(NODE).map_err(StoreError::engine("open table"))?;
             for item in tables.meta.iter().map_err(StoreError::engine("scan meta"))? {
                 let (k, v) = item.map_err(StoreError::engine("scan meta"))?;
                 let shard = ShardId(k.value());
@@ -168,7 +224,7 @@ impl MvccStore {
             }
         }
         txn.commit().map_err(StoreError::engine("commit"))?;
-        Ok(MvccStore { db, options, progress: Mutex::new(progress) })
+        Ok(MvccStore { db, options, progress: Mutex::new(progress), location })
     }
 
     fn progress(&self) -> MutexGuard<'_, Progress> {
@@ -180,6 +236,68 @@ impl MvccStore {
     /// The options the store was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.options
+    }
+
+    /// Bytes the store's file takes (etcd's `dbSize`; 0 in memory).
+    ///
+    /// # Errors
+    /// The file's length cannot be read.
+    pub fn size_bytes(&self) -> Result<u64, StoreError> {
+        let io = |e| StoreError::engine("measure database file")(redb::StorageError::Io(e));
+        match &self.location {
+            Location::Disk(file) => file.len().map_err(io),
+            Location::Path(path) => std::fs::metadata(path).map(|m| m.len()).map_err(io),
+            Location::Memory => Ok(0),
+        }
+    }
+
+    /// Bytes of the file holding live pages (etcd's `dbSizeInUse`): the
+    /// rest is free pages redb reuses before it grows the file.
+    ///
+    /// Walks every table's tree and takes the write lock while it does:
+    /// for status requests, not for hot paths.
+    ///
+    /// # Errors
+    /// The engine failed.
+    pub fn size_in_use_bytes(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::engine("begin write"))?;
+        let stats = txn.stats().map_err(StoreError::engine("database stats"))?;
+        let bytes = stats.allocated_pages() * stats.page_size() as u64;
+        txn.abort().map_err(StoreError::engine("abort"))?;
+        Ok(bytes)
+    }
+
+    /// A node-local record (see [`MvccStore::set_node_record`]).
+    ///
+    /// # Errors
+    /// The engine failed.
+    pub fn node_record(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
+        let txn = self.db.begin_read().map_err(StoreError::engine("begin read"))?;
+        let table = txn.open_table(NODE).map_err(StoreError::engine("open table"))?;
+        let value = table.get(name).map_err(StoreError::engine("read node record"))?;
+        Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
+    }
+
+    /// Writes (or with `None` deletes) a node-local record, durably: the
+    /// node's own identity and similar facts that belong to this node's
+    /// disk, never to a shard's replicated state or its snapshots.
+    ///
+    /// # Errors
+    /// The engine failed; the record may or may not be written.
+    pub fn set_node_record(&self, name: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::engine("begin write"))?;
+        {
+            let mut table = txn.open_table(NODE).map_err(StoreError::engine("open table"))?;
+            match value {
+                Some(v) => table.insert(name, v).map(|_| ()),
+                None => table.remove(name).map(|_| ()),
+            }
+            .map_err(StoreError::engine("write node record"))?;
+        }
+        let mut progress = self.progress();
+        commit(txn, true)?;
+        mark_durable(&mut progress);
+        Ok(())
     }
 
     /// Runs `f` in one engine transaction and commits it: group apply.
@@ -432,6 +550,38 @@ impl ApplyBatch<'_> {
         Ok(())
     }
 
+    /// Writes (or with `None` deletes) the record `name` of `shard` in this
+    /// batch: a fact the node layer replicates through the shard's log (its
+    /// member table, alarms). Records travel with the shard's snapshots and
+    /// are replaced by a restore.
+    ///
+    /// # Errors
+    /// The engine failed.
+    pub fn set_record(
+        &mut self,
+        shard: ShardId,
+        name: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        match value {
+            Some(v) => self.tables.records.insert((shard.0, name), v).map(|_| ()),
+            None => self.tables.records.remove((shard.0, name)).map(|_| ()),
+        }
+        .map_err(StoreError::engine("write record"))?;
+        self.bytes += name.len() as u64 + value.map_or(0, |v| v.len() as u64);
+        Ok(())
+    }
+
+    /// The record `name` of `shard`, as this batch has left it so far.
+    ///
+    /// # Errors
+    /// The engine failed.
+    pub fn record(&self, shard: ShardId, name: &str) -> Result<Option<Bytes>, StoreError> {
+        let value =
+            self.tables.records.get((shard.0, name)).map_err(StoreError::engine("read record"))?;
+        Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
+    }
+
     /// The counters of `shard` including this batch's applies so far.
     ///
     /// # Errors
@@ -449,6 +599,7 @@ pub struct ReadView {
     pub(crate) changes: ReadOnlyTable<(u64, u64, u32), &'static [u8]>,
     pub(crate) leases: ReadOnlyTable<(u64, i64), &'static [u8]>,
     pub(crate) lease_keys: ReadOnlyTable<(u64, i64, &'static [u8]), ()>,
+    pub(crate) records: ReadOnlyTable<(u64, &'static str), &'static [u8]>,
 }
 
 impl std::fmt::Debug for ReadView {
@@ -466,6 +617,7 @@ impl ReadView {
             changes: txn.open_table(CHANGES).map_err(e())?,
             leases: txn.open_table(LEASES).map_err(e())?,
             lease_keys: txn.open_table(LEASE_KEYS).map_err(e())?,
+            records: txn.open_table(RECORDS).map_err(e())?,
             _txn: txn,
         })
     }
@@ -475,6 +627,41 @@ impl ReadView {
             Some(v) => ShardMeta::decode(shard, v.value()),
             None => Ok(ShardMeta::default()),
         }
+    }
+
+    /// The record `name` of `shard` in this view (see [`ApplyBatch::set_record`]).
+    ///
+    /// # Errors
+    /// The engine failed.
+    pub fn record(&self, shard: ShardId, name: &str) -> Result<Option<Bytes>, StoreError> {
+        let value = self.records.get((shard.0, name)).map_err(StoreError::engine("read record"))?;
+        Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
+    }
+
+    /// Every record of `shard` whose name starts with `prefix`, in name order.
+    ///
+    /// # Errors
+    /// The engine failed.
+    pub fn records(
+        &self,
+        shard: ShardId,
+        prefix: &str,
+    ) -> Result<Vec<(String, Bytes)>, StoreError> {
+        let lo: (u64, &str) = (shard.0, prefix);
+        let iter = self
+            .records
+            .range::<(u64, &str)>((std::ops::Bound::Included(lo), std::ops::Bound::Unbounded))
+            .map_err(StoreError::engine("range records"))?;
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item.map_err(StoreError::engine("read records"))?;
+            let (s, name) = k.value();
+            if s != shard.0 || !name.starts_with(prefix) {
+                break;
+            }
+            out.push((name.to_owned(), Bytes::copy_from_slice(v.value())));
+        }
+        Ok(out)
     }
 
     /// The shard's counters in this view.

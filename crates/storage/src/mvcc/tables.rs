@@ -10,6 +10,8 @@
 //! | `mvcc_changes` | (shard, revision, sub) | key |
 //! | `mvcc_leases` | (shard, lease) | [`LeaseRecord`] |
 //! | `mvcc_lease_keys` | (shard, lease, key) | () |
+//! | `mvcc_records` | (shard, name) | the node's replicated per-shard records (members, alarms) |
+//! | `mvcc_node` | name | node-local records (never in a snapshot) |
 //!
 //! `mvcc_history` stores the revision inverted (`u64::MAX - revision`) so a
 //! key's versions sort newest first: the version visible at revision `r` is
@@ -40,6 +42,15 @@ pub(crate) const LEASES: TableDefinition<'static, (u64, i64), &[u8]> =
 /// Keys attached to each lease.
 pub(crate) const LEASE_KEYS: TableDefinition<'static, (u64, i64, &[u8]), ()> =
     TableDefinition::new("mvcc_lease_keys");
+
+/// Named records the node layer replicates through a shard's log (its
+/// member table, alarms, ...): written in apply batches, exported with the
+/// shard's snapshot, opaque to the store.
+pub(crate) const RECORDS: TableDefinition<'static, (u64, &str), &[u8]> =
+    TableDefinition::new("mvcc_records");
+/// Node-local records (the node's own identity, what a snapshot restore
+/// installed): never exported, never replicated.
+pub(crate) const NODE: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("mvcc_node");
 
 /// The stored revision of `rev` in [`HISTORY`]: newest first.
 pub(crate) fn invert(rev: i64) -> u64 {

@@ -69,8 +69,13 @@ fn election_timeout_starts_an_election() {
     let rd = ready(&mut r);
     assert_eq!(rd.soft_state, Some(soft(Role::Candidate, None, 2)));
     assert_eq!(rd.hard_state, Some(hard(2, Some(1), 0)));
-    assert_eq!(rd.messages, vec![env(1, 2, 2, vote_req((2, 1))), env(1, 3, 2, vote_req((2, 1)))]);
-    assert!(rd.entries.is_empty() && rd.after_persist.is_empty());
+    // The requests promise the new term and the self-vote: they leave only
+    // once the hard state above is durable (thesis §3.8).
+    assert_eq!(
+        rd.after_persist,
+        vec![env(1, 2, 2, vote_req((2, 1))), env(1, 3, 2, vote_req((2, 1)))]
+    );
+    assert!(rd.entries.is_empty() && rd.messages.is_empty());
 }
 
 /// Hearing from the leader resets the election timer.
@@ -179,7 +184,10 @@ fn candidate_times_out_into_a_new_election() {
     }
     let rd = ready(&mut r);
     assert_eq!(rd.hard_state, Some(hard(2, Some(1), 0)));
-    assert_eq!(rd.messages, vec![env(1, 2, 2, vote_req((0, 0))), env(1, 3, 2, vote_req((0, 0)))]);
+    assert_eq!(
+        rd.after_persist,
+        vec![env(1, 2, 2, vote_req((0, 0))), env(1, 3, 2, vote_req((0, 0)))]
+    );
 }
 
 // ------------------------------------------------------------ Leaders

@@ -200,7 +200,7 @@ fn a_demoted_voter_campaigns_only_while_the_change_is_uncommitted() {
     uncommitted.campaign();
     assert_eq!(uncommitted.role, Role::Candidate);
     assert_eq!(
-        ready(&mut uncommitted).messages,
+        ready(&mut uncommitted).after_persist,
         vec![env(1, 2, 2, vote_req((1, 1)))],
         "it asks the voters of the configuration in its log"
     );

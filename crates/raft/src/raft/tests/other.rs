@@ -64,7 +64,10 @@ fn pre_candidate_campaigns_for_real_on_a_quorum() {
     let rd = ready(&mut r);
     assert_eq!(rd.soft_state, Some(soft(Role::Candidate, None, 2)));
     assert_eq!(rd.hard_state, Some(hard(2, Some(1), 0)));
-    assert_eq!(rd.messages, vec![env(1, 2, 2, vote_req((1, 1))), env(1, 3, 2, vote_req((1, 1)))]);
+    assert_eq!(
+        rd.after_persist,
+        vec![env(1, 2, 2, vote_req((1, 1))), env(1, 3, 2, vote_req((1, 1)))]
+    );
 }
 
 // ------------------------------------------------------------ check-quorum

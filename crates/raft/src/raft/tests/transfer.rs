@@ -63,7 +63,7 @@ fn timeout_now_starts_an_election_at_once() {
     assert_eq!(rd.soft_state, Some(soft(Role::Candidate, None, 2)));
     assert_eq!(rd.hard_state, Some(hard(2, Some(2), 1)));
     let vote = Body::Vote { pre_vote: false, last_index: i(1), last_term: t(1), transfer: true };
-    assert_eq!(rd.messages, vec![env(2, 1, 2, vote.clone()), env(2, 3, 2, vote)]);
+    assert_eq!(rd.after_persist, vec![env(2, 1, 2, vote.clone()), env(2, 3, 2, vote)]);
 }
 
 /// A voter that hears from the leader still grants a transfer campaign's

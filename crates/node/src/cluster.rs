@@ -1,0 +1,313 @@
+//! The cluster's replicated tables: members (etcd's Cluster API) and
+//! alarms; and how member and cluster ids are made.
+//!
+//! Both tables live in the data shard's log and state machine for now (a
+//! cluster has one shard): every change is a [`crate::Proposal`], applied
+//! on every replica into records of the MVCC store
+//! ([`ringkv_storage::mvcc::ApplyBatch::set_record`]), so they are in the
+//! shard's snapshots and survive restarts. With sharding they move to the
+//! metadata group (shard 0), which replicates the same way.
+//!
+//! The member table is the *desired* configuration; the consensus group's
+//! membership follows it: the leader compares the two every round and
+//! proposes one engine membership change at a time until they agree
+//! (see `Node::reconcile_membership`). How long that takes depends on the
+//! engine: a Raft change is in effect once appended, a Multi-Paxos change
+//! α slots after it is chosen (the leader pads the gap with no-ops). So
+//! the leader appends a table change that moves a voter or learner
+//! (MemberAdd, MemberRemove, MemberPromote) only once the two agree with
+//! nothing under way; until then such a request waits, and times out as
+//! any request would (see `Node::reconfiguration_settled`). A member
+//! applying its own removal stops at once, so letting table changes run
+//! ahead could leave the group waiting on stopped voters. Every check that decides whether a
+//! change is accepted runs at apply time, on state every replica shares,
+//! so every replica decides the same.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use ringkv_consensus::{NodeId, ShardId, decode_exact, encode_to_vec};
+use ringkv_storage::mvcc::{ApplyBatch, ReadView, StoreError};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::error::{MemberError, NodeError};
+use crate::proposal::{AlarmChange, AlarmMember, AlarmType, ClusterInit, Member, MemberChange};
+
+/// Most learners a cluster may have at once (etcd's `--max-learners`
+/// default): a learner costs the leader replication work without adding
+/// fault tolerance.
+pub const LEARNERS_MAX: usize = 1;
+
+/// Record holding the cluster id.
+const CLUSTER_RECORD: &str = "cluster";
+/// Prefix of member records: `member/<id as 16 hex digits>`.
+const MEMBER_PREFIX: &str = "member/";
+/// Prefix of alarm records: `alarm/<member as 16 hex digits>/<type>`.
+const ALARM_PREFIX: &str = "alarm/";
+/// Prefix of removed-member records: `removed/<id as 16 hex digits>`.
+const REMOVED_PREFIX: &str = "removed/";
+
+fn hash_parts(domain: &str, parts: &[&[u8]]) -> u64 {
+    let mut buf = Vec::new();
+    for p in std::iter::once(domain.as_bytes()).chain(parts.iter().copied()) {
+        buf.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        buf.extend_from_slice(p);
+    }
+    xxh3_64(&buf)
+}
+
+fn nonzero(v: u64) -> u64 {
+    if v == 0 { 1 } else { v }
+}
+
+fn sorted(urls: &[String]) -> Vec<&[u8]> {
+    let mut v: Vec<&[u8]> = urls.iter().map(|u| u.as_bytes()).collect();
+    v.sort_unstable();
+    v
+}
+
+/// The id of a founding member, the same on every node that reads the same
+/// `--initial-cluster`: a hash of the cluster token, the member's name and
+/// its peer URLs (etcd derives it from the same facts).
+pub fn member_id(cluster_token: &str, name: &str, peer_urls: &[String]) -> NodeId {
+    let mut parts = vec![cluster_token.as_bytes(), name.as_bytes()];
+    parts.extend(sorted(peer_urls));
+    NodeId(nonzero(hash_parts("ringkv-member", &parts)))
+}
+
+/// The id of a member added at run time (MemberAdd has no name yet): the
+/// cluster token, its peer URLs and the adding node's clock, as etcd mixes
+/// the time in. The adding node chooses it before proposing, so every
+/// replica applies the same id.
+pub fn added_member_id(cluster_token: &str, peer_urls: &[String], now: Duration) -> NodeId {
+    let nanos = now.as_nanos().to_le_bytes();
+    let mut parts = vec![cluster_token.as_bytes(), &nanos[..]];
+    parts.extend(sorted(peer_urls));
+    NodeId(nonzero(hash_parts("ringkv-added-member", &parts)))
+}
+
+/// The cluster id: a hash of the token and the founding members' ids.
+pub fn cluster_id(cluster_token: &str, member_ids: &BTreeSet<NodeId>) -> u64 {
+    let ids: Vec<[u8; 8]> = member_ids.iter().map(|id| id.0.to_le_bytes()).collect();
+    let mut parts: Vec<&[u8]> = vec![cluster_token.as_bytes()];
+    parts.extend(ids.iter().map(|b| &b[..]));
+    nonzero(hash_parts("ringkv-cluster", &parts))
+}
+
+fn member_record(id: NodeId) -> String {
+    format!("{MEMBER_PREFIX}{:016x}", id.0)
+}
+
+fn removed_record(id: NodeId) -> String {
+    format!("{REMOVED_PREFIX}{:016x}", id.0)
+}
+
+fn alarm_record(a: AlarmMember) -> String {
+    format!("{ALARM_PREFIX}{:016x}/{}", a.member.0, a.alarm.name())
+}
+
+fn corrupt(shard: ShardId, what: String) -> NodeError {
+    NodeError::Corrupt { shard, what }
+}
+
+/// The member table and the alarms of one shard, as applied so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ClusterTables {
+    /// Set once the cluster's initial entry is applied (or restored).
+    pub(crate) cluster_id: Option<u64>,
+    pub(crate) members: BTreeMap<NodeId, Member>,
+    pub(crate) alarms: BTreeSet<AlarmMember>,
+    /// Members removed from the cluster: their frames are refused and they
+    /// are told to stop (etcd refuses removed members' messages the same way).
+    pub(crate) removed: BTreeSet<NodeId>,
+}
+
+impl ClusterTables {
+    /// Reads the tables of `shard` from the store.
+    pub(crate) fn load(view: &ReadView, shard: ShardId) -> Result<ClusterTables, NodeError> {
+        let mut t = ClusterTables::default();
+        if let Some(v) = view.record(shard, CLUSTER_RECORD)? {
+            let id = decode_exact::<u64>(v)
+                .map_err(|e| corrupt(shard, format!("cluster record: {e}")))?;
+            t.cluster_id = Some(id);
+        }
+        for (name, v) in view.records(shard, MEMBER_PREFIX)? {
+            let m = decode_exact::<Member>(v)
+                .map_err(|e| corrupt(shard, format!("member record {name}: {e}")))?;
+            t.members.insert(m.id, m);
+        }
+        for (name, v) in view.records(shard, REMOVED_PREFIX)? {
+            let id = decode_exact::<NodeId>(v)
+                .map_err(|e| corrupt(shard, format!("removed-member record {name}: {e}")))?;
+            t.removed.insert(id);
+        }
+        for (name, v) in view.records(shard, ALARM_PREFIX)? {
+            let a = decode_exact::<AlarmMember>(v)
+                .map_err(|e| corrupt(shard, format!("alarm record {name}: {e}")))?;
+            t.alarms.insert(a);
+        }
+        Ok(t)
+    }
+
+    /// Members in id order.
+    pub(crate) fn member_list(&self) -> Vec<Member> {
+        self.members.values().cloned().collect()
+    }
+
+    /// Whether a NOSPACE alarm is active anywhere in the cluster.
+    pub(crate) fn no_space(&self) -> bool {
+        self.alarms.iter().any(|a| a.alarm == AlarmType::NoSpace)
+    }
+
+    fn write_member(b: &mut ApplyBatch<'_>, shard: ShardId, m: &Member) -> Result<(), StoreError> {
+        b.set_record(shard, &member_record(m.id), Some(&encode_to_vec(m)))
+    }
+
+    /// Applies a new cluster's initial entry.
+    pub(crate) fn apply_init(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        shard: ShardId,
+        init: &ClusterInit,
+    ) -> Result<(), StoreError> {
+        b.set_record(shard, CLUSTER_RECORD, Some(&encode_to_vec(&init.cluster_id)))?;
+        self.cluster_id = Some(init.cluster_id);
+        for m in &init.members {
+            Self::write_member(b, shard, m)?;
+            self.members.insert(m.id, m.clone());
+        }
+        Ok(())
+    }
+
+    fn url_taken(&self, by_other_than: NodeId, urls: &[String]) -> Option<String> {
+        self.members
+            .values()
+            .filter(|m| m.id != by_other_than)
+            .flat_map(|m| m.peer_urls.iter())
+            .find(|u| urls.contains(u))
+            .cloned()
+    }
+
+    fn get(&self, id: NodeId) -> Result<&Member, MemberError> {
+        self.members.get(&id).ok_or(MemberError::NotFound { id })
+    }
+
+    /// Applies a member change: the outer error is the store failing, the
+    /// inner one the change refused (deterministically, on every replica).
+    /// On success returns the member concerned, as it now is (or was, for
+    /// a removal).
+    pub(crate) fn apply_member(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        shard: ShardId,
+        change: &MemberChange,
+    ) -> Result<Result<Member, MemberError>, StoreError> {
+        let checked = match change {
+            MemberChange::Add(m) => self.check_add(m).map(|()| m.clone()),
+            MemberChange::Remove(id) => self.get(*id).cloned(),
+            MemberChange::Update { id, peer_urls } => self.check_update(*id, peer_urls),
+            MemberChange::Promote(id) => match self.get(*id) {
+                Ok(m) if !m.is_learner => Err(MemberError::NotLearner { id: *id }),
+                Ok(m) => Ok(Member { is_learner: false, ..m.clone() }),
+                Err(e) => Err(e),
+            },
+            MemberChange::Publish { id, name, client_urls } => self.get(*id).map(|m| Member {
+                name: name.clone(),
+                client_urls: client_urls.clone(),
+                ..m.clone()
+            }),
+        };
+        let member = match checked {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let MemberChange::Remove(id) = change {
+            b.set_record(shard, &member_record(*id), None)?;
+            b.set_record(shard, &removed_record(*id), Some(&encode_to_vec(id)))?;
+            self.members.remove(id);
+            self.removed.insert(*id);
+        } else {
+            Self::write_member(b, shard, &member)?;
+            self.members.insert(member.id, member.clone());
+        }
+        Ok(Ok(member))
+    }
+
+    fn check_add(&self, m: &Member) -> Result<(), MemberError> {
+        if m.peer_urls.is_empty() || m.peer_urls.iter().any(String::is_empty) {
+            return Err(MemberError::BadUrls);
+        }
+        if self.members.contains_key(&m.id) {
+            return Err(MemberError::IdExists { id: m.id });
+        }
+        if self.removed.contains(&m.id) {
+            return Err(MemberError::IdRemoved { id: m.id });
+        }
+        if let Some(url) = self.url_taken(m.id, &m.peer_urls) {
+            return Err(MemberError::PeerUrlExists { url });
+        }
+        if m.is_learner && self.members.values().filter(|x| x.is_learner).count() >= LEARNERS_MAX {
+            return Err(MemberError::TooManyLearners { max: LEARNERS_MAX });
+        }
+        Ok(())
+    }
+
+    fn check_update(&self, id: NodeId, urls: &[String]) -> Result<Member, MemberError> {
+        let m = self.get(id)?;
+        if urls.is_empty() || urls.iter().any(String::is_empty) {
+            return Err(MemberError::BadUrls);
+        }
+        if let Some(url) = self.url_taken(id, urls) {
+            return Err(MemberError::PeerUrlExists { url });
+        }
+        Ok(Member { peer_urls: urls.to_vec(), ..m.clone() })
+    }
+
+    /// Applies an alarm change; returns the alarms it concerned (etcd
+    /// answers ACTIVATE and DEACTIVATE with the alarm changed).
+    pub(crate) fn apply_alarm(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        shard: ShardId,
+        change: &AlarmChange,
+    ) -> Result<Vec<AlarmMember>, StoreError> {
+        match *change {
+            AlarmChange::Activate(a) => {
+                b.set_record(shard, &alarm_record(a), Some(&encode_to_vec(&a)))?;
+                self.alarms.insert(a);
+                Ok(vec![a])
+            }
+            AlarmChange::Deactivate(a) => {
+                if self.alarms.remove(&a) {
+                    b.set_record(shard, &alarm_record(a), None)?;
+                    Ok(vec![a])
+                } else {
+                    Ok(Vec::new())
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_depend_on_every_input() {
+        let urls = vec!["http://a:2380".to_owned(), "http://b:2380".to_owned()];
+        let swapped = vec![urls[1].clone(), urls[0].clone()];
+        let id = member_id("tok", "n1", &urls);
+        assert_eq!(id, member_id("tok", "n1", &swapped), "URL order must not matter");
+        assert_ne!(id, member_id("tok2", "n1", &urls));
+        assert_ne!(id, member_id("tok", "n2", &urls));
+        assert_ne!(id, member_id("tok", "n1", &urls[..1]));
+        // Length-prefixed parts: moving a byte between name and token changes the id.
+        assert_ne!(member_id("to", "kn1", &urls), id);
+        let t1 = added_member_id("tok", &urls, Duration::from_millis(1));
+        assert_ne!(t1, added_member_id("tok", &urls, Duration::from_millis(2)));
+        let ids: BTreeSet<NodeId> = [NodeId(1), NodeId(2)].into();
+        assert_ne!(cluster_id("tok", &ids), cluster_id("tok", &[NodeId(1)].into()));
+        assert!(id.is_valid() && cluster_id("", &BTreeSet::new()) != 0);
+    }
+}

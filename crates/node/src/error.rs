@@ -1,0 +1,347 @@
+//! [`NodeError`]: every way a request or the node itself can fail, with
+//! etcd's exact message for each error a client can see.
+//!
+//! Clients (clientv3, Kubernetes, Patroni) compare messages, so for every
+//! client-visible variant `Display` is etcd's string and never changes; the
+//! fields carry the details for logs. [`NodeError::class`] tells the server
+//! which gRPC code etcd uses; the server maps classes to codes in one place.
+
+use ringkv_consensus::{CodecError, NodeId, ShardId};
+use ringkv_storage::WalError;
+use ringkv_storage::mvcc::{MvccError, SnapshotError, StoreError};
+
+use crate::engine::{EngineError, EngineKind};
+
+/// The gRPC status class etcd answers an error with.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// `codes.InvalidArgument`.
+    InvalidArgument,
+    /// `codes.NotFound`.
+    NotFound,
+    /// `codes.FailedPrecondition`.
+    FailedPrecondition,
+    /// `codes.ResourceExhausted`.
+    ResourceExhausted,
+    /// `codes.OutOfRange`.
+    OutOfRange,
+    /// `codes.Unavailable`.
+    Unavailable,
+    /// `codes.Internal`.
+    Internal,
+}
+
+/// Why a member change was refused (etcd's membership errors).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MemberError {
+    /// MemberAdd chose an id already in the table.
+    #[error("etcdserver: member ID already exist")]
+    IdExists {
+        /// The id.
+        id: NodeId,
+    },
+    /// MemberAdd chose the id of a member removed before.
+    #[error("etcdserver: member ID has been removed")]
+    IdRemoved {
+        /// The id.
+        id: NodeId,
+    },
+    /// MemberAdd/MemberUpdate named a peer URL another member has.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists {
+        /// The URL.
+        url: String,
+    },
+    /// No member has this id.
+    #[error("etcdserver: member not found")]
+    NotFound {
+        /// The id.
+        id: NodeId,
+    },
+    /// MemberPromote of a member that is already a voter.
+    #[error("etcdserver: can only promote a learner member")]
+    NotLearner {
+        /// The member.
+        id: NodeId,
+    },
+    /// MemberPromote of a learner that has not caught up with the leader.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady {
+        /// The learner.
+        id: NodeId,
+        /// The last index it is known to hold.
+        matched: u64,
+        /// The leader's last index.
+        leader_index: u64,
+    },
+    /// MemberAdd of a learner beyond the allowed number.
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners {
+        /// The limit ([`crate::LEARNERS_MAX`]).
+        max: usize,
+    },
+    /// MemberAdd or MemberUpdate without a peer URL.
+    #[error("etcdserver: given member URLs are invalid")]
+    BadUrls,
+}
+
+impl MemberError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            MemberError::NotFound { .. } => ErrorClass::NotFound,
+            MemberError::BadUrls => ErrorClass::InvalidArgument,
+            _ => ErrorClass::FailedPrecondition,
+        }
+    }
+}
+
+/// Everything that can go wrong in the node, for a request or for the node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The shard has no known leader, so the request could not be placed
+    /// before its deadline.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// Leadership moved while the request waited; it may or may not have
+    /// taken effect. Retry (a read) or check (a write).
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    /// The request was not answered within the request timeout (no quorum,
+    /// or a slow cluster); a write may still take effect.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// A bounded queue is full, or apply lags too far behind commit.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests {
+        /// What is pending.
+        pending: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A NOSPACE alarm is active (a member ran out of disk, or the store
+    /// passed its quota): writes are refused until it is cleared.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// The request is larger than `--max-request-bytes`.
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge {
+        /// Its encoded size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The request must go to the leader (MoveLeader).
+    #[error("etcdserver: not leader")]
+    NotLeader {
+        /// The leader this member knows of.
+        leader: Option<NodeId>,
+    },
+    /// MoveLeader to a member that cannot lead.
+    #[error("etcdserver: bad leader transferee")]
+    BadTransferee {
+        /// The requested target.
+        target: NodeId,
+    },
+    /// This member was removed from the cluster and stopped; it serves
+    /// nothing more (clients see etcd's `server stopped`). Wipe its data
+    /// directory before adding it back.
+    #[error("etcdserver: server stopped")]
+    Removed,
+    /// The node stopped serving after a storage failure (see
+    /// [`crate::NodeStatus::errors`] for the cause); restart it.
+    #[error("etcdserver: server stopped")]
+    Stopped {
+        /// The failure, for operators.
+        reason: String,
+    },
+    /// The state machine refused the request (etcd's MVCC and lease errors).
+    #[error(transparent)]
+    Mvcc(#[from] MvccError),
+    /// The member table refused the change.
+    #[error(transparent)]
+    Member(#[from] MemberError),
+    /// A request names a shard this node does not host.
+    #[error("shard {shard} is not hosted on this node: send the request to a node that hosts it")]
+    UnknownShard {
+        /// The shard.
+        shard: ShardId,
+    },
+    /// The node's configuration cannot work.
+    #[error("invalid node configuration: {field} {why}")]
+    Config {
+        /// The offending setting.
+        field: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The write-ahead log failed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The state machine store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A snapshot could not be taken or installed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// A consensus replica could not be started.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Bytes from a peer or from disk did not decode.
+    #[error("malformed {what}: {source}")]
+    Codec {
+        /// What was being decoded.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: CodecError,
+    },
+    /// A peer frame was refused (misaddressed, or the inbox is full); it is
+    /// dropped, as the network may drop any frame.
+    #[error("peer frame refused: {why}")]
+    FrameRefused {
+        /// Why.
+        why: &'static str,
+    },
+    /// The data directory was created with another consensus engine than
+    /// the one configured; the node refuses to open it (one engine per
+    /// cluster, for its whole life).
+    #[error(
+        "this data directory was created with the {stored} consensus engine, but the node is \
+         configured to run {configured}: start it with --engine {stored}, or wipe the data \
+         directory to join a {configured} cluster"
+    )]
+    EngineMismatch {
+        /// The engine the data directory was created with.
+        stored: String,
+        /// The engine configured now.
+        configured: EngineKind,
+    },
+    /// Durable state contradicts itself; the node refuses to go on.
+    #[error(
+        "inconsistent durable state of shard {shard}: {what}; restore this member from a snapshot or remove and re-add it"
+    )]
+    Corrupt {
+        /// The shard.
+        shard: ShardId,
+        /// What disagrees.
+        what: String,
+    },
+}
+
+impl NodeError {
+    /// The message a client sees: etcd's exact string for every error
+    /// etcd has, this error's own text otherwise.
+    pub fn etcd_message(&self) -> String {
+        self.to_string()
+    }
+
+    /// The gRPC status class etcd answers this error with.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            NodeError::NoLeader
+            | NodeError::LeaderChanged
+            | NodeError::Timeout
+            | NodeError::Stopped { .. }
+            | NodeError::Removed
+            | NodeError::UnknownShard { .. } => ErrorClass::Unavailable,
+            NodeError::TooManyRequests { .. } | NodeError::NoSpace => ErrorClass::ResourceExhausted,
+            NodeError::RequestTooLarge { .. } => ErrorClass::InvalidArgument,
+            NodeError::NotLeader { .. } | NodeError::BadTransferee { .. } => {
+                ErrorClass::FailedPrecondition
+            }
+            NodeError::Mvcc(e) => match e {
+                MvccError::Compacted { .. }
+                | MvccError::FutureRevision { .. }
+                | MvccError::LeaseTtlTooLarge { .. } => ErrorClass::OutOfRange,
+                MvccError::LeaseNotFound { .. } => ErrorClass::NotFound,
+                MvccError::LeaseExists { .. } => ErrorClass::FailedPrecondition,
+                _ => ErrorClass::InvalidArgument,
+            },
+            NodeError::Member(e) => e.class(),
+            NodeError::Config { .. }
+            | NodeError::Wal(_)
+            | NodeError::Store(_)
+            | NodeError::Snapshot(_)
+            | NodeError::Engine(_)
+            | NodeError::Codec { .. }
+            | NodeError::FrameRefused { .. }
+            | NodeError::EngineMismatch { .. }
+            | NodeError::Corrupt { .. } => ErrorClass::Internal,
+        }
+    }
+
+    /// Whether the request may have taken effect although it failed (the
+    /// client must check before retrying a non-idempotent write).
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, NodeError::LeaderChanged | NodeError::Timeout)
+    }
+}
+
+/// An error a leader sends back to the node that forwarded a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteError {
+    /// The receiver is not the shard's leader (it names the one it knows).
+    NotLeader {
+        /// The leader the receiver knows of.
+        leader: Option<NodeId>,
+    },
+    /// The leader's queues are full.
+    TooManyRequests,
+    /// The leader has stopped after a storage failure.
+    Stopped,
+    /// MemberPromote of a learner that has not caught up.
+    LearnerNotReady {
+        /// The learner.
+        id: NodeId,
+        /// What it holds.
+        matched: u64,
+        /// What the leader holds.
+        leader_index: u64,
+    },
+    /// MemberPromote of a member that is not a learner.
+    NotLearner {
+        /// The member.
+        id: NodeId,
+    },
+    /// No such member.
+    MemberNotFound {
+        /// The id.
+        id: NodeId,
+    },
+    /// The proposal is larger than the engine accepts.
+    TooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The forwarded bytes are not a proposal (or not a call).
+    Malformed,
+    /// The new leader has not yet applied its predecessors' entries, so it
+    /// cannot answer about leases yet; ask again.
+    Retry,
+}
+
+impl RemoteError {
+    /// The error the forwarding node gives its client.
+    pub fn into_node_error(self) -> NodeError {
+        match self {
+            RemoteError::NotLeader { .. } => NodeError::LeaderChanged,
+            RemoteError::TooManyRequests => NodeError::TooManyRequests { pending: 0, limit: 0 },
+            RemoteError::Stopped => NodeError::LeaderChanged,
+            RemoteError::LearnerNotReady { id, matched, leader_index } => {
+                MemberError::LearnerNotReady { id, matched, leader_index }.into()
+            }
+            RemoteError::NotLearner { id } => MemberError::NotLearner { id }.into(),
+            RemoteError::MemberNotFound { id } => MemberError::NotFound { id }.into(),
+            RemoteError::TooLarge { bytes, limit } => NodeError::RequestTooLarge { bytes, limit },
+            RemoteError::Malformed => NodeError::Codec {
+                what: "forwarded proposal",
+                source: CodecError::Invalid { what: "proposal", at: 0 },
+            },
+            RemoteError::Retry => NodeError::NoLeader,
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The per-node loop of ringkv: one [`Node`] drives every shard replica a
+//! node hosts (one shard now; many with sharding).
+//!
+//! Each round it feeds peer messages, client proposals and ticks to the
+//! replicas in batches, collects every replica's `Ready`, sends what may
+//! leave at once, writes every shard's entries with **one WAL write and one
+//! fdatasync**, sends what had to wait for durability, applies committed
+//! entries of every shard in **one store transaction**, answers the
+//! requests that waited for them and hands out watch events and reads that
+//! may now run. See [`Node`] for the round in detail.
+//!
+//! The node reaches the world only through three traits: [`Clock`],
+//! [`Transport`] and [`ringkv_storage::Disk`] (its WAL and its MVCC store
+//! both live on the disk), and is generic over the consensus [`Engine`]:
+//! [`RaftEngine`] or [`PaxosEngine`], one per cluster for its whole life
+//! (a data directory records its engine; see [`EngineKind`]). It uses no
+//! threads and no async runtime:
+//! the server runs it on a dedicated thread fed by channels, the simulator
+//! calls it directly, and given the same inputs it does the same thing.
+//!
+//! What callers use:
+//! * [`Node::open`], [`Node::submit`] ([`Request`], [`Token`]),
+//!   [`Node::receive`] (encoded [`PeerFrame`]s), [`Node::run_round`]
+//!   ([`RoundOutput`]: [`Completion`]s and [`WatchEvents`]),
+//!   [`Node::next_wakeup`], [`Node::status`], [`Node::store`];
+//! * [`execute_read`], to run a [`Completion::ReadReady`] on a
+//!   [`ringkv_storage::mvcc::ReadView`] on any thread; watch replays
+//!   (`ReadView::events`) and `Maintenance.Snapshot` streams
+//!   (`MvccStore::snapshot(DATA_SHARD)`) also run on the store the node
+//!   shares ([`Node::store`]);
+//! * [`NodeError`], with etcd's message for every client-visible error and
+//!   its [`ErrorClass`] (the gRPC code etcd uses);
+//! * with the `testing` feature, the `testing` module: a deterministic
+//!   in-process cluster on simulated disks, network and clock.
+//!
+//! The member table and alarms (etcd's Cluster and Alarm APIs) replicate
+//! through the data shard's log for now; with sharding they move to the
+//! metadata group (shard 0), which replicates the same way.
+
+mod cluster;
+mod config;
+mod engine;
+mod error;
+mod frame;
+mod io;
+mod node;
+mod proposal;
+mod request;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use cluster::{LEARNERS_MAX, added_member_id, cluster_id, member_id};
+pub use config::{
+    ALARM_RAISE_ATTEMPTS_MAX, APPLY_GAP_MAX, Bootstrap, DATA_SHARD, ELECTION_TICKS_DEFAULT,
+    HEARTBEAT_TICKS_DEFAULT, INBOX_FRAMES_MAX, InitialMember, LEASE_CHECKPOINT_BATCH_MAX,
+    LEASE_CHECKPOINT_INTERVAL_DEFAULT, LEASE_REVOKES_PER_ROUND_MAX, NodeConfig,
+    PENDING_REQUESTS_MAX_DEFAULT, QUOTA_BACKEND_BYTES_DEFAULT, REQUEST_BYTES_MAX_DEFAULT,
+    REQUEST_TIMEOUT_DEFAULT, SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT, SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT,
+    SNAPSHOT_COUNT_DEFAULT, STORE_FILE, TICK_INTERVAL_DEFAULT, TICKS_PER_ROUND_MAX,
+};
+pub use engine::{
+    Engine, EngineError, EngineKind, PaxosEngine, RaftEngine, UnknownEngine, WithEngine,
+    stored_engine,
+};
+pub use error::{ErrorClass, MemberError, NodeError, RemoteError};
+pub use frame::{LeaderReply, LeaderRequest, LeaseTtl, NodeMessage, PeerFrame};
+pub use io::{Clock, Transport, Unreachable};
+pub use node::Node;
+pub use proposal::{
+    AlarmChange, AlarmMember, AlarmType, ClusterInit, Member, MemberChange, Proposal, ProposalBody,
+    ProposalId,
+};
+pub use request::{
+    AlarmAction, Completion, Header, NodeStatus, ReadRequest, Reply, Request, RoundOutput,
+    ShardStatus, Token, WatchEvents, execute_read,
+};

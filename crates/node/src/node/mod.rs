@@ -1,0 +1,902 @@
+//! The node loop; see [`Node`].
+
+mod apply;
+mod housekeeping;
+mod leases;
+mod round;
+mod route;
+mod snapshot;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringkv_consensus::{
+    Config, DetRng, Entry, EntryKind, Envelope, Epoch, HardState, LogIndex, LogStorage, Membership,
+    NodeId, Replica, Role, ShardId, SnapshotMeta, SoftState, decode_exact, encode_to_vec,
+};
+use ringkv_storage::mvcc::MvccStore;
+use ringkv_storage::{Disk, Wal, WalError};
+
+use crate::cluster::{ClusterTables, cluster_id, member_id};
+use crate::config::{Bootstrap, DATA_SHARD, NodeConfig, STORE_FILE};
+use crate::engine::Engine;
+use crate::error::NodeError;
+use crate::frame::{NodeMessage, PeerFrame};
+use crate::io::{Clock, Transport};
+use crate::proposal::{ClusterInit, Member, Proposal, ProposalBody, ProposalId};
+use crate::request::{
+    Completion, Header, NodeStatus, ReadRequest, Reply, Request, RoundOutput, ShardStatus, Token,
+};
+
+use leases::LeaseTracker;
+use snapshot::SnapshotState;
+
+/// Node record holding this member's id.
+pub(crate) const MEMBER_ID_RECORD: &str = "member_id";
+
+/// Node record counting the node's starts.
+const BOOT_RECORD: &str = "boots";
+
+/// Request sequence numbers start at `boot << SEQ_BOOT_SHIFT`, so numbers
+/// never repeat across restarts: an entry proposed before a crash may
+/// still commit after it, and must not be taken for the answer to a new
+/// request that happens to reuse its number (nor may a late read index
+/// answer a new read). 2^40 requests per start is more than a node serves.
+const SEQ_BOOT_SHIFT: u32 = 40;
+
+/// Epoch of a new cluster's first entry: below every epoch an election can
+/// produce (Raft's first election is term 2; a Paxos ballot `(1, n)` with
+/// `n >= 1` is above `(1, 0)`).
+const BOOTSTRAP_EPOCH: Epoch = Epoch { round: 1, node: NodeId(0) };
+
+/// Node record holding the metadata of the last snapshot restored into
+/// `shard` (see [`snapshot`]).
+fn snapshot_record(shard: ShardId) -> String {
+    format!("restored_snapshot/{}", shard.0)
+}
+
+/// How a proposal reached (or waits for) the log.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Placement {
+    /// Appended to this node's log at `index` while it led.
+    Local { index: LogIndex },
+    /// Forwarded to the leader `to`.
+    Forwarded { to: NodeId },
+    /// No leader known yet: placed as soon as one is.
+    Unplaced,
+    /// A change of the consensus group's membership the leader holds back
+    /// until the previous one has taken effect (see
+    /// `Node::reconfiguration_settled`); placed again every round.
+    Deferred,
+}
+
+/// A proposal waiting to be applied.
+#[derive(Debug)]
+struct PendingProposal {
+    /// The client waiting; `None` for the node's own housekeeping.
+    token: Option<Token>,
+    deadline: Duration,
+    shard: ShardId,
+    placement: Placement,
+    /// The encoded proposal, kept to forward again if a leader refuses it
+    /// before appending it.
+    bytes: Bytes,
+    /// A promotion the leader must check first.
+    promote: Option<NodeId>,
+    /// It changes the consensus group's voters or learners (MemberAdd,
+    /// MemberRemove, MemberPromote): one such change at a time.
+    reconfigures: bool,
+}
+
+/// Where a linearizable read is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum ReadState {
+    /// No leader known yet.
+    Unsent,
+    /// Asked the engine at `at`; the leader confirms it.
+    Sent { at: Duration, leader: Option<NodeId> },
+    /// Confirmed: may be served once `index` is applied.
+    Indexed(LogIndex),
+}
+
+/// A read waiting for its read index or for apply.
+#[derive(Debug)]
+struct PendingRead {
+    token: Token,
+    deadline: Duration,
+    shard: ShardId,
+    read: ReadRequest,
+    state: ReadState,
+}
+
+/// A request only the leader answers (lease keep-alive, time-to-live,
+/// list), forwarded or waiting for a leader.
+#[derive(Debug)]
+struct PendingCall {
+    token: Token,
+    deadline: Duration,
+    shard: ShardId,
+    request: crate::frame::LeaderRequest,
+    /// The leader it was sent to; `None` while waiting for one.
+    sent_to: Option<NodeId>,
+}
+
+/// A MoveLeader waiting for the target to lead.
+#[derive(Debug)]
+struct PendingTransfer {
+    token: Token,
+    deadline: Duration,
+    shard: ShardId,
+    target: NodeId,
+}
+
+/// Why the node stopped.
+#[derive(Clone, Debug)]
+struct Stopped {
+    reason: String,
+    no_space: bool,
+    /// Removed from the cluster, not failed.
+    removed: bool,
+    /// Asking the leader to raise this node's NOSPACE alarm.
+    raise: Option<AlarmRaise>,
+}
+
+/// A stopped node's attempts to have the leader raise its NOSPACE alarm:
+/// it sends the proposal to the leader it knows, or to each peer in turn,
+/// and follows the leader a refusing peer names.
+#[derive(Clone, Debug)]
+struct AlarmRaise {
+    next_at: Duration,
+    target: Option<NodeId>,
+    peers: Vec<NodeId>,
+    next_peer: usize,
+    attempts: u32,
+}
+
+/// A shard replica and the node's state about it.
+struct HostedShard<E: Engine, D: Disk> {
+    id: ShardId,
+    replica: E::Replica<D>,
+    /// The last soft state the engine reported.
+    soft: SoftState,
+    /// Highest index applied to the store.
+    applied: LogIndex,
+    /// The member table and alarms as applied.
+    tables: ClusterTables,
+    /// Leader-only lease clocks.
+    leases: LeaseTracker,
+    /// A new leader answers lease requests only once it has applied up to
+    /// here (its first entry of the term): before, it may not yet know
+    /// leases its predecessors granted (etcd waits for apply the same way).
+    leases_ready_at: LogIndex,
+    snapshot: SnapshotState,
+    /// The index of the last member-table change this node appended as
+    /// leader that changes the group's membership; no other is appended
+    /// before it is applied.
+    reconfigured_at: Option<LogIndex>,
+    /// Not before this time: another membership change, publish, or
+    /// alarm proposal of this node's own housekeeping.
+    retry_membership_at: Duration,
+    retry_publish_at: Duration,
+    retry_alarm_at: Duration,
+}
+
+impl<E: Engine, D: Disk> HostedShard<E, D> {
+    fn is_leader(&self) -> bool {
+        self.soft.role == Role::Leader
+    }
+
+    /// Whether this leader's lease clocks cover every lease granted so far.
+    fn leases_ready(&self) -> bool {
+        self.is_leader() && self.leases.is_active() && self.applied >= self.leases_ready_at
+    }
+}
+
+/// Admission facts computed once per round.
+#[derive(Copy, Clone, Debug, Default)]
+struct RoundLimits {
+    over_quota: bool,
+    /// Committed but unapplied entries of the data shard.
+    apply_gap: u64,
+}
+
+/// Messages for one peer, sent together as one frame.
+struct Outgoing<M> {
+    messages: Vec<Envelope<M>>,
+    node_messages: Vec<NodeMessage>,
+}
+
+impl<M> Default for Outgoing<M> {
+    fn default() -> Self {
+        Outgoing { messages: Vec::new(), node_messages: Vec::new() }
+    }
+}
+
+/// The per-node loop over every hosted shard replica.
+///
+/// The node is a plain value driven by method calls, with no threads and
+/// no tokio: [`Node::submit`] and [`Node::receive`] queue inputs, and
+/// [`Node::run_round`] does one round of work. The server runs it on a
+/// dedicated thread fed by channels; the simulator calls it directly.
+/// Given the same inputs, clock readings and disk behaviour, a node does
+/// the same thing: its maps are ordered, its randomness comes from the
+/// seed in its configuration.
+///
+/// # One round
+///
+/// ```text
+///  step received frames ─▶ tick (as the clock says) ─▶ route requests
+///    ─▶ leader housekeeping (lease expiry and checkpoints, membership
+///       reconciliation, alarms) ─▶ take every shard's Ready
+///    ─▶ send `messages` (one frame per peer)
+///    ─▶ install snapshots; buffer entries and hard states of all shards
+///    ─▶ ONE WAL write + fdatasync ─▶ on_persisted ─▶ send `after_persist`
+///    ─▶ apply committed entries of all shards in ONE store transaction
+///    ─▶ answer waiters, emit watch events, serve reads whose index is applied
+///    ─▶ snapshots and WAL compaction ─▶ expire requests past their deadline
+/// ```
+///
+/// # Failure
+///
+/// A WAL or store failure (an fsync error, a full disk) stops the node: it
+/// hands leadership to a caught-up voter, answers every waiting request
+/// (`etcdserver: mvcc: database space exceeded` when the disk is full,
+/// `etcdserver: server stopped` otherwise), raises NOSPACE through the
+/// leader when the disk is full, and takes no more writes. It never retries
+/// an fsync. Everything it acknowledged is durable; a restart recovers.
+pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
+    cfg: NodeConfig,
+    id: NodeId,
+    transport: T,
+    clock: C,
+    wal: Wal<D>,
+    store: Arc<MvccStore>,
+    shards: BTreeMap<ShardId, HostedShard<E, D>>,
+    rng: DetRng,
+    next_seq: u64,
+    last_tick: Duration,
+    inbox: VecDeque<PeerFrame<E::Message>>,
+    submitted: VecDeque<(Token, Request, Duration)>,
+    proposals: BTreeMap<ProposalId, PendingProposal>,
+    /// Proposals in `proposals` a client waits for (kept, not counted, so
+    /// that admitting a request costs O(1)).
+    client_proposals: usize,
+    /// Per round: whether new writes are refused for space, and whether
+    /// apply lags too far behind commit (computed once, not per request).
+    round_limits: RoundLimits,
+    /// Keyed by the read's request id.
+    reads: BTreeMap<u64, PendingRead>,
+    /// Keyed by the request's sequence number.
+    calls: BTreeMap<u64, PendingCall>,
+    transfers: Vec<PendingTransfer>,
+    outbox: BTreeMap<NodeId, Outgoing<E::Message>>,
+    out: RoundOutput,
+    stopped: Option<Stopped>,
+    frames_dropped: u64,
+}
+
+impl<E: Engine, D: Disk, T: Transport, C: Clock> std::fmt::Debug for Node<E, D, T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("engine", &E::NAME)
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
+    /// Opens the node on `disk`: recovers the WAL and the store, or
+    /// bootstraps an empty disk as `config.bootstrap` says, and starts a
+    /// replica of every shard the node hosts.
+    ///
+    /// The first open of a data directory records the engine `E` in it;
+    /// later opens refuse a directory created with another engine.
+    ///
+    /// # Errors
+    /// Invalid configuration; a data directory created with another engine
+    /// ([`NodeError::EngineMismatch`]); a WAL or store that cannot be opened
+    /// or is corrupt; durable state that contradicts itself.
+    pub fn open(config: NodeConfig, disk: D, transport: T, clock: C) -> Result<Self, NodeError> {
+        config.validate()?;
+        let store = Arc::new(MvccStore::open_on(&disk, STORE_FILE, config.store.clone())?);
+        let stored_id = store.node_record(MEMBER_ID_RECORD)?;
+        // Before the WAL is touched: another engine's log must not be read
+        // (or written) as this one's.
+        crate::engine::check_engine(&store, E::KIND, stored_id.is_none())?;
+        let mut wal = Wal::open(disk, config.wal)?;
+        let id = match stored_id {
+            Some(v) => decode_exact::<NodeId>(v)
+                .map_err(|source| NodeError::Codec { what: "stored member id", source })?,
+            None => {
+                let id = match &config.bootstrap {
+                    Bootstrap::NewCluster { .. } => {
+                        member_id(&config.cluster_token, &config.name, &config.peer_urls)
+                    }
+                    Bootstrap::Join { id } => *id,
+                };
+                store.set_node_record(MEMBER_ID_RECORD, Some(&encode_to_vec(&id)))?;
+                id
+            }
+        };
+        let boots = match store.node_record(BOOT_RECORD)? {
+            Some(v) => decode_exact::<u64>(v)
+                .map_err(|source| NodeError::Codec { what: "stored boot count", source })?,
+            None => 0,
+        } + 1;
+        store.set_node_record(BOOT_RECORD, Some(&encode_to_vec(&boots)))?;
+        let shard = DATA_SHARD;
+        if !wal.shards().contains(&shard)
+            && store.applied_index(shard) == LogIndex::ZERO
+            && let Bootstrap::NewCluster { members } = &config.bootstrap
+        {
+            bootstrap_new_cluster(&mut wal, &config, members)?;
+        }
+        reconcile_restored_snapshot(&mut wal, &store, shard, E::SNAPSHOT_KEEPS_LATER_ENTRIES)?;
+
+        let applied = store.applied_index(shard);
+        let engine_config = engine_config(&config, id, shard);
+        let replica = E::create(engine_config, applied, wal.log(shard))?;
+        let tables = ClusterTables::load(&store.read()?, shard)?;
+        let now = clock.now();
+        let soft = SoftState { role: Role::Follower, leader: None, epoch: replica.status().epoch };
+        let hosted = HostedShard {
+            id: shard,
+            soft,
+            applied,
+            tables,
+            leases: LeaseTracker::default(),
+            leases_ready_at: LogIndex::ZERO,
+            snapshot: SnapshotState::new(applied),
+            reconfigured_at: None,
+            replica,
+            retry_membership_at: now,
+            retry_publish_at: now,
+            retry_alarm_at: now,
+        };
+        let mut node = Node {
+            rng: DetRng::new(config.seed ^ id.0.rotate_left(17)),
+            cfg: config,
+            id,
+            transport,
+            clock,
+            wal,
+            store,
+            shards: BTreeMap::from([(shard, hosted)]),
+            next_seq: boots << SEQ_BOOT_SHIFT,
+            last_tick: now,
+            inbox: VecDeque::new(),
+            submitted: VecDeque::new(),
+            proposals: BTreeMap::new(),
+            client_proposals: 0,
+            round_limits: RoundLimits::default(),
+            reads: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            transfers: Vec::new(),
+            outbox: BTreeMap::new(),
+            out: RoundOutput::default(),
+            stopped: None,
+            frames_dropped: 0,
+        };
+        node.provide_snapshot_data(shard)?;
+        Ok(node)
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The cluster's id (0 until a joining member learns it).
+    pub fn cluster_id(&self) -> u64 {
+        self.shards.get(&DATA_SHARD).and_then(|s| s.tables.cluster_id).unwrap_or(0)
+    }
+
+    /// The state machine, shared with the threads that execute reads
+    /// ([`crate::execute_read`]), watch replays and snapshot streams.
+    pub fn store(&self) -> &Arc<MvccStore> {
+        &self.store
+    }
+
+    /// The leader of the data shard, as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.shards.get(&DATA_SHARD).and_then(|s| s.soft.leader)
+    }
+
+    /// Whether the node stopped after a storage failure (and why).
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_ref().map(|s| s.reason.as_str())
+    }
+
+    /// Frames dropped since the node opened (malformed, misaddressed, from
+    /// another cluster, or past [`crate::config::INBOX_FRAMES_MAX`]).
+    pub fn frames_dropped(&self) -> u64 {
+        self.frames_dropped
+    }
+
+    /// When the loop should run its next round if nothing arrives: the next
+    /// tick, or an earlier request deadline.
+    pub fn next_wakeup(&self) -> Duration {
+        let tick = self.last_tick + self.cfg.tick_interval;
+        let deadlines = self
+            .proposals
+            .values()
+            .map(|p| p.deadline)
+            .chain(self.reads.values().map(|r| r.deadline))
+            .chain(self.calls.values().map(|c| c.deadline))
+            .chain(self.transfers.iter().map(|t| t.deadline));
+        deadlines.fold(tick, Duration::min)
+    }
+
+    /// Queues a client request; its answer arrives as a [`Completion`]
+    /// carrying `token` from a later [`Node::run_round`].
+    ///
+    /// # Errors
+    /// `etcdserver: too many requests` when
+    /// [`NodeConfig::pending_requests_max`] requests already wait.
+    pub fn submit(&mut self, token: Token, request: Request) -> Result<(), NodeError> {
+        let pending = self.pending_requests();
+        if pending >= self.cfg.pending_requests_max {
+            return Err(NodeError::TooManyRequests {
+                pending: pending as u64,
+                limit: self.cfg.pending_requests_max as u64,
+            });
+        }
+        let deadline = self.clock.now() + self.cfg.request_timeout;
+        self.submitted.push_back((token, request, deadline));
+        Ok(())
+    }
+
+    /// Queues a frame received from a peer for the next round.
+    ///
+    /// # Errors
+    /// The frame comes from a node of another engine, does not decode, is
+    /// not addressed to this node, or the inbox is full; the frame is
+    /// dropped (as the network may drop any).
+    pub fn receive(&mut self, frame: Bytes) -> Result<(), NodeError> {
+        if PeerFrame::<E::Message>::engine_of(&frame).is_ok_and(|k| k != E::KIND) {
+            // Its messages would decode, if at all, as something else.
+            self.frames_dropped += 1;
+            return Err(NodeError::FrameRefused {
+                why: "sent by a node running another consensus engine; every node of a cluster \
+                      runs the engine the cluster was created with",
+            });
+        }
+        let frame = match PeerFrame::<E::Message>::from_bytes(frame) {
+            Ok(f) => f,
+            Err(source) => {
+                self.frames_dropped += 1;
+                return Err(NodeError::Codec { what: "peer frame", source });
+            }
+        };
+        if frame.to != self.id {
+            self.frames_dropped += 1;
+            return Err(NodeError::FrameRefused { why: "addressed to another node" });
+        }
+        if self.inbox.len() >= crate::config::INBOX_FRAMES_MAX {
+            self.frames_dropped += 1;
+            return Err(NodeError::FrameRefused { why: "the inbox is full (INBOX_FRAMES_MAX)" });
+        }
+        self.inbox.push_back(frame);
+        Ok(())
+    }
+
+    /// Reports that `peer` cannot be reached, so engines probe it instead
+    /// of streaming into the void (the transport also says so by refusing
+    /// a frame).
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        for s in self.shards.values_mut() {
+            s.replica.report_unreachable(peer);
+        }
+    }
+
+    /// One shard's state, cheaply (no store scan): for metrics and tests.
+    pub fn shard_status(&self, shard: ShardId) -> Option<ShardStatus> {
+        let s = self.shards.get(&shard)?;
+        let st = s.replica.status();
+        let state = self.store.read().and_then(|v| v.shard_state(s.id)).unwrap_or_default();
+        Some(ShardStatus {
+            shard: s.id,
+            leader: st.leader,
+            is_leader: st.role == Role::Leader,
+            is_learner: st.membership.is_learner_only(self.id),
+            term: st.epoch.round,
+            commit_index: st.commit,
+            applied_index: s.applied,
+            revision: state.revision,
+            compacted_revision: state.compacted_revision,
+            snapshot_index: s.replica.storage().snapshot_meta().index,
+        })
+    }
+
+    /// The node's state, for `Maintenance.Status`. Measures the store's
+    /// live pages, which walks its trees: not for hot paths (see
+    /// [`Node::shard_status`]).
+    pub fn status(&self) -> NodeStatus {
+        let shards: Vec<ShardStatus> =
+            self.shards.keys().filter_map(|&id| self.shard_status(id)).collect();
+        let data = shards.iter().find(|s| s.shard == DATA_SHARD);
+        let mut errors: Vec<String> = self
+            .shards
+            .get(&DATA_SHARD)
+            .map(|s| {
+                s.tables
+                    .alarms
+                    .iter()
+                    .map(|a| format!("memberID:{} alarm:{}", a.member.0, a.alarm.name()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(stop) = &self.stopped {
+            errors.push(stop.reason.clone());
+        }
+        NodeStatus {
+            member_id: self.id,
+            cluster_id: self.cluster_id(),
+            engine: E::NAME,
+            leader: data.and_then(|s| s.leader),
+            raft_term: data.map_or(0, |s| s.term),
+            raft_index: data.map_or(0, |s| s.commit_index.0),
+            raft_applied_index: data.map_or(0, |s| s.applied_index.0),
+            db_size: self.store.size_bytes().unwrap_or(0),
+            db_size_in_use: self.store.size_in_use_bytes().unwrap_or(0),
+            db_size_quota: self.cfg.quota_backend_bytes,
+            is_learner: data.is_some_and(|s| s.is_learner),
+            errors,
+            shards,
+        }
+    }
+
+    /// Active alarms (the cluster's, as applied here, and this node's own
+    /// NOSPACE if a full disk stopped it).
+    pub fn alarms(&self) -> Vec<crate::AlarmMember> {
+        self.alarm_list(DATA_SHARD)
+    }
+
+    /// Members of the data shard's table, in id order.
+    pub fn members(&self) -> Vec<Member> {
+        self.shards.get(&DATA_SHARD).map(|s| s.tables.member_list()).unwrap_or_default()
+    }
+
+    /// The engine status of `shard`'s replica (for tests and metrics).
+    pub fn replica_status(&self, shard: ShardId) -> Option<ringkv_consensus::Status> {
+        self.shards.get(&shard).map(|s| s.replica.status())
+    }
+
+    /// Asserts the node's invariants; run after every round in debug builds
+    /// (and by the simulator whenever it likes).
+    ///
+    /// # Panics
+    /// If an invariant is broken, naming it.
+    pub fn check_invariants(&self) {
+        let waited = self.proposals.values().filter(|p| p.token.is_some()).count();
+        assert_eq!(self.client_proposals, waited, "client proposal count drifted");
+        assert!(self.inbox.len() <= crate::config::INBOX_FRAMES_MAX, "inbox over its bound");
+        let seqs = self
+            .proposals
+            .keys()
+            .map(|id| id.seq)
+            .chain(self.reads.keys().copied())
+            .chain(self.calls.keys().copied());
+        for seq in seqs {
+            assert!(seq < self.next_seq, "request number {seq} not yet handed out");
+        }
+        for p in self.proposals.values() {
+            assert!(self.shards.contains_key(&p.shard), "a proposal for an unhosted shard");
+        }
+        for s in self.shards.values() {
+            let st = s.replica.status();
+            assert!(
+                s.applied <= st.commit,
+                "shard {} applied {} past commit {}",
+                s.id,
+                s.applied,
+                st.commit
+            );
+            assert_eq!(s.soft.role == Role::Leader, s.is_leader(), "role bookkeeping");
+            assert!(!s.leases.is_active() || s.is_leader(), "lease clocks run on a follower");
+        }
+        if self.stopped.is_some() {
+            let waiting =
+                self.proposals.len() + self.reads.len() + self.calls.len() + self.transfers.len();
+            assert_eq!(waiting, 0, "a stopped node keeps waiters");
+        }
+    }
+
+    fn pending_requests(&self) -> usize {
+        self.submitted.len()
+            + self.client_proposals
+            + self.reads.len()
+            + self.calls.len()
+            + self.transfers.len()
+    }
+
+    fn insert_proposal(&mut self, id: ProposalId, p: PendingProposal) {
+        if p.token.is_some() {
+            self.client_proposals += 1;
+        }
+        let previous = self.proposals.insert(id, p);
+        assert!(previous.is_none(), "proposal ids are never reused");
+    }
+
+    fn remove_proposal(&mut self, id: ProposalId) -> Option<PendingProposal> {
+        let p = self.proposals.remove(&id)?;
+        if p.token.is_some() {
+            self.client_proposals -= 1;
+        }
+        Some(p)
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    fn header(&self, shard: ShardId) -> Header {
+        Header {
+            cluster_id: self.cluster_id(),
+            member_id: self.id,
+            raft_term: self.shards.get(&shard).map_or(0, |s| s.soft.epoch.round),
+        }
+    }
+
+    fn complete(&mut self, token: Token, shard: ShardId, result: Result<Reply, NodeError>) {
+        let header = self.header(shard);
+        self.out.completions.push(Completion::Done { token, header, result });
+    }
+
+    fn ready_read(&mut self, token: Token, shard: ShardId, read: ReadRequest) {
+        let header = self.header(shard);
+        self.out.completions.push(Completion::ReadReady { token, header, shard, read });
+    }
+}
+
+/// The engine configuration of this node's replica of `shard`.
+fn engine_config(cfg: &NodeConfig, id: NodeId, shard: ShardId) -> Config {
+    let mut c = Config::new(id, shard);
+    c.election_ticks = cfg.election_ticks;
+    c.heartbeat_ticks = cfg.heartbeat_ticks;
+    c.read_mode = cfg.read_mode;
+    // Leave room in a request for the proposal envelope around it.
+    c.max_command_bytes = c.max_command_bytes.max(cfg.request_bytes_max + 4096);
+    c.max_uncommitted_bytes = c.max_uncommitted_bytes.max(c.max_command_bytes);
+    c.seed = cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ id.0 ^ shard.0.rotate_left(32);
+    c
+}
+
+/// Writes a new cluster's initial state into the WAL: the founding voters
+/// as the configuration at index 0, and the member table as entry 1,
+/// committed, identical on every founding node (etcd does the same with
+/// its initial configuration entries).
+fn bootstrap_new_cluster<D: Disk>(
+    wal: &mut Wal<D>,
+    cfg: &NodeConfig,
+    members: &[crate::config::InitialMember],
+) -> Result<(), NodeError> {
+    let shard = DATA_SHARD;
+    let mut table: Vec<Member> = members
+        .iter()
+        .map(|m| Member {
+            id: member_id(&cfg.cluster_token, &m.name, &m.peer_urls),
+            name: m.name.clone(),
+            peer_urls: m.peer_urls.clone(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        })
+        .collect();
+    table.sort_by_key(|m| m.id);
+    let ids = table.iter().map(|m| m.id).collect();
+    let cluster = cluster_id(&cfg.cluster_token, &ids);
+    let membership = Membership::new(ids.iter().copied());
+    if let Err(e) = membership.validate() {
+        return Err(NodeError::Config { field: "bootstrap", why: e.to_string() });
+    }
+    let init = Proposal {
+        id: None,
+        body: ProposalBody::InitCluster(ClusterInit { cluster_id: cluster, members: table }),
+    };
+    let entry = Entry {
+        index: LogIndex(1),
+        epoch: BOOTSTRAP_EPOCH,
+        kind: EntryKind::Command,
+        payload: init.to_bytes(),
+    };
+    let meta = SnapshotMeta { index: LogIndex::ZERO, epoch: Epoch::ZERO, membership };
+    wal.install_snapshot(shard, &meta)?;
+    wal.append(shard, &[entry])?;
+    wal.set_hard_state(
+        shard,
+        HardState { epoch: BOOTSTRAP_EPOCH, vote: None, commit: LogIndex(1) },
+    )?;
+    wal.sync()?;
+    Ok(())
+}
+
+/// After a crash between restoring a snapshot into the store (durable
+/// first) and recording it in the WAL, the WAL lacks the snapshot the
+/// store holds: record it now, so the log and the state machine agree
+/// again (the snapshot holds only committed entries, so recording it late
+/// promises nothing new).
+///
+/// Recorded whether or not the log agrees with the snapshot's last entry:
+/// a Multi-Paxos log may agree there and still hold vacant slots below it,
+/// which must not be taken for committed ones. Where the log disagrees,
+/// an engine whose snapshots keep later entries (Multi-Paxos never drops
+/// an accepted value) gets the entries after the snapshot back, as the
+/// Ready that installed it would have re-emitted them.
+fn reconcile_restored_snapshot<D: Disk>(
+    wal: &mut Wal<D>,
+    store: &MvccStore,
+    shard: ShardId,
+    keep_later_entries: bool,
+) -> Result<(), NodeError> {
+    let Some(bytes) = store.node_record(&snapshot_record(shard))? else { return Ok(()) };
+    let meta = decode_exact::<SnapshotMeta>(bytes)
+        .map_err(|source| NodeError::Codec { what: "restored snapshot record", source })?;
+    let log = wal.log(shard);
+    if meta.index <= log.snapshot_meta().index {
+        // Recorded, or the WAL moved on from this snapshot.
+        return Ok(());
+    }
+    let agrees = log.epoch(meta.index).is_ok_and(|epoch| epoch == meta.epoch);
+    let last = log.last_index();
+    let later = if !agrees && keep_later_entries && last > meta.index {
+        log.entries(meta.index.next(), last.next(), u64::MAX)
+            .map_err(|e| NodeError::Corrupt { shard, what: format!("reading the WAL: {e}") })?
+    } else {
+        Vec::new()
+    };
+    // Agreeing, the WAL compacts and keeps the later entries itself.
+    wal.install_snapshot(shard, &meta)?;
+    if !later.is_empty() {
+        wal.append(shard, &later)?;
+    }
+    wal.sync()?;
+    Ok(())
+}
+
+/// Whether an error means the disk is full.
+fn is_no_space(e: &NodeError) -> bool {
+    match e {
+        NodeError::Wal(w) => matches!(w.root_cause(), WalError::NoSpace { .. }),
+        NodeError::Store(s) => s.is_no_space(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use ringkv_consensus::{NodeId, encode_to_vec};
+    use ringkv_storage::mvcc::StoreOptions;
+    use ringkv_storage::{SimDisk, WalOptions};
+
+    use super::*;
+
+    const SHARD: ShardId = DATA_SHARD;
+
+    fn entry(index: u64, epoch: Epoch) -> Entry {
+        let payload = if epoch == Epoch::ZERO { Bytes::new() } else { Bytes::from(vec![7]) };
+        let kind = if epoch == Epoch::ZERO { EntryKind::Noop } else { EntryKind::Command };
+        Entry { index: LogIndex(index), epoch, kind, payload }
+    }
+
+    /// A Multi-Paxos acceptor's WAL: slots 1..=3 chosen in ballot `old`,
+    /// 4..=5 vacant, 6..=10 accepted in ballot `new`; and its store,
+    /// restored from a leader's snapshot at 6 (recorded with epoch
+    /// `snapshot_epoch`) by a node that crashed before writing the WAL.
+    fn crashed_mid_install(snapshot_epoch: Epoch) -> (Wal<SimDisk>, MvccStore) {
+        let (old, new) = (Epoch::ballot(2, NodeId(1)), Epoch::ballot(3, NodeId(2)));
+        let disk = SimDisk::new(5);
+        let mut wal = Wal::open(disk.clone(), WalOptions::default()).unwrap();
+        let membership = Membership::new([NodeId(1), NodeId(2), NodeId(3)]);
+        let base = SnapshotMeta { index: LogIndex::ZERO, epoch: Epoch::ZERO, membership };
+        wal.install_snapshot(SHARD, &base).unwrap();
+        let mut entries: Vec<Entry> = (1..=3).map(|i| entry(i, old)).collect();
+        entries.extend((4..=5).map(|i| entry(i, Epoch::ZERO)));
+        entries.extend((6..=10).map(|i| entry(i, new)));
+        wal.append(SHARD, &entries).unwrap();
+        wal.set_hard_state(SHARD, HardState { epoch: new, vote: None, commit: LogIndex(3) })
+            .unwrap();
+        wal.sync().unwrap();
+
+        // The leader's state at 6, exported as it sends it.
+        let leader =
+            MvccStore::open_on(&SimDisk::new(6), STORE_FILE, StoreOptions::default()).unwrap();
+        leader.write(|b| (1..=6).try_for_each(|i| b.skip(SHARD, LogIndex(i)))).unwrap();
+        let chunks: Vec<Bytes> = leader.snapshot(SHARD).unwrap().collect::<Result<_, _>>().unwrap();
+        let store = MvccStore::open_on(&disk, STORE_FILE, StoreOptions::default()).unwrap();
+        let meta = SnapshotMeta { index: LogIndex(6), epoch: snapshot_epoch, ..base };
+        let record = encode_to_vec(&meta);
+        let name = snapshot_record(SHARD);
+        store.restore_with_node_records(SHARD, chunks, &[(name.as_str(), &record)]).unwrap();
+        (wal, store)
+    }
+
+    fn epochs(wal: &Wal<SimDisk>) -> (LogIndex, Vec<Epoch>) {
+        let log = wal.log(SHARD);
+        let first = log.snapshot_meta().index;
+        let entries = log.entries(first.next(), log.last_index().next(), u64::MAX).unwrap();
+        (first, entries.iter().map(|e| e.epoch).collect())
+    }
+
+    #[test]
+    fn a_paxos_repair_keeps_the_slots_accepted_after_the_snapshot() {
+        let new = Epoch::ballot(3, NodeId(2));
+        // The leader holds slot 6 in an older ballot than this acceptor.
+        let (mut wal, store) = crashed_mid_install(Epoch::ballot(2, NodeId(1)));
+        reconcile_restored_snapshot(&mut wal, &store, SHARD, true).unwrap();
+        assert_eq!(epochs(&wal), (LogIndex(6), vec![new; 4]), "slots 7..=10 survive");
+    }
+
+    #[test]
+    fn a_raft_repair_drops_a_log_that_disagrees_with_the_snapshot() {
+        let (mut wal, store) = crashed_mid_install(Epoch::ballot(2, NodeId(1)));
+        reconcile_restored_snapshot(&mut wal, &store, SHARD, false).unwrap();
+        assert_eq!(epochs(&wal), (LogIndex(6), vec![]));
+    }
+
+    #[test]
+    fn a_log_that_agrees_is_compacted_so_no_vacant_slot_looks_committed() {
+        let new = Epoch::ballot(3, NodeId(2));
+        for keep in [false, true] {
+            let (mut wal, store) = crashed_mid_install(new);
+            reconcile_restored_snapshot(&mut wal, &store, SHARD, keep).unwrap();
+            assert_eq!(epochs(&wal), (LogIndex(6), vec![new; 4]), "keep later entries: {keep}");
+            // Done once: a second open changes nothing.
+            reconcile_restored_snapshot(&mut wal, &store, SHARD, keep).unwrap();
+            assert_eq!(epochs(&wal).0, LogIndex(6));
+        }
+    }
+
+    /// A follower's Ready that raises its promise to ballot 3 and accepts
+    /// slots 4..=6 in it, learning 4..=5 chosen, written over several WAL
+    /// batches as a Ready too large for one is: after a crash at any batch
+    /// boundary the replica must still recover.
+    #[test]
+    fn every_prefix_of_a_split_ready_recovers() {
+        use crate::engine::{Engine, PaxosEngine};
+        use ringkv_consensus::{Config, Ready, ReadyNumber};
+        use round::{ReadyWrite, ready_writes};
+
+        let (old, new) = (Epoch::ballot(2, NodeId(1)), Epoch::ballot(3, NodeId(2)));
+        let durable = HardState { epoch: old, vote: None, commit: LogIndex(3) };
+        let mut rd: Ready<ringkv_paxos::Message> = Ready::new(ReadyNumber(9));
+        rd.hard_state = Some(HardState { epoch: new, vote: None, commit: LogIndex(5) });
+        rd.entries = (4..=6).map(|i| entry(i, new)).collect();
+        let recovers = |writes: &[ReadyWrite<'_>]| {
+            let mut wal = Wal::open(SimDisk::new(8), WalOptions::default()).unwrap();
+            let membership = Membership::new([NodeId(1), NodeId(2), NodeId(3)]);
+            let base = SnapshotMeta { index: LogIndex::ZERO, epoch: Epoch::ZERO, membership };
+            wal.install_snapshot(SHARD, &base).unwrap();
+            wal.append(SHARD, &(1..=3).map(|i| entry(i, old)).collect::<Vec<_>>()).unwrap();
+            wal.set_hard_state(SHARD, durable).unwrap();
+            wal.sync().unwrap();
+            for w in writes {
+                match w {
+                    ReadyWrite::HardState(hs) => wal.set_hard_state(SHARD, *hs).map(|_| ()),
+                    ReadyWrite::Entries(es) => wal.append(SHARD, es).map(|_| ()),
+                    ReadyWrite::Snapshot(_) => unreachable!("no snapshot in this Ready"),
+                }
+                .unwrap();
+                wal.sync().unwrap();
+            }
+            PaxosEngine::create(Config::new(NodeId(2), SHARD), LogIndex(3), wal.log(SHARD))
+                .map(|_| ())
+        };
+        let writes = ready_writes(&rd, durable, true);
+        for k in 0..=writes.len() {
+            if let Err(e) = recovers(&writes[..k]) {
+                panic!("a crash after {k} of {} batches: {e}", writes.len());
+            }
+        }
+        // Written whole (one batch), the order does not matter; split in
+        // that order, the entries would outrun the promise.
+        let whole = ready_writes(&rd, durable, false);
+        assert!(recovers(&whole).is_ok());
+        assert!(recovers(&whole[..1]).is_err(), "entries above the stored promise are refused");
+    }
+}

@@ -1,0 +1,440 @@
+//! What the node writes into a shard's log: a [`Proposal`] around an MVCC
+//! command or a change of the node layer's replicated tables.
+//!
+//! Every proposal made for a client carries a [`ProposalId`]: the node that
+//! took the request and a sequence number there. Every replica applies the
+//! entry; the node whose id it carries answers its client when *it*
+//! applies it (etcd's wait-by-id), so a follower that forwarded a request
+//! to the leader needs no reply on success.
+//!
+//! Encoding ([`Wire`]): a format byte, the optional id, a body tag, the
+//! body. MVCC commands keep their own encoding (with its own format byte)
+//! inside.
+
+use bytes::Bytes;
+use ringkv_consensus::codec::{CodecError, Decoder, Wire, put_str, put_varint};
+use ringkv_consensus::{NodeId, decode_exact, encode_to_vec};
+use ringkv_storage::mvcc::Command;
+
+/// Format of encoded proposals.
+const PROPOSAL_FORMAT: u8 = 1;
+
+/// A proposal's cluster-wide identity.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProposalId {
+    /// The node that took the request and answers it.
+    pub node: NodeId,
+    /// Its sequence number on that node, never reused, across restarts
+    /// too (an entry proposed before a crash may commit after it).
+    pub seq: u64,
+}
+
+/// A member of the cluster (etcd's `Member`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Member {
+    /// The member id; also its consensus [`NodeId`].
+    pub id: NodeId,
+    /// Its name; empty until the member starts and publishes it.
+    pub name: String,
+    /// URLs its peers reach it at.
+    pub peer_urls: Vec<String>,
+    /// URLs clients reach it at; empty until it publishes them.
+    pub client_urls: Vec<String>,
+    /// A non-voting member that receives the log.
+    pub is_learner: bool,
+}
+
+/// A change of the member table (etcd's Cluster API).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// MemberAdd: the id was chosen by the node that took the request.
+    Add(Member),
+    /// MemberRemove.
+    Remove(NodeId),
+    /// MemberUpdate: new peer URLs.
+    Update {
+        /// The member.
+        id: NodeId,
+        /// Its new peer URLs.
+        peer_urls: Vec<String>,
+    },
+    /// MemberPromote: a learner becomes a voter (the leader checked that
+    /// it has caught up before proposing).
+    Promote(NodeId),
+    /// A starting member publishes its name and client URLs (etcd's
+    /// `publish`).
+    Publish {
+        /// The member.
+        id: NodeId,
+        /// Its name.
+        name: String,
+        /// Its client URLs.
+        client_urls: Vec<String>,
+    },
+}
+
+/// etcd's `AlarmType` (values as on etcd's wire).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlarmType {
+    /// The member ran out of space (disk full, or the store passed
+    /// `--quota-backend-bytes`): the cluster refuses writes.
+    NoSpace,
+    /// The member found its data corrupt.
+    Corrupt,
+}
+
+impl AlarmType {
+    /// The value etcd's protobuf enum uses.
+    pub fn wire_value(self) -> i32 {
+        match self {
+            AlarmType::NoSpace => 1,
+            AlarmType::Corrupt => 2,
+        }
+    }
+
+    /// The name etcd prints (`NOSPACE`, `CORRUPT`).
+    pub fn name(self) -> &'static str {
+        match self {
+            AlarmType::NoSpace => "NOSPACE",
+            AlarmType::Corrupt => "CORRUPT",
+        }
+    }
+}
+
+/// An alarm raised by a member (etcd's `AlarmMember`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AlarmMember {
+    /// The member that raised it.
+    pub member: NodeId,
+    /// What it is.
+    pub alarm: AlarmType,
+}
+
+/// A change of the alarm table (etcd's `Alarm` ACTIVATE / DEACTIVATE).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AlarmChange {
+    /// Raise the alarm.
+    Activate(AlarmMember),
+    /// Clear it.
+    Deactivate(AlarmMember),
+}
+
+/// The first entry of a new cluster's log, identical on every founding
+/// node: the initial member table (etcd writes its initial members as the
+/// first log entries the same way, so a member that joins later and
+/// replays the log from the start learns them too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterInit {
+    /// The cluster's id, derived from its token and initial members.
+    pub cluster_id: u64,
+    /// The founding members, in id order.
+    pub members: Vec<Member>,
+}
+
+/// What a proposal asks the shard to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposalBody {
+    /// An MVCC command (KV, lease, compaction).
+    Kv(Command),
+    /// A change of the member table.
+    Member(MemberChange),
+    /// A change of the alarm table.
+    Alarm(AlarmChange),
+    /// A new cluster's initial member table.
+    InitCluster(ClusterInit),
+}
+
+/// One command in a shard's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposal {
+    /// Who waits for the answer; `None` for the node's own housekeeping
+    /// (lease expiry, checkpoints, membership reconciliation, bootstrap).
+    pub id: Option<ProposalId>,
+    /// What to do.
+    pub body: ProposalBody,
+}
+
+impl Proposal {
+    /// The encoded proposal, as a log entry's payload.
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(encode_to_vec(self))
+    }
+
+    /// Decodes a log entry's payload.
+    ///
+    /// # Errors
+    /// The payload is not exactly one well-formed proposal.
+    pub fn from_bytes(payload: Bytes) -> Result<Proposal, CodecError> {
+        decode_exact(payload)
+    }
+}
+
+impl Wire for ProposalId {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.node.encode(out);
+        put_varint(out, self.seq);
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(ProposalId { node: NodeId::decode(d)?, seq: d.varint()? })
+    }
+}
+
+impl Wire for Member {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.id.encode(out);
+        put_str(out, &self.name);
+        self.peer_urls.encode(out);
+        self.client_urls.encode(out);
+        self.is_learner.encode(out);
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let m = Member {
+            id: NodeId::decode(d)?,
+            name: d.string()?,
+            peer_urls: Vec::<String>::decode(d)?,
+            client_urls: Vec::<String>::decode(d)?,
+            is_learner: d.bool()?,
+        };
+        if !m.id.is_valid() {
+            return Err(d.invalid("member (id 0)"));
+        }
+        Ok(m)
+    }
+}
+
+impl Wire for AlarmType {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.wire_value() as u8);
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let at = d.position();
+        match d.u8()? {
+            1 => Ok(AlarmType::NoSpace),
+            2 => Ok(AlarmType::Corrupt),
+            tag => Err(CodecError::BadTag { what: "alarm type", tag, at }),
+        }
+    }
+}
+
+impl Wire for AlarmMember {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.member.encode(out);
+        self.alarm.encode(out);
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(AlarmMember { member: NodeId::decode(d)?, alarm: AlarmType::decode(d)? })
+    }
+}
+
+impl Wire for MemberChange {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            MemberChange::Add(m) => {
+                out.push(0);
+                m.encode(out);
+            }
+            MemberChange::Remove(id) => {
+                out.push(1);
+                id.encode(out);
+            }
+            MemberChange::Update { id, peer_urls } => {
+                out.push(2);
+                id.encode(out);
+                peer_urls.encode(out);
+            }
+            MemberChange::Promote(id) => {
+                out.push(3);
+                id.encode(out);
+            }
+            MemberChange::Publish { id, name, client_urls } => {
+                out.push(4);
+                id.encode(out);
+                put_str(out, name);
+                client_urls.encode(out);
+            }
+        }
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(match d.tag("member change", 4)? {
+            0 => MemberChange::Add(Member::decode(d)?),
+            1 => MemberChange::Remove(NodeId::decode(d)?),
+            2 => MemberChange::Update {
+                id: NodeId::decode(d)?,
+                peer_urls: Vec::<String>::decode(d)?,
+            },
+            3 => MemberChange::Promote(NodeId::decode(d)?),
+            _ => MemberChange::Publish {
+                id: NodeId::decode(d)?,
+                name: d.string()?,
+                client_urls: Vec::<String>::decode(d)?,
+            },
+        })
+    }
+}
+
+impl Wire for AlarmChange {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let (t, m) = match self {
+            AlarmChange::Activate(m) => (0, m),
+            AlarmChange::Deactivate(m) => (1, m),
+        };
+        out.push(t);
+        m.encode(out);
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let t = d.tag("alarm change", 1)?;
+        let m = AlarmMember::decode(d)?;
+        Ok(if t == 0 { AlarmChange::Activate(m) } else { AlarmChange::Deactivate(m) })
+    }
+}
+
+impl Wire for ClusterInit {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.cluster_id);
+        self.members.encode(out);
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(ClusterInit { cluster_id: d.varint()?, members: Vec::decode(d)? })
+    }
+}
+
+impl Wire for Proposal {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(PROPOSAL_FORMAT);
+        self.id.encode(out);
+        match &self.body {
+            ProposalBody::Kv(c) => {
+                out.push(0);
+                c.encode(out);
+            }
+            ProposalBody::Member(m) => {
+                out.push(1);
+                m.encode(out);
+            }
+            ProposalBody::Alarm(a) => {
+                out.push(2);
+                a.encode(out);
+            }
+            ProposalBody::InitCluster(i) => {
+                out.push(3);
+                i.encode(out);
+            }
+        }
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let at = d.position();
+        let format = d.u8()?;
+        if format != PROPOSAL_FORMAT {
+            return Err(CodecError::BadTag { what: "proposal format", tag: format, at });
+        }
+        let id = Option::<ProposalId>::decode(d)?;
+        let body = match d.tag("proposal body", 3)? {
+            0 => ProposalBody::Kv(Command::decode(d)?),
+            1 => ProposalBody::Member(MemberChange::decode(d)?),
+            2 => ProposalBody::Alarm(AlarmChange::decode(d)?),
+            _ => ProposalBody::InitCluster(ClusterInit::decode(d)?),
+        };
+        Ok(Proposal { id, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use ringkv_storage::mvcc::{LeaseId, LeaseRevokeRequest, PutRequest};
+
+    fn member() -> impl Strategy<Value = Member> {
+        (
+            1u64..u64::MAX,
+            "[a-z]{0,8}",
+            prop::collection::vec("[a-z:/0-9]{0,12}", 0..3),
+            prop::collection::vec("[a-z:/0-9]{0,12}", 0..3),
+            any::<bool>(),
+        )
+            .prop_map(|(id, name, peer_urls, client_urls, is_learner)| Member {
+                id: NodeId(id),
+                name,
+                peer_urls,
+                client_urls,
+                is_learner,
+            })
+    }
+
+    fn body() -> impl Strategy<Value = ProposalBody> {
+        prop_oneof![
+            (any::<i64>(), prop::collection::vec(any::<u8>(), 1..16)).prop_map(|(lease, key)| {
+                ProposalBody::Kv(Command::Put(PutRequest {
+                    key: Bytes::from(key),
+                    lease: LeaseId(lease),
+                    ..PutRequest::default()
+                }))
+            }),
+            any::<i64>().prop_map(|id| ProposalBody::Kv(Command::LeaseRevoke(
+                LeaseRevokeRequest { id: LeaseId(id) }
+            ))),
+            member().prop_map(|m| ProposalBody::Member(MemberChange::Add(m))),
+            (1u64..u64::MAX).prop_map(|id| ProposalBody::Member(MemberChange::Remove(NodeId(id)))),
+            (1u64..u64::MAX, prop::collection::vec("[a-z]{0,5}", 0..3)).prop_map(|(id, urls)| {
+                ProposalBody::Member(MemberChange::Update { id: NodeId(id), peer_urls: urls })
+            }),
+            (1u64..u64::MAX).prop_map(|id| ProposalBody::Member(MemberChange::Promote(NodeId(id)))),
+            (1u64..u64::MAX, "[a-z]{0,5}").prop_map(|(id, name)| {
+                ProposalBody::Member(MemberChange::Publish {
+                    id: NodeId(id),
+                    name,
+                    client_urls: vec!["http://c".into()],
+                })
+            }),
+            (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(m, on, space)| {
+                let alarm = if space { AlarmType::NoSpace } else { AlarmType::Corrupt };
+                let am = AlarmMember { member: NodeId(m), alarm };
+                ProposalBody::Alarm(if on {
+                    AlarmChange::Activate(am)
+                } else {
+                    AlarmChange::Deactivate(am)
+                })
+            }),
+            (any::<u64>(), prop::collection::vec(member(), 0..4)).prop_map(
+                |(cluster_id, members)| {
+                    ProposalBody::InitCluster(ClusterInit { cluster_id, members })
+                }
+            ),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn proposals_roundtrip(
+            id in prop::option::of((1u64..u64::MAX, any::<u64>())),
+            body in body(),
+        ) {
+            let p = Proposal { id: id.map(|(n, seq)| ProposalId { node: NodeId(n), seq }), body };
+            let bytes = p.to_bytes();
+            prop_assert_eq!(Proposal::from_bytes(bytes.clone()).unwrap(), p);
+            for cut in 0..bytes.len() {
+                prop_assert!(Proposal::from_bytes(bytes.slice(..cut)).is_err());
+            }
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..128)) {
+            let _ = Proposal::from_bytes(Bytes::from(bytes));
+        }
+    }
+
+    #[test]
+    fn a_member_with_id_zero_is_refused() {
+        let p =
+            Proposal { id: None, body: ProposalBody::Member(MemberChange::Add(Member::default())) };
+        assert!(Proposal::from_bytes(p.to_bytes()).is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! Helpers shared by the node's integration tests.
+//!
+//! Every scenario is a function generic over the consensus engine,
+//! `fn scenario<E: Engine>()`, and [`engine_tests!`] instantiates it once
+//! per engine as `raft::scenario` and `paxos::scenario`: the same
+//! scenarios must pass on both.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use bytes::Bytes;
+use ringkv_consensus::NodeId;
+use ringkv_node::testing::{Cluster, ConfigEdit};
+use ringkv_node::{Engine, NodeError, Reply, Request};
+use ringkv_storage::mvcc::{KeyValue, PutRequest, RangeRequest, Response, Revision};
+
+/// Steps a request may take before a test gives up on it.
+pub(crate) const STEPS: usize = 200;
+
+/// Declares `#[test]`s `raft::<name>` and `paxos::<name>` for each generic
+/// scenario `fn <name><E: Engine>()` named.
+macro_rules! engine_tests {
+    ($($name:ident),* $(,)?) => {
+        mod raft {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name::<ringkv_node::RaftEngine>();
+                }
+            )*
+        }
+        mod paxos {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name::<ringkv_node::PaxosEngine>();
+                }
+            )*
+        }
+    };
+}
+
+/// A new `n`-member cluster of engine `E` with the test defaults.
+pub(crate) fn cluster<E: Engine>(n: usize, seed: u64) -> Cluster<E> {
+    Cluster::with_engine(n, seed, &|_| {})
+}
+
+/// A new `n`-member cluster of engine `E`, each config edited by `edit`.
+pub(crate) fn cluster_with<E: Engine>(n: usize, seed: u64, edit: ConfigEdit<'_>) -> Cluster<E> {
+    Cluster::with_engine(n, seed, edit)
+}
+
+pub(crate) fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+pub(crate) fn put_req(key: &str, value: &str) -> Request {
+    Request::Put(PutRequest { key: b(key), value: b(value), ..PutRequest::default() })
+}
+
+/// Puts through `on` and returns the revision.
+pub(crate) fn put<E: Engine>(
+    c: &mut Cluster<E>,
+    on: NodeId,
+    key: &str,
+    value: &str,
+) -> Result<Revision, NodeError> {
+    match c.call(on, put_req(key, value), STEPS)? {
+        Reply::Kv(Response::Put(r)) => Ok(r.revision),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+/// A linearizable (or serializable) get through `on`.
+pub(crate) fn get_on<E: Engine>(
+    c: &mut Cluster<E>,
+    on: NodeId,
+    key: &str,
+    serializable: bool,
+) -> Result<Option<KeyValue>, NodeError> {
+    let req = RangeRequest { key: b(key), serializable, ..RangeRequest::default() };
+    match c.call(on, Request::Range(req), STEPS)? {
+        Reply::Range(mut r) => Ok(r.kvs.pop()),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+/// The value of `key` as `on`'s store holds it now (no request).
+pub(crate) fn local_value<E: Engine>(c: &Cluster<E>, on: NodeId, key: &str) -> Option<Bytes> {
+    let req = RangeRequest { key: b(key), ..RangeRequest::default() };
+    c.node(on).store().range(ringkv_node::DATA_SHARD, &req).unwrap().kvs.pop().map(|kv| kv.value)
+}
+
+/// Steps until every running node has applied as far as the furthest one.
+pub(crate) fn settle<E: Engine>(c: &mut Cluster<E>) {
+    let ok = c.run_until(STEPS * 2, |c| {
+        let shard = |id| c.node(id).shard_status(ringkv_node::DATA_SHARD).unwrap();
+        let applied: Vec<u64> = c.running().iter().map(|&id| shard(id).applied_index.0).collect();
+        let commits: Vec<u64> = c.running().iter().map(|&id| shard(id).commit_index.0).collect();
+        let max = commits.iter().copied().max().unwrap_or(0);
+        applied.iter().all(|&a| a == max)
+    });
+    assert!(ok, "nodes did not converge");
+}
+
+/// Asserts that every running node holds the same KV state.
+pub(crate) fn assert_same_state<E: Engine>(c: &Cluster<E>) {
+    let ids = c.running();
+    let first = c.hash_kv(ids[0]);
+    for &id in &ids[1..] {
+        assert_eq!(c.hash_kv(id), first, "node {id} differs from {}", ids[0]);
+        assert_eq!(c.hash(id), c.hash(ids[0]), "node {id}'s whole state differs");
+    }
+}

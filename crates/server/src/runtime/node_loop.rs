@@ -1,0 +1,203 @@
+//! The node thread: one [`Node`] driven by one bounded inbox.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::Duration;
+
+use ringkv_consensus::NodeId;
+use ringkv_node::{
+    Clock, Completion, DATA_SHARD, Engine, Member, Node, NodeError, Token, WatchEvents,
+    execute_read,
+};
+use ringkv_storage::Disk;
+use tokio::runtime::Handle;
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+
+use super::io::{MonotonicClock, PeerLink};
+use super::{Answer, INBOX_DRAIN_MAX, NodeInput, NodeResult, NodeState, STATUS_REFRESH_INTERVAL};
+use crate::config::HttpUrl;
+use crate::metrics::Metrics;
+use crate::peer::PeerEvent;
+
+/// Everything the loop owns besides the node.
+pub(super) struct Loop<E: Engine, D: Disk> {
+    pub(super) node: Node<E, D, PeerLink, MonotonicClock>,
+    pub(super) clock: MonotonicClock,
+    pub(super) inbox: Receiver<NodeInput>,
+    pub(super) state: Arc<NodeState>,
+    pub(super) events: broadcast::Sender<Arc<[WatchEvents]>>,
+    pub(super) runtime: Handle,
+    pub(super) link: PeerLink,
+    pub(super) metrics: Metrics,
+}
+
+impl<E: Engine, D: Disk> Loop<E, D> {
+    /// Runs until a [`NodeInput::Shutdown`] arrives or every sender is gone.
+    pub(super) fn run(mut self) {
+        let mut waiting: HashMap<Token, tokio::sync::oneshot::Sender<NodeResult>> = HashMap::new();
+        let mut next_token = 0u64;
+        let mut more = false;
+        let mut last_refresh: Option<Duration> = None;
+        let mut peers: BTreeMap<NodeId, Vec<HttpUrl>> = BTreeMap::new();
+        'outer: loop {
+            // Wait for input, the next wakeup, or nothing if work is queued.
+            let first = if more {
+                match self.inbox.try_recv() {
+                    Ok(input) => Some(input),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                let now = self.clock.now();
+                let wait = self.node.next_wakeup().saturating_sub(now);
+                let wait = wait.min(STATUS_REFRESH_INTERVAL);
+                match self.inbox.recv_timeout(wait) {
+                    Ok(input) => Some(input),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            let mut input = first;
+            let mut taken = 0;
+            while let Some(next) = input.take() {
+                match next {
+                    NodeInput::Request { request, reply } => {
+                        let token = Token(next_token);
+                        next_token += 1;
+                        match self.node.submit(token, request) {
+                            Ok(()) => {
+                                waiting.insert(token, reply);
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
+                    }
+                    NodeInput::Peer(PeerEvent::Frame { from, frame }) => {
+                        if let Err(error) = self.node.receive(frame) {
+                            debug!(%from, %error, "peer frame dropped");
+                        }
+                    }
+                    NodeInput::Peer(PeerEvent::Unreachable(peer)) => {
+                        self.node.report_unreachable(peer);
+                    }
+                    NodeInput::Shutdown => break 'outer,
+                }
+                taken += 1;
+                if taken < INBOX_DRAIN_MAX {
+                    input = self.inbox.try_recv().ok();
+                }
+            }
+
+            let out = self.node.run_round();
+            more = out.more;
+            if !out.events.is_empty() {
+                if let Some(last) = out.events.iter().rev().find(|e| e.shard == DATA_SHARD) {
+                    self.state.advance_revision(last.revision);
+                }
+                // WATCH HUB: the watch branch's `WatchHub::publish(&WatchEvents)`
+                // is fed here, on the node thread, in apply order, before the
+                // events are broadcast below: `for e in &out.events { hub.publish(e) }`.
+                //
+                // The broadcast feeds the Lock and Election services (and any
+                // other in-process follower of applied changes). It never
+                // blocks the node: a subscriber that falls more than
+                // `EVENT_BROADCAST_CAPACITY` rounds behind gets `Lagged` and
+                // must re-read the store, which the concurrency services do.
+                let _ = self.events.send(Arc::from(out.events));
+            }
+            for completion in out.completions {
+                let Some(reply) = waiting.remove(&completion.token()) else { continue };
+                match completion {
+                    Completion::Done { header, result, .. } => {
+                        let _ = reply.send(result.map(|reply| Answer { header, reply }));
+                    }
+                    Completion::ReadReady { header, shard, read, .. } => {
+                        // Reads never run on this thread: the loop only
+                        // orders them.
+                        let store = Arc::clone(self.node.store());
+                        self.runtime.spawn_blocking(move || {
+                            let result = store
+                                .read()
+                                .map_err(NodeError::from)
+                                .and_then(|view| execute_read(&view, shard, &read))
+                                .map(|reply| Answer { header, reply });
+                            let _ = reply.send(result);
+                        });
+                    }
+                }
+            }
+            let now = self.clock.now();
+            if last_refresh.is_none_or(|at| now.saturating_sub(at) >= STATUS_REFRESH_INTERVAL) {
+                last_refresh = Some(now);
+                self.refresh(&mut peers, waiting.len());
+            } else {
+                // Cheap, and what the hasleader rule needs promptly.
+                self.state.set_leader(self.node.leader());
+            }
+        }
+        info!(member = %self.node.id(), "node loop stopped");
+        // Dropping the node closes the WAL; waiters see the reply channel
+        // close, which the handle reports as `server stopped`.
+    }
+
+    /// Publishes the node's state and keeps the transport's address book in
+    /// step with the member table.
+    fn refresh(&mut self, peers: &mut BTreeMap<NodeId, Vec<HttpUrl>>, pending: usize) {
+        let node = &self.node;
+        self.state.set_leader(node.leader());
+        self.state.set_cluster_id(node.cluster_id());
+        if node.stopped().is_some() && !self.state.is_stopped() {
+            warn!(reason = node.stopped().unwrap_or_default(), "node stopped serving");
+            self.state.set_stopped();
+        }
+        if let Some(status) = node.shard_status(DATA_SHARD) {
+            self.state.set_raft_term(status.term);
+            self.state.advance_revision(status.revision);
+            let shards = vec![status];
+            self.metrics.set_shards(&shards);
+            self.state.set_shards(shards);
+        }
+        self.state.set_alarms(node.alarms());
+        self.metrics.set_requests_pending(pending);
+        self.metrics.upkeep();
+        let members = node.members();
+        sync_peers(&self.link, node.id(), &members, peers);
+        self.state.set_members(members);
+    }
+}
+
+/// Sets the transport's address book to the member table (every member but
+/// this one, at its peer URLs).
+fn sync_peers(
+    link: &PeerLink,
+    me: NodeId,
+    members: &[Member],
+    known: &mut BTreeMap<NodeId, Vec<HttpUrl>>,
+) {
+    let Some(transport) = link.transport() else { return };
+    let wanted: BTreeMap<NodeId, Vec<HttpUrl>> = members
+        .iter()
+        .filter(|m| m.id != me)
+        .map(|m| (m.id, m.peer_urls.iter().filter_map(|u| u.parse().ok()).collect::<Vec<_>>()))
+        .filter(|(_, urls)| !urls.is_empty())
+        .collect();
+    if wanted == *known {
+        return;
+    }
+    for id in known.keys() {
+        if !wanted.contains_key(id) {
+            transport.remove_peer(*id);
+        }
+    }
+    for (id, urls) in &wanted {
+        if known.get(id) != Some(urls)
+            && let Err(error) = transport.set_peer(*id, urls.clone())
+        {
+            warn!(peer = %id, %error, "cannot add peer to the transport");
+        }
+    }
+    *known = wanted;
+}

@@ -1,0 +1,171 @@
+//! The HTTP side of the client port: the JSON gateway (as curl would call
+//! it), `/health`, `/version`, `/metrics`.
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::*;
+
+/// An HTTP/1.1 answer.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`), as curl sends
+/// it; the body read to the end, chunked encoding undone.
+async fn http(endpoint: &str, method: &str, path: &str, body: &str) -> Answer {
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body);
+    }
+    Answer { status, headers, body }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_health_version_metrics() {
+    let m = single().await;
+    let ep = m.endpoint.as_str();
+
+    // KV through the gateway: base64 bytes, 64-bit integers as strings.
+    let put = http(ep, "POST", "/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#).await;
+    assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
+    assert_eq!(put.header("access-control-allow-origin"), Some("*"));
+    let header = &put.json()["header"];
+    assert_eq!(header["revision"], "2");
+    assert_eq!(header["member_id"], m.server().member_id().0.to_string());
+    let range = http(ep, "POST", "/v3/kv/range", r#"{"key":"Zm9v"}"#).await;
+    let body = range.json();
+    assert_eq!(body["kvs"][0]["value"], "YmFy");
+    assert_eq!(body["kvs"][0]["create_revision"], "2");
+    assert_eq!(body["count"], "1");
+    // The 3.3 prefix is an alias.
+    let beta = http(ep, "POST", "/v3beta/kv/range", r#"{"key":"Zm9v"}"#).await;
+    assert_eq!(beta.json()["kvs"][0]["key"], "Zm9v");
+    // Txn with camelCase input, as etcd's documentation writes it.
+    let txn = http(
+        ep,
+        "POST",
+        "/v3/kv/txn",
+        r#"{"compare":[{"target":"CREATE","key":"Zm9v","createRevision":"2"}],
+            "success":[{"requestPut":{"key":"Zm9v","value":"YmF6"}}]}"#,
+    )
+    .await;
+    let body = txn.json();
+    assert_eq!(body["succeeded"], true);
+    assert_eq!(body["responses"][0]["response_put"]["header"]["revision"], "3");
+
+    // Errors in the gateway's shape.
+    let empty = http(ep, "POST", "/v3/kv/range", r#"{"key":""}"#).await;
+    assert_eq!(empty.status, 400);
+    assert_eq!(
+        empty.json(),
+        json!({"error":"etcdserver: key is not provided","message":"etcdserver: key is not provided","code":3})
+    );
+    let malformed = http(ep, "POST", "/v3/kv/put", "{not json").await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(http(ep, "POST", "/v3/nope", "{}").await.status, 404);
+    assert_eq!(http(ep, "GET", "/v3/kv/range", "").await.status, 405);
+
+    // Leases and the keep-alive stream, as Patroni uses them.
+    let grant = http(ep, "POST", "/v3/lease/grant", r#"{"TTL":30}"#).await.json();
+    let id = grant["ID"].as_str().unwrap().to_owned();
+    assert_eq!(grant["TTL"], "30");
+    let keepalive = http(ep, "POST", "/v3/lease/keepalive", &format!(r#"{{"ID":"{id}"}}"#)).await;
+    assert_eq!(keepalive.status, 200);
+    let line: Value =
+        serde_json::from_slice(keepalive.body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["result"]["TTL"], "30");
+    assert_eq!(line["result"]["ID"], id);
+
+    // Cluster and maintenance.
+    let members = http(ep, "POST", "/v3/cluster/member/list", "{}").await.json();
+    assert_eq!(members["members"][0]["clientURLs"][0], m.endpoint);
+    let status = http(ep, "POST", "/v3/maintenance/status", "{}").await.json();
+    assert_eq!(status["version"], "3.5.13");
+
+    // Lock and election through the gateway.
+    let lease_id = &id;
+    let lock = http(
+        ep,
+        "POST",
+        "/v3/lock/lock",
+        &format!(r#"{{"name":"bG9jaw==","lease":"{lease_id}"}}"#),
+    )
+    .await;
+    assert_eq!(lock.status, 200, "{}", String::from_utf8_lossy(&lock.body));
+    assert!(lock.json()["key"].is_string());
+
+    // /version, /health, /metrics.
+    let version = http(ep, "GET", "/version", "").await;
+    assert_eq!(version.json(), json!({"etcdserver":"3.5.13","etcdcluster":"3.5.0"}));
+    let health = http(ep, "GET", "/health", "").await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json(), json!({"health":"true","reason":""}));
+    let metrics = http(ep, "GET", "/metrics", "").await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8(metrics.body).unwrap();
+    assert!(text.contains("ringkv_shard_is_leader{shard=\"1\"} 1"), "{text}");
+    assert!(text.contains("ringkv_proposals_submitted_total"), "{text}");
+    assert!(text.contains("ringkv_disk_fsync_duration_seconds_bucket"), "{text}");
+    assert_eq!(http(ep, "GET", "/nothing-here", "").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_false_without_a_leader() {
+    let mut members = cluster_with(2, &[]).await;
+    members[1].stop().await;
+    let health = http(&members[0].endpoint, "GET", "/health", "").await;
+    assert_eq!(health.status, 503);
+    assert_eq!(health.json(), json!({"health":"false","reason":"RAFT NO LEADER"}));
+}
