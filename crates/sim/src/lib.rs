@@ -99,5 +99,8 @@ pub fn replay_command(engine: EngineKind, seed: u64, options: &RunOptions) -> St
     if options.no_faults {
         cmd.push_str(" --no-faults");
     }
+    for c in &options.disabled_checkers {
+        cmd.push_str(&format!(" --disable-checker {c}"));
+    }
     cmd
 }

@@ -42,6 +42,9 @@ struct Args {
     /// Run without faults (a perfect network and disks).
     #[arg(long)]
     no_faults: bool,
+    /// Ignore what this checker finds (to see what the others catch); repeatable.
+    #[arg(long = "disable-checker")]
+    disabled_checkers: Vec<String>,
     /// Run every seed twice and compare trace hashes (by default only the
     /// first seed of a sweep is run twice).
     #[arg(long)]
@@ -83,7 +86,18 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<bool> {
     let engine: EngineKind = args.engine.parse()?;
     let bugs = args.bugs.iter().map(|b| b.parse::<PlantedBug>()).collect::<Result<Vec<_>, _>>()?;
-    let options = RunOptions { bugs, trace: args.trace, no_faults: args.no_faults };
+    let mut disabled_checkers = Vec::new();
+    for name in &args.disabled_checkers {
+        match ringkv_sim::checkers::checker_named(name) {
+            Some(c) => disabled_checkers.push(c),
+            None => bail!(
+                "unknown checker {name:?}: choose one of {}",
+                ringkv_sim::checkers::NAMES.join(", ")
+            ),
+        }
+    }
+    let options =
+        RunOptions { bugs, trace: args.trace, no_faults: args.no_faults, disabled_checkers };
     let seeds = match args.seed {
         Some(s) => s..s + 1,
         None => parse_seeds(&args.seeds)?,

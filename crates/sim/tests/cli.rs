@@ -54,4 +54,7 @@ fn bad_arguments_are_refused() {
     let (code, _, err) = sim(&["--engine", "zab"]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown engine"), "{err}");
+    let (code, _, err) = sim(&["--seed", "1", "--disable-checker", "nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown checker \"nope\"") && err.contains("log-matching"), "{err}");
 }

@@ -25,10 +25,39 @@ pub mod wal_recovery;
 
 use std::hash::Hasher;
 
-use ringkv_consensus::{Epoch, LogIndex, NodeId, Role};
+use ringkv_consensus::{NodeId, Role};
 
 use crate::host::{Host, Observation};
 use crate::trace::mix;
+
+/// The name of every checker a failure can come from: the properties
+/// above, then the run-level ones (the liveness goal, a message storm, a
+/// replica that cannot restart, an assertion inside an engine or the WAL,
+/// a simulator defect).
+pub const NAMES: [&str; 16] = [
+    "election-safety",
+    "log-matching",
+    "leader-completeness",
+    "state-machine-safety",
+    "durability",
+    "commit-monotonicity",
+    "read-index",
+    "wal-recovery",
+    "linearizability",
+    "replica-contract",
+    "liveness",
+    "message-storm",
+    "recovery",
+    "assertion",
+    "simulator",
+    "durability-at-end",
+];
+
+/// The checker named `name`, as a `&'static str` (for
+/// [`crate::RunOptions::disabled_checkers`]).
+pub fn checker_named(name: &str) -> Option<&'static str> {
+    NAMES.into_iter().find(|n| *n == name)
+}
 
 /// A broken property.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,81 +115,84 @@ pub struct Checkers {
     pub reads: read_index::ReadIndexSafety,
 }
 
-fn tag(checker: &'static str) -> impl Fn(String) -> Violation {
-    move |what| Violation { checker, what }
-}
-
 impl Checkers {
-    /// Feeds one observation of `node`; `host` is the node (for reading a
-    /// new leader's log).
-    ///
-    /// # Errors
-    /// The first property the observation breaks.
+    /// Feeds one observation of `node` to every checker it concerns;
+    /// `host` is the node (for reading a new leader's log). Every broken
+    /// property is pushed to `out`, so that each checker sees every
+    /// observation even when another one already failed.
     pub fn observe<H: Host>(
         &mut self,
         node: NodeId,
         o: &Observation,
         host: Option<&H>,
-    ) -> Result<(), Violation> {
+        out: &mut Vec<Violation>,
+    ) {
+        let mut note = |checker: &'static str, r: Result<(), String>| {
+            if let Err(what) = r {
+                out.push(Violation { checker, what });
+            }
+        };
         match o {
             Observation::Booted { applied, chain, commit, .. } => {
                 self.commit.on_boot(node, *commit, *applied);
                 self.reads.on_boot(node);
                 self.reads.on_committed(*commit);
-                self.state_machine
-                    .on_snapshot(node, *applied, *chain)
-                    .map_err(tag("state-machine-safety"))
+                note(
+                    "state-machine-safety",
+                    self.state_machine.on_snapshot(node, *applied, *chain),
+                );
             }
             Observation::Role { role: Role::Leader, epoch, .. } => {
-                self.election.on_leader(node, *epoch).map_err(tag("election-safety"))?;
+                note("election-safety", self.election.on_leader(node, *epoch));
                 if let Some(h) = host {
-                    self.on_leader(node, *epoch, h)?;
+                    let snapshot = h.snapshot_index();
+                    let epoch_at = |i| h.epoch_at(i);
+                    let r = self.completeness.on_leader(node, *epoch, snapshot, epoch_at);
+                    note("leader-completeness", r);
+                    note("durability", self.durability.on_leader(node, *epoch, snapshot, epoch_at));
                 }
-                Ok(())
             }
-            Observation::Role { .. } | Observation::Compacted { .. } => Ok(()),
+            Observation::Role { .. } | Observation::Compacted { .. } => {}
             Observation::Wrote { prev_epoch, entries } => {
-                self.log_matching.on_write(node, *prev_epoch, entries).map_err(tag("log-matching"))
+                note("log-matching", self.log_matching.on_write(node, *prev_epoch, entries));
             }
             Observation::Committed { at, commit, entries } => {
                 self.completeness.on_committed(*at, entries);
                 self.reads.on_committed(*commit);
-                self.commit.on_committed(node, *commit, entries).map_err(tag("commit-monotonicity"))
+                note("commit-monotonicity", self.commit.on_committed(node, *commit, entries));
             }
             Observation::Applied { index, epoch, digest, chain } => {
-                self.commit.on_applied(node, *index).map_err(tag("commit-monotonicity"))?;
-                self.state_machine
-                    .on_applied(node, *index, *epoch, *digest, *chain)
-                    .map_err(tag("state-machine-safety"))
+                note("commit-monotonicity", self.commit.on_applied(node, *index));
+                let r = self.state_machine.on_applied(node, *index, *epoch, *digest, *chain);
+                note("state-machine-safety", r);
             }
             Observation::Restored { index, chain } => {
-                self.commit.on_snapshot(node, *index).map_err(tag("commit-monotonicity"))?;
-                self.state_machine
-                    .on_snapshot(node, *index, *chain)
-                    .map_err(tag("state-machine-safety"))
+                note("commit-monotonicity", self.commit.on_snapshot(node, *index));
+                note("state-machine-safety", self.state_machine.on_snapshot(node, *index, *chain));
             }
-            Observation::ReadAsked { id } => {
-                self.reads.on_asked(node, *id);
-                Ok(())
-            }
+            Observation::ReadAsked { id } => self.reads.on_asked(node, *id),
             Observation::ReadConfirmed { id, index } => {
-                self.reads.on_confirmed(node, *id, *index).map_err(tag("read-index"))
+                note("read-index", self.reads.on_confirmed(node, *id, *index));
             }
             Observation::Acked { at, index, epoch, .. } => {
-                self.durability.on_acked(node, *at, *index, *epoch).map_err(tag("durability"))
+                note("durability", self.durability.on_acked(node, *at, *index, *epoch));
             }
-            Observation::Violation { what } => {
-                Err(Violation::new("replica-contract", what.clone()))
-            }
+            Observation::Violation { what } => note("replica-contract", Err(what.clone())),
         }
     }
+}
 
-    fn on_leader<H: Host>(&self, node: NodeId, epoch: Epoch, host: &H) -> Result<(), Violation> {
-        let snapshot: LogIndex = host.snapshot_index();
-        let epoch_at = |i| host.epoch_at(i);
-        self.completeness
-            .on_leader(node, epoch, snapshot, epoch_at)
-            .map_err(tag("leader-completeness"))?;
-        self.durability.on_leader(node, epoch, snapshot, epoch_at).map_err(tag("durability"))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checker_names_are_unique_and_found() {
+        let mut names = NAMES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), NAMES.len());
+        assert_eq!(checker_named("durability"), Some("durability"));
+        assert_eq!(checker_named("Durability"), None);
     }
 }
