@@ -5,40 +5,55 @@
 //! the trait cannot say: how to construct (or recover) a replica over a
 //! [`ShardLog`] of the simulated WAL, which configuration was in effect at
 //! a log index (for snapshot metadata), how to read the engine's own view
-//! of its log (for the checkers), and how to turn planted-bug names into
-//! engine options. Raft implements it ([`RaftEngine`]); Multi-Paxos will.
+//! of its log (for the checkers), what names an entry when replicas are
+//! compared ([`Identity`]), and how to turn planted-bug names into engine
+//! options. Raft ([`RaftEngine`]) and Multi-Paxos ([`PaxosEngine`])
+//! implement it.
 
 use std::fmt;
 use std::str::FromStr;
 
 use ringkv_consensus::{Config, Epoch, LogIndex, Membership, Replica};
+use ringkv_paxos::{CONFIG_DELAY_SLOTS, Paxos, PaxosOptions};
 use ringkv_raft::{Raft, RaftOptions};
 use ringkv_storage::{ShardLog, SimDisk};
 
+use crate::checkers::{EntryId, Identity};
+
 /// One deliberately broken safety rule. Engine-neutral names: each engine
-/// maps the ones it supports to its own switches.
+/// maps the ones it supports ([`SimEngine::BUGS`]) to its own switches.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PlantedBug {
-    /// Grant votes without the up-to-date log check (Raft §5.4.1).
+    /// Raft: grant votes without the up-to-date log check (§5.4.1).
     VoteWithoutLogCheck,
-    /// Commit an entry of a previous term by counting replicas (Raft §5.4.2).
+    /// Raft: commit an entry of a previous term by counting replicas (§5.4.2).
     CommitPreviousTermByCounting,
-    /// Acknowledge an append before it is durable.
+    /// Both engines: acknowledge an append (Raft) or a promise or
+    /// acceptance (Multi-Paxos) before it is durable.
     AckBeforePersist,
-    /// Hand out entries to apply before they are committed.
+    /// Raft: hand out entries to apply before they are committed.
     ApplyBeforeCommit,
-    /// Serve a read on the leader without confirming leadership (ReadIndex).
+    /// Raft: serve a read on the leader without confirming leadership
+    /// (ReadIndex, thesis §6.4).
     ReadWithoutQuorum,
+    /// Multi-Paxos: acceptors take accepts of any ballot, even below the
+    /// one they promised (breaks phase 2b).
+    AcceptWithoutPromiseCheck,
+    /// Multi-Paxos: a new leader adopts the lowest-ballot value reported
+    /// for a slot instead of the highest (breaks phase 2a's value rule).
+    AdoptLowestBallot,
 }
 
 impl PlantedBug {
     /// Every planted bug, in a fixed order.
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::VoteWithoutLogCheck,
         PlantedBug::CommitPreviousTermByCounting,
         PlantedBug::AckBeforePersist,
         PlantedBug::ApplyBeforeCommit,
         PlantedBug::ReadWithoutQuorum,
+        PlantedBug::AcceptWithoutPromiseCheck,
+        PlantedBug::AdoptLowestBallot,
     ];
 
     /// The name used on the command line and in reports.
@@ -49,7 +64,14 @@ impl PlantedBug {
             PlantedBug::AckBeforePersist => "ack-before-persist",
             PlantedBug::ApplyBeforeCommit => "apply-before-commit",
             PlantedBug::ReadWithoutQuorum => "read-without-quorum",
+            PlantedBug::AcceptWithoutPromiseCheck => "accept-without-promise-check",
+            PlantedBug::AdoptLowestBallot => "adopt-lowest-ballot",
         }
+    }
+
+    /// Every name, comma-separated (for error messages).
+    pub fn names() -> String {
+        PlantedBug::ALL.map(PlantedBug::name).join(", ")
     }
 }
 
@@ -75,19 +97,45 @@ impl FromStr for PlantedBug {
 pub enum EngineKind {
     /// [`RaftEngine`].
     Raft,
-    /// Multi-Paxos (not yet available).
+    /// [`PaxosEngine`].
     Paxos,
+}
+
+impl EngineKind {
+    /// Both engines.
+    pub const ALL: [EngineKind; 2] = [EngineKind::Raft, EngineKind::Paxos];
+
+    /// The name used on the command line and in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EngineKind::Raft => RaftEngine::NAME,
+            EngineKind::Paxos => PaxosEngine::NAME,
+        }
+    }
+
+    /// The planted bugs this engine has switches for.
+    pub const fn bugs(self) -> &'static [PlantedBug] {
+        match self {
+            EngineKind::Raft => RaftEngine::BUGS,
+            EngineKind::Paxos => PaxosEngine::BUGS,
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl FromStr for EngineKind {
     type Err = EngineError;
 
     fn from_str(s: &str) -> Result<EngineKind, EngineError> {
-        match s {
-            "raft" => Ok(EngineKind::Raft),
-            "paxos" => Ok(EngineKind::Paxos),
-            _ => Err(EngineError::UnknownEngine { name: s.to_owned() }),
-        }
+        EngineKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| EngineError::UnknownEngine { name: s.to_owned() })
     }
 }
 
@@ -101,18 +149,8 @@ pub enum EngineError {
         /// The name given.
         name: String,
     },
-    /// The engine exists in the design but is not built yet.
-    #[error("the {engine} engine is not yet available in this build: use --engine raft")]
-    NotYetAvailable {
-        /// The engine's name.
-        engine: &'static str,
-    },
     /// No planted bug has that name.
-    #[error(
-        "unknown planted bug {name:?}: choose one of vote-without-log-check, \
-         commit-previous-term-by-counting, ack-before-persist, apply-before-commit, \
-         read-without-quorum"
-    )]
+    #[error("unknown planted bug {name:?}: choose one of {}", PlantedBug::names())]
     UnknownBug {
         /// The name given.
         name: String,
@@ -123,12 +161,17 @@ pub enum EngineError {
     )]
     BugsNotCompiled,
     /// The engine has no switch for this bug.
-    #[error("the {engine} engine has no planted bug {bug}")]
+    #[error(
+        "the {engine} engine has no planted bug {bug}: it has {}",
+        supported.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+    )]
     BugNotSupported {
         /// The engine's name.
         engine: &'static str,
         /// The bug.
         bug: PlantedBug,
+        /// The bugs the engine does have.
+        supported: &'static [PlantedBug],
     },
     /// The engine refused to construct or recover a replica.
     #[error("the {engine} engine could not start a replica: {reason}")]
@@ -140,10 +183,28 @@ pub enum EngineError {
     },
 }
 
+/// How replicas are built, besides their [`Config`]: the same for every
+/// replica of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Planted bugs to switch on.
+    pub bugs: Vec<PlantedBug>,
+    /// Multi-Paxos' α, the configuration delay in slots (part of the
+    /// protocol: one value for the shard's whole life); 0 means the
+    /// engine's default. Raft ignores it.
+    pub config_delay_slots: u64,
+}
+
 /// A consensus engine the simulator can run.
 pub trait SimEngine: 'static {
     /// The engine's name, for reports and `--engine`.
     const NAME: &'static str;
+
+    /// What names an entry when the checkers compare replicas.
+    const IDENTITY: Identity;
+
+    /// The planted bugs this engine has switches for.
+    const BUGS: &'static [PlantedBug];
 
     /// A replica of one shard over the simulated WAL.
     type Replica: Replica<Storage = ShardLog<SimDisk>>;
@@ -152,19 +213,32 @@ pub trait SimEngine: 'static {
     ///
     /// # Errors
     /// A bug the engine has no switch for, or switches not compiled in.
-    fn check_bugs(bugs: &[PlantedBug]) -> Result<(), EngineError>;
+    fn check_bugs(bugs: &[PlantedBug]) -> Result<(), EngineError> {
+        if let Some(&bug) = bugs.iter().find(|b| !Self::BUGS.contains(b)) {
+            return Err(EngineError::BugNotSupported {
+                engine: Self::NAME,
+                bug,
+                supported: Self::BUGS,
+            });
+        }
+        if bugs.is_empty() || cfg!(feature = "planted-bugs") {
+            Ok(())
+        } else {
+            Err(EngineError::BugsNotCompiled)
+        }
+    }
 
     /// Builds (or recovers, from what `log` holds) a replica. Committed
     /// entries up to `applied` are already in the state machine.
     ///
     /// # Errors
-    /// Invalid configuration, unreadable storage, or a log that
-    /// contradicts itself.
+    /// Invalid configuration, unreadable storage, a log that contradicts
+    /// itself, or a bug that cannot be planted.
     fn create(
         config: Config,
         applied: LogIndex,
         log: ShardLog<SimDisk>,
-        bugs: &[PlantedBug],
+        options: &EngineOptions,
     ) -> Result<Self::Replica, EngineError>;
 
     /// The configuration in effect at `index`, to record with a snapshot
@@ -174,6 +248,11 @@ pub trait SimEngine: 'static {
     /// The epoch of the entry at `index` in the replica's log, including
     /// entries not yet persisted; `None` if compacted or past the end.
     fn epoch_at(replica: &Self::Replica, index: LogIndex) -> Option<Epoch>;
+
+    /// The entry at `index` in the replica's log as the checkers compare
+    /// it ([`Self::IDENTITY`]), including entries not yet persisted; `None`
+    /// if compacted, past the end, or (Multi-Paxos) a vacant slot.
+    fn entry_id(replica: &Self::Replica, index: LogIndex) -> Option<EntryId>;
 
     /// Asserts the engine's internal invariants.
     ///
@@ -192,28 +271,30 @@ pub struct RaftEngine;
 impl SimEngine for RaftEngine {
     const NAME: &'static str = "raft";
 
-    type Replica = Raft<ShardLog<SimDisk>>;
+    const IDENTITY: Identity = Identity::Epoch;
 
-    fn check_bugs(bugs: &[PlantedBug]) -> Result<(), EngineError> {
-        if bugs.is_empty() || cfg!(feature = "planted-bugs") {
-            Ok(())
-        } else {
-            Err(EngineError::BugsNotCompiled)
-        }
-    }
+    const BUGS: &'static [PlantedBug] = &[
+        PlantedBug::VoteWithoutLogCheck,
+        PlantedBug::CommitPreviousTermByCounting,
+        PlantedBug::AckBeforePersist,
+        PlantedBug::ApplyBeforeCommit,
+        PlantedBug::ReadWithoutQuorum,
+    ];
+
+    type Replica = Raft<ShardLog<SimDisk>>;
 
     fn create(
         config: Config,
         applied: LogIndex,
         log: ShardLog<SimDisk>,
-        bugs: &[PlantedBug],
+        options: &EngineOptions,
     ) -> Result<Self::Replica, EngineError> {
-        Self::check_bugs(bugs)?;
-        let mut options = RaftOptions::new(config);
-        options.applied = applied;
+        Self::check_bugs(&options.bugs)?;
+        let mut raft = RaftOptions::new(config);
+        raft.applied = applied;
         #[cfg(feature = "planted-bugs")]
-        for bug in bugs {
-            let b = &mut options.planted_bugs;
+        for bug in &options.bugs {
+            let b = &mut raft.planted_bugs;
             match bug {
                 PlantedBug::VoteWithoutLogCheck => b.vote_without_log_check = true,
                 PlantedBug::CommitPreviousTermByCounting => {
@@ -222,9 +303,12 @@ impl SimEngine for RaftEngine {
                 PlantedBug::AckBeforePersist => b.ack_before_persist = true,
                 PlantedBug::ApplyBeforeCommit => b.apply_before_commit = true,
                 PlantedBug::ReadWithoutQuorum => b.read_without_quorum = true,
+                PlantedBug::AcceptWithoutPromiseCheck | PlantedBug::AdoptLowestBallot => {
+                    unreachable!("check_bugs refuses {bug} for raft")
+                }
             }
         }
-        Raft::new(options, log)
+        Raft::new(raft, log)
             .map_err(|e| EngineError::Create { engine: Self::NAME, reason: e.to_string() })
     }
 
@@ -236,11 +320,86 @@ impl SimEngine for RaftEngine {
         replica.term_at(index).ok()
     }
 
+    fn entry_id(replica: &Self::Replica, index: LogIndex) -> Option<EntryId> {
+        Self::epoch_at(replica, index).map(EntryId::Epoch)
+    }
+
     fn check_invariants(replica: &Self::Replica) {
         replica.check_invariants();
     }
 
     fn describe(message: &ringkv_raft::Message) -> String {
+        message.to_string()
+    }
+}
+
+/// The Multi-Paxos engine ([`ringkv_paxos::Paxos`]).
+#[derive(Copy, Clone, Debug, Default)]
+pub struct PaxosEngine;
+
+impl SimEngine for PaxosEngine {
+    const NAME: &'static str = "paxos";
+
+    const IDENTITY: Identity = Identity::Value;
+
+    const BUGS: &'static [PlantedBug] = &[
+        PlantedBug::AcceptWithoutPromiseCheck,
+        PlantedBug::AdoptLowestBallot,
+        PlantedBug::AckBeforePersist,
+    ];
+
+    type Replica = Paxos<ShardLog<SimDisk>>;
+
+    fn create(
+        config: Config,
+        applied: LogIndex,
+        log: ShardLog<SimDisk>,
+        options: &EngineOptions,
+    ) -> Result<Self::Replica, EngineError> {
+        Self::check_bugs(&options.bugs)?;
+        let mut paxos = PaxosOptions::new(config);
+        paxos.applied = applied;
+        paxos.config_delay_slots = match options.config_delay_slots {
+            0 => CONFIG_DELAY_SLOTS,
+            n => n,
+        };
+        #[cfg(feature = "planted-bugs")]
+        for bug in &options.bugs {
+            let b = &mut paxos.planted_bugs;
+            match bug {
+                PlantedBug::AcceptWithoutPromiseCheck => b.accept_without_promise_check = true,
+                PlantedBug::AdoptLowestBallot => b.adopt_lowest_ballot = true,
+                PlantedBug::AckBeforePersist => b.ack_before_persist = true,
+                PlantedBug::VoteWithoutLogCheck
+                | PlantedBug::CommitPreviousTermByCounting
+                | PlantedBug::ApplyBeforeCommit
+                | PlantedBug::ReadWithoutQuorum => {
+                    unreachable!("check_bugs refuses {bug} for paxos")
+                }
+            }
+        }
+        Paxos::new(paxos, log)
+            .map_err(|e| EngineError::Create { engine: Self::NAME, reason: e.to_string() })
+    }
+
+    fn membership_at(replica: &Self::Replica, index: LogIndex) -> Option<Membership> {
+        replica.membership_at(index)
+    }
+
+    fn epoch_at(replica: &Self::Replica, index: LogIndex) -> Option<Epoch> {
+        replica.epoch_at(index).ok()
+    }
+
+    fn entry_id(replica: &Self::Replica, index: LogIndex) -> Option<EntryId> {
+        let entry = replica.entry_at(index).ok().flatten()?;
+        Some(Self::IDENTITY.of(&entry))
+    }
+
+    fn check_invariants(replica: &Self::Replica) {
+        replica.check_invariants();
+    }
+
+    fn describe(message: &ringkv_paxos::Message) -> String {
         message.to_string()
     }
 }
@@ -262,5 +421,24 @@ mod tests {
         assert_eq!("raft".parse::<EngineKind>(), Ok(EngineKind::Raft));
         assert_eq!("paxos".parse::<EngineKind>(), Ok(EngineKind::Paxos));
         assert!("zab".parse::<EngineKind>().is_err());
+        for k in EngineKind::ALL {
+            assert_eq!(k.to_string().parse::<EngineKind>(), Ok(k));
+        }
+    }
+
+    #[test]
+    fn every_bug_belongs_to_an_engine_and_others_are_refused() {
+        for bug in PlantedBug::ALL {
+            assert!(EngineKind::ALL.iter().any(|k| k.bugs().contains(&bug)), "{bug}");
+        }
+        let refused = PaxosEngine::check_bugs(&[PlantedBug::VoteWithoutLogCheck]);
+        assert!(matches!(refused, Err(EngineError::BugNotSupported { engine: "paxos", .. })));
+        let refused = RaftEngine::check_bugs(&[PlantedBug::AdoptLowestBallot]);
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains("raft engine has no planted bug adopt-lowest-ballot"),
+            "{message}"
+        );
+        assert_eq!(RaftEngine::check_bugs(&[]), Ok(()));
     }
 }

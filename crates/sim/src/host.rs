@@ -32,18 +32,18 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use ringkv_consensus::{
-    Config, DetRng, Entry, EntryKind, Envelope, Epoch, LogIndex, LogStorage, Membership,
-    MembershipChange, NodeId, Proposal, ProposeError, ReadState, ReadyNumber, Replica, RequestId,
-    Role, ShardId, Snapshot, SnapshotMeta, Status, StepError, decode_exact, encode_to_vec,
+    Config, DetRng, Entry, Envelope, Epoch, LogIndex, LogStorage, Membership, MembershipChange,
+    NodeId, Proposal, ProposeError, ReadState, ReadyNumber, Replica, RequestId, Role, ShardId,
+    Snapshot, SnapshotMeta, Status, StepError, decode_exact, encode_to_vec,
 };
 use ringkv_storage::{BatchSeq, Disk, DiskFile, ShardLog, SimDisk, Wal, WalError, WalOptions};
 
 use crate::checkers::wal_recovery::DurableState;
-
-use crate::engine::{EngineError, PlantedBug, SimEngine};
+use crate::checkers::{EntryId, Identity, entry_digest};
+use crate::engine::{EngineError, EngineOptions, SimEngine};
 use crate::kv::{ClientId, Command, KvStore};
 use crate::protocol::{Request, Response};
-use crate::trace::{hash_bytes, mix};
+use crate::trace::mix;
 
 /// Most reads a host keeps waiting (for confirmation or for the apply
 /// index); more are answered `Busy`.
@@ -87,8 +87,8 @@ pub struct HostSpec {
     pub snapshot_every_entries: u64,
     /// The disk's fsync latency.
     pub fsync: FsyncLatency,
-    /// Planted bugs to switch on in the engine.
-    pub bugs: Vec<PlantedBug>,
+    /// How the engine builds replicas (planted bugs, protocol constants).
+    pub engine: EngineOptions,
     /// Which boot of this node this is (0 for the first); varies the
     /// engine's and the host's random draws.
     pub incarnation: u64,
@@ -137,16 +137,16 @@ pub enum Observation {
         /// `(index, epoch, payload digest)` of each entry.
         entries: Vec<(LogIndex, Epoch, u64)>,
     },
-    /// Its commit index advanced; the epochs of the newly committed entries
-    /// in its log (those still present there).
+    /// Its commit index advanced; the newly committed entries in its log
+    /// (those still present there).
     Committed {
         /// The replica's current epoch: the entries were committed in this
         /// epoch or an earlier one.
         at: Epoch,
         /// The new commit index.
         commit: LogIndex,
-        /// `(index, epoch)` of the newly committed entries it still holds.
-        entries: Vec<(LogIndex, Epoch)>,
+        /// `(index, entry)` of the newly committed entries it still holds.
+        entries: Vec<(LogIndex, EntryId)>,
     },
     /// It applied an entry to its state machine.
     Applied {
@@ -154,6 +154,8 @@ pub enum Observation {
         index: LogIndex,
         /// Its epoch.
         epoch: Epoch,
+        /// The entry, as the checkers compare it.
+        id: EntryId,
         /// A digest of its kind and payload.
         digest: u64,
         /// The state machine's chain after it.
@@ -189,8 +191,8 @@ pub enum Observation {
         seq: u64,
         /// The entry whose application answered it.
         index: LogIndex,
-        /// That entry's epoch.
-        epoch: Epoch,
+        /// That entry, as the checkers compare it.
+        id: EntryId,
     },
     /// It took a local snapshot and buffered the WAL compaction.
     Compacted {
@@ -260,6 +262,12 @@ pub enum BootError {
 
 /// A simulated node as the world drives it (see the module docs).
 pub trait Host: Sized {
+    /// The consensus engine's name, for reports.
+    const ENGINE: &'static str;
+
+    /// What names an entry when the checkers compare replicas.
+    const IDENTITY: Identity;
+
     /// Boots (or recovers) the node from `disk`.
     ///
     /// # Errors
@@ -324,8 +332,9 @@ pub trait Host: Sized {
     /// The replica's status.
     fn status(&self) -> Status;
 
-    /// The epoch of the entry at `index` in the replica's log.
-    fn epoch_at(&self, index: LogIndex) -> Option<Epoch>;
+    /// The entry at `index` in the replica's log (including entries not
+    /// yet persisted), as the checkers compare it.
+    fn entry_id(&self, index: LogIndex) -> Option<EntryId>;
 
     /// The replica's snapshot index (entries at or below it are compacted).
     fn snapshot_index(&self) -> LogIndex;
@@ -431,15 +440,6 @@ fn read_snapshot(disk: &SimDisk, index: LogIndex) -> std::io::Result<Bytes> {
     Ok(Bytes::from(f.read_vec(0, len)?))
 }
 
-fn entry_digest(e: &Entry) -> u64 {
-    let kind = match e.kind {
-        EntryKind::Command => 1,
-        EntryKind::Noop => 2,
-        EntryKind::Membership => 3,
-    };
-    mix(kind, hash_bytes(&e.payload))
-}
-
 impl<E: SimEngine> ReplicaHost<E> {
     fn config_for(spec: &HostSpec, id: NodeId) -> Config {
         let mut cfg = spec.config.clone();
@@ -460,13 +460,41 @@ impl<E: SimEngine> ReplicaHost<E> {
     /// Takes every Ready the engine has and starts its I/O.
     fn drive(&mut self, fx: &mut Effects) -> Result<(), Stopped> {
         loop {
-            while let Some(rd) = self.replica.ready() {
-                self.start(rd, fx)?;
-            }
-            self.finish_durable(fx)?;
+            // Read faults injected while the engine built the Ready that
+            // came back empty.
+            let read_faults = loop {
+                let before = self.disk.stats().faults;
+                match self.replica.ready() {
+                    Some(rd) => self.start(rd, fx)?,
+                    None => break self.disk.stats().faults - before,
+                }
+            };
+            let finished = self.finish_durable(fx)?;
             if !self.replica.has_ready() {
                 break;
             }
+            if finished {
+                continue;
+            }
+            // Nothing reached the engine since `ready()` returned nothing,
+            // yet `has_ready()` says a Ready waits. Both engines do this
+            // when reading their log failed (they leave the work to a later
+            // Ready); the next input retries, as a node's next round would.
+            // Without a read error it is a broken contract, and asking
+            // again would spin forever.
+            if read_faults == 0 {
+                let status = self.replica.status();
+                fx.violation(format!(
+                    "has_ready() is true but ready() returns nothing ({:?} of epoch {}, commit \
+                     {}, last index {}, snapshot {})",
+                    status.role,
+                    status.epoch,
+                    status.commit,
+                    status.last_index,
+                    self.replica.storage().snapshot_meta().index
+                ));
+            }
+            break;
         }
         self.maybe_snapshot(fx)?;
         if self.wal.pending_bytes() > 0 && !self.sync_scheduled {
@@ -529,7 +557,7 @@ impl<E: SimEngine> ReplicaHost<E> {
             if hs.commit > self.last_commit {
                 let entries = (self.last_commit.0 + 1..=hs.commit.0)
                     .filter_map(|i| {
-                        E::epoch_at(&self.replica, LogIndex(i)).map(|e| (LogIndex(i), e))
+                        E::entry_id(&self.replica, LogIndex(i)).map(|e| (LogIndex(i), e))
                     })
                     .collect();
                 fx.observe(Observation::Committed { at: self.epoch, commit: hs.commit, entries });
@@ -551,11 +579,14 @@ impl<E: SimEngine> ReplicaHost<E> {
         Ok(())
     }
 
-    /// Finishes, in order, every Ready whose records are durable.
-    fn finish_durable(&mut self, fx: &mut Effects) -> Result<(), Stopped> {
+    /// Finishes, in order, every Ready whose records are durable; says
+    /// whether there was one.
+    fn finish_durable(&mut self, fx: &mut Effects) -> Result<bool, Stopped> {
         let durable = self.wal.durable();
+        let mut finished = false;
         while self.pipeline.front().is_some_and(|p| p.batch.is_none_or(|b| b <= durable)) {
             let p = self.pipeline.pop_front().expect("front checked");
+            finished = true;
             self.replica.on_persisted(p.number);
             for m in &p.after_persist {
                 let o = self.outgoing(m);
@@ -579,12 +610,12 @@ impl<E: SimEngine> ReplicaHost<E> {
             }
         }
         self.serve_reads(fx);
-        Ok(())
+        Ok(finished)
     }
 
     fn restore(&mut self, snap: Snapshot, fx: &mut Effects) -> Result<(), Stopped> {
         let index = snap.meta.index;
-        match KvStore::restore(snap.data.clone()) {
+        match KvStore::restore(snap.data.clone(), E::IDENTITY) {
             Ok(kv) if kv.applied() == index => {
                 self.kv = kv;
                 fx.observe(Observation::Restored { index, chain: self.kv.chain() });
@@ -603,9 +634,11 @@ impl<E: SimEngine> ReplicaHost<E> {
     fn apply(&mut self, e: &Entry, fx: &mut Effects) {
         match self.kv.apply(e) {
             Ok(reply) => {
+                let id = E::IDENTITY.of(e);
                 fx.observe(Observation::Applied {
                     index: e.index,
                     epoch: e.epoch,
+                    id,
                     digest: entry_digest(e),
                     chain: self.kv.chain(),
                 });
@@ -618,7 +651,7 @@ impl<E: SimEngine> ReplicaHost<E> {
                         client: a.client,
                         seq: a.seq,
                         index: e.index,
-                        epoch: e.epoch,
+                        id,
                     });
                 }
             }
@@ -696,6 +729,10 @@ impl<E: SimEngine> ReplicaHost<E> {
 }
 
 impl<E: SimEngine> Host for ReplicaHost<E> {
+    const ENGINE: &'static str = E::NAME;
+
+    const IDENTITY: Identity = E::IDENTITY;
+
     fn boot(
         id: NodeId,
         spec: &HostSpec,
@@ -739,8 +776,8 @@ impl<E: SimEngine> Host for ReplicaHost<E> {
                     io("reading the snapshot", e)
                 }
             })?;
-            let kv = KvStore::restore(data.clone()).map_err(|e| BootError::Corrupt {
-                reason: format!("snapshot at {}: {e}", meta.index),
+            let kv = KvStore::restore(data.clone(), E::IDENTITY).map_err(|e| {
+                BootError::Corrupt { reason: format!("snapshot at {}: {e}", meta.index) }
             })?;
             if kv.applied() != meta.index {
                 return Err(BootError::Corrupt {
@@ -754,10 +791,10 @@ impl<E: SimEngine> Host for ReplicaHost<E> {
             log.set_snapshot_data(meta.index, data);
             kv
         } else {
-            KvStore::new()
+            KvStore::new(E::IDENTITY)
         };
         let config = Self::config_for(spec, id);
-        let replica = E::create(config, kv.applied(), log, &spec.bugs)?;
+        let replica = E::create(config, kv.applied(), log, &spec.engine)?;
         let status = replica.status();
         let commit = status.commit;
         let durable = durable_state(replica.storage());
@@ -892,8 +929,8 @@ impl<E: SimEngine> Host for ReplicaHost<E> {
         self.replica.status()
     }
 
-    fn epoch_at(&self, index: LogIndex) -> Option<Epoch> {
-        E::epoch_at(&self.replica, index)
+    fn entry_id(&self, index: LogIndex) -> Option<EntryId> {
+        E::entry_id(&self.replica, index)
     }
 
     fn snapshot_index(&self) -> LogIndex {

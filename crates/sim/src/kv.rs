@@ -14,7 +14,11 @@
 //! The store also keeps a *chain*: a hash over every applied entry in index
 //! order, carried in snapshots. Two replicas that applied different entries
 //! anywhere before index `i` have different chains at `i`, so the
-//! state-machine checker can verify snapshots, not only entries.
+//! state-machine checker can verify snapshots, not only entries. What
+//! "different entries" means is the engine's [`Identity`]: for Raft the
+//! chain covers each entry's epoch too; for Multi-Paxos only its kind and
+//! payload, since replicas may hold one chosen value under different
+//! ballots.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +26,7 @@ use bytes::Bytes;
 use ringkv_consensus::codec::{Decoder, put_bytes, put_varint};
 use ringkv_consensus::{CodecError, Entry, EntryKind, LogIndex};
 
+use crate::checkers::Identity;
 use crate::trace::mix;
 
 /// A client process's identity in commands and sessions.
@@ -216,6 +221,8 @@ pub struct KvStore {
     applied: LogIndex,
     /// Hash over every entry applied so far (see the module docs).
     chain: u64,
+    /// What the chain covers of each entry.
+    identity: Identity,
     /// key → (value, mod revision).
     data: BTreeMap<Bytes, (Bytes, u64)>,
     /// client → (last applied sequence number, its result).
@@ -249,9 +256,10 @@ fn get_result(d: &mut Decoder) -> Result<WriteResult, CodecError> {
 }
 
 impl KvStore {
-    /// An empty store at index 0.
-    pub fn new() -> KvStore {
-        KvStore::default()
+    /// An empty store at index 0, for an engine whose entries are named
+    /// by `identity`.
+    pub fn new(identity: Identity) -> KvStore {
+        KvStore { identity, ..KvStore::default() }
     }
 
     /// Index of the last applied entry.
@@ -285,7 +293,7 @@ impl KvStore {
             None
         };
         self.applied = entry.index;
-        self.chain = entry_chain(self.chain, entry);
+        self.chain = entry_chain(self.identity, self.chain, entry);
         Ok(reply)
     }
 
@@ -348,11 +356,12 @@ impl KvStore {
         Bytes::from(out)
     }
 
-    /// A store restored from [`KvStore::snapshot`] output.
+    /// A store restored from [`KvStore::snapshot`] output, for an engine
+    /// whose entries are named by `identity`.
     ///
     /// # Errors
     /// The bytes are not a snapshot of this store.
-    pub fn restore(data: Bytes) -> Result<KvStore, RestoreError> {
+    pub fn restore(data: Bytes, identity: Identity) -> Result<KvStore, RestoreError> {
         let r = || -> Result<KvStore, CodecError> {
             let mut d = Decoder::new(data);
             if d.u8()? != SNAPSHOT_VERSION {
@@ -363,8 +372,8 @@ impl KvStore {
             for b in &mut chain {
                 *b = d.u8()?;
             }
-            let mut store =
-                KvStore { applied, chain: u64::from_le_bytes(chain), ..KvStore::default() };
+            let chain = u64::from_le_bytes(chain);
+            let mut store = KvStore { applied, chain, identity, ..KvStore::default() };
             for _ in 0..d.len(3)? {
                 let k = d.bytes()?;
                 let v = d.bytes()?;
@@ -387,15 +396,17 @@ impl KvStore {
 }
 
 /// The chain after applying `entry` to a store whose chain is `chain`.
-pub fn entry_chain(chain: u64, entry: &Entry) -> u64 {
+pub fn entry_chain(identity: Identity, chain: u64, entry: &Entry) -> u64 {
     let kind = match entry.kind {
         EntryKind::Command => 1,
         EntryKind::Noop => 2,
         EntryKind::Membership => 3,
     };
     let mut h = mix(chain, entry.index.0);
-    h = mix(h, entry.epoch.round);
-    h = mix(h, entry.epoch.node.0);
+    if identity == Identity::Epoch {
+        h = mix(h, entry.epoch.round);
+        h = mix(h, entry.epoch.node.0);
+    }
     h = mix(h, kind);
     mix(h, crate::trace::hash_bytes(&entry.payload))
 }
@@ -454,7 +465,7 @@ mod tests {
 
     #[test]
     fn retried_command_applies_once() {
-        let mut s = KvStore::new();
+        let mut s = KvStore::new(Identity::Epoch);
         let first = s.apply(&entry(1, &put(1, 1, "k", "a"))).unwrap().unwrap();
         assert_eq!(first.result, WriteResult::Put { revision: 1 });
         let again = s.apply(&entry(2, &put(1, 1, "k", "a"))).unwrap().unwrap();
@@ -468,7 +479,7 @@ mod tests {
 
     #[test]
     fn cas_compares_value_or_revision() {
-        let mut s = KvStore::new();
+        let mut s = KvStore::new(Identity::Epoch);
         let cas = |seq, expect, value: &'static str| Command {
             client: ClientId(1),
             seq,
@@ -485,7 +496,7 @@ mod tests {
 
     #[test]
     fn out_of_order_apply_is_refused() {
-        let mut s = KvStore::new();
+        let mut s = KvStore::new(Identity::Epoch);
         assert!(matches!(
             s.apply(&entry(2, &put(1, 1, "k", "a"))),
             Err(ApplyError::OutOfOrder { .. })
@@ -494,12 +505,27 @@ mod tests {
 
     #[test]
     fn snapshot_round_trips_with_chain() {
-        let mut s = KvStore::new();
+        let mut s = KvStore::new(Identity::Epoch);
         s.apply(&entry(1, &put(1, 1, "k", "a"))).unwrap();
         s.apply(&entry(2, &put(2, 1, "j", "b"))).unwrap();
-        let r = KvStore::restore(s.snapshot()).unwrap();
+        let r = KvStore::restore(s.snapshot(), Identity::Epoch).unwrap();
         assert_eq!(r, s);
         assert_ne!(r.chain(), 0);
-        assert!(KvStore::restore(Bytes::from_static(b"\x07")).is_err());
+        assert!(KvStore::restore(Bytes::from_static(b"\x07"), Identity::Epoch).is_err());
+    }
+
+    #[test]
+    fn chain_covers_epochs_only_where_they_name_entries() {
+        let e1 = entry(1, &put(1, 1, "k", "a"));
+        let e2 = Entry { epoch: Epoch::term(2), ..e1.clone() };
+        let chain = |identity, e: &Entry| {
+            let mut s = KvStore::new(identity);
+            s.apply(e).unwrap();
+            s.chain()
+        };
+        assert_ne!(chain(Identity::Epoch, &e1), chain(Identity::Epoch, &e2));
+        assert_eq!(chain(Identity::Value, &e1), chain(Identity::Value, &e2));
+        let other = entry(1, &put(1, 1, "k", "b"));
+        assert_ne!(chain(Identity::Value, &e1), chain(Identity::Value, &other));
     }
 }

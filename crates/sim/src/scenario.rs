@@ -28,6 +28,15 @@ pub const LEASE_DRIFT_TICKS: u32 = 2;
 pub const TICK_SKEW_MAX_US: u64 = TICK_US / 20;
 /// Fewest voters the membership driver shrinks a shard to.
 pub const VOTERS_MIN: usize = 3;
+/// The Multi-Paxos configuration delays α a seed picks from: α = 1 (no
+/// pipelining at all) to the engine's default
+/// ([`ringkv_paxos::CONFIG_DELAY_SLOTS`], where a membership change pads
+/// the log with over a thousand no-ops).
+pub const CONFIG_DELAY_SLOTS_CHOICES: [u64; 6] =
+    [1, 2, 4, 16, 64, ringkv_paxos::CONFIG_DELAY_SLOTS];
+/// Largest α for a seed whose leader sends one slot per message with one
+/// message in flight (see [`Scenario::draw`]).
+pub const CONFIG_DELAY_SLOTS_ONE_SLOT_PER_TRIP_MAX: u64 = 64;
 
 /// One seed's simulation parameters.
 #[derive(Clone, Debug)]
@@ -61,6 +70,8 @@ pub struct Scenario {
     pub partition_us: (u64, u64),
     /// How long a clog lasts: `[min, max)` µs.
     pub clog_us: (u64, u64),
+    /// Multi-Paxos' α, the configuration delay in slots (Raft ignores it).
+    pub config_delay_slots: u64,
 }
 
 fn pick<T: Copy>(rng: &mut DetRng, items: &[T]) -> T {
@@ -129,7 +140,7 @@ impl Scenario {
             op_timeout_us: 10 * election_us + rng.range(0, 10 * election_us),
             retry_backoff_us: rng.range(1, 20) * MICROS_PER_MILLI,
         };
-        Scenario {
+        let mut scenario = Scenario {
             voters,
             config,
             wal,
@@ -144,7 +155,19 @@ impl Scenario {
             downtime_us: (5 * MICROS_PER_MILLI, rng.range(50, 800) * MICROS_PER_MILLI),
             partition_us: (20 * MICROS_PER_MILLI, rng.range(100, 1_000) * MICROS_PER_MILLI),
             clog_us: (5 * MICROS_PER_MILLI, rng.range(20, 400) * MICROS_PER_MILLI),
+            config_delay_slots: 0,
+        };
+        // Drawn last, so that adding it left every earlier draw (and so
+        // every Raft seed's run) as it was.
+        scenario.config_delay_slots = pick(&mut rng, &CONFIG_DELAY_SLOTS_CHOICES);
+        if scenario.config.max_message_bytes == 1 && scenario.config.max_inflight_messages == 1 {
+            // One slot per round trip and fsync: the α - 1 no-ops that pad
+            // a membership change then take seconds of virtual time, past
+            // the liveness bound, without anything being wrong.
+            scenario.config_delay_slots =
+                scenario.config_delay_slots.min(CONFIG_DELAY_SLOTS_ONE_SLOT_PER_TRIP_MAX);
         }
+        scenario
     }
 }
 

@@ -7,12 +7,15 @@
 //!   (Fig. 2: `lastApplied` follows `commitIndex`); a snapshot moves it
 //!   forward, never back.
 //! * An index, once committed anywhere, is committed with the same entry
-//!   everywhere and forever: two replicas never report different epochs
-//!   as committed at one index.
+//!   everywhere and forever: two replicas never report different entries
+//!   (epochs for Raft, values for Multi-Paxos: see
+//!   [`Identity`](super::Identity)) as committed at one index.
 
 use std::collections::BTreeMap;
 
-use ringkv_consensus::{Epoch, LogIndex, NodeId};
+use ringkv_consensus::{LogIndex, NodeId};
+
+use super::EntryId;
 
 #[derive(Copy, Clone, Debug, Default)]
 struct Cursor {
@@ -24,7 +27,7 @@ struct Cursor {
 #[derive(Debug, Default)]
 pub struct CommitMonotonicity {
     nodes: BTreeMap<NodeId, Cursor>,
-    committed: BTreeMap<LogIndex, (Epoch, NodeId)>,
+    committed: BTreeMap<LogIndex, (EntryId, NodeId)>,
 }
 
 impl CommitMonotonicity {
@@ -34,7 +37,7 @@ impl CommitMonotonicity {
     }
 
     /// `node` reports its commit index moved to `commit`; `entries` are the
-    /// newly committed `(index, epoch)` it holds.
+    /// newly committed entries it holds.
     ///
     /// # Errors
     /// The commit index went back, or an index is committed with two entries.
@@ -42,7 +45,7 @@ impl CommitMonotonicity {
         &mut self,
         node: NodeId,
         commit: LogIndex,
-        entries: &[(LogIndex, Epoch)],
+        entries: &[(LogIndex, EntryId)],
     ) -> Result<(), String> {
         let c = self.nodes.entry(node).or_default();
         if commit < c.commit {
@@ -52,16 +55,17 @@ impl CommitMonotonicity {
             ));
         }
         c.commit = commit;
-        for &(index, epoch) in entries {
+        for &(index, id) in entries {
             match self.committed.get(&index) {
-                Some(&(e, other)) if e != epoch => {
+                Some(&(e, other)) if e != id => {
                     return Err(format!(
-                        "node {node} committed {index}@{epoch} but node {other} committed {index}@{e}"
+                        "node {node} committed the entry of {id} at {index} but node {other} \
+                         committed the entry of {e} there"
                     ));
                 }
                 Some(_) => {}
                 None => {
-                    self.committed.insert(index, (epoch, node));
+                    self.committed.insert(index, (id, node));
                 }
             }
         }
@@ -118,10 +122,15 @@ mod tests {
 
     #[test]
     fn two_entries_committed_at_one_index_are_caught() {
+        let t = |n| EntryId::Epoch(ringkv_consensus::Epoch::term(n));
         let mut c = CommitMonotonicity::default();
-        c.on_committed(NodeId(1), LogIndex(1), &[(LogIndex(1), Epoch::term(1))]).unwrap();
-        c.on_committed(NodeId(2), LogIndex(1), &[(LogIndex(1), Epoch::term(1))]).unwrap();
-        assert!(c.on_committed(NodeId(3), LogIndex(1), &[(LogIndex(1), Epoch::term(2))]).is_err());
+        c.on_committed(NodeId(1), LogIndex(1), &[(LogIndex(1), t(1))]).unwrap();
+        c.on_committed(NodeId(2), LogIndex(1), &[(LogIndex(1), t(1))]).unwrap();
+        assert!(c.on_committed(NodeId(3), LogIndex(1), &[(LogIndex(1), t(2))]).is_err());
+        let mut c = CommitMonotonicity::default();
+        c.on_committed(NodeId(1), LogIndex(1), &[(LogIndex(1), EntryId::Value(4))]).unwrap();
+        let other = [(LogIndex(1), EntryId::Value(5))];
+        assert!(c.on_committed(NodeId(2), LogIndex(1), &other).is_err());
     }
 
     #[test]

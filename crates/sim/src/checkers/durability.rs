@@ -17,15 +17,17 @@ use std::collections::BTreeMap;
 
 use ringkv_consensus::{Epoch, LogIndex, NodeId};
 
-/// Every acknowledged write's entry, by index: `(entry epoch, acknowledged in)`.
+use super::EntryId;
+
+/// Every acknowledged write's entry, by index: `(entry, acknowledged in)`.
 #[derive(Debug, Default)]
 pub struct Durability {
-    acked: BTreeMap<LogIndex, (Epoch, Epoch)>,
+    acked: BTreeMap<LogIndex, (EntryId, Epoch)>,
 }
 
 impl Durability {
-    /// `node`, in epoch `at`, acknowledged a write because entry
-    /// `index@epoch` was applied.
+    /// `node`, in epoch `at`, acknowledged a write because entry `id` at
+    /// `index` was applied.
     ///
     /// # Errors
     /// Another entry was acknowledged at the same index.
@@ -34,26 +36,27 @@ impl Durability {
         node: NodeId,
         at: Epoch,
         index: LogIndex,
-        epoch: Epoch,
+        id: EntryId,
     ) -> Result<(), String> {
         match self.acked.get_mut(&index) {
-            Some((old, _)) if *old != epoch => Err(format!(
-                "node {node} acknowledged a write as {index}@{epoch}, but a write was already \
-                 acknowledged as {index}@{old}"
+            Some((old, _)) if *old != id => Err(format!(
+                "node {node} acknowledged a write as the entry of {id} at {index}, but a write \
+                 was already acknowledged there as the entry of {old}"
             )),
             Some((_, by)) => {
                 *by = (*by).min(at);
                 Ok(())
             }
             None => {
-                self.acked.insert(index, (epoch, at));
+                self.acked.insert(index, (id, at));
                 Ok(())
             }
         }
     }
 
-    /// `node` became leader of `epoch`; `epoch_at` reads its log, whose
-    /// entries up to `snapshot` are compacted.
+    /// `node` became leader of `epoch`; `id_at` reads its log (including
+    /// entries not yet persisted), whose entries up to `snapshot` are
+    /// compacted.
     ///
     /// # Errors
     /// An acknowledged write is missing from the new leader's log.
@@ -62,18 +65,18 @@ impl Durability {
         node: NodeId,
         epoch: Epoch,
         snapshot: LogIndex,
-        epoch_at: impl Fn(LogIndex) -> Option<Epoch>,
+        id_at: impl Fn(LogIndex) -> Option<EntryId>,
     ) -> Result<(), String> {
         for (&index, &(acked, by)) in self.acked.range(snapshot.next()..) {
             if by >= epoch {
                 continue;
             }
-            let found = epoch_at(index);
+            let found = id_at(index);
             if found != Some(acked) {
-                let found = found.map_or("nothing".to_string(), |e| format!("epoch {e}"));
+                let found = found.map_or("nothing".to_string(), |e| e.to_string());
                 return Err(format!(
                     "node {node} leads epoch {epoch} but holds {found} at index {index}, \
-                     where a write acknowledged to a client sits at epoch {acked}"
+                     where a write acknowledged to a client sits as the entry of {acked}"
                 ));
             }
         }
@@ -112,12 +115,13 @@ mod tests {
 
     #[test]
     fn lost_acknowledged_writes_are_caught() {
+        let t = |n| EntryId::Epoch(Epoch::term(n));
         let mut c = Durability::default();
-        c.on_acked(NodeId(1), Epoch::term(2), LogIndex(3), Epoch::term(2)).unwrap();
-        assert!(c.on_acked(NodeId(2), Epoch::term(3), LogIndex(3), Epoch::term(3)).is_err());
-        let has = |i: LogIndex| (i.0 <= 3).then_some(Epoch::term(2));
+        c.on_acked(NodeId(1), Epoch::term(2), LogIndex(3), t(2)).unwrap();
+        assert!(c.on_acked(NodeId(2), Epoch::term(3), LogIndex(3), t(3)).is_err());
+        let has = |i: LogIndex| (i.0 <= 3).then_some(t(2));
         c.on_leader(NodeId(2), Epoch::term(4), LogIndex::ZERO, has).unwrap();
-        let lacks = |i: LogIndex| (i.0 <= 2).then_some(Epoch::term(2));
+        let lacks = |i: LogIndex| (i.0 <= 2).then_some(t(2));
         assert!(c.on_leader(NodeId(3), Epoch::term(5), LogIndex::ZERO, lacks).is_err());
         assert!(c.at_end(NodeId(3), LogIndex(2)).is_err());
         c.at_end(NodeId(3), LogIndex(3)).unwrap();

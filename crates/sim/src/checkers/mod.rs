@@ -23,12 +23,67 @@ pub mod read_index;
 pub mod state_machine_safety;
 pub mod wal_recovery;
 
+use std::fmt;
 use std::hash::Hasher;
 
-use ringkv_consensus::{NodeId, Role};
+use ringkv_consensus::{Entry, EntryKind, Epoch, NodeId, Role};
 
 use crate::host::{Host, Observation};
-use crate::trace::mix;
+use crate::trace::{hash_bytes, mix};
+
+/// What names an entry when the checkers compare two replicas' logs at one
+/// index: it differs between the engines.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Identity {
+    /// Raft: an index and a term name exactly one entry (Log Matching,
+    /// §5.3), so replicas must agree on the epoch at an index (and the
+    /// log-matching checker on what an `(index, epoch)` holds).
+    #[default]
+    Epoch,
+    /// Multi-Paxos: a chosen value is re-accepted under every later
+    /// leader's ballot (phase 2a re-proposes it), so replicas may hold one
+    /// chosen value under different ballots; they must agree on the value
+    /// (kind and payload) at a slot.
+    Value,
+}
+
+impl Identity {
+    /// The identity of `entry`.
+    pub fn of(self, entry: &Entry) -> EntryId {
+        match self {
+            Identity::Epoch => EntryId::Epoch(entry.epoch),
+            Identity::Value => EntryId::Value(entry_digest(entry)),
+        }
+    }
+}
+
+/// An entry as the checkers compare it (see [`Identity`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EntryId {
+    /// The epoch it was created in.
+    Epoch(Epoch),
+    /// A digest of its kind and payload ([`entry_digest`]).
+    Value(u64),
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryId::Epoch(e) => write!(f, "epoch {e}"),
+            EntryId::Value(d) => write!(f, "value #{d:016x}"),
+        }
+    }
+}
+
+/// A digest of an entry's kind and payload (not its index or epoch).
+pub fn entry_digest(e: &Entry) -> u64 {
+    let kind = match e.kind {
+        EntryKind::Command => 1,
+        EntryKind::Noop => 2,
+        EntryKind::Membership => 3,
+    };
+    mix(kind, hash_bytes(&e.payload))
+}
 
 /// The name of every checker a failure can come from: the properties
 /// above, then the run-level ones (the liveness goal, a message storm, a
@@ -116,6 +171,11 @@ pub struct Checkers {
 }
 
 impl Checkers {
+    /// The checkers for an engine whose entries are named by `identity`.
+    pub fn new(identity: Identity) -> Checkers {
+        Checkers { log_matching: log_matching::LogMatching::new(identity), ..Checkers::default() }
+    }
+
     /// Feeds one observation of `node` to every checker it concerns;
     /// `host` is the node (for reading a new leader's log). Every broken
     /// property is pushed to `out`, so that each checker sees every
@@ -146,10 +206,10 @@ impl Checkers {
                 note("election-safety", self.election.on_leader(node, *epoch));
                 if let Some(h) = host {
                     let snapshot = h.snapshot_index();
-                    let epoch_at = |i| h.epoch_at(i);
-                    let r = self.completeness.on_leader(node, *epoch, snapshot, epoch_at);
+                    let id_at = |i| h.entry_id(i);
+                    let r = self.completeness.on_leader(node, *epoch, snapshot, id_at);
                     note("leader-completeness", r);
-                    note("durability", self.durability.on_leader(node, *epoch, snapshot, epoch_at));
+                    note("durability", self.durability.on_leader(node, *epoch, snapshot, id_at));
                 }
             }
             Observation::Role { .. } | Observation::Compacted { .. } => {}
@@ -161,9 +221,9 @@ impl Checkers {
                 self.reads.on_committed(*commit);
                 note("commit-monotonicity", self.commit.on_committed(node, *commit, entries));
             }
-            Observation::Applied { index, epoch, digest, chain } => {
+            Observation::Applied { index, id, digest, chain, .. } => {
                 note("commit-monotonicity", self.commit.on_applied(node, *index));
-                let r = self.state_machine.on_applied(node, *index, *epoch, *digest, *chain);
+                let r = self.state_machine.on_applied(node, *index, *id, *digest, *chain);
                 note("state-machine-safety", r);
             }
             Observation::Restored { index, chain } => {
@@ -174,8 +234,8 @@ impl Checkers {
             Observation::ReadConfirmed { id, index } => {
                 note("read-index", self.reads.on_confirmed(node, *id, *index));
             }
-            Observation::Acked { at, index, epoch, .. } => {
-                note("durability", self.durability.on_acked(node, *at, *index, *epoch));
+            Observation::Acked { at, index, id, .. } => {
+                note("durability", self.durability.on_acked(node, *at, *index, *id));
             }
             Observation::Violation { what } => note("replica-contract", Err(what.clone())),
         }

@@ -2,8 +2,10 @@
 //! given index to its state machine, no other server will ever apply a
 //! different log entry for the same index (Raft, Fig. 3 and §5.4.3).
 //!
-//! Every application is compared with the first one at that index: same
-//! epoch, same contents (digest), and the same state-machine *chain* after
+//! Every application is compared with the first one at that index: the
+//! same entry (the same epoch for Raft, see [`Identity`](super::Identity);
+//! Multi-Paxos replicas may hold one chosen value under different
+//! ballots), the same contents (digest), and the same state-machine *chain* after
 //! it (a hash over everything applied up to there, see [`crate::kv`]).
 //! Snapshots carry the chain too, so a replica restoring a snapshot at `i`
 //! — received from a leader, or its own after a restart — must hold exactly
@@ -11,12 +13,14 @@
 
 use std::collections::BTreeMap;
 
-use ringkv_consensus::{Epoch, LogIndex, NodeId};
+use ringkv_consensus::{LogIndex, NodeId};
+
+use super::EntryId;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 struct AppliedAt {
     /// The entry, once some replica applied it (a snapshot alone does not say).
-    entry: Option<(Epoch, u64)>,
+    entry: Option<(EntryId, u64)>,
     chain: u64,
     first: NodeId,
 }
@@ -28,7 +32,7 @@ pub struct StateMachineSafety {
 }
 
 impl StateMachineSafety {
-    /// `node` applied the entry `index@epoch` with contents `digest`,
+    /// `node` applied the entry `id` at `index` with contents `digest`,
     /// reaching `chain`.
     ///
     /// # Errors
@@ -38,30 +42,31 @@ impl StateMachineSafety {
         &mut self,
         node: NodeId,
         index: LogIndex,
-        epoch: Epoch,
+        id: EntryId,
         digest: u64,
         chain: u64,
     ) -> Result<(), String> {
-        let new = AppliedAt { entry: Some((epoch, digest)), chain, first: node };
+        let new = AppliedAt { entry: Some((id, digest)), chain, first: node };
         let Some(old) = self.applied.get_mut(&index) else {
             self.applied.insert(index, new);
             return Ok(());
         };
         match old.entry {
-            Some((e, d)) if (e, d) != (epoch, digest) => {
+            Some((e, d)) if (e, d) != (id, digest) => {
                 return Err(format!(
-                    "node {node} applied {index}@{epoch} but node {} applied {index}@{e}{}",
+                    "node {node} applied the entry of {id} at {index} but node {} applied the \
+                     entry of {e} there{}",
                     old.first,
-                    if e == epoch { " with other contents" } else { "" }
+                    if e == id { " with other contents" } else { "" }
                 ));
             }
-            None => old.entry = Some((epoch, digest)),
+            None => old.entry = Some((id, digest)),
             Some(_) => {}
         }
         if old.chain != chain {
             return Err(format!(
                 "node {node} reached another state-machine state than node {} after applying \
-                 the same entry {index}@{epoch}: their earlier histories differ",
+                 the same entry of {id} at {index}: their earlier histories differ",
                 old.first
             ));
         }
@@ -106,23 +111,27 @@ impl StateMachineSafety {
 mod tests {
     use super::*;
 
+    fn t(n: u64) -> EntryId {
+        EntryId::Epoch(ringkv_consensus::Epoch::term(n))
+    }
+
     #[test]
     fn different_entries_at_one_index_are_caught() {
         let mut c = StateMachineSafety::default();
-        c.on_applied(NodeId(1), LogIndex(1), Epoch::term(1), 5, 50).unwrap();
-        c.on_applied(NodeId(2), LogIndex(1), Epoch::term(1), 5, 50).unwrap();
-        assert!(c.on_applied(NodeId(3), LogIndex(1), Epoch::term(2), 5, 51).is_err());
-        assert!(c.on_applied(NodeId(3), LogIndex(1), Epoch::term(1), 6, 50).is_err());
-        assert!(c.on_applied(NodeId(3), LogIndex(1), Epoch::term(1), 5, 49).is_err());
+        c.on_applied(NodeId(1), LogIndex(1), t(1), 5, 50).unwrap();
+        c.on_applied(NodeId(2), LogIndex(1), t(1), 5, 50).unwrap();
+        assert!(c.on_applied(NodeId(3), LogIndex(1), t(2), 5, 51).is_err());
+        assert!(c.on_applied(NodeId(3), LogIndex(1), t(1), 6, 50).is_err());
+        assert!(c.on_applied(NodeId(3), LogIndex(1), t(1), 5, 49).is_err());
     }
 
     #[test]
     fn snapshots_must_match_applied_state() {
         let mut c = StateMachineSafety::default();
         c.on_snapshot(NodeId(1), LogIndex(4), 40).unwrap();
-        c.on_applied(NodeId(2), LogIndex(4), Epoch::term(1), 1, 40).unwrap();
+        c.on_applied(NodeId(2), LogIndex(4), t(1), 1, 40).unwrap();
         assert!(c.on_snapshot(NodeId(3), LogIndex(4), 41).is_err());
-        assert!(c.on_applied(NodeId(3), LogIndex(4), Epoch::term(1), 1, 41).is_err());
+        assert!(c.on_applied(NodeId(3), LogIndex(4), t(1), 1, 41).is_err());
         assert_eq!(c.last_applied(), LogIndex(4));
     }
 }
