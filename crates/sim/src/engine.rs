@@ -18,7 +18,7 @@ use ringkv_paxos::{CONFIG_DELAY_SLOTS, Paxos, PaxosOptions};
 use ringkv_raft::{Raft, RaftOptions};
 use ringkv_storage::{ShardLog, SimDisk};
 
-use crate::checkers::{EntryId, Identity};
+use crate::checkers::Identity;
 
 /// One deliberately broken safety rule. Engine-neutral names: each engine
 /// maps the ones it supports ([`SimEngine::BUGS`]) to its own switches.
@@ -246,13 +246,9 @@ pub trait SimEngine: 'static {
     fn membership_at(replica: &Self::Replica, index: LogIndex) -> Option<Membership>;
 
     /// The epoch of the entry at `index` in the replica's log, including
-    /// entries not yet persisted; `None` if compacted or past the end.
+    /// entries not yet persisted; `None` if compacted or past the end. From
+    /// memory: it never reads the disk (so never fails on a read error).
     fn epoch_at(replica: &Self::Replica, index: LogIndex) -> Option<Epoch>;
-
-    /// The entry at `index` in the replica's log as the checkers compare
-    /// it ([`Self::IDENTITY`]), including entries not yet persisted; `None`
-    /// if compacted, past the end, or (Multi-Paxos) a vacant slot.
-    fn entry_id(replica: &Self::Replica, index: LogIndex) -> Option<EntryId>;
 
     /// Asserts the engine's internal invariants.
     ///
@@ -320,10 +316,6 @@ impl SimEngine for RaftEngine {
         replica.term_at(index).ok()
     }
 
-    fn entry_id(replica: &Self::Replica, index: LogIndex) -> Option<EntryId> {
-        Self::epoch_at(replica, index).map(EntryId::Epoch)
-    }
-
     fn check_invariants(replica: &Self::Replica) {
         replica.check_invariants();
     }
@@ -388,11 +380,6 @@ impl SimEngine for PaxosEngine {
 
     fn epoch_at(replica: &Self::Replica, index: LogIndex) -> Option<Epoch> {
         replica.epoch_at(index).ok()
-    }
-
-    fn entry_id(replica: &Self::Replica, index: LogIndex) -> Option<EntryId> {
-        let entry = replica.entry_at(index).ok().flatten()?;
-        Some(Self::IDENTITY.of(&entry))
     }
 
     fn check_invariants(replica: &Self::Replica) {

@@ -39,7 +39,7 @@ use ringkv_consensus::{
 use ringkv_storage::{BatchSeq, Disk, DiskFile, ShardLog, SimDisk, Wal, WalError, WalOptions};
 
 use crate::checkers::wal_recovery::DurableState;
-use crate::checkers::{EntryId, Identity, entry_digest};
+use crate::checkers::{Identity, entry_digest};
 use crate::engine::{EngineError, EngineOptions, SimEngine};
 use crate::kv::{ClientId, Command, KvStore};
 use crate::protocol::{Request, Response};
@@ -137,16 +137,16 @@ pub enum Observation {
         /// `(index, epoch, payload digest)` of each entry.
         entries: Vec<(LogIndex, Epoch, u64)>,
     },
-    /// Its commit index advanced; the newly committed entries in its log
-    /// (those still present there).
+    /// Its commit index advanced; the epochs of the newly committed entries
+    /// in its log (those still present there).
     Committed {
         /// The replica's current epoch: the entries were committed in this
         /// epoch or an earlier one.
         at: Epoch,
         /// The new commit index.
         commit: LogIndex,
-        /// `(index, entry)` of the newly committed entries it still holds.
-        entries: Vec<(LogIndex, EntryId)>,
+        /// `(index, epoch)` of the newly committed entries it still holds.
+        entries: Vec<(LogIndex, Epoch)>,
     },
     /// It applied an entry to its state machine.
     Applied {
@@ -154,8 +154,6 @@ pub enum Observation {
         index: LogIndex,
         /// Its epoch.
         epoch: Epoch,
-        /// The entry, as the checkers compare it.
-        id: EntryId,
         /// A digest of its kind and payload.
         digest: u64,
         /// The state machine's chain after it.
@@ -191,8 +189,10 @@ pub enum Observation {
         seq: u64,
         /// The entry whose application answered it.
         index: LogIndex,
-        /// That entry, as the checkers compare it.
-        id: EntryId,
+        /// That entry's epoch.
+        epoch: Epoch,
+        /// A digest of that entry's kind and payload.
+        digest: u64,
     },
     /// It took a local snapshot and buffered the WAL compaction.
     Compacted {
@@ -332,9 +332,9 @@ pub trait Host: Sized {
     /// The replica's status.
     fn status(&self) -> Status;
 
-    /// The entry at `index` in the replica's log (including entries not
-    /// yet persisted), as the checkers compare it.
-    fn entry_id(&self, index: LogIndex) -> Option<EntryId>;
+    /// The epoch of the entry at `index` in the replica's log, including
+    /// entries not yet persisted (from memory: reading it never fails).
+    fn epoch_at(&self, index: LogIndex) -> Option<Epoch>;
 
     /// The replica's snapshot index (entries at or below it are compacted).
     fn snapshot_index(&self) -> LogIndex;
@@ -520,7 +520,6 @@ impl<E: SimEngine> ReplicaHost<E> {
     ) -> Result<(), Stopped> {
         if let Some(s) = rd.soft_state {
             self.epoch = s.epoch;
-            fx.observe(Observation::Role { role: s.role, epoch: s.epoch, leader: s.leader });
             if s.role != Role::Leader {
                 // The engine drops reads it had not confirmed; their
                 // clients time out and retry.
@@ -540,16 +539,24 @@ impl<E: SimEngine> ReplicaHost<E> {
                 Stopped { reason: format!("contract: the WAL refused a Ready: {e}") }
             }
         };
+        if let Some(first) = rd.entries.first() {
+            let prev_epoch = E::epoch_at(&self.replica, first.index.prev());
+            let entries = rd.entries.iter().map(|e| (e.index, e.epoch, entry_digest(e))).collect();
+            fx.observe(Observation::Wrote { prev_epoch, entries });
+        }
+        if let Some(s) = rd.soft_state {
+            // After the entries: a new Multi-Paxos leader's log is checked
+            // with the values it re-proposes, which the checkers learn from
+            // the write.
+            fx.observe(Observation::Role { role: s.role, epoch: s.epoch, leader: s.leader });
+        }
         let mut batch = None;
         if let Some(snap) = &rd.snapshot {
             write_snapshot(&self.disk, snap.meta.index, &snap.data)
                 .map_err(|e| stop("writing a received snapshot failed", e))?;
             batch = Some(self.wal.install_snapshot(self.shard, &snap.meta).map_err(wal_err)?);
         }
-        if let Some(first) = rd.entries.first() {
-            let prev_epoch = E::epoch_at(&self.replica, first.index.prev());
-            let entries = rd.entries.iter().map(|e| (e.index, e.epoch, entry_digest(e))).collect();
-            fx.observe(Observation::Wrote { prev_epoch, entries });
+        if !rd.entries.is_empty() {
             batch = Some(self.wal.append(self.shard, &rd.entries).map_err(wal_err)?);
         }
         if let Some(hs) = rd.hard_state {
@@ -557,7 +564,7 @@ impl<E: SimEngine> ReplicaHost<E> {
             if hs.commit > self.last_commit {
                 let entries = (self.last_commit.0 + 1..=hs.commit.0)
                     .filter_map(|i| {
-                        E::entry_id(&self.replica, LogIndex(i)).map(|e| (LogIndex(i), e))
+                        E::epoch_at(&self.replica, LogIndex(i)).map(|e| (LogIndex(i), e))
                     })
                     .collect();
                 fx.observe(Observation::Committed { at: self.epoch, commit: hs.commit, entries });
@@ -634,12 +641,11 @@ impl<E: SimEngine> ReplicaHost<E> {
     fn apply(&mut self, e: &Entry, fx: &mut Effects) {
         match self.kv.apply(e) {
             Ok(reply) => {
-                let id = E::IDENTITY.of(e);
+                let digest = entry_digest(e);
                 fx.observe(Observation::Applied {
                     index: e.index,
                     epoch: e.epoch,
-                    id,
-                    digest: entry_digest(e),
+                    digest,
                     chain: self.kv.chain(),
                 });
                 if let Some(a) = reply
@@ -651,7 +657,8 @@ impl<E: SimEngine> ReplicaHost<E> {
                         client: a.client,
                         seq: a.seq,
                         index: e.index,
-                        id,
+                        epoch: e.epoch,
+                        digest,
                     });
                 }
             }
@@ -929,8 +936,8 @@ impl<E: SimEngine> Host for ReplicaHost<E> {
         self.replica.status()
     }
 
-    fn entry_id(&self, index: LogIndex) -> Option<EntryId> {
-        E::entry_id(&self.replica, index)
+    fn epoch_at(&self, index: LogIndex) -> Option<Epoch> {
+        E::epoch_at(&self.replica, index)
     }
 
     fn snapshot_index(&self) -> LogIndex {

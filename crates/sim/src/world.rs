@@ -278,7 +278,7 @@ fn describe_observation(o: &Observation) -> (&'static str, u64, u64, String) {
             commit.0,
             0,
             match entries.last() {
-                Some((i, e)) => format!("commit {commit} (last {i}: {e}) in epoch {at}"),
+                Some((i, e)) => format!("commit {commit} (last {i}@{e}) in epoch {at}"),
                 None => format!("commit {commit} in epoch {at}"),
             },
         ),
@@ -288,11 +288,11 @@ fn describe_observation(o: &Observation) -> (&'static str, u64, u64, String) {
         Observation::Restored { index, chain } => {
             ("restore", index.0, *chain, format!("snapshot at {index}"))
         }
-        Observation::Acked { client, seq, index, id, .. } => (
+        Observation::Acked { client, seq, index, epoch, .. } => (
             "ack",
             index.0,
             client.0,
-            format!("client {} op {seq} done at {index} ({id})", client.0),
+            format!("client {} op {seq} done as {index}@{epoch}", client.0),
         ),
         Observation::Compacted { index } => ("compact", index.0, 0, format!("snapshot at {index}")),
         Observation::ReadAsked { id } => ("read-asked", *id, 0, format!("read {id} asked")),
@@ -731,21 +731,9 @@ impl<H: Host> World<H> {
             {
                 self.fail("wal-recovery", what);
             }
-            let slot = self.slots.get(&id);
-            let host = slot.and_then(|s| s.host.as_ref());
-            // The checkers read a new leader's log, from its disk for
-            // entries out of the WAL's cache. An injected read error there
-            // would be a false finding, so the disk reads without faults
-            // meanwhile (which also leaves its fault generator untouched).
-            let reads_log = matches!(o, Observation::Role { role: Role::Leader, .. });
-            if reads_log && let Some(s) = slot {
-                s.disk.set_fault_rates(FaultRates::default());
-            }
+            let host = self.slots.get(&id).and_then(|s| s.host.as_ref());
             let mut violations = Vec::new();
             self.checkers.observe(id, o, host, &mut violations);
-            if reads_log && let Some(s) = slot {
-                s.disk.set_fault_rates(self.disk_fault_rates());
-            }
             for v in violations {
                 self.fail(v.checker, v.what);
             }

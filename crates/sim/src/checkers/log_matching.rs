@@ -54,6 +54,11 @@ impl LogMatching {
         LogMatching { prefix: identity == Identity::Epoch, written: HashMap::default() }
     }
 
+    /// The digest of what was written as `index@epoch`, if it was.
+    pub fn digest(&self, index: LogIndex, epoch: Epoch) -> Option<u64> {
+        self.written.get(&(index, epoch)).map(|w| w.digest)
+    }
+
     /// `node` wrote `entries` (`(index, epoch, digest)`, contiguous) after
     /// an entry of epoch `prev_epoch`.
     ///

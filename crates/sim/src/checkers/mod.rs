@@ -26,7 +26,7 @@ pub mod wal_recovery;
 use std::fmt;
 use std::hash::Hasher;
 
-use ringkv_consensus::{Entry, EntryKind, Epoch, NodeId, Role};
+use ringkv_consensus::{Entry, EntryKind, Epoch, LogIndex, NodeId, Role};
 
 use crate::host::{Host, Observation};
 use crate::trace::{hash_bytes, mix};
@@ -48,11 +48,12 @@ pub enum Identity {
 }
 
 impl Identity {
-    /// The identity of `entry`.
-    pub fn of(self, entry: &Entry) -> EntryId {
+    /// The identity of an entry of `epoch` whose kind and payload have
+    /// `digest` ([`entry_digest`]).
+    pub fn id(self, epoch: Epoch, digest: u64) -> EntryId {
         match self {
-            Identity::Epoch => EntryId::Epoch(entry.epoch),
-            Identity::Value => EntryId::Value(entry_digest(entry)),
+            Identity::Epoch => EntryId::Epoch(epoch),
+            Identity::Value => EntryId::Value(digest),
         }
     }
 }
@@ -154,6 +155,8 @@ impl Hasher for FixedHasher {
 /// Every checker of a run.
 #[derive(Debug, Default)]
 pub struct Checkers {
+    /// What names an entry.
+    pub identity: Identity,
     /// At most one leader per epoch.
     pub election: election_safety::ElectionSafety,
     /// Log matching.
@@ -173,7 +176,22 @@ pub struct Checkers {
 impl Checkers {
     /// The checkers for an engine whose entries are named by `identity`.
     pub fn new(identity: Identity) -> Checkers {
-        Checkers { log_matching: log_matching::LogMatching::new(identity), ..Checkers::default() }
+        Checkers {
+            identity,
+            log_matching: log_matching::LogMatching::new(identity),
+            ..Checkers::default()
+        }
+    }
+
+    /// The identity of the entry `index@epoch` in some replica's log, whose
+    /// contents the checkers know from its write (see
+    /// [`log_matching::LogMatching::digest`]); `None` for a vacant
+    /// Multi-Paxos slot or an entry never seen written.
+    fn id_at(&self, index: LogIndex, epoch: Epoch) -> Option<EntryId> {
+        match self.identity {
+            Identity::Epoch => Some(EntryId::Epoch(epoch)),
+            Identity::Value => self.log_matching.digest(index, epoch).map(EntryId::Value),
+        }
     }
 
     /// Feeds one observation of `node` to every checker it concerns;
@@ -206,7 +224,7 @@ impl Checkers {
                 note("election-safety", self.election.on_leader(node, *epoch));
                 if let Some(h) = host {
                     let snapshot = h.snapshot_index();
-                    let id_at = |i| h.entry_id(i);
+                    let id_at = |i| h.epoch_at(i).and_then(|e| self.id_at(i, e));
                     let r = self.completeness.on_leader(node, *epoch, snapshot, id_at);
                     note("leader-completeness", r);
                     note("durability", self.durability.on_leader(node, *epoch, snapshot, id_at));
@@ -217,13 +235,33 @@ impl Checkers {
                 note("log-matching", self.log_matching.on_write(node, *prev_epoch, entries));
             }
             Observation::Committed { at, commit, entries } => {
-                self.completeness.on_committed(*at, entries);
+                let mut ids = Vec::with_capacity(entries.len());
+                for &(index, epoch) in entries {
+                    match self.id_at(index, epoch) {
+                        Some(id) => ids.push((index, id)),
+                        None if epoch == Epoch::ZERO => note(
+                            "commit-monotonicity",
+                            Err(format!(
+                                "node {node} committed slot {index}, which it holds vacant"
+                            )),
+                        ),
+                        None => note(
+                            "simulator",
+                            Err(format!(
+                                "node {node} committed {index}@{epoch}, which no replica was seen \
+                                 writing"
+                            )),
+                        ),
+                    }
+                }
+                self.completeness.on_committed(*at, &ids);
                 self.reads.on_committed(*commit);
-                note("commit-monotonicity", self.commit.on_committed(node, *commit, entries));
+                note("commit-monotonicity", self.commit.on_committed(node, *commit, &ids));
             }
-            Observation::Applied { index, id, digest, chain, .. } => {
+            Observation::Applied { index, epoch, digest, chain } => {
                 note("commit-monotonicity", self.commit.on_applied(node, *index));
-                let r = self.state_machine.on_applied(node, *index, *id, *digest, *chain);
+                let id = self.identity.id(*epoch, *digest);
+                let r = self.state_machine.on_applied(node, *index, id, *digest, *chain);
                 note("state-machine-safety", r);
             }
             Observation::Restored { index, chain } => {
@@ -234,8 +272,9 @@ impl Checkers {
             Observation::ReadConfirmed { id, index } => {
                 note("read-index", self.reads.on_confirmed(node, *id, *index));
             }
-            Observation::Acked { at, index, id, .. } => {
-                note("durability", self.durability.on_acked(node, *at, *index, *id));
+            Observation::Acked { at, index, epoch, digest, .. } => {
+                let id = self.identity.id(*epoch, *digest);
+                note("durability", self.durability.on_acked(node, *at, *index, id));
             }
             Observation::Violation { what } => note("replica-contract", Err(what.clone())),
         }
