@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! cargo run --release -p ringkv-sim -- --engine raft --seeds 0..10000
-//! cargo run --release -p ringkv-sim -- --engine raft --seed 42 --trace
+//! cargo run --release -p ringkv-sim -- --engine paxos --seed 42 --trace
 //! cargo run --release -p ringkv-sim --features planted-bugs -- --bug ack-before-persist --seeds 0..500
+//! cargo run --release -p ringkv-sim --features planted-bugs -- --engine paxos --bug adopt-lowest-ballot --seeds 0..500
 //! ```
 //!
 //! Exit status: 0 when every seed passed, 1 when some failed, 2 on a usage
@@ -37,6 +38,9 @@ struct Args {
     #[arg(long)]
     trace: bool,
     /// Plant a bug in every replica (needs `--features planted-bugs`); repeatable.
+    /// Raft: vote-without-log-check, commit-previous-term-by-counting,
+    /// ack-before-persist, apply-before-commit, read-without-quorum. Paxos:
+    /// accept-without-promise-check, adopt-lowest-ballot, ack-before-persist.
     #[arg(long = "bug")]
     bugs: Vec<String>,
     /// Run without faults (a perfect network and disks).

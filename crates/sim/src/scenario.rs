@@ -34,9 +34,9 @@ pub const VOTERS_MIN: usize = 3;
 /// the log with over a thousand no-ops).
 pub const CONFIG_DELAY_SLOTS_CHOICES: [u64; 6] =
     [1, 2, 4, 16, 64, ringkv_paxos::CONFIG_DELAY_SLOTS];
-/// Largest α for a seed whose leader sends one slot per message with one
-/// message in flight (see [`Scenario::draw`]).
-pub const CONFIG_DELAY_SLOTS_ONE_SLOT_PER_TRIP_MAX: u64 = 64;
+/// Largest α for a seed whose leader sends one slot per message (see
+/// [`Scenario::draw`]).
+pub const CONFIG_DELAY_SLOTS_ONE_SLOT_PER_MESSAGE_MAX: u64 = 64;
 
 /// One seed's simulation parameters.
 #[derive(Clone, Debug)]
@@ -160,12 +160,13 @@ impl Scenario {
         // Drawn last, so that adding it left every earlier draw (and so
         // every Raft seed's run) as it was.
         scenario.config_delay_slots = pick(&mut rng, &CONFIG_DELAY_SLOTS_CHOICES);
-        if scenario.config.max_message_bytes == 1 && scenario.config.max_inflight_messages == 1 {
-            // One slot per round trip and fsync: the α - 1 no-ops that pad
-            // a membership change then take seconds of virtual time, past
-            // the liveness bound, without anything being wrong.
+        if scenario.config.max_message_bytes == 1 {
+            // One slot per message: the α - 1 no-ops that pad a membership
+            // change then take seconds of virtual time to commit, or to
+            // reach a replica that joins late, past the liveness bound,
+            // without anything being wrong.
             scenario.config_delay_slots =
-                scenario.config_delay_slots.min(CONFIG_DELAY_SLOTS_ONE_SLOT_PER_TRIP_MAX);
+                scenario.config_delay_slots.min(CONFIG_DELAY_SLOTS_ONE_SLOT_PER_MESSAGE_MAX);
         }
         scenario
     }

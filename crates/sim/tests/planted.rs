@@ -102,3 +102,18 @@ fn paxos_ack_before_persist_is_caught() {
     // First caught at seed 51 (leader-completeness).
     assert_caught(EngineKind::Paxos, PlantedBug::AckBeforePersist, 1_000);
 }
+
+/// `--disable-checker`: a disabled checker's findings are ignored, and the
+/// others still judge the run (what the first catch hid shows up).
+#[test]
+fn a_disabled_checker_is_ignored_and_the_others_still_catch() {
+    let bugs = vec![PlantedBug::ApplyBeforeCommit];
+    let options = RunOptions { bugs: bugs.clone(), ..RunOptions::default() };
+    let first = ringkv_sim::run(EngineKind::Raft, 0, &options).unwrap();
+    let first = first.failure.expect("seed 0 catches apply-before-commit");
+    let options = RunOptions { bugs, disabled_checkers: vec![first.checker], ..options };
+    let next = ringkv_sim::run(EngineKind::Raft, 0, &options).unwrap();
+    let next = next.failure.expect("another checker catches it too");
+    assert_ne!(next.checker, first.checker);
+    assert!(PROPERTY_CHECKERS.contains(&next.checker), "{next:?}");
+}

@@ -43,6 +43,13 @@ const FIXED: &[(EngineKind, u64, &str)] = &[
     (EngineKind::Paxos, 1400, "alpha 1024 padding at one slot per round trip outlasted liveness"),
     (EngineKind::Paxos, 1708, "alpha 1024 padding at one slot per round trip outlasted liveness"),
     (EngineKind::Paxos, 1935, "alpha 1024 padding at one slot per round trip outlasted liveness"),
+    // The same with four messages in flight: a replica added late caught
+    // up on 1,000 padding slots one per message. Seeds with one slot per
+    // message now draw α ≤ 64 whatever their window.
+    (EngineKind::Paxos, 8902, "alpha 1024, one slot per message: a late replica caught up slowly"),
+    // Failed on the has_ready() engine bug below while it drew α = 1024;
+    // it draws α ≤ 64 since and passes (the bug is not fixed).
+    (EngineKind::Paxos, 1499, "has_ready() engine bug, before its alpha changed"),
     // Both engines keep has_ready() true when reading their log failed
     // inside ready() (they leave the work to a later Ready). The host
     // first asked again at once (spinning for minutes on paxos seed 191),
@@ -78,7 +85,11 @@ const PAXOS_HAS_READY_WITHOUT_SNAPSHOT: EngineBug = EngineBug {
            buffered, not yet durable: SnapshotTemporarilyUnavailable), but ready() returns \
            nothing: wants_send() returns recent_active for such a peer, flush_accepts' \
            start_snapshot() gives up silently. A node loop asking has_ready() spins.",
-    seeds: &[848, 1151, 1206, 1443, 1458, 1499, 1632, 1682, 1945],
+    seeds: &[
+        848, 1151, 1206, 1443, 1458, 1632, 1682, 1945, 2423, 2619, 2729, 3034, 3131, 3234, 3496,
+        3507, 4154, 4428, 4518, 4720, 5003, 5163, 5790, 6077, 6088, 6465, 7097, 7167, 7204, 7568,
+        8333, 8513, 8530, 8551, 8791, 9000, 9055, 9377, 9793,
+    ],
 };
 
 fn seeds_per_engine() -> usize {
