@@ -783,7 +783,11 @@ impl<S: LogStorage> Paxos<S> {
             return false;
         }
         if p.next < self.log.first_index() {
-            return p.recent_active;
+            // Such a peer needs a snapshot, which `ready` starts only if
+            // the storage has one to send (not while one is being made):
+            // claiming work without it promised a Ready that came out
+            // empty (sim seed 848). Same conditions as `start_snapshot`.
+            return p.recent_active && self.log.storage.snapshot().is_ok();
         }
         (p.next <= self.window_end() && p.can_send(self.cfg.max_inflight_messages))
             || p.commit_sent < self.log.committed

@@ -48,7 +48,7 @@ const FIXED: &[(EngineKind, u64, &str)] = &[
     // message now draw α ≤ 64 whatever their window.
     (EngineKind::Paxos, 8902, "alpha 1024, one slot per message: a late replica caught up slowly"),
     // Failed on the has_ready() engine bug below while it drew α = 1024;
-    // it draws α ≤ 64 since and passes (the bug is not fixed).
+    // it draws α ≤ 64 since and passes (the bug is fixed since, too).
     (EngineKind::Paxos, 1499, "has_ready() engine bug, before its alpha changed"),
     // Both engines keep has_ready() true when reading their log failed
     // inside ready() (they leave the work to a later Ready). The host
@@ -65,7 +65,7 @@ const FIXED: &[(EngineKind, u64, &str)] = &[
     (EngineKind::Paxos, 217, "has_ready() stays true after a log read error in ready() (leader)"),
 ];
 
-/// A bug in an engine that makes seeds fail, not fixed yet.
+/// A bug in an engine that made seeds fail (listed in [`ENGINE_BUGS`] while unfixed).
 struct EngineBug {
     engine: EngineKind,
     /// What the traces show.
@@ -75,8 +75,9 @@ struct EngineBug {
 }
 
 /// Known engine bugs: their seeds are left out of the sweep, and each bug
-/// has an ignored test below that replays them.
-const ENGINE_BUGS: &[EngineBug] = &[PAXOS_HAS_READY_WITHOUT_SNAPSHOT];
+/// has an ignored test below that replays them. None today; fixed ones
+/// keep their seeds as regression tests (below).
+const ENGINE_BUGS: &[EngineBug] = &[];
 
 const PAXOS_HAS_READY_WITHOUT_SNAPSHOT: EngineBug = EngineBug {
     engine: EngineKind::Paxos,
@@ -84,7 +85,8 @@ const PAXOS_HAS_READY_WITHOUT_SNAPSHOT: EngineBug = EngineBug {
            index while the log storage has no snapshot to send (a local compaction is \
            buffered, not yet durable: SnapshotTemporarilyUnavailable), but ready() returns \
            nothing: wants_send() returns recent_active for such a peer, flush_accepts' \
-           start_snapshot() gives up silently. A node loop asking has_ready() spins.",
+           start_snapshot() gives up silently. A node loop asking has_ready() spins. \
+           Fixed: wants_send() claims such a peer only when a snapshot can be sent.",
     seeds: &[
         848, 1151, 1206, 1443, 1458, 1632, 1682, 1945, 2423, 2619, 2729, 3034, 3131, 3234, 3496,
         3507, 4154, 4428, 4518, 4720, 5003, 5163, 5790, 6077, 6088, 6465, 7097, 7167, 7204, 7568,
@@ -195,8 +197,8 @@ fn assert_engine_bug_fixed(bug: &EngineBug) {
     assert!(failed.is_empty(), "{} engine bug: {}\n{}", bug.engine, bug.what, failed.join("\n"));
 }
 
+/// Regression: the 39 seeds of the fixed Multi-Paxos `has_ready` bug.
 #[test]
-#[ignore = "engine bug: paxos has_ready() true while no snapshot is available to send"]
 fn paxos_has_ready_without_snapshot() {
     assert_engine_bug_fixed(&PAXOS_HAS_READY_WITHOUT_SNAPSHOT);
 }
