@@ -161,7 +161,7 @@ fn status_shards_keys_and_membership_on_three_processes() {
                 format!("--listen-peer-urls={peer_url}"),
                 format!("--initial-cluster={initial_cluster}"),
                 "--initial-cluster-state=existing".into(),
-                format!("--initial-cluster-token=test-{}", std::process::id()),
+                format!("--initial-cluster-token={}", cluster.token),
                 format!("--heartbeat-interval={}", support::TEST_HEARTBEAT_MS),
                 format!("--election-timeout={}", support::TEST_ELECTION_MS),
             ],
