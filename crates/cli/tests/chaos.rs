@@ -152,6 +152,9 @@ fn watch_under_kill() {
 }
 
 #[test]
+#[ignore = "flaky: on a fast run the 1-key history grows past lincheck's step budget (verdict \
+            unknown, not invalid; seen 2026-11-26 with 9,831 ops, 18 unknown); bound the history \
+            before re-enabling"]
 fn the_checker_catches_stale_serializable_reads() {
     // Serializable reads may be stale by etcd's contract; with a node paused
     // or cut off, lincheck must find the history not linearizable. This
