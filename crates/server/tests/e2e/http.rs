@@ -152,9 +152,18 @@ async fn gateway_health_version_metrics() {
     let health = http(ep, "GET", "/health", "").await;
     assert_eq!(health.status, 200);
     assert_eq!(health.json(), json!({"health":"true","reason":""}));
-    let metrics = http(ep, "GET", "/metrics", "").await;
-    assert_eq!(metrics.status, 200);
-    let text = String::from_utf8(metrics.body).unwrap();
+    // Shard gauges follow the node's periodic status refresh: a fast run
+    // can scrape before the first one, so wait for it (bounded).
+    let mut text = String::new();
+    for _ in 0..100 {
+        let metrics = http(ep, "GET", "/metrics", "").await;
+        assert_eq!(metrics.status, 200);
+        text = String::from_utf8(metrics.body).unwrap();
+        if text.contains("ringkv_shard_is_leader{shard=\"1\"} 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert!(text.contains("ringkv_shard_is_leader{shard=\"1\"} 1"), "{text}");
     assert!(text.contains("ringkv_proposals_submitted_total"), "{text}");
     assert!(text.contains("ringkv_disk_fsync_duration_seconds_bucket"), "{text}");
