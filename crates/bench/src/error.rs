@@ -116,7 +116,7 @@ pub enum BenchError {
     /// A watch stream could not be started.
     #[error(
         "cannot start a watch on {endpoint}: {}: {}; the watch workload needs etcd's Watch service",
-        crate::stats::code_name(status.code()),
+        ringkv_api::grpc_code_name(status.code()),
         status.message()
     )]
     WatchStart {

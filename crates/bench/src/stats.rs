@@ -118,7 +118,7 @@ impl Recorder {
 
     /// Records a failed request, by its gRPC code.
     pub fn record_error(&mut self, status: &tonic::Status) {
-        let code = code_name(status.code());
+        let code = ringkv_api::grpc_code_name(status.code());
         *self.errors_by_code.entry(code.to_owned()).or_default() += 1;
         if self.first_error.is_none() {
             self.first_error = Some(format!("{code}: {}", status.message()));
@@ -245,30 +245,6 @@ pub struct RunFacts {
 
 fn new_histogram() -> Histogram<u64> {
     Histogram::new(HISTOGRAM_SIGNIFICANT_DIGITS).expect("3 significant digits are valid")
-}
-
-/// The name of a gRPC code, as grpc-go and tonic print it.
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "Canceled",
-        Code::Unknown => "Unknown",
-        Code::InvalidArgument => "InvalidArgument",
-        Code::DeadlineExceeded => "DeadlineExceeded",
-        Code::NotFound => "NotFound",
-        Code::AlreadyExists => "AlreadyExists",
-        Code::PermissionDenied => "PermissionDenied",
-        Code::ResourceExhausted => "ResourceExhausted",
-        Code::FailedPrecondition => "FailedPrecondition",
-        Code::Aborted => "Aborted",
-        Code::OutOfRange => "OutOfRange",
-        Code::Unimplemented => "Unimplemented",
-        Code::Internal => "Internal",
-        Code::Unavailable => "Unavailable",
-        Code::DataLoss => "DataLoss",
-        Code::Unauthenticated => "Unauthenticated",
-    }
 }
 
 /// Count and latency of one kind of operation.

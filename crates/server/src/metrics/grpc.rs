@@ -50,30 +50,6 @@ pub const GRPC_DURATION_BUCKETS_SECONDS: [f64; 16] = [
 /// The `service` and `method` label of a path that names no declared RPC.
 pub const UNKNOWN_LABEL: &str = "unknown";
 
-/// The name of a gRPC code as Prometheus labels spell it (Go's names, as
-/// etcd's `grpc_server_handled_total` shows them).
-pub fn code_label(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "Canceled",
-        Code::Unknown => "Unknown",
-        Code::InvalidArgument => "InvalidArgument",
-        Code::DeadlineExceeded => "DeadlineExceeded",
-        Code::NotFound => "NotFound",
-        Code::AlreadyExists => "AlreadyExists",
-        Code::PermissionDenied => "PermissionDenied",
-        Code::ResourceExhausted => "ResourceExhausted",
-        Code::FailedPrecondition => "FailedPrecondition",
-        Code::Aborted => "Aborted",
-        Code::OutOfRange => "OutOfRange",
-        Code::Unimplemented => "Unimplemented",
-        Code::Internal => "Internal",
-        Code::Unavailable => "Unavailable",
-        Code::DataLoss => "DataLoss",
-        Code::Unauthenticated => "Unauthenticated",
-    }
-}
-
 /// One declared RPC and its metric handles, registered on first use.
 pub(crate) struct Method {
     service: String,
@@ -187,7 +163,8 @@ impl GrpcMetrics {
         };
         let counter = counter.unwrap_or_else(|| {
             let mut labels = self.labels(method);
-            labels.push(Label::new("code", code_label(code)));
+            // Go's names, as etcd's `grpc_server_handled_total` shows them.
+            labels.push(Label::new("code", ringkv_api::grpc_code_name(code)));
             let counter =
                 recorder.register_counter(&Key::from_parts(GRPC_REQUESTS, labels), &METADATA);
             self.requests
