@@ -1,8 +1,8 @@
 //! The etcdctl battery: Debian's `etcdctl` (3.4) against a three-member
 //! ringkv cluster, once with each consensus engine (`--engine=raft`,
-//! `--engine=paxos`: every step must pass the same), one step per etcdctl feature, each checking what etcdctl
-//! printed (parsed from `-w json` where that says more), not only its exit
-//! status. The steps share one cluster and run in order; each uses its own
+//! `--engine=paxos`: every step must pass the same), one step per etcdctl
+//! feature, each checking what etcdctl printed (parsed from `-w json` where
+//! that says more), not only its exit status. The steps share one cluster and run in order; each uses its own
 //! keys. `make-mirror` copies into a second, single-member cluster.
 //!
 //! Covered: put/get (prefix, from-key, limit, sort, rev, keys-only,
