@@ -11,7 +11,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{ProcessCluster, wait_until};
+use support::{ProcessCluster, strip_ansi, wait_until};
 
 /// Bounds each wait (a hang fails the test; this is not a speed check).
 const WAIT: Duration = Duration::from_secs(60);
@@ -76,24 +76,6 @@ fn kill_the_leader_and_writes_resume(engine: &str) {
         "the watcher missed, repeated or reordered events; it said: {}",
         watcher.errors.lock().unwrap()
     );
-}
-
-/// `text` without terminal color sequences.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// `etcdctl watch KEY --rev=1` in the background, its output collected.

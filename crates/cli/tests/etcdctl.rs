@@ -1,7 +1,8 @@
 //! The etcdctl battery: Debian's `etcdctl` (3.4) against a three-member
-//! ringkv cluster, one step per etcdctl feature, each checking what etcdctl
-//! printed (parsed from `-w json` where that says more), not only its exit
-//! status. The steps share one cluster and run in order; each uses its own
+//! ringkv cluster, once with each consensus engine (`--engine=raft`,
+//! `--engine=paxos`: every step must pass the same), one step per etcdctl
+//! feature, each checking what etcdctl printed (parsed from `-w json` where
+//! that says more), not only its exit status. The steps share one cluster and run in order; each uses its own
 //! keys. `make-mirror` copies into a second, single-member cluster.
 //!
 //! Covered: put/get (prefix, from-key, limit, sort, rev, keys-only,
@@ -45,6 +46,8 @@ struct Battery {
     cluster: ProcessCluster,
     /// Every member's `host:port`, comma-separated (see [`Battery::addr`]).
     all: String,
+    /// `--engine=...`: every cluster the battery starts runs the same engine.
+    flag: String,
 }
 
 impl Battery {
@@ -74,12 +77,30 @@ impl Battery {
 type Step = fn(&Battery);
 
 #[test]
-fn etcdctl_battery() {
+fn etcdctl_battery_raft() {
+    etcdctl_battery("raft");
+}
+
+#[test]
+fn etcdctl_battery_paxos() {
+    etcdctl_battery("paxos");
+}
+
+/// Every step, in order, on a three-member cluster running `engine`.
+fn etcdctl_battery(engine: &str) {
     let started = Instant::now();
-    let cluster = ProcessCluster::start(3).unwrap();
+    let flag = format!("--engine={engine}");
+    let cluster = ProcessCluster::start_with(3, &[&flag]).unwrap();
     cluster.wait_leader(WAIT).unwrap();
+    for i in 0..3 {
+        assert!(
+            cluster.runs_engine(i, engine),
+            "member {i} is not on {engine}:\n{}",
+            cluster.log(i)
+        );
+    }
     let all = (0..3).map(|i| cluster.members[i].client_addr().to_string()).collect::<Vec<_>>();
-    let b = Battery { cluster, all: all.join(",") };
+    let b = Battery { cluster, all: all.join(","), flag };
     let steps: &[(&str, Step)] = &[
         ("put/get", put_get),
         ("del", del),
@@ -99,12 +120,14 @@ fn etcdctl_battery() {
     for (name, step) in steps {
         let at = Instant::now();
         step(&b);
-        println!("step {name}: ok in {:?}", at.elapsed());
+        println!("{engine}: step {name}: ok in {:?}", at.elapsed());
     }
     // Membership last: it adds and removes a member.
     let mut b = b;
+    let at = Instant::now();
     member(&mut b);
-    println!("battery done in {:?}", started.elapsed());
+    println!("{engine}: step member: ok in {:?}", at.elapsed());
+    println!("{engine}: battery done in {:?}", started.elapsed());
 }
 
 /// The header revision of a `-w json` answer.
@@ -670,7 +693,7 @@ fn elect(b: &Battery) {
 }
 
 fn make_mirror(b: &Battery) {
-    let dest = ProcessCluster::start(1).unwrap();
+    let dest = ProcessCluster::start_with(1, &[&b.flag]).unwrap();
     dest.wait_leader(WAIT).unwrap();
     let dest_url = dest.members[0].client_url();
     let src = b.url(b.follower());

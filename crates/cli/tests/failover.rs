@@ -11,6 +11,8 @@
 //!   is noisy).
 //! - A follower down while enough writes happen for the others to compact
 //!   their logs catches up from a snapshot when it restarts.
+//!
+//! Both tests run once with each consensus engine, one at a time.
 #![allow(clippy::unwrap_used, clippy::print_stdout, reason = "a test")]
 
 mod support;
@@ -196,13 +198,23 @@ const PUT_TRIES_MAX: u32 = 50;
 const SNAPSHOT_WRITERS: u64 = 32;
 
 #[test]
-fn follower_down_during_compaction_catches_up_by_snapshot() {
+fn raft_follower_down_during_compaction_catches_up_by_snapshot() {
+    follower_down_during_compaction_catches_up_by_snapshot("raft");
+}
+
+#[test]
+fn paxos_follower_down_during_compaction_catches_up_by_snapshot() {
+    follower_down_during_compaction_catches_up_by_snapshot("paxos");
+}
+
+fn follower_down_during_compaction_catches_up_by_snapshot(engine: &str) {
     let _serial = one_at_a_time();
     let started = Instant::now();
     // The default timing: with one member down, the fast one lets a busy
     // machine start needless elections.
     let snapshot_count = format!("--snapshot-count={SNAPSHOT_COUNT}");
-    let mut cluster = ProcessCluster::start_timed(3, &[&snapshot_count], Timing::Default).unwrap();
+    let flags = [snapshot_count.as_str(), &format!("--engine={engine}")];
+    let mut cluster = ProcessCluster::start_timed(3, &flags, Timing::Default).unwrap();
     let leader = cluster.wait_leader(WAIT).unwrap();
     let down = (leader + 1) % 3;
     let up = (leader + 2) % 3;
@@ -243,7 +255,7 @@ fn follower_down_during_compaction_catches_up_by_snapshot() {
         runtime.block_on(w).unwrap();
     }
     let written = SNAPSHOT_WRITERS * per_writer;
-    println!("wrote {written} keys in {:?}", started.elapsed());
+    println!("{engine}: wrote {written} keys in {:?}", started.elapsed());
 
     cluster.restart(down).unwrap();
     let down_url = cluster.members[down].client_url();
@@ -293,5 +305,5 @@ fn follower_down_during_compaction_catches_up_by_snapshot() {
         cluster.full_log(down).contains("installed a snapshot from the leader")
     });
     assert!(installed, "the member caught up without a snapshot:\n{}", cluster.log(down));
-    println!("snapshot catch-up test took {:?}", started.elapsed());
+    println!("{engine}: snapshot catch-up test took {:?}", started.elapsed());
 }

@@ -125,6 +125,24 @@ pub fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// `text` without its ANSI escape sequences (the log's colours).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `ringkv server` processes forming one cluster.
 pub struct ProcessCluster {
     /// Keeps the directories alive.
@@ -319,6 +337,11 @@ impl ProcessCluster {
     /// Whether member `i` runs.
     pub fn is_running(&self, i: usize) -> bool {
         self.children[i].is_some()
+    }
+
+    /// Whether member `i` logged that it runs `engine` (`raft`, `paxos`).
+    pub fn runs_engine(&self, i: usize, engine: &str) -> bool {
+        strip_ansi(&self.full_log(i)).contains(&format!("consensus engine engine={engine}"))
     }
 
     /// Member `i`'s log, last lines.

@@ -584,3 +584,56 @@ async fn members_are_served_over_http_on_the_peer_port() {
     assert_eq!(got[0].id(), Some(7));
     assert_eq!(b.transport.stats().protocol_errors, 0, "a /members request is not garbage");
 }
+
+/// A member's peer URLs changing (etcdctl `member update`) must not lose
+/// what was queued for it: the node layer does not send a forwarded
+/// proposal twice, so a dropped frame left its client waiting until the
+/// request's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_queued_before_the_urls_change_are_still_delivered() {
+    let a = Node::start(1).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake = NodeId(9);
+    let url = HttpUrl::from_socket_addr(listener.local_addr().unwrap());
+    a.transport.set_peer(fake, vec![url.clone()]).unwrap();
+    // Queued while the first dial waits for its handshake reply (sent
+    // below only after the URLs changed).
+    a.transport.send(fake, frame("before".into())).unwrap();
+    let other = {
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        HttpUrl::from_socket_addr(unused.local_addr().unwrap())
+    };
+    a.transport.set_peer(fake, vec![url.clone(), other.clone()]).unwrap();
+    assert_eq!(a.transport.peers(), vec![(fake, vec![url, other])]);
+    a.transport.send(fake, frame("after".into())).unwrap();
+    let (stream, _) = fake_accept(&listener, fake).await;
+    let mut frames = FramedRead::new(stream, LengthDelimitedCodec::new());
+    for expected in ["before", "after"] {
+        let got = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut frames))
+            .await
+            .expect("frame did not arrive")
+            .expect("the connection stays open")
+            .unwrap();
+        assert_eq!(got, expected.as_bytes());
+    }
+}
+
+/// A connection to the peer (whose identity the handshake checked) goes on
+/// when its URLs change; the new URLs are dialed when it is next needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_connection_survives_a_change_of_urls() {
+    let a = Node::start(1).await;
+    let mut b = Node::start(2).await;
+    a.knows(&b);
+    a.transport.send(b.id, frame("one".into())).unwrap();
+    assert_eq!(b.next_frame().await, (a.id, frame("one".into())));
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        HttpUrl::from_socket_addr(listener.local_addr().unwrap())
+    };
+    a.transport.set_peer(b.id, vec![dead, b.url()]).unwrap();
+    a.transport.send(b.id, frame("two".into())).unwrap();
+    assert_eq!(b.next_frame().await, (a.id, frame("two".into())));
+    assert_eq!(a.transport.stats().connections_established, 1);
+    assert_eq!(a.transport.stats().dial_failures, 0);
+}

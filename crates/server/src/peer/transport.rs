@@ -237,11 +237,18 @@ struct InboundEntry {
 /// An address-book entry: where the peer is, and its two queues.
 struct Peer {
     urls: Vec<HttpUrl>,
+    /// The same URLs, shared with the two links, which read them at each
+    /// dial: changing them leaves the queues and connections alone.
+    dial_urls: DialUrls,
     queues: [LaneQueue; 2],
     counters: Arc<PeerCounters>,
     /// Stops this peer's link tasks (a child of the transport's shutdown).
     cancel: CancellationToken,
 }
+
+/// A peer's URLs as its links see them (never empty: `set_peer` refuses
+/// an empty list).
+type DialUrls = Arc<Mutex<Vec<HttpUrl>>>;
 
 impl Drop for Peer {
     fn drop(&mut self) {
@@ -454,8 +461,10 @@ impl PeerTransport {
 
     /// Adds `peer` to the address book, or changes its URLs. Its links dial
     /// the URLs in turn, and only once there is a frame to send. Changing the
-    /// URLs drops the frames queued for the old ones; setting the same URLs
-    /// again changes nothing.
+    /// URLs keeps the frames queued for the peer and its connections (the
+    /// handshake checked who is at their other end); the new URLs are dialed
+    /// from the next dial on. Dropping queued frames here would lose what
+    /// the node sends only once, such as a proposal forwarded to the leader.
     ///
     /// # Errors
     ///
@@ -475,14 +484,17 @@ impl PeerTransport {
             return Err(TransportError::ShutDown);
         }
         let mut peers = self.inner.peers.write().unwrap_or_else(PoisonError::into_inner);
-        if peers.get(&peer).is_some_and(|existing| existing.urls == urls) {
+        if let Some(existing) = peers.get_mut(&peer) {
+            if existing.urls != urls {
+                info!(%peer, old = ?existing.urls, new = ?urls, "peer address changed");
+                *existing.dial_urls.lock().unwrap_or_else(PoisonError::into_inner) = urls.clone();
+                existing.urls = urls;
+            }
             return Ok(());
         }
-        let entry = self.spawn_peer(peer, urls.clone());
-        match peers.insert(peer, entry) {
-            Some(old) => info!(%peer, old = ?old.urls, new = ?urls, "peer address changed"),
-            None => info!(%peer, ?urls, "peer added"),
-        }
+        info!(%peer, ?urls, "peer added");
+        let entry = self.spawn_peer(peer, urls);
+        peers.insert(peer, entry);
         Ok(())
     }
 
@@ -550,6 +562,7 @@ impl PeerTransport {
     fn spawn_peer(&self, peer: NodeId, urls: Vec<HttpUrl>) -> Peer {
         let cancel = self.inner.shutdown.child_token();
         let counters = Arc::new(PeerCounters::default());
+        let dial_urls: DialUrls = Arc::new(Mutex::new(urls.clone()));
         let queues = Lane::ALL.map(|lane| {
             let (tx, rx) = mpsc::channel(lane.queue_frames_max());
             let queued_bytes = Arc::new(AtomicUsize::new(0));
@@ -557,7 +570,7 @@ impl PeerTransport {
                 shared: Arc::clone(&self.inner.shared),
                 peer,
                 lane,
-                urls: urls.clone(),
+                urls: Arc::clone(&dial_urls),
                 next_url: 0,
                 rx,
                 queued_bytes: Arc::clone(&queued_bytes),
@@ -570,7 +583,7 @@ impl PeerTransport {
             self.inner.tasks.spawn_on(link.run(), &self.inner.runtime);
             LaneQueue { tx, queued_bytes }
         });
-        Peer { urls, queues, counters, cancel }
+        Peer { urls, dial_urls, queues, counters, cancel }
     }
 }
 
@@ -672,7 +685,8 @@ struct Link {
     shared: Arc<Shared>,
     peer: NodeId,
     lane: Lane,
-    urls: Vec<HttpUrl>,
+    /// The peer's current URLs (see [`PeerTransport::set_peer`]).
+    urls: DialUrls,
     /// Which URL to dial next; advanced after every failed dial.
     next_url: usize,
     rx: mpsc::Receiver<Bytes>,
@@ -731,7 +745,10 @@ impl Link {
                     () = sleep(pause) => {}
                 }
             }
-            let url = self.urls[self.next_url % self.urls.len()].clone();
+            let url = {
+                let urls = self.urls.lock().unwrap_or_else(PoisonError::into_inner);
+                urls[self.next_url % urls.len()].clone()
+            };
             let dialed = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return None,
