@@ -53,11 +53,15 @@ pub enum FaultKind {
     /// lets the previous one back), and the last one crashes at its first
     /// commit while everyone is let back (Raft's Figure 8 is such a run).
     LeaderChurn,
+    /// A node joins the ring and shards move onto it (sharded runs).
+    JoinNode,
+    /// A node leaves the ring and its shards move off it (sharded runs).
+    LeaveNode,
 }
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 20] = [
         FaultKind::Loss,
         FaultKind::Duplicate,
         FaultKind::Delay,
@@ -76,6 +80,8 @@ impl FaultKind {
         FaultKind::ReplaceReplica,
         FaultKind::TransferLeader,
         FaultKind::LeaderChurn,
+        FaultKind::JoinNode,
+        FaultKind::LeaveNode,
     ];
 
     /// The name in reports.
@@ -99,6 +105,8 @@ impl FaultKind {
             FaultKind::ReplaceReplica => "replace-replica",
             FaultKind::TransferLeader => "transfer-leader",
             FaultKind::LeaderChurn => "leader-churn",
+            FaultKind::JoinNode => "join-node",
+            FaultKind::LeaveNode => "leave-node",
         }
     }
 

@@ -121,6 +121,7 @@ pub mod kv;
 pub mod network;
 pub mod protocol;
 pub mod scenario;
+pub mod sharded;
 pub mod summary;
 pub mod time;
 pub mod trace;
@@ -130,6 +131,7 @@ pub use engine::{
     EngineError, EngineKind, EngineOptions, PaxosEngine, PlantedBug, RaftEngine, SimEngine,
 };
 pub use faults::{FaultCounts, FaultKind};
+pub use sharded::{Layout, MoveBug, ShardedWorld};
 pub use summary::Summary;
 pub use world::{Failure, RunOptions, RunReport, RunStats};
 
@@ -144,6 +146,9 @@ use world::World;
 pub fn run_seed<E: SimEngine>(seed: u64, options: &RunOptions) -> RunReport {
     if let Err(e) = E::check_bugs(&options.bugs) {
         panic!("{e}");
+    }
+    if options.sharded {
+        return ShardedWorld::<ReplicaHost<E>>::new(seed, options).run();
     }
     World::<ReplicaHost<E>>::new(seed, options).run()
 }
@@ -178,6 +183,12 @@ pub fn replay_command(engine: EngineKind, seed: u64, options: &RunOptions) -> St
     }
     if options.no_faults {
         cmd.push_str(" --no-faults");
+    }
+    if options.sharded {
+        cmd.push_str(" --sharded");
+    }
+    if let Some(b) = options.move_bug {
+        cmd.push_str(&format!(" --move-bug {b}"));
     }
     for c in &options.disabled_checkers {
         cmd.push_str(&format!(" --disable-checker {c}"));
