@@ -43,7 +43,8 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 use ringkv_consensus::{
-    ChangeOp, DetRng, Epoch, LogIndex, Membership, MembershipChange, NodeId, Role, ShardId, Status,
+    ChangeOp, DetRng, Epoch, LogIndex, Membership, MembershipChange, NodeId, ProposeError, Role,
+    ShardId, Status,
 };
 use ringkv_lincheck::{History, Outcome};
 use ringkv_ring::{
@@ -94,6 +95,14 @@ pub const LIVENESS_TICKS_MAX: u64 = 60 * ELECTION_TICKS as u64;
 /// Ticks the drained cluster has to apply every acknowledged write on
 /// every member.
 pub const SETTLE_TICKS_MAX: u64 = 10 * ELECTION_TICKS as u64;
+/// Largest Multi-Paxos α in a sharded run. Every move is three
+/// membership changes, each padded with α − 1 no-ops that a learner must
+/// receive and a new leader may have to re-propose, and a ring change
+/// queues several moves: at α = 1024 one ring change left just before
+/// healing outlasts the liveness bound without anything being wrong.
+pub const CONFIG_DELAY_SLOTS_MAX: u64 = 64;
+/// Largest α when the seed's leader sends one slot per message.
+pub const CONFIG_DELAY_SLOTS_ONE_SLOT_PER_MESSAGE_MAX: u64 = 8;
 /// How often the move driver looks at its moves.
 const MOVER_US: u64 = 20 * MICROS_PER_MILLI;
 /// How often the liveness phase checks its goal.
@@ -105,10 +114,23 @@ const EVENTS_MAX: u64 = 20_000_000;
 /// The random stream the layout is drawn from (apart from the scenario's,
 /// which stays as single-shard runs draw it).
 const LAYOUT_STREAM: u64 = 0x5a4d_0001;
-/// Checker node ids of a replica re-created on a node that held the shard
-/// before: `node + generation · this`, so the checkers see a new process
-/// with new state rather than one whose state went backwards.
-const GENERATION_ID_STRIDE: u64 = 1_000;
+/// The client id the move driver writes under when it nudges an idle
+/// group (see [`ShardedWorld::nudge`]); no workload client has it.
+const MOVER_CLIENT: ClientId = ClientId(1 << 40);
+/// Most candidate names tried for a shard's nudge key (keys hash
+/// uniformly over at most [`SHARDS_MAX`] shards, so a few dozen suffice).
+const NUDGE_KEY_TRIES_MAX: u64 = 10_000;
+/// Replica ids: the `n`-th replica of a shard created on a node has the
+/// id `node + n · this` (node ids stay below it).
+///
+/// A replica created on a node that carried the shard before must not
+/// reuse the old replica's id: the new one starts empty, and a member of
+/// an older configuration that never learned of the removal still counts
+/// the id in its quorums. Under Multi-Paxos its empty promise then lets a
+/// stale voter re-decide a chosen slot (`--move-bug reuse-replica-id`
+/// shows it); etcd's member ids and TiKV's peer ids are unique per
+/// replica for the same reason.
+pub const REPLICA_ID_STRIDE: u64 = 1_000;
 
 /// A bug planted in the move protocol, to show the checks catch it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -119,17 +141,22 @@ pub enum MoveBug {
     RemoveBeforePromote,
     /// Promotes the learner at once, without waiting for it to catch up.
     PromoteBeforeCaughtUp,
+    /// Gives a replica re-created on a node that carried the shard before
+    /// the node's id again, instead of a fresh replica id.
+    ReuseReplicaId,
 }
 
 impl MoveBug {
     /// Every move bug.
-    pub const ALL: [MoveBug; 2] = [MoveBug::RemoveBeforePromote, MoveBug::PromoteBeforeCaughtUp];
+    pub const ALL: [MoveBug; 3] =
+        [MoveBug::RemoveBeforePromote, MoveBug::PromoteBeforeCaughtUp, MoveBug::ReuseReplicaId];
 
     /// The name used on the command line.
     pub const fn name(self) -> &'static str {
         match self {
             MoveBug::RemoveBeforePromote => "remove-before-promote",
             MoveBug::PromoteBeforeCaughtUp => "promote-before-caught-up",
+            MoveBug::ReuseReplicaId => "reuse-replica-id",
         }
     }
 }
@@ -142,7 +169,10 @@ impl fmt::Display for MoveBug {
 
 /// No move bug has the name given.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown move bug {name:?}: choose remove-before-promote or promote-before-caught-up")]
+#[error(
+    "unknown move bug {name:?}: choose remove-before-promote, promote-before-caught-up or \
+     reuse-replica-id"
+)]
 pub struct UnknownMoveBug {
     /// The name given.
     pub name: String,
@@ -192,6 +222,26 @@ impl Layout {
     }
 }
 
+/// The id of the `nth` replica of a shard created on `node`.
+fn replica_id(node: NodeId, nth: u64) -> NodeId {
+    NodeId(node.0 + nth * REPLICA_ID_STRIDE)
+}
+
+/// The node that carries replica `id`.
+fn node_of_replica(id: NodeId) -> NodeId {
+    NodeId(id.0 % REPLICA_ID_STRIDE)
+}
+
+/// The member of `m` that lives on `node`, if any.
+fn member_on(m: &Membership, node: NodeId) -> Option<NodeId> {
+    m.members().into_iter().find(|id| node_of_replica(*id) == node)
+}
+
+/// The nodes carrying `ids`.
+fn nodes_of(ids: &BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    ids.iter().copied().map(node_of_replica).collect()
+}
+
 fn ring_node(n: NodeId) -> ringkv_ring::NodeId {
     ringkv_ring::NodeId(n.0)
 }
@@ -212,7 +262,13 @@ struct ReplicaSlot<H> {
     /// Unique per replica ever created: wakes of a dropped replica's I/O
     /// never reach a later replica of the same shard on the same node.
     generation: u64,
-    /// The node id the checkers know this replica by.
+    /// The replica's id in its group (its engine's `NodeId`): the node's
+    /// id for the first replica of the shard on the node, a fresh one for
+    /// every later one (see [`replica_id`]).
+    id: NodeId,
+    /// The id the checkers know this replica by: always fresh per
+    /// replica, so the checkers see a new process with new state even
+    /// when [`MoveBug::ReuseReplicaId`] reuses the engine id.
     checker_id: NodeId,
     boots: u64,
     synced_at_crash: Option<DurableState>,
@@ -229,7 +285,7 @@ struct NodeSlot<H> {
 
 #[derive(Debug)]
 enum Packet {
-    Peer { shard: ShardId, payload: Bytes, describe: Option<String> },
+    Peer { shard: ShardId, from: NodeId, to: NodeId, payload: Bytes, describe: Option<String> },
     Request(Request),
     Response(Response),
 }
@@ -237,9 +293,13 @@ enum Packet {
 impl Packet {
     fn copy(&self) -> Packet {
         match self {
-            Packet::Peer { shard, payload, describe } => {
-                Packet::Peer { shard: *shard, payload: payload.clone(), describe: describe.clone() }
-            }
+            Packet::Peer { shard, from, to, payload, describe } => Packet::Peer {
+                shard: *shard,
+                from: *from,
+                to: *to,
+                payload: payload.clone(),
+                describe: describe.clone(),
+            },
             Packet::Request(r) => Packet::Request(r.clone()),
             Packet::Response(r) => Packet::Response(r.clone()),
         }
@@ -317,6 +377,8 @@ pub struct ShardedWorld<H: Host> {
     /// Per shard, the index every member must apply for liveness.
     liveness_targets: BTreeMap<ShardId, LogIndex>,
     next_generation: u64,
+    /// Writes the move driver has sent to nudge idle groups.
+    nudges: u64,
 }
 
 impl<H: Host> ShardedWorld<H> {
@@ -325,6 +387,12 @@ impl<H: Host> ShardedWorld<H> {
         let mut scenario = Scenario::draw(seed, !options.no_faults);
         let layout = Layout::draw(seed);
         scenario.client.keys = layout.keys;
+        let alpha_max = if scenario.config.max_message_bytes == 1 {
+            CONFIG_DELAY_SLOTS_ONE_SLOT_PER_MESSAGE_MAX
+        } else {
+            CONFIG_DELAY_SLOTS_MAX
+        };
+        scenario.config_delay_slots = scenario.config_delay_slots.min(alpha_max);
         let ring =
             Ring::new((1..=layout.ring_nodes).map(|i| NodeSpec::new(ringkv_ring::NodeId(i))))
                 .expect("a few nodes with distinct ids and default weights form a ring");
@@ -357,6 +425,7 @@ impl<H: Host> ShardedWorld<H> {
             removals: BTreeMap::new(),
             liveness_targets: BTreeMap::new(),
             next_generation: 0,
+            nudges: 0,
             bugs: options.bugs.clone(),
             move_bug: options.move_bug,
             disabled_checkers: options.disabled_checkers.clone(),
@@ -491,7 +560,8 @@ impl<H: Host> ShardedWorld<H> {
         self.next_generation += 1;
         let Some(slot) = self.nodes.get_mut(&node) else { return };
         let nth = slot.generations.entry(shard).or_insert(0);
-        let checker_id = NodeId(node.0 + *nth * GENERATION_ID_STRIDE);
+        let checker_id = replica_id(node, *nth);
+        let id = if self.move_bug == Some(MoveBug::ReuseReplicaId) { node } else { checker_id };
         *nth += 1;
         let disk = SimDisk::new(mix(self.seed, 0xd15c_0000 + (generation << 8) + node.0));
         let replica = ReplicaSlot {
@@ -499,6 +569,7 @@ impl<H: Host> ShardedWorld<H> {
             host: None,
             initial,
             generation,
+            id,
             checker_id,
             boots: 0,
             synced_at_crash: None,
@@ -509,7 +580,7 @@ impl<H: Host> ShardedWorld<H> {
     fn spec(&self, node: NodeId, shard: ShardId) -> Option<HostSpec> {
         let r = self.nodes.get(&node)?.replicas.get(&shard)?;
         let mut config = self.scenario.config.clone();
-        config.id = node;
+        config.id = r.id;
         config.shard = shard;
         Some(HostSpec {
             config,
@@ -554,9 +625,9 @@ impl<H: Host> ShardedWorld<H> {
         if r.host.is_some() || !self.nodes[&node].up {
             return;
         }
-        let disk = r.disk.clone();
+        let (disk, id) = (r.disk.clone(), r.id);
         let mut fx = Effects::default();
-        match H::boot(node, &spec, disk, &mut fx) {
+        match H::boot(id, &spec, disk, &mut fx) {
             Ok(host) => {
                 let r = self.replica_mut(node, shard).expect("checked above");
                 r.host = Some(host);
@@ -760,7 +831,14 @@ impl<H: Host> ShardedWorld<H> {
         for o in fx.sends {
             self.send_peer(node, shard, o);
         }
-        for (client, response) in fx.replies {
+        for (client, mut response) in fx.replies {
+            if client == MOVER_CLIENT {
+                continue;
+            }
+            // Clients address nodes: a leader hint names a replica.
+            if let Response::NotLeader { leader, .. } = &mut response {
+                *leader = leader.map(node_of_replica);
+            }
             self.send(Addr::Node(node), Addr::Client(client), Packet::Response(response));
         }
         if let Some(us) = fx.wake_after_us {
@@ -776,11 +854,16 @@ impl<H: Host> ShardedWorld<H> {
     }
 
     fn send_peer(&mut self, from: NodeId, shard: ShardId, o: Outgoing) {
-        if !self.nodes.contains_key(&o.to) {
+        let Outgoing { to, payload, describe } = o;
+        let node = node_of_replica(to);
+        let Some(sender) = self.nodes.get(&from).and_then(|s| s.replicas.get(&shard)) else {
+            return;
+        };
+        if !self.nodes.contains_key(&node) {
             return;
         }
-        let Outgoing { to, payload, describe } = o;
-        self.send(Addr::Node(from), Addr::Node(to), Packet::Peer { shard, payload, describe });
+        let packet = Packet::Peer { shard, from: sender.id, to, payload, describe };
+        self.send(Addr::Node(from), Addr::Node(node), packet);
     }
 
     fn send(&mut self, from: Addr, to: Addr, packet: Packet) {
@@ -845,16 +928,21 @@ impl<H: Host> ShardedWorld<H> {
                 }
                 self.stats.packets += 1;
                 match packet {
-                    Packet::Peer { shard, payload, describe } => {
-                        let Addr::Node(peer) = from else { return };
+                    Packet::Peer { shard, from: peer, to: replica, payload, describe } => {
                         let h = hash_bytes(&payload);
                         self.trace.event(now, Actor::Node(node), "recv", peer.0, h, || {
-                            format!("shard {shard} from {peer}: {}", describe.unwrap_or_default())
+                            format!(
+                                "shard {shard} from {peer} to {replica}: {}",
+                                describe.unwrap_or_default()
+                            )
                         });
-                        // A message for a shard the node does not carry
+                        // A message for a replica the node does not carry
                         // (any more, or not yet) is dropped, as a real
-                        // node drops messages for an unknown group.
-                        self.with_host(node, shard, |host, fx| host.receive(peer, payload, fx));
+                        // node drops messages for an unknown peer.
+                        let here = self.nodes[&node].replicas.get(&shard).map(|r| r.id);
+                        if here == Some(replica) {
+                            self.with_host(node, shard, |host, fx| host.receive(peer, payload, fx));
+                        }
                     }
                     Packet::Request(r) => {
                         let shard = self.request_shard(&r);
@@ -970,22 +1058,58 @@ impl<H: Host> ShardedWorld<H> {
             Ok(Err(_)) => (false, Ok(())),
             Err(s) => (false, Err(s.clone())),
         };
+        let idle_refusal = matches!(r, Ok(Err(ProposeError::MembershipChangeInProgress)))
+            && host.status().commit == host.status().last_index;
         let now = self.now();
         self.trace.event(now, Actor::World, "membership", leader.0, u64::from(ok), || {
             format!("{desc} at {leader}: {r:?}")
         });
         self.handle(leader, shard, fx, stop);
+        if idle_refusal {
+            self.nudge(shard, leader);
+        }
         ok
+    }
+
+    /// Writes to a key of `shard` no client uses, through its leader.
+    ///
+    /// A Multi-Paxos leader takes no membership change before something
+    /// is chosen in its own ballot, and proposes nothing by itself: a
+    /// shard no client writes to would refuse its moves for ever. The
+    /// driver then writes, as an operator's tool would; the key is outside
+    /// the workload, so the checked history is unchanged.
+    fn nudge(&mut self, shard: ShardId, leader: NodeId) {
+        let keyspace = Keyspace::new(self.layout.shards, HashKeyRule::WholeKey)
+            .expect("the shard count is within the keyspace's range");
+        let Some(key) = (0..NUDGE_KEY_TRIES_MAX)
+            .map(|i| Bytes::from(format!("mover-{i}")))
+            .find(|k| keyspace.shard_of(k).0 == shard.0)
+        else {
+            return;
+        };
+        self.nudges += 1;
+        let seq = self.nudges;
+        let value = Bytes::from(format!("nudge {seq}"));
+        let now = self.now();
+        self.trace.event(now, Actor::World, "nudge", shard.0, seq, || {
+            format!("shard {shard} is idle at leader {leader}: writing {key:?} to move on")
+        });
+        let op = crate::kv::KvOp::Put { key, value };
+        self.with_host(leader, shard, |h, fx| {
+            h.request(Request::Write { client: MOVER_CLIENT, seq, op }, fx)
+        });
     }
 
     /// Makes sure `node` carries a replica of `shard`, to be added to the
     /// group (it learns the configuration from the leader).
-    fn ensure_replica(&mut self, node: NodeId, shard: ShardId) {
-        let has = self.nodes.get(&node).is_some_and(|s| s.replicas.contains_key(&shard));
-        if !has {
-            self.add_replica_slot(node, shard, None);
-            self.boot_replica(node, shard);
+    /// Returns its replica id.
+    fn ensure_replica(&mut self, node: NodeId, shard: ShardId) -> NodeId {
+        if let Some(r) = self.nodes.get(&node).and_then(|s| s.replicas.get(&shard)) {
+            return r.id;
         }
+        self.add_replica_slot(node, shard, None);
+        self.boot_replica(node, shard);
+        self.nodes.get(&node).and_then(|s| s.replicas.get(&shard)).map_or(node, |r| r.id)
     }
 
     // ------------------------------------------------------------ ring
@@ -1105,15 +1229,16 @@ impl<H: Host> ShardedWorld<H> {
         if m.is_joint() {
             return false;
         }
-        if let Some(to) = mv.to {
-            if !m.contains(to) {
-                self.ensure_replica(to, shard);
+        if let Some(node) = mv.to {
+            let Some(to) = member_on(m, node) else {
+                let to = self.ensure_replica(node, shard);
                 self.change(shard, leader, vec![ChangeOp::AddLearner(to)]);
                 return false;
-            }
+            };
             if m.is_learner_only(to) {
                 if self.move_bug == Some(MoveBug::RemoveBeforePromote)
-                    && let Some(from) = mv.from.filter(|f| m.is_voter(*f))
+                    && let Some(from) =
+                        mv.from.and_then(|f| member_on(m, f)).filter(|f| m.is_voter(*f))
                 {
                     self.change(shard, leader, vec![ChangeOp::Remove(from)]);
                     return false;
@@ -1131,8 +1256,8 @@ impl<H: Host> ShardedWorld<H> {
             }
         }
         if let Some(from) = mv.from {
-            if m.contains(from) {
-                self.change(shard, leader, vec![ChangeOp::Remove(from)]);
+            if let Some(id) = member_on(m, from) {
+                self.change(shard, leader, vec![ChangeOp::Remove(id)]);
                 return false;
             }
             if self.nodes.get(&from).is_some_and(|s| s.replicas.contains_key(&shard)) {
@@ -1150,8 +1275,9 @@ impl<H: Host> ShardedWorld<H> {
         let mut done = Vec::new();
         for (shard, node) in keys {
             let Some((leader, st)) = self.leader(shard) else { continue };
+            let id = self.nodes.get(&node).and_then(|s| s.replicas.get(&shard)).map(|r| r.id);
             let seen = self.removals.get_mut(&(shard, node)).expect("listed above");
-            if st.membership.contains(node) {
+            if id.is_some_and(|id| st.membership.contains(id)) {
                 *seen = None;
                 continue;
             }
@@ -1195,7 +1321,7 @@ impl<H: Host> ShardedWorld<H> {
     fn refresh_routing(&mut self) {
         for shard in self.shard_ids() {
             let nodes: Vec<NodeId> = match self.leader(shard) {
-                Some((_, st)) => st.membership.voters.iter().copied().collect(),
+                Some((_, st)) => nodes_of(&st.membership.voters).into_iter().collect(),
                 None => self.target(shard).into_iter().collect(),
             };
             for c in &mut self.clients {
@@ -1422,8 +1548,10 @@ impl<H: Host> ShardedWorld<H> {
         self.queue.after(SETTLE_TICKS_MAX * TICK_US, Event::SettleDeadline);
     }
 
-    fn applied(&self, node: NodeId, shard: ShardId) -> Option<LogIndex> {
-        self.host(node, shard).map(|h| h.applied())
+    /// The applied index of replica `id` of `shard`, if it is up.
+    fn applied(&self, id: NodeId, shard: ShardId) -> Option<LogIndex> {
+        let r = self.nodes.get(&node_of_replica(id))?.replicas.get(&shard)?;
+        (r.id == id).then(|| r.host.as_ref().map(|h| h.applied())).flatten()
     }
 
     /// Every move done; every shard led, configured as the target
@@ -1441,7 +1569,8 @@ impl<H: Host> ShardedWorld<H> {
             };
             let target = *self.liveness_targets.entry(shard).or_insert(st.last_index);
             let m = &st.membership;
-            let placed = !m.is_joint() && m.learners.is_empty() && m.voters == self.target(shard);
+            let placed =
+                !m.is_joint() && m.learners.is_empty() && nodes_of(&m.voters) == self.target(shard);
             met &= placed
                 && m.voters.iter().all(|v| self.applied(*v, shard).is_some_and(|a| a >= target));
         }
@@ -1528,7 +1657,7 @@ impl<H: Host> ShardedWorld<H> {
             };
             let m = &st.membership;
             let target = self.target(shard);
-            if m.is_joint() || !m.learners.is_empty() || m.voters != target {
+            if m.is_joint() || !m.learners.is_empty() || nodes_of(&m.voters) != target {
                 let what = format!(
                     "shard {shard}'s configuration at leader {leader} is voters {:?} learners {:?}, \
                      not the target placement {target:?}",
@@ -1537,10 +1666,14 @@ impl<H: Host> ShardedWorld<H> {
                 self.fail("placement", what);
                 return;
             }
-            for node in m.members() {
+            for member in m.members() {
+                let node = node_of_replica(member);
                 let Some(r) = self.nodes.get(&node).and_then(|s| s.replicas.get(&shard)) else {
                     continue;
                 };
+                if r.id != member {
+                    continue;
+                }
                 let (id, applied) = (r.checker_id, r.host.as_ref().map(|h| h.applied()));
                 if let Some(applied) = applied
                     && let Err(what) = self
