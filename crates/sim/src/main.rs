@@ -53,7 +53,7 @@ struct Args {
     #[arg(long)]
     sharded: bool,
     /// Plant a bug in the sharded move protocol (implies --sharded):
-    /// remove-before-promote or promote-before-caught-up.
+    /// remove-before-promote or reuse-replica-id.
     #[arg(long)]
     move_bug: Option<String>,
     /// Ignore what this checker finds (to see what the others catch); repeatable.

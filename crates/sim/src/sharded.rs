@@ -139,8 +139,6 @@ pub enum MoveBug {
     /// before promoting it: the group runs a while on fewer voters than
     /// the replication factor.
     RemoveBeforePromote,
-    /// Promotes the learner at once, without waiting for it to catch up.
-    PromoteBeforeCaughtUp,
     /// Gives a replica re-created on a node that carried the shard before
     /// the node's id again, instead of a fresh replica id.
     ReuseReplicaId,
@@ -148,14 +146,12 @@ pub enum MoveBug {
 
 impl MoveBug {
     /// Every move bug.
-    pub const ALL: [MoveBug; 3] =
-        [MoveBug::RemoveBeforePromote, MoveBug::PromoteBeforeCaughtUp, MoveBug::ReuseReplicaId];
+    pub const ALL: [MoveBug; 2] = [MoveBug::RemoveBeforePromote, MoveBug::ReuseReplicaId];
 
     /// The name used on the command line.
     pub const fn name(self) -> &'static str {
         match self {
             MoveBug::RemoveBeforePromote => "remove-before-promote",
-            MoveBug::PromoteBeforeCaughtUp => "promote-before-caught-up",
             MoveBug::ReuseReplicaId => "reuse-replica-id",
         }
     }
@@ -169,10 +165,7 @@ impl fmt::Display for MoveBug {
 
 /// No move bug has the name given.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown move bug {name:?}: choose remove-before-promote, promote-before-caught-up or \
-     reuse-replica-id"
-)]
+#[error("unknown move bug {name:?}: choose remove-before-promote or reuse-replica-id")]
 pub struct UnknownMoveBug {
     /// The name given.
     pub name: String,
@@ -341,6 +334,10 @@ struct Move {
     to: Option<NodeId>,
 }
 
+/// When a removed replica was first seen excluded: `(leader, its epoch,
+/// its last index)`.
+type RemovalSeen = Option<(NodeId, Epoch, LogIndex)>;
+
 /// One sharded run.
 pub struct ShardedWorld<H: Host> {
     seed: u64,
@@ -373,7 +370,9 @@ pub struct ShardedWorld<H: Host> {
     active: Vec<Move>,
     /// Old replicas to drop once a committed configuration excludes them:
     /// `(leader, epoch, its last index)` when first seen excluded.
-    removals: BTreeMap<(ShardId, NodeId), Option<(NodeId, Epoch, LogIndex)>>,
+    removals: BTreeMap<(ShardId, NodeId), RemovalSeen>,
+    /// Which shard each key lives in.
+    keyspace: Keyspace,
     /// Per shard, the index every member must apply for liveness.
     liveness_targets: BTreeMap<ShardId, LogIndex>,
     next_generation: u64,
@@ -423,6 +422,8 @@ impl<H: Host> ShardedWorld<H> {
             pending: VecDeque::new(),
             active: Vec::new(),
             removals: BTreeMap::new(),
+            keyspace: Keyspace::new(layout.shards, HashKeyRule::WholeKey)
+                .expect("the shard count is within the keyspace's range"),
             liveness_targets: BTreeMap::new(),
             next_generation: 0,
             nudges: 0,
@@ -526,8 +527,6 @@ impl<H: Host> ShardedWorld<H> {
         for id in ids {
             self.boot_node(id);
         }
-        let keyspace = Keyspace::new(self.layout.shards, HashKeyRule::WholeKey)
-            .expect("the shard count is within the keyspace's range");
         for i in 0..self.scenario.clients {
             let id = ClientId(i + 1);
             let seed = mix(self.seed, 0xc11e_0000 + i);
@@ -535,7 +534,7 @@ impl<H: Host> ShardedWorld<H> {
             if i > 0 && self.rng.chance(1, 3) {
                 params.weights = [0, 0, 0, 1, 1];
             }
-            self.clients.push(Client::new(id, seed, params).route_with(keyspace.clone()));
+            self.clients.push(Client::new(id, seed, params).route_with(self.keyspace));
             self.client_tokens.push(0);
             let start = Time(self.rng.range(0, 2 * TICK_US));
             self.wake_client(i as usize, start);
@@ -989,9 +988,7 @@ impl<H: Host> ShardedWorld<H> {
             Request::Write { op, .. } => op.key(),
             Request::Read { keys, .. } => keys.first().map_or(&[], |k| &k[..]),
         };
-        let keyspace = Keyspace::new(self.layout.shards, HashKeyRule::WholeKey)
-            .expect("the shard count is within the keyspace's range");
-        ShardId(keyspace.shard_of(key).0)
+        ShardId(self.keyspace.shard_of(key).0)
     }
 
     fn client_step(
@@ -1079,11 +1076,9 @@ impl<H: Host> ShardedWorld<H> {
     /// driver then writes, as an operator's tool would; the key is outside
     /// the workload, so the checked history is unchanged.
     fn nudge(&mut self, shard: ShardId, leader: NodeId) {
-        let keyspace = Keyspace::new(self.layout.shards, HashKeyRule::WholeKey)
-            .expect("the shard count is within the keyspace's range");
         let Some(key) = (0..NUDGE_KEY_TRIES_MAX)
             .map(|i| Bytes::from(format!("mover-{i}")))
-            .find(|k| keyspace.shard_of(k).0 == shard.0)
+            .find(|k| self.keyspace.shard_of(k).0 == shard.0)
         else {
             return;
         };
@@ -1244,11 +1239,10 @@ impl<H: Host> ShardedWorld<H> {
                     return false;
                 }
                 let matched = st.progress.iter().find(|p| p.id == to).map(|p| p.matched);
-                let caught_up = self.move_bug == Some(MoveBug::PromoteBeforeCaughtUp)
-                    || matched.is_some_and(|i| {
-                        // Nothing acknowledged yet means nothing received.
-                        i > LogIndex::ZERO && i.0 + CATCH_UP_SLACK_ENTRIES >= st.commit.0
-                    });
+                // Nothing acknowledged yet means nothing received.
+                let caught_up = matched.is_some_and(|i| {
+                    i > LogIndex::ZERO && i.0 + CATCH_UP_SLACK_ENTRIES >= st.commit.0
+                });
                 if caught_up {
                     self.change(shard, leader, vec![ChangeOp::AddVoter(to)]);
                 }
