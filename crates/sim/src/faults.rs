@@ -303,8 +303,12 @@ mod tests {
         assert_eq!(mixes[3], FaultMix::draw(&mut DetRng::new(3)));
         let distinct = mixes.iter().filter(|m| **m != mixes[0]).count();
         assert!(distinct > 20, "swarm draws should differ: {distinct}");
-        // Over many seeds every kind is sometimes on and sometimes off.
-        for kind in FaultKind::ALL {
+        // Over many seeds every kind is sometimes on and sometimes off;
+        // ring changes are not part of the mix (sharded runs schedule them
+        // from their layout).
+        let ring = [FaultKind::JoinNode, FaultKind::LeaveNode];
+        assert!(!mixes.iter().any(|m| ring.iter().any(|r| m.enables(*r))));
+        for kind in FaultKind::ALL.into_iter().filter(|k| !ring.contains(k)) {
             let on = mixes.iter().filter(|m| m.enables(kind)).count();
             assert!(on > 0 && on < mixes.len(), "{kind} on in {on} of {}", mixes.len());
         }

@@ -31,6 +31,24 @@
 //!   node drops the shard's state once a committed configuration excludes
 //!   it. At most `moves_at_once` moves run at a time, one per shard, while
 //!   crashes, partitions and packet faults go on.
+//! * **Replica ids**: a shard's first replica on a node has the node's id;
+//!   a replica created later on a node that carried the shard before
+//!   gets a fresh one ([`REPLICA_ID_STRIDE`]), as etcd member ids and TiKV
+//!   peer ids are unique per replica. Reusing the node's id is unsafe:
+//!   Multi-Paxos paxos seed 18 lost a chosen value that way (a voter of an
+//!   old configuration formed its phase-1 quorum with the wiped replica's
+//!   empty promise), kept as the planted bug `reuse-replica-id`.
+//! * **Idle groups**: a Multi-Paxos leader accepts no membership change
+//!   before a value is chosen in its own ballot, and proposes none by
+//!   itself, so a shard no client writes to refuses its moves for ever;
+//!   the driver writes to a key outside the workload to move it on
+//!   ([`ShardedWorld`]'s `nudge`). Multi-Paxos' α is capped at
+//!   [`CONFIG_DELAY_SLOTS_MAX`]: each move is three changes, each padded
+//!   with α − 1 no-ops.
+//! * **Left to single-shard runs**: disk faults (fsync `EIO`, `ENOSPC`,
+//!   torn writes, read errors) and the single-group membership nemesis
+//!   (the ring changes take its place); crashes lose every unsynced write
+//!   of every group of the node.
 //! * **Checks**: every per-group checker, per group; `move-protocol`: no
 //!   group's configuration ever has fewer voters than the replication
 //!   factor (the point of adding before removing); at the end, every
