@@ -11,6 +11,14 @@
 //! (nothing can have happened), and *unknown* otherwise: the write may
 //! still take effect later, as with any real client that timed out.
 //!
+//! In a sharded run ([`Client::route_with`]) the client also routes: each
+//! operation goes to the shard its keys hash to ([`Keyspace`]), to the
+//! replicas of that shard as the client's routing table names them (the
+//! world refreshes the table as placements change, as a real client
+//! refreshes its from the metadata group), and it remembers a leader per
+//! shard. A multi-key read keeps only the keys of one shard (a read that
+//! spans shards is scatter-gather, not one linearizable operation).
+//!
 //! Writes count as done only when the replica the client talks to has
 //! applied the entry carrying the request, so an acknowledgement means
 //! committed and durable on a quorum.
@@ -23,6 +31,7 @@ use ringkv_lincheck::{
     Call, Compare, Found, History, HistoryError, KeyValue, Outcome, ProcessId, Ret, Revision,
     Timestamp,
 };
+use ringkv_ring::Keyspace;
 
 use crate::kv::{ClientId, Expect, KvOp, WriteResult};
 use crate::protocol::{Request, Response};
@@ -62,6 +71,17 @@ struct InFlight {
     answered: bool,
     /// Whether some attempt may have been acted on (it timed out unanswered).
     uncertain: bool,
+    /// The shard its keys live in (always 0 without routing).
+    shard: u64,
+}
+
+/// A sharded client's routing: which shard a key lives in, which nodes
+/// hold each shard's replicas, and the last leader seen per shard.
+#[derive(Debug)]
+struct Routing {
+    keyspace: Keyspace,
+    replicas: BTreeMap<u64, Vec<NodeId>>,
+    leaders: BTreeMap<u64, NodeId>,
 }
 
 /// What the world must do after a client handled an event.
@@ -92,6 +112,8 @@ pub struct Client {
     draining: bool,
     /// Counters.
     ops_started: u64,
+    /// Set in sharded runs.
+    routing: Option<Routing>,
 }
 
 fn key(i: u64) -> Bytes {
@@ -111,6 +133,59 @@ impl Client {
             seen: BTreeMap::new(),
             draining: false,
             ops_started: 0,
+            routing: None,
+        }
+    }
+
+    /// Makes this client route each operation to its keys' shard.
+    pub fn route_with(mut self, keyspace: Keyspace) -> Client {
+        self.routing =
+            Some(Routing { keyspace, replicas: BTreeMap::new(), leaders: BTreeMap::new() });
+        self
+    }
+
+    /// Updates the routing table: `shard`'s replicas are on `nodes`.
+    pub fn set_replicas(&mut self, shard: u64, nodes: Vec<NodeId>) {
+        if let Some(r) = &mut self.routing {
+            r.replicas.insert(shard, nodes);
+        }
+    }
+
+    /// The shard `key` lives in (0 without routing).
+    fn shard_of(&self, key: &[u8]) -> u64 {
+        self.routing.as_ref().map_or(0, |r| r.keyspace.shard_of(key).0)
+    }
+
+    /// The nodes the current operation may go to: its shard's replicas
+    /// among `nodes` (all of `nodes` without routing, or when the table
+    /// names none of them).
+    fn pool(&self, nodes: &[NodeId]) -> Vec<NodeId> {
+        let (Some(r), Some(op)) = (&self.routing, &self.op) else { return nodes.to_vec() };
+        let pool: Vec<NodeId> = r
+            .replicas
+            .get(&op.shard)
+            .map(|rs| rs.iter().copied().filter(|n| nodes.contains(n)).collect())
+            .unwrap_or_default();
+        if pool.is_empty() { nodes.to_vec() } else { pool }
+    }
+
+    /// The leader this client believes leads `shard`.
+    fn leader_of(&self, shard: u64) -> Option<NodeId> {
+        match &self.routing {
+            None => self.leader,
+            Some(r) => r.leaders.get(&shard).copied(),
+        }
+    }
+
+    fn set_leader(&mut self, shard: u64, leader: Option<NodeId>) {
+        match &mut self.routing {
+            None => self.leader = leader,
+            Some(r) => {
+                match leader {
+                    Some(l) => r.leaders.insert(shard, l),
+                    None => r.leaders.remove(&shard),
+                };
+            }
         }
     }
 
@@ -161,11 +236,13 @@ impl Client {
             }
             Some(op) if now >= op.attempt_deadline => {
                 let (unanswered, current, next) = (!op.answered, op.target, op.next_target);
+                let shard = op.shard;
                 if unanswered {
                     // The node we guessed did not answer: forget it as leader.
-                    self.leader = None;
+                    self.set_leader(shard, None);
                 }
-                let target = next.unwrap_or_else(|| self.other_node(nodes, Some(current)));
+                let pool = self.pool(nodes);
+                let target = next.unwrap_or_else(|| self.other_node(&pool, Some(current)));
                 Ok(self.retry(now, target, unanswered))
             }
             Some(op) => {
@@ -213,9 +290,24 @@ impl Client {
         self.seq += 1;
         self.ops_started += 1;
         let (request, call) = self.draw_op();
-        let target = match self.leader {
-            Some(l) if nodes.contains(&l) => l,
-            _ => self.other_node(nodes, None),
+        let shard = match &request {
+            Request::Write { op, .. } => self.shard_of(op.key()),
+            Request::Read { keys, .. } => keys.first().map_or(0, |k| self.shard_of(k)),
+        };
+        let pool = match &self.routing {
+            None => nodes.to_vec(),
+            Some(r) => {
+                let pool: Vec<NodeId> = r
+                    .replicas
+                    .get(&shard)
+                    .map(|rs| rs.iter().copied().filter(|n| nodes.contains(n)).collect())
+                    .unwrap_or_default();
+                if pool.is_empty() { nodes.to_vec() } else { pool }
+            }
+        };
+        let target = match self.leader_of(shard) {
+            Some(l) if pool.contains(&l) => l,
+            _ => self.other_node(&pool, None),
         };
         let deadline = now.plus(self.params.op_timeout_us);
         let attempt_deadline = now.plus(self.params.attempt_timeout_us).min(deadline);
@@ -233,6 +325,7 @@ impl Client {
             next_target: None,
             answered: false,
             uncertain: false,
+            shard,
         });
         Ok(ClientStep {
             send: Some((target, request)),
@@ -299,6 +392,10 @@ impl Client {
                 if ks.is_empty() {
                     ks.push(k);
                 }
+                // One shard's keys only: a range over several shards is
+                // scatter-gather, not one linearizable read.
+                let first = self.shard_of(&ks[0]);
+                ks.retain(|k| self.shard_of(k) == first);
                 (Request::Read { client, seq, keys: ks.clone() }, Call::Range { keys: ks })
             }
         }
@@ -322,6 +419,7 @@ impl Client {
             return Ok(ClientStep::default());
         }
         let (seq, invoked_at, target, range) = (op.seq, op.invoked_at, op.target, op.range);
+        let shard = op.shard;
         let request = op.request.clone();
         match response {
             Response::Written { result, .. } => {
@@ -331,7 +429,7 @@ impl Client {
                 let (ret, index) = self.written(kv_op, result);
                 history.complete(self.process(), Outcome::Ok(ret), Timestamp(now.0))?;
                 let note = format!("op {seq} done at {from}: {result:?}");
-                self.leader = Some(from);
+                self.set_leader(shard, Some(from));
                 self.op = None;
                 let mut step = self.next_op(now);
                 step.write_done = Some((invoked_at, index));
@@ -345,7 +443,7 @@ impl Client {
                 let ret = self.read(&keys, values, range);
                 let note = format!("op {seq} done at {from}: {ret:?}");
                 history.complete(self.process(), Outcome::Ok(ret), Timestamp(now.0))?;
-                self.leader = Some(from);
+                self.set_leader(shard, Some(from));
                 self.op = None;
                 Ok(ClientStep { note: Some(note), ..self.next_op(now) })
             }
@@ -353,7 +451,7 @@ impl Client {
                 if target != from {
                     return Ok(ClientStep::default());
                 }
-                self.leader = leader.filter(|l| nodes.contains(l));
+                self.set_leader(shard, leader.filter(|l| nodes.contains(l)));
                 self.refused(now, from, nodes)
             }
             Response::Busy { .. } => {
@@ -373,9 +471,11 @@ impl Client {
         from: NodeId,
         nodes: &[NodeId],
     ) -> Result<ClientStep, HistoryError> {
-        let target = match self.leader {
+        let shard = self.op.as_ref().map_or(0, |op| op.shard);
+        let pool = self.pool(nodes);
+        let target = match self.leader_of(shard) {
             Some(l) if l != from => l,
-            _ => self.other_node(nodes, Some(from)),
+            _ => self.other_node(&pool, Some(from)),
         };
         let backoff = self.params.retry_backoff_us;
         let op = self.op.as_mut().expect("checked by the caller");

@@ -68,6 +68,15 @@ pub enum KvOp {
     },
 }
 
+impl KvOp {
+    /// The key it writes.
+    pub fn key(&self) -> &Bytes {
+        match self {
+            KvOp::Put { key, .. } | KvOp::Delete { key } | KvOp::Cas { key, .. } => key,
+        }
+    }
+}
+
 /// A write command as carried in a log entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command {

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p ringkv-sim -- --engine raft --seeds 0..10000
 //! cargo run --release -p ringkv-sim -- --engine paxos --seed 42 --trace
+//! cargo run --release -p ringkv-sim -- --engine raft --sharded --seeds 0..200
 //! cargo run --release -p ringkv-sim --features planted-bugs -- --bug ack-before-persist --seeds 0..500
 //! cargo run --release -p ringkv-sim --features planted-bugs -- --engine paxos --bug adopt-lowest-ballot --seeds 0..500
 //! ```
@@ -19,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use ringkv_sim::{EngineKind, PlantedBug, RunOptions, Summary, replay_command};
+use ringkv_sim::{EngineKind, MoveBug, PlantedBug, RunOptions, Summary, replay_command};
 
 /// Deterministic simulation of a ringkv shard under faults.
 #[derive(Parser, Debug)]
@@ -46,6 +47,15 @@ struct Args {
     /// Run without faults (a perfect network and disks).
     #[arg(long)]
     no_faults: bool,
+    /// Simulate many shards placed on the nodes by the consistent-hash
+    /// ring, with nodes joining and leaving it (shard count, nodes and
+    /// move throttle drawn from each seed).
+    #[arg(long)]
+    sharded: bool,
+    /// Plant a bug in the sharded move protocol (implies --sharded):
+    /// remove-before-promote or reuse-replica-id.
+    #[arg(long)]
+    move_bug: Option<String>,
     /// Ignore what this checker finds (to see what the others catch); repeatable.
     #[arg(long = "disable-checker")]
     disabled_checkers: Vec<String>,
@@ -100,8 +110,15 @@ fn run(args: Args) -> anyhow::Result<bool> {
             ),
         }
     }
-    let options =
-        RunOptions { bugs, trace: args.trace, no_faults: args.no_faults, disabled_checkers };
+    let move_bug = args.move_bug.as_deref().map(str::parse::<MoveBug>).transpose()?;
+    let options = RunOptions {
+        bugs,
+        trace: args.trace,
+        no_faults: args.no_faults,
+        disabled_checkers,
+        sharded: args.sharded || move_bug.is_some(),
+        move_bug,
+    };
     let seeds = match args.seed {
         Some(s) => s..s + 1,
         None => parse_seeds(&args.seeds)?,

@@ -45,6 +45,12 @@ pub struct Summary {
     pub packets_per_tick_max: u64,
     /// Most ticks any run needed to meet its liveness goal after healing.
     pub liveness_ticks_max: u64,
+    /// Replica moves carried out (sharded runs).
+    pub moves: u64,
+    /// Replicas the ring's plans moved (sharded runs).
+    pub replicas_moved: u64,
+    /// Their ideal share, `R·S/N` per ring change, in thousandths.
+    pub replicas_moved_ideal_milli: u64,
 }
 
 impl Summary {
@@ -70,6 +76,9 @@ impl Summary {
         self.virtual_us += r.ended_at.0;
         self.packets_per_tick_max = self.packets_per_tick_max.max(s.packets_per_tick_max);
         self.liveness_ticks_max = self.liveness_ticks_max.max(s.liveness_ticks);
+        self.moves += s.moves;
+        self.replicas_moved += s.replicas_moved;
+        self.replicas_moved_ideal_milli += s.replicas_moved_ideal_milli;
     }
 
     /// Adds every run of `other`.
@@ -91,6 +100,9 @@ impl Summary {
         self.virtual_us += other.virtual_us;
         self.packets_per_tick_max = self.packets_per_tick_max.max(other.packets_per_tick_max);
         self.liveness_ticks_max = self.liveness_ticks_max.max(other.liveness_ticks_max);
+        self.moves += other.moves;
+        self.replicas_moved += other.replicas_moved;
+        self.replicas_moved_ideal_milli += other.replicas_moved_ideal_milli;
     }
 
     /// The summary as text; `elapsed_secs` (wall clock, measured by the
@@ -129,6 +141,15 @@ impl Summary {
             self.packets_per_tick_max,
             self.liveness_ticks_max
         );
+        if self.replicas_moved > 0 {
+            let _ = writeln!(
+                s,
+                "  replica moves carried out {}; replicas the ring moved {} vs ideal R·S/N {:.1}",
+                self.moves,
+                self.replicas_moved,
+                self.replicas_moved_ideal_milli as f64 / 1_000.0
+            );
+        }
         let _ = writeln!(s, "  faults injected {}:", self.faults.total());
         for (kind, n) in self.faults.iter() {
             let _ = writeln!(s, "    {:<22} {n}", kind.name());

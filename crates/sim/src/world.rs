@@ -84,6 +84,10 @@ pub struct RunOptions {
     /// [`Failure::checker`]), to show that another checker catches a bug
     /// on its own.
     pub disabled_checkers: Vec<&'static str>,
+    /// Run the multi-shard world ([`crate::sharded`]) instead of one shard.
+    pub sharded: bool,
+    /// A bug planted in the sharded world's move protocol.
+    pub move_bug: Option<crate::sharded::MoveBug>,
 }
 
 /// A broken property, and when it was caught.
@@ -128,6 +132,12 @@ pub struct RunStats {
     pub liveness_ticks: u64,
     /// Whether the linearizability check ran out of budget.
     pub lincheck_undecided: bool,
+    /// Replica moves carried out (sharded runs).
+    pub moves: u64,
+    /// Replicas the ring's movement plans created on a node (sharded runs).
+    pub replicas_moved: u64,
+    /// The ideal share of those, `R·S/N` per join or leave, in thousandths.
+    pub replicas_moved_ideal_milli: u64,
 }
 
 /// The outcome of one run.
@@ -995,7 +1005,9 @@ impl<H: Host> World<H> {
             | FaultKind::Duplicate
             | FaultKind::Delay
             | FaultKind::Reorder
-            | FaultKind::ReadError => false,
+            | FaultKind::ReadError
+            | FaultKind::JoinNode
+            | FaultKind::LeaveNode => false,
         };
         if done {
             self.faults.add(kind);

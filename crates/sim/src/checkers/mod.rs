@@ -90,7 +90,7 @@ pub fn entry_digest(e: &Entry) -> u64 {
 /// above, then the run-level ones (the liveness goal, a message storm, a
 /// replica that cannot restart, an assertion inside an engine or the WAL,
 /// a simulator defect).
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 18] = [
     "election-safety",
     "log-matching",
     "leader-completeness",
@@ -107,6 +107,8 @@ pub const NAMES: [&str; 16] = [
     "assertion",
     "simulator",
     "durability-at-end",
+    "placement",
+    "move-protocol",
 ];
 
 /// The checker named `name`, as a `&'static str` (for
