@@ -91,8 +91,10 @@ pub trait Replica {
     /// a killed process's sockets are closed by its kernel at once, long
     /// before an election timeout passes without heartbeats. With pre-vote
     /// (Raft) or check-quorum (Paxos) on and [`ReadMode::ReadIndex`], the
-    /// follower then (1) campaigns within [`LEADER_DOWN_CAMPAIGN_TICKS_MAX`]
-    /// ticks instead of waiting out its election timeout, and (2) stops
+    /// follower then (1) campaigns after a wait drawn from
+    /// `[1, LEADER_DOWN_CAMPAIGN_TICKS_MAX]` ticks, once it has also missed
+    /// [`LEADER_DOWN_MISSED_HEARTBEATS`] heartbeats, instead of waiting out
+    /// its election timeout, and (2) stops
     /// defending the leader's lease: it grants pre-votes and votes (Paxos:
     /// promises) as if it had not heard from the leader for an election
     /// timeout. Hearing from the leader again, or granting another
@@ -124,6 +126,12 @@ pub trait Replica {
 /// costs a whole election timeout), while the wait stays a small part of
 /// one (3 of the default 10 ticks).
 pub const LEADER_DOWN_CAMPAIGN_TICKS_MAX: u32 = 3;
+
+/// Heartbeat intervals a follower with a leader-down hint must also have
+/// gone without hearing from its leader before it campaigns: a live leader
+/// behind a connection that merely flapped reaches it first and cancels
+/// the hint (Multi-Paxos has no pre-vote to stop a wrong campaign).
+pub const LEADER_DOWN_MISSED_HEARTBEATS: u32 = 2;
 
 /// Where a proposal was placed in the log.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -46,9 +46,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use ringkv_consensus::{
     Config, DetRng, Entry, EntryKind, Envelope, Epoch, HardState, LEADER_DOWN_CAMPAIGN_TICKS_MAX,
-    LogError, LogIndex, LogStorage, Membership, MembershipChange, NodeId, ProgressState, Proposal,
-    ProposeError, ReadMode, ReadState, Ready, ReadyNumber, Replica, RequestId, Role, ShardId,
-    Snapshot, SnapshotMeta, SoftState, Status, StepError, VoteResult, decode_exact, encode_to_vec,
+    LEADER_DOWN_MISSED_HEARTBEATS, LogError, LogIndex, LogStorage, Membership, MembershipChange,
+    NodeId, ProgressState, Proposal, ProposeError, ReadMode, ReadState, Ready, ReadyNumber,
+    Replica, RequestId, Role, ShardId, Snapshot, SnapshotMeta, SoftState, Status, StepError,
+    VoteResult, decode_exact, encode_to_vec,
 };
 
 use crate::log::{PaxosLog, is_vacant, vacant};
@@ -778,7 +779,11 @@ impl<S: LogStorage> Paxos<S> {
         }
         self.leader_down = true;
         let wait = self.rng.range(1, u64::from(LEADER_DOWN_CAMPAIGN_TICKS_MAX) + 1) as u32;
-        self.leader_down_campaign_at = Some(self.election_elapsed.saturating_add(wait));
+        // `election_elapsed` counts ticks since the leader's last message,
+        // and a message cancels the hint: this much silence is required.
+        let silence = LEADER_DOWN_MISSED_HEARTBEATS.saturating_mul(self.cfg.heartbeat_ticks);
+        self.leader_down_campaign_at =
+            Some(self.election_elapsed.saturating_add(wait).max(silence));
     }
 
     fn clear_leader_down(&mut self) {

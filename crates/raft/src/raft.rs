@@ -41,10 +41,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use ringkv_consensus::DetRng;
 use ringkv_consensus::{
-    Config, Entry, EntryKind, Envelope, Epoch, HardState, LEADER_DOWN_CAMPAIGN_TICKS_MAX, LogError,
-    LogIndex, LogStorage, Membership, MembershipChange, NodeId, ProgressState, Proposal,
-    ProposeError, ReadMode, ReadState, Ready, ReadyNumber, Replica, RequestId, Role, ShardId,
-    Snapshot, SoftState, Status, StepError, VoteResult, decode_exact, encode_to_vec,
+    Config, Entry, EntryKind, Envelope, Epoch, HardState, LEADER_DOWN_CAMPAIGN_TICKS_MAX,
+    LEADER_DOWN_MISSED_HEARTBEATS, LogError, LogIndex, LogStorage, Membership, MembershipChange,
+    NodeId, ProgressState, Proposal, ProposeError, ReadMode, ReadState, Ready, ReadyNumber,
+    Replica, RequestId, Role, ShardId, Snapshot, SoftState, Status, StepError, VoteResult,
+    decode_exact, encode_to_vec,
 };
 
 use crate::log::RaftLog;
@@ -552,7 +553,11 @@ impl<S: LogStorage> Raft<S> {
         }
         self.leader_down = true;
         let wait = self.rng.range(1, u64::from(LEADER_DOWN_CAMPAIGN_TICKS_MAX) + 1) as u32;
-        self.leader_down_campaign_at = Some(self.election_elapsed.saturating_add(wait));
+        // `election_elapsed` counts ticks since the leader's last message,
+        // and a message cancels the hint: this much silence is required.
+        let silence = LEADER_DOWN_MISSED_HEARTBEATS.saturating_mul(self.cfg.heartbeat_ticks);
+        self.leader_down_campaign_at =
+            Some(self.election_elapsed.saturating_add(wait).max(silence));
     }
 
     fn clear_leader_down(&mut self) {

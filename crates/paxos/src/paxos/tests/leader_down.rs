@@ -4,7 +4,7 @@
 //! [`ringkv_consensus::Replica::report_unreachable`].
 
 use super::*;
-use ringkv_consensus::{LEADER_DOWN_CAMPAIGN_TICKS_MAX, ReadMode};
+use ringkv_consensus::{LEADER_DOWN_CAMPAIGN_TICKS_MAX, LEADER_DOWN_MISSED_HEARTBEATS, ReadMode};
 
 /// The node's defaults: check-quorum on, ReadIndex reads.
 fn default_config(id: u64) -> Config {
@@ -124,5 +124,24 @@ fn hint_is_ignored_with_lease_reads_or_without_check_quorum() {
         tick(&mut r, LEADER_DOWN_CAMPAIGN_TICKS_MAX);
         assert_eq!(r.role, Role::Follower);
         assert!(r.ready().is_none_or(|rd| prepared(&rd).is_empty()));
+    }
+}
+
+/// A hint right after a heartbeat waits until two heartbeats are missed,
+/// whatever the drawn wait: a live leader behind a connection that only
+/// flapped reaches us first, where a campaign would depose it (no
+/// pre-vote). (Several seeds, so some draw a 1-tick wait.)
+#[test]
+fn hinted_campaign_waits_for_missed_heartbeats() {
+    for seed in 1..=20 {
+        let mut cfg = default_config(2);
+        cfg.seed = seed;
+        let mut r = following(cfg);
+        r.report_unreachable(n(1));
+        tick(&mut r, LEADER_DOWN_MISSED_HEARTBEATS - 1);
+        assert_eq!(r.role, Role::Follower, "seed {seed}: campaigned before missing heartbeats");
+        step(&mut r, env(1, 2, b(1, 1), heartbeat(0, 2, 1)));
+        tick(&mut r, LEADER_DOWN_CAMPAIGN_TICKS_MAX);
+        assert_eq!(r.role, Role::Follower, "seed {seed}: the heartbeat cancels the hint");
     }
 }

@@ -4,7 +4,7 @@
 //! [`ringkv_consensus::Replica::report_unreachable`].
 
 use super::*;
-use ringkv_consensus::{LEADER_DOWN_CAMPAIGN_TICKS_MAX, ReadMode};
+use ringkv_consensus::{LEADER_DOWN_CAMPAIGN_TICKS_MAX, LEADER_DOWN_MISSED_HEARTBEATS, ReadMode};
 
 fn pre_vote_req(last: (u64, u64)) -> Body {
     Body::Vote { pre_vote: true, last_index: i(last.0), last_term: t(last.1), transfer: false }
@@ -145,5 +145,23 @@ fn hint_is_ignored_with_lease_reads_or_without_pre_vote() {
         assert_eq!(r.role, Role::Follower);
         step(&mut r, env(3, 2, 2, pre_vote_req((1, 1))));
         assert_eq!(ready(&mut r).messages, vec![env(2, 3, 1, rejected(true))]);
+    }
+}
+
+/// A hint right after a heartbeat waits until two heartbeats are missed,
+/// whatever the drawn wait: a live leader behind a connection that only
+/// flapped reaches us first. (Several seeds, so some draw a 1-tick wait.)
+#[test]
+fn hinted_campaign_waits_for_missed_heartbeats() {
+    for seed in 1..=20 {
+        let mut cfg = default_config(2);
+        cfg.seed = seed;
+        let mut r = following(cfg);
+        r.report_unreachable(n(1));
+        tick(&mut r, LEADER_DOWN_MISSED_HEARTBEATS - 1);
+        assert_eq!(r.role, Role::Follower, "seed {seed}: campaigned before missing heartbeats");
+        step(&mut r, env(1, 2, 1, Body::Heartbeat { commit: i(0), round: 2, sent_tick: 2 }));
+        tick(&mut r, LEADER_DOWN_CAMPAIGN_TICKS_MAX);
+        assert_eq!(r.role, Role::Follower, "seed {seed}: the heartbeat cancels the hint");
     }
 }
