@@ -83,8 +83,28 @@ pub trait Replica {
     /// Reports that the state machine has applied every entry up to `index`.
     fn on_applied(&mut self, index: LogIndex);
 
-    /// Reports that a message to `to` could not be delivered, so the engine
-    /// can slow down or fall back to probing.
+    /// Reports that a message to `to` could not be delivered, or that the
+    /// connection to `to` was closed, reset or refused, so the engine can
+    /// slow down or fall back to probing.
+    ///
+    /// For a follower, `to` being its leader is also a *leader-down hint*:
+    /// a killed process's sockets are closed by its kernel at once, long
+    /// before an election timeout passes without heartbeats. With pre-vote
+    /// (Raft) or check-quorum (Paxos) on and [`ReadMode::ReadIndex`], the
+    /// follower then (1) campaigns after a wait drawn from
+    /// `[1, LEADER_DOWN_CAMPAIGN_TICKS_MAX]` ticks, once it has also missed
+    /// [`LEADER_DOWN_MISSED_HEARTBEATS`] heartbeats, instead of waiting out
+    /// its election timeout, and (2) stops
+    /// defending the leader's lease: it grants pre-votes and votes (Paxos:
+    /// promises) as if it had not heard from the leader for an election
+    /// timeout. Hearing from the leader again, or granting another
+    /// candidate's pre-vote or promise first, cancels (1); hearing from the
+    /// leader cancels (2). A hint can be wrong (a flapping connection to a
+    /// live leader): the voters that still hear from the leader refuse the
+    /// campaign, so a lone wrong hint changes nothing. Safety never depends
+    /// on it: elections are safe whenever they happen. With
+    /// [`ReadMode::Lease`] the hint is ignored, since the lease promises not
+    /// to vote for an election timeout.
     fn report_unreachable(&mut self, to: NodeId);
 
     /// A snapshot of the replica's state for metrics, routing and tests.
@@ -98,6 +118,20 @@ pub trait Replica {
     /// [`Replica::on_persisted`], and to compact after a snapshot.
     fn storage_mut(&mut self) -> &mut Self::Storage;
 }
+
+/// Most ticks a follower waits, after a leader-down hint (see
+/// [`Replica::report_unreachable`]), before it campaigns. Each follower
+/// draws its wait from `[1, LEADER_DOWN_CAMPAIGN_TICKS_MAX]`, so the
+/// survivors of a crash rarely campaign at the same moment (a split vote
+/// costs a whole election timeout), while the wait stays a small part of
+/// one (3 of the default 10 ticks).
+pub const LEADER_DOWN_CAMPAIGN_TICKS_MAX: u32 = 3;
+
+/// Heartbeat intervals a follower with a leader-down hint must also have
+/// gone without hearing from its leader before it campaigns: a live leader
+/// behind a connection that merely flapped reaches it first and cancels
+/// the hint (Multi-Paxos has no pre-vote to stop a wrong campaign).
+pub const LEADER_DOWN_MISSED_HEARTBEATS: u32 = 2;
 
 /// Where a proposal was placed in the log.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -45,10 +45,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use ringkv_consensus::{
-    Config, DetRng, Entry, EntryKind, Envelope, Epoch, HardState, LogError, LogIndex, LogStorage,
-    Membership, MembershipChange, NodeId, ProgressState, Proposal, ProposeError, ReadMode,
-    ReadState, Ready, ReadyNumber, Replica, RequestId, Role, ShardId, Snapshot, SnapshotMeta,
-    SoftState, Status, StepError, VoteResult, decode_exact, encode_to_vec,
+    Config, DetRng, Entry, EntryKind, Envelope, Epoch, HardState, LEADER_DOWN_CAMPAIGN_TICKS_MAX,
+    LEADER_DOWN_MISSED_HEARTBEATS, LogError, LogIndex, LogStorage, Membership, MembershipChange,
+    NodeId, ProgressState, Proposal, ProposeError, ReadMode, ReadState, Ready, ReadyNumber,
+    Replica, RequestId, Role, ShardId, Snapshot, SnapshotMeta, SoftState, Status, StepError,
+    VoteResult, decode_exact, encode_to_vec,
 };
 
 use crate::log::{PaxosLog, is_vacant, vacant};
@@ -176,6 +177,16 @@ pub struct Paxos<S: LogStorage> {
     /// Lease mode: after a restart, honour a lease we may have granted
     /// before crashing by ignoring prepares for one election timeout.
     boot_lease_guard: bool,
+    /// Followers: the transport reported our leader unreachable since we
+    /// last heard from it (a leader-down hint, see
+    /// [`Replica::report_unreachable`]), so we no longer defend its lease.
+    /// Invariant: only set on a follower with a leader, check-quorum on and
+    /// ReadIndex reads.
+    leader_down: bool,
+    /// Followers with a leader-down hint: the `election_elapsed` at which we
+    /// campaign, unless the leader or another proposer reaches us first.
+    /// Invariant: `Some` only while `leader_down`.
+    leader_down_campaign_at: Option<u32>,
     /// We refused a prepare because we know more chosen slots than the
     /// candidate, and we cannot normally lead (we vote in no configuration
     /// ahead): we campaign anyway when our timer fires, so the knowledge we
@@ -280,6 +291,8 @@ impl<S: LogStorage> Paxos<S> {
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_ticks,
+            leader_down: false,
+            leader_down_campaign_at: None,
             take_over: false,
             campaign: None,
             peers: Vec::new(),
@@ -382,6 +395,14 @@ impl<S: LogStorage> Paxos<S> {
     pub fn check_invariants(&self) {
         self.log.check_invariants();
         assert!(self.durable_hard.epoch <= self.promised, "durable promise above the promise");
+        assert!(
+            !self.leader_down || (self.role == Role::Follower && self.leader.is_some()),
+            "only a follower with a leader suspects it"
+        );
+        assert!(
+            self.leader_down_campaign_at.is_none() || self.leader_down,
+            "a hinted campaign needs the hint"
+        );
         match self.role {
             Role::Leader => {
                 assert_eq!(self.leader, Some(self.id), "a leader knows itself as leader");
@@ -489,6 +510,7 @@ impl<S: LogStorage> Paxos<S> {
     }
 
     fn reset_timer(&mut self) {
+        self.clear_leader_down();
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         let base = u64::from(self.cfg.election_ticks);
@@ -739,6 +761,34 @@ impl<S: LogStorage> Paxos<S> {
     fn in_lease(&self) -> bool {
         self.election_elapsed < self.cfg.election_ticks
             && (self.leader.is_some() || self.boot_lease_guard)
+            && !self.leader_down
+    }
+
+    /// Takes a leader-down hint about `to` (see [`Replica::report_unreachable`]).
+    /// Without check-quorum nobody defends a lease, so a hinted campaign
+    /// would only depose live leaders sooner; in lease mode it would break
+    /// the lease.
+    fn maybe_suspect_leader(&mut self, to: NodeId) {
+        if self.role != Role::Follower
+            || self.leader != Some(to)
+            || self.leader_down
+            || !self.cfg.check_quorum
+            || self.cfg.read_mode != ReadMode::ReadIndex
+        {
+            return;
+        }
+        self.leader_down = true;
+        let wait = self.rng.range(1, u64::from(LEADER_DOWN_CAMPAIGN_TICKS_MAX) + 1) as u32;
+        // `election_elapsed` counts ticks since the leader's last message,
+        // and a message cancels the hint: this much silence is required.
+        let silence = LEADER_DOWN_MISSED_HEARTBEATS.saturating_mul(self.cfg.heartbeat_ticks);
+        self.leader_down_campaign_at =
+            Some(self.election_elapsed.saturating_add(wait).max(silence));
+    }
+
+    fn clear_leader_down(&mut self) {
+        self.leader_down = false;
+        self.leader_down_campaign_at = None;
     }
 
     // ---------------------------------------------------------------- sending
@@ -1097,9 +1147,12 @@ impl<S: LogStorage> Paxos<S> {
         if self.election_elapsed >= self.cfg.election_ticks {
             self.boot_lease_guard = false;
         }
+        let due = self
+            .leader_down_campaign_at
+            .map_or(self.randomized_election_ticks, |at| at.min(self.randomized_election_ticks));
         if (self.promotable() || self.take_over)
             && self.knows_config()
-            && self.election_elapsed >= self.randomized_election_ticks
+            && self.election_elapsed >= due
         {
             self.start_campaign(false);
         }
@@ -1221,6 +1274,7 @@ impl<S: LogStorage> Paxos<S> {
             self.become_follower(Some(from));
         }
         self.election_elapsed = 0;
+        self.clear_leader_down();
         self.take_over = false;
         true
     }
@@ -1814,6 +1868,7 @@ impl<S: LogStorage> Replica for Paxos<S> {
     }
 
     fn report_unreachable(&mut self, to: NodeId) {
+        self.maybe_suspect_leader(to);
         if let Some(p) = self.peer_mut(to)
             && p.state != ProgressState::Probe
         {

@@ -41,10 +41,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use ringkv_consensus::DetRng;
 use ringkv_consensus::{
-    Config, Entry, EntryKind, Envelope, Epoch, HardState, LogError, LogIndex, LogStorage,
-    Membership, MembershipChange, NodeId, ProgressState, Proposal, ProposeError, ReadMode,
-    ReadState, Ready, ReadyNumber, Replica, RequestId, Role, ShardId, Snapshot, SoftState, Status,
-    StepError, VoteResult, decode_exact, encode_to_vec,
+    Config, Entry, EntryKind, Envelope, Epoch, HardState, LEADER_DOWN_CAMPAIGN_TICKS_MAX,
+    LEADER_DOWN_MISSED_HEARTBEATS, LogError, LogIndex, LogStorage, Membership, MembershipChange,
+    NodeId, ProgressState, Proposal, ProposeError, ReadMode, ReadState, Ready, ReadyNumber,
+    Replica, RequestId, Role, ShardId, Snapshot, SoftState, Status, StepError, VoteResult,
+    decode_exact, encode_to_vec,
 };
 
 use crate::log::RaftLog;
@@ -155,6 +156,16 @@ pub struct Raft<S: LogStorage> {
     /// Lease mode: after a restart, honour a lease we may have promised
     /// before crashing by refusing votes for one election timeout.
     boot_lease_guard: bool,
+    /// Followers: the transport reported our leader unreachable since we
+    /// last heard from it (a leader-down hint, see
+    /// [`Replica::report_unreachable`]), so we no longer defend its lease.
+    /// Invariant: only set on a follower with a leader, pre-vote on and
+    /// ReadIndex reads.
+    leader_down: bool,
+    /// Followers with a leader-down hint: the `election_elapsed` at which we
+    /// campaign, unless the leader or another candidate reaches us first.
+    /// Invariant: `Some` only while `leader_down`.
+    leader_down_campaign_at: Option<u32>,
 
     /// Candidates: answers received in this campaign.
     votes: BTreeMap<NodeId, bool>,
@@ -233,6 +244,8 @@ impl<S: LogStorage> Raft<S> {
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_ticks,
+            leader_down: false,
+            leader_down_campaign_at: None,
             votes: BTreeMap::new(),
             peers: Vec::new(),
             transfer: None,
@@ -317,6 +330,14 @@ impl<S: LogStorage> Raft<S> {
                 assert!(self.peers.is_empty(), "only leaders track progress");
             }
         }
+        assert!(
+            !self.leader_down || (self.role == Role::Follower && self.leader.is_some()),
+            "only a follower with a leader suspects it"
+        );
+        assert!(
+            self.leader_down_campaign_at.is_none() || self.leader_down,
+            "a hinted campaign needs the hint"
+        );
         for (id, p) in &self.peers {
             assert!(p.matched < p.next, "peer {id}: matched {} >= next {}", p.matched, p.next);
             assert!(
@@ -366,6 +387,7 @@ impl<S: LogStorage> Raft<S> {
             self.vote = None;
         }
         self.leader = None;
+        self.clear_leader_down();
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         let base = u64::from(self.cfg.election_ticks);
@@ -392,6 +414,7 @@ impl<S: LogStorage> Raft<S> {
         // The term and vote stay: a pre-vote changes no durable state.
         self.votes.clear();
         self.leader = None;
+        self.clear_leader_down();
         self.role = Role::PreCandidate;
         let base = u64::from(self.cfg.election_ticks);
         self.randomized_election_ticks = self.rng.range(base, 2 * base) as u32;
@@ -513,6 +536,33 @@ impl<S: LogStorage> Raft<S> {
     fn in_lease(&self) -> bool {
         self.election_elapsed < self.cfg.election_ticks
             && (self.leader.is_some() || self.boot_lease_guard)
+            && !self.leader_down
+    }
+
+    /// Takes a leader-down hint about `to` (see [`Replica::report_unreachable`]).
+    /// Without pre-vote a hinted campaign would raise everyone's term even
+    /// when the hint is wrong; in lease mode it would break the lease.
+    fn maybe_suspect_leader(&mut self, to: NodeId) {
+        if self.role != Role::Follower
+            || self.leader != Some(to)
+            || self.leader_down
+            || !self.cfg.pre_vote
+            || self.cfg.read_mode != ReadMode::ReadIndex
+        {
+            return;
+        }
+        self.leader_down = true;
+        let wait = self.rng.range(1, u64::from(LEADER_DOWN_CAMPAIGN_TICKS_MAX) + 1) as u32;
+        // `election_elapsed` counts ticks since the leader's last message,
+        // and a message cancels the hint: this much silence is required.
+        let silence = LEADER_DOWN_MISSED_HEARTBEATS.saturating_mul(self.cfg.heartbeat_ticks);
+        self.leader_down_campaign_at =
+            Some(self.election_elapsed.saturating_add(wait).max(silence));
+    }
+
+    fn clear_leader_down(&mut self) {
+        self.leader_down = false;
+        self.leader_down_campaign_at = None;
     }
 
     // ---------------------------------------------------------------- sending
@@ -919,7 +969,10 @@ impl<S: LogStorage> Raft<S> {
         if self.election_elapsed >= self.cfg.election_ticks {
             self.boot_lease_guard = false;
         }
-        if self.promotable() && self.election_elapsed >= self.randomized_election_ticks {
+        let due = self
+            .leader_down_campaign_at
+            .map_or(self.randomized_election_ticks, |at| at.min(self.randomized_election_ticks));
+        if self.promotable() && self.election_elapsed >= due {
             self.hup();
         }
     }
@@ -996,6 +1049,8 @@ impl<S: LogStorage> Raft<S> {
         let up_to_date = up_to_date || self.bugs.vote_without_log_check;
         if can_vote && up_to_date && !leader_alive {
             if pre_vote {
+                // Another survivor campaigns already: ours would split the vote.
+                self.leader_down_campaign_at = None;
                 self.send_with_term(from, term, Body::VoteResponse { pre_vote, granted: true });
             } else {
                 self.election_elapsed = 0;
@@ -1048,6 +1103,7 @@ impl<S: LogStorage> Raft<S> {
     fn heard_from_leader(&mut self, from: NodeId) {
         self.election_elapsed = 0;
         self.leader = Some(from);
+        self.clear_leader_down();
     }
 
     fn step_candidate(&mut self, from: NodeId, body: Body) -> Result<(), StepError> {
@@ -1560,6 +1616,7 @@ impl<S: LogStorage> Replica for Raft<S> {
     }
 
     fn report_unreachable(&mut self, to: NodeId) {
+        self.maybe_suspect_leader(to);
         if let Some(p) = self.peer_mut(to) {
             // Replicating optimistically into the void helps nobody; a
             // snapshot that could not be delivered is retried later.

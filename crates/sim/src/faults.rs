@@ -199,7 +199,9 @@ pub struct FaultMix {
     pub nemesis: Vec<(FaultKind, u32)>,
     /// The nemesis acts every `[min, max)` microseconds.
     pub nemesis_interval_us: (u64, u64),
-    /// Whether a node told that a peer is unreachable passes it on to its engine.
+    /// Whether a node told that a peer is unreachable passes it on to its
+    /// engine, and whether a crash tells the survivors at once (their
+    /// connections to it close): the engines' leader-down hint.
     pub report_unreachable: bool,
     /// Chance, per thousand, that a newly elected leader is crashed or cut
     /// off moments after its election, before its first entries spread:

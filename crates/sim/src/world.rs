@@ -48,6 +48,11 @@ pub const LIVENESS_TICKS_MAX: u64 = 30 * ELECTION_TICKS as u64;
 const PROBE_US: u64 = 10 * MICROS_PER_MILLI;
 /// How soon a node stopped after healing restarts.
 const HEALED_RESTART_US: u64 = MICROS_PER_MILLI;
+
+/// Most delay before the survivors of a crash learn that its connections
+/// closed (a killed process's sockets are closed by its kernel at once;
+/// the peers' transports notice on their next read).
+const CRASH_HINT_US_MAX: u64 = 2 * MICROS_PER_MILLI;
 /// Pause before retrying a boot that failed on an I/O error.
 const BOOT_RETRY_US: u64 = 20 * MICROS_PER_MILLI;
 /// Ticks the drained cluster has to bring every member's state machine up
@@ -581,6 +586,20 @@ impl<H: Host> World<H> {
         slot.incarnation += 1;
         let now = self.now();
         self.trace.event(now, Actor::Node(id), "down", 0, 0, || why.to_string());
+        if self.scenario.faults.report_unreachable {
+            // Its peers' connections to it break: each survivor's transport
+            // says so, which engines take as a leader-down hint.
+            let survivors: Vec<(NodeId, u64)> = self
+                .slots
+                .iter()
+                .filter(|(n, s)| **n != id && s.state == NodeState::Up)
+                .map(|(&n, s)| (n, s.incarnation))
+                .collect();
+            for (node, incarnation) in survivors {
+                let delay = self.rng.range(0, CRASH_HINT_US_MAX);
+                self.queue.after(delay, Event::Unreachable { node, incarnation, peer: id });
+            }
+        }
         let delay = if self.phase == Phase::Safety {
             let (lo, hi) = self.scenario.downtime_us;
             self.rng.range(lo, hi)

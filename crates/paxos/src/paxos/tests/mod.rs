@@ -5,6 +5,7 @@
 //! limits.
 
 mod acceptor;
+mod leader_down;
 mod other;
 mod proposer;
 mod reads;

@@ -5,6 +5,7 @@
 //! limits and recovery (`other`).
 
 mod figure2;
+mod leader_down;
 mod membership;
 mod other;
 mod reads;
