@@ -11,6 +11,8 @@ use ringkv_consensus::NodeId;
 use ringkv_node::DATA_SHARD;
 use ringkv_node::Engine;
 use ringkv_node::testing::Cluster;
+use ringkv_storage::Disk;
+use ringkv_storage::wal::SNAPSHOT_SPOOL_SUFFIX;
 
 fn small_snapshots<E: Engine>(seed: u64) -> Cluster<E> {
     cluster_with::<E>(3, seed, &|cfg| {
@@ -38,6 +40,12 @@ fn snapshots_installed<E: Engine>(c: &Cluster<E>, id: NodeId) -> u64 {
     c.node(id).shard_status(DATA_SHARD).unwrap().snapshots_installed
 }
 
+/// Snapshot spool files on `id`'s disk: where a snapshot's data waits for a
+/// follower, instead of memory.
+fn spools<E: Engine>(c: &Cluster<E>, id: NodeId) -> usize {
+    c.disk(id).list().unwrap().iter().filter(|n| n.ends_with(SNAPSHOT_SPOOL_SUFFIX)).count()
+}
+
 fn a_follower_behind_the_compacted_log_catches_up_by_snapshot<E: Engine>() {
     let mut c = small_snapshots::<E>(41);
     let leader = c.wait_leader(100);
@@ -49,11 +57,14 @@ fn a_follower_behind_the_compacted_log_catches_up_by_snapshot<E: Engine>() {
     }
     settle_nodes(&mut c, &others);
     assert!(snapshot_index(&c, leader) > 50, "the leader compacted its WAL");
+    // The latest snapshot's data, and the one being taken at most.
+    assert!((1..=2).contains(&spools(&c, leader)), "{} spools", spools(&c, leader));
     assert!(!restored_snapshot(&c, away));
     assert_eq!(snapshots_installed(&c, away), 0);
     c.net.heal();
     settle(&mut c);
     assert!(restored_snapshot(&c, away), "the follower caught up without a snapshot");
+    assert!(spools(&c, away) >= 1, "the installed snapshot is spooled, not kept in memory");
     assert_eq!(snapshots_installed(&c, away), 1, "the status counts the install");
     assert_eq!(snapshots_installed(&c, leader), 0, "a leader sends, it installs none");
     assert_same_state(&c);
@@ -73,8 +84,9 @@ fn a_restarted_leader_can_send_its_snapshot<E: Engine>() {
         put(&mut c, leader, &format!("k{i}"), "v").unwrap();
     }
     settle_nodes(&mut c, &others);
-    // Both nodes that compacted restart: snapshot data lives in memory,
-    // so whoever leads next must rebuild it from its store.
+    // Both nodes that compacted restart: snapshot data is scratch (the
+    // WAL's reopening removes its spool), so whoever leads next must
+    // rebuild it from its store.
     for &id in &others {
         c.crash(id);
     }

@@ -214,6 +214,7 @@ pub fn node_config(config: &ServerConfig, start: Start) -> Result<NodeConfig, Se
     node.request_timeout = REQUEST_TIMEOUT_BASE + config.election_timeout * 2;
     node.snapshot_count = config.snapshot_count;
     node.quota_backend_bytes = config.quota_backend_bytes;
+    node.store.cache_bytes = usize::try_from(config.backend_cache_bytes).unwrap_or(usize::MAX);
     node.request_bytes_max = config.max_request_bytes;
     node.seed = rand::random();
     Ok(node)

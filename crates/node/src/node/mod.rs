@@ -186,7 +186,7 @@ struct HostedShard<E: Engine, D: Disk> {
     /// here (its first entry of the term): before, it may not yet know
     /// leases its predecessors granted (etcd waits for apply the same way).
     leases_ready_at: LogIndex,
-    snapshot: SnapshotState,
+    snapshot: SnapshotState<D>,
     /// Snapshots received from the leader and installed since this node
     /// opened.
     snapshots_installed: u64,

@@ -5,7 +5,14 @@
 //! layer's records included) at the shard's applied index, encoded as a
 //! `Vec<Bytes>` of chunks. The engine sends the WAL's latest snapshot to
 //! followers too far behind; [`ringkv_storage::ShardLog`] serves its data
-//! from memory, so this module keeps it there.
+//! from a spool file ([`SnapshotSpool`]) this module writes chunk by chunk
+//! as it reads the export. The data is the size of the shard's whole state
+//! (300 MB for a million keys of 256 B): kept in memory it made resident
+//! memory grow with the data (issue 10's memory target); spooled, a node
+//! holds about one chunk of it, and all of it only while a follower is sent
+//! it. A spool that cannot be written (full or failing disk) abandons that
+//! snapshot; the next one, [`crate::NodeConfig::snapshot_count`] entries
+//! later, tries again.
 //!
 //! **Taking** (every [`crate::NodeConfig::snapshot_count`] applied
 //! entries): make the store durable up to the applied index `s` (a
@@ -34,10 +41,9 @@ use bytes::Bytes;
 use ringkv_consensus::{
     LogIndex, LogStorage, Membership, Replica, ShardId, Snapshot, decode_exact, encode_to_vec,
 };
-use ringkv_storage::mvcc::SnapshotError;
-use ringkv_storage::{Disk, WalError};
-
 use ringkv_storage::mvcc::SnapshotExport;
+use ringkv_storage::wal::SnapshotSpool;
+use ringkv_storage::{Disk, WalError};
 
 use super::{Node, snapshot_record};
 use crate::cluster::ClusterTables;
@@ -47,39 +53,52 @@ use crate::io::{Clock, Transport};
 
 /// A snapshot in the making.
 #[derive(Debug)]
-enum Taking {
-    /// Reading the export, a few chunks per round.
+enum Taking<D: Disk> {
+    /// Reading the export into the spool, a few chunks per round.
     Exporting {
         export: Box<SnapshotExport>,
-        chunks: Vec<Bytes>,
+        spool: SnapshotSpool<D>,
         index: LogIndex,
         membership: Membership,
     },
     /// Taken, waiting for the WAL to move far enough past it.
-    Staged { index: LogIndex, membership: Membership, data: Bytes },
+    Staged { index: LogIndex, membership: Membership, spool: SnapshotSpool<D> },
 }
 
 /// One shard's snapshot bookkeeping.
 #[derive(Debug)]
-pub(super) struct SnapshotState {
+pub(super) struct SnapshotState<D: Disk> {
     /// Applied index at the last snapshot started (or at open).
     taken_at: LogIndex,
-    taking: Option<Taking>,
+    taking: Option<Taking<D>>,
 }
 
-impl SnapshotState {
-    pub(super) fn new(applied: LogIndex) -> SnapshotState {
+impl<D: Disk> SnapshotState<D> {
+    pub(super) fn new(applied: LogIndex) -> SnapshotState<D> {
         SnapshotState { taken_at: applied, taking: None }
     }
 }
 
 impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
-    /// The shard's current state as snapshot data, with its index.
-    fn export(&self, shard: ShardId) -> Result<(LogIndex, Bytes), NodeError> {
+    /// The shard's current state as snapshot data in a spool, with its
+    /// index; `Ok(None)` if the spool cannot be written (the snapshot is
+    /// then left without data: see the module docs).
+    fn export(
+        &mut self,
+        shard: ShardId,
+    ) -> Result<Option<(LogIndex, SnapshotSpool<D>)>, NodeError> {
         let export = self.store.snapshot(shard)?;
         let index = export.state().applied_index;
-        let chunks = export.collect::<Result<Vec<Bytes>, SnapshotError>>()?;
-        Ok((index, Bytes::from(encode_to_vec(&chunks))))
+        let s = self.shards.get_mut(&shard).expect("the caller checked the shard is hosted");
+        let Ok(mut spool) = s.replica.storage_mut().create_snapshot_spool(index) else {
+            return Ok(None);
+        };
+        for chunk in export {
+            if spool.push(&chunk?).is_err() {
+                return Ok(None);
+            }
+        }
+        Ok(Some((index, spool)))
     }
 
     /// Makes sure the shard log can hand out data for the WAL's snapshot
@@ -90,8 +109,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         if wal_index == LogIndex::ZERO {
             return Ok(());
         }
-        let (index, data) = self.export(shard)?;
+        let Some((index, spool)) = self.export(shard)? else { return Ok(()) };
         if index > wal_index {
+            let s = self.shards.get(&shard).expect("checked above");
             let Some(membership) = E::membership_at(&s.replica, index) else {
                 // The replica cannot name the configuration there; the next
                 // regular snapshot provides data instead.
@@ -109,7 +129,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             });
         }
         let s = self.shards.get_mut(&shard).expect("checked above");
-        s.replica.storage_mut().set_snapshot_data(index, data);
+        s.replica.storage_mut().set_snapshot_spool(index, spool);
         Ok(())
     }
 
@@ -127,18 +147,26 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             let index = export.state().applied_index;
             debug_assert_eq!(index, applied, "the export sees every applied entry");
             let s = self.shards.get_mut(&shard).expect("checked above");
-            s.snapshot.taking =
-                Some(Taking::Exporting { export, chunks: Vec::new(), index, membership });
+            // Without a spool this snapshot is skipped; the next is due
+            // `snapshot_count` entries on.
+            if let Ok(spool) = s.replica.storage_mut().create_snapshot_spool(index) {
+                s.snapshot.taking = Some(Taking::Exporting { export, spool, index, membership });
+            }
             s.snapshot.taken_at = index;
         }
         let s = self.shards.get_mut(&shard).expect("checked above");
         match s.snapshot.taking.take() {
             None => Ok(()),
-            Some(Taking::Exporting { mut export, mut chunks, index, membership }) => {
+            Some(Taking::Exporting { mut export, mut spool, index, membership }) => {
                 let mut done = false;
                 for _ in 0..self.cfg.snapshot_chunks_per_round {
                     match export.next() {
-                        Some(chunk) => chunks.push(chunk?),
+                        Some(chunk) => {
+                            if spool.push(&chunk?).is_err() {
+                                // Abandoned (dropping the spool removes it).
+                                return Ok(());
+                            }
+                        }
                         None => {
                             done = true;
                             break;
@@ -146,17 +174,16 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                     }
                 }
                 s.snapshot.taking = Some(if done {
-                    let data = Bytes::from(encode_to_vec(&chunks));
-                    Taking::Staged { index, membership, data }
+                    Taking::Staged { index, membership, spool }
                 } else {
-                    Taking::Exporting { export, chunks, index, membership }
+                    Taking::Exporting { export, spool, index, membership }
                 });
                 Ok(())
             }
-            Some(Taking::Staged { index, membership, data }) if applied.0 >= index.0 + margin => {
+            Some(Taking::Staged { index, membership, spool }) if applied.0 >= index.0 + margin => {
                 match self.wal.compact(shard, index, membership) {
                     Ok(_) => {
-                        s.replica.storage_mut().set_snapshot_data(index, data);
+                        s.replica.storage_mut().set_snapshot_spool(index, spool);
                         Ok(())
                     }
                     // Refusals change nothing: a snapshot installed

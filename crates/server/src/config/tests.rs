@@ -418,6 +418,25 @@ fn limits_are_enforced_with_the_allowed_range() {
 }
 
 #[test]
+fn the_backend_cache_bound_reaches_the_store() {
+    let config = parse(&[], no_env()).unwrap();
+    assert_eq!(config.backend_cache_bytes, DEFAULT_BACKEND_CACHE_BYTES);
+    let node = crate::server::node_config(&config, crate::server::Start::Found).unwrap();
+    assert_eq!(node.store.cache_bytes as u64, DEFAULT_BACKEND_CACHE_BYTES);
+
+    let config = parse(&["--backend-cache-bytes=67108864"], no_env()).unwrap();
+    let node = crate::server::node_config(&config, crate::server::Start::Found).unwrap();
+    assert_eq!(node.store.cache_bytes, 64 << 20);
+
+    let small = BACKEND_CACHE_BYTES_MIN - 1;
+    let error = parse(&[&format!("--backend-cache-bytes={small}")], no_env()).unwrap_err();
+    assert!(
+        matches!(error, ConfigError::OutOfRange { flag: "backend-cache-bytes", value, .. } if value == small),
+        "{error}"
+    );
+}
+
+#[test]
 fn quota_zero_means_default_and_a_huge_quota_is_warned_about() {
     let config = parse(&["--quota-backend-bytes=0"], no_env()).unwrap();
     assert_eq!(config.quota_backend_bytes, DEFAULT_QUOTA_BACKEND_BYTES);
@@ -472,6 +491,7 @@ fn help_states_each_default_and_the_precedence() {
         ("election-timeout", DEFAULT_ELECTION_TIMEOUT_MS.to_string()),
         ("snapshot-count", DEFAULT_SNAPSHOT_COUNT.to_string()),
         ("quota-backend-bytes", DEFAULT_QUOTA_BACKEND_BYTES.to_string()),
+        ("backend-cache-bytes", DEFAULT_BACKEND_CACHE_BYTES.to_string()),
         ("max-request-bytes", DEFAULT_MAX_REQUEST_BYTES.to_string()),
         ("max-txn-ops", DEFAULT_MAX_TXN_OPS.to_string()),
         ("shards", DEFAULT_SHARDS.to_string()),

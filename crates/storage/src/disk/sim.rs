@@ -93,6 +93,10 @@ pub struct FaultRates {
 /// Counters of what a [`SimDisk`] has done.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct SimDiskStats {
+    /// `read_at` calls that succeeded (what a cache above the disk saves).
+    pub reads: u64,
+    /// Bytes those reads returned.
+    pub bytes_read: u64,
     /// `write_at` calls that succeeded.
     pub writes: u64,
     /// Bytes those writes carried.
@@ -587,6 +591,8 @@ impl DiskFile for SimFile {
         let start = (offset as usize).min(data.len());
         let n = buf.len().min(data.len() - start);
         buf[..n].copy_from_slice(&data[start..start + n]);
+        st.stats.reads += 1;
+        st.stats.bytes_read += n as u64;
         Ok(n)
     }
 

@@ -1,13 +1,17 @@
 //! [`ShardLog`]: one shard's durable log as its consensus engine reads it.
 
+use std::io;
+
 use bytes::Bytes;
 use ringkv_consensus::{
     Entry, Epoch, HardState, LogError, LogIndex, LogStorage, ShardId, Snapshot, SnapshotMeta,
+    decode_exact,
 };
 
 use super::core::{SharedIndex, read_index};
 use super::format::{Op, decode_record};
 use super::index::{Index, Loc, ShardIndex};
+use super::spool::SnapshotSpool;
 use crate::disk::{Disk, DiskFile};
 
 /// One shard's view of the WAL, implementing [`LogStorage`] for its engine.
@@ -23,14 +27,26 @@ use crate::disk::{Disk, DiskFile};
 /// Ready, find the records already applied and do nothing.
 /// [`LogStorage::install_snapshot`] keeps the snapshot's data (the WAL
 /// stores only its metadata) so [`LogStorage::snapshot`] can hand it to
-/// lagging followers; [`ShardLog::set_snapshot_data`] does the same after a
-/// local snapshot.
+/// lagging followers, spooled to a file ([`SnapshotSpool`]) so that it
+/// does not stay resident; [`ShardLog::set_snapshot_spool`] (or
+/// [`ShardLog::set_snapshot_data`], in memory) does the same after a local
+/// snapshot.
 pub struct ShardLog<D: Disk> {
     shard: ShardId,
     index: SharedIndex<D::File>,
     disk: D,
     /// Data of the snapshot at the given index, if the caller provided it.
-    snapshot_data: Option<(LogIndex, Bytes)>,
+    snapshot_data: Option<(LogIndex, SnapshotData<D>)>,
+    /// Spools this view created, to name the next one apart.
+    spools_created: u64,
+}
+
+/// Where the data of the latest snapshot is.
+enum SnapshotData<D: Disk> {
+    /// In memory.
+    Memory(Bytes),
+    /// In a scratch file, read back when a follower is sent a snapshot.
+    Spooled(SnapshotSpool<D>),
 }
 
 impl<D: Disk> std::fmt::Debug for ShardLog<D> {
@@ -41,7 +57,7 @@ impl<D: Disk> std::fmt::Debug for ShardLog<D> {
 
 impl<D: Disk> ShardLog<D> {
     pub(crate) fn new(shard: ShardId, index: SharedIndex<D::File>, disk: D) -> ShardLog<D> {
-        ShardLog { shard, index, disk, snapshot_data: None }
+        ShardLog { shard, index, disk, snapshot_data: None, spools_created: 0 }
     }
 
     /// The shard this view belongs to.
@@ -52,7 +68,29 @@ impl<D: Disk> ShardLog<D> {
     /// Provides the state machine's data for the snapshot at `index`, served
     /// by [`LogStorage::snapshot`] while that is the latest snapshot.
     pub fn set_snapshot_data(&mut self, index: LogIndex, data: Bytes) {
-        self.snapshot_data = Some((index, data));
+        self.snapshot_data = Some((index, SnapshotData::Memory(data)));
+    }
+
+    /// An empty spool on this log's disk for this shard's snapshot at
+    /// `index`, to fill and hand to [`ShardLog::set_snapshot_spool`].
+    ///
+    /// # Errors
+    /// The spool file cannot be created.
+    pub fn create_snapshot_spool(&mut self, index: LogIndex) -> io::Result<SnapshotSpool<D>> {
+        self.spools_created += 1;
+        SnapshotSpool::create(&self.disk, self.shard, index, self.spools_created)
+    }
+
+    /// As [`ShardLog::set_snapshot_data`], with the data in a spool file:
+    /// read back only when a follower is sent this snapshot.
+    pub fn set_snapshot_spool(&mut self, index: LogIndex, spool: SnapshotSpool<D>) {
+        self.snapshot_data = Some((index, SnapshotData::Spooled(spool)));
+    }
+
+    /// Whether the latest snapshot's data is spooled to a file (rather than
+    /// held in memory or missing).
+    pub fn snapshot_spooled(&self) -> bool {
+        matches!(self.snapshot_data, Some((_, SnapshotData::Spooled(_))))
     }
 
     fn with_shard<T>(&self, f: impl FnOnce(Option<&ShardIndex>) -> T) -> T {
@@ -147,9 +185,14 @@ impl<D: Disk> LogStorage for ShardLog<D> {
     fn snapshot(&self) -> Result<Snapshot, LogError> {
         let meta = self.snapshot_meta();
         match &self.snapshot_data {
-            Some((index, data)) if *index == meta.index => {
+            Some((index, SnapshotData::Memory(data))) if *index == meta.index => {
                 Ok(Snapshot { meta, data: data.clone() })
             }
+            // A failed read is retried by the engine on a later heartbeat.
+            Some((index, SnapshotData::Spooled(spool))) if *index == meta.index => spool
+                .read()
+                .map(|data| Snapshot { meta, data })
+                .map_err(|_| LogError::SnapshotTemporarilyUnavailable),
             _ if meta.index == LogIndex::ZERO => Ok(Snapshot { meta, data: Bytes::new() }),
             _ => Err(LogError::SnapshotTemporarilyUnavailable),
         }
@@ -164,6 +207,23 @@ impl<D: Disk> LogStorage for ShardLog<D> {
     }
 
     fn install_snapshot(&mut self, snapshot: Snapshot) {
-        self.snapshot_data = Some((snapshot.meta.index, snapshot.data));
+        let index = snapshot.meta.index;
+        // Spooled so that a follower does not keep a copy of its whole
+        // state in memory; in memory if the disk refuses (full, failing).
+        let spooled = self.create_snapshot_spool(index).and_then(|mut spool| {
+            let chunks = decode_exact::<Vec<Bytes>>(snapshot.data.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            for chunk in &chunks {
+                spool.push(chunk)?;
+            }
+            Ok(spool)
+        });
+        self.snapshot_data = Some((
+            index,
+            match spooled {
+                Ok(spool) => SnapshotData::Spooled(spool),
+                Err(_) => SnapshotData::Memory(snapshot.data),
+            },
+        ));
     }
 }

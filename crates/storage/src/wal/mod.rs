@@ -159,6 +159,7 @@ mod index;
 mod log;
 mod recovery;
 mod shared;
+mod spool;
 mod writer;
 
 use ringkv_consensus::{Entry, HardState, LogIndex, Membership, ShardId, SnapshotMeta};
@@ -166,6 +167,7 @@ use ringkv_consensus::{Entry, HardState, LogIndex, Membership, ShardId, Snapshot
 pub use error::{CompactionRefusal, Corruption, DiskOp, WalError};
 pub use log::ShardLog;
 pub use shared::SharedWal;
+pub use spool::{SNAPSHOT_SPOOL_SUFFIX, SnapshotSpool};
 
 use self::core::Core;
 use crate::disk::Disk;

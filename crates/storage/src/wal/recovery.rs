@@ -9,6 +9,7 @@ use super::format::{
     SegmentHeaderError, decode_record, find_batch_header,
 };
 use super::index::{Index, Loc, Mode, Segment, ShapeError};
+use super::spool::SNAPSHOT_SPOOL_SUFFIX;
 use super::writer::{SegmentWriter, TEMP_SUFFIX, create_segment, parse_segment_name};
 use super::{RecoveryReport, TornTail, WalOptions};
 use crate::disk::{Disk, DiskFile};
@@ -46,7 +47,9 @@ pub(crate) fn recover<D: Disk>(disk: &D, options: &WalOptions) -> Result<Recover
     };
     let mut report = RecoveryReport::default();
     let names = disk.list().map_err(io(DiskOp::List, ""))?;
-    for name in names.iter().filter(|n| n.ends_with(TEMP_SUFFIX)) {
+    // Spools are scratch too: the node exports its store again after a restart.
+    let scratch = |n: &&String| n.ends_with(TEMP_SUFFIX) || n.ends_with(SNAPSHOT_SPOOL_SUFFIX);
+    for name in names.iter().filter(scratch) {
         disk.remove(name).map_err(io(DiskOp::Remove, name))?;
         report.removed_temp_files.push(disk.describe(name));
     }
