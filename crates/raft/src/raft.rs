@@ -207,7 +207,11 @@ impl<S: LogStorage> Raft<S> {
         let hard = storage.hard_state();
         let snap = storage.snapshot_meta();
         let last = storage.last_index();
-        let commit = hard.commit.max(snap.index);
+        // Whatever the state machine applied was committed and is durable
+        // here, even if the commit index recorded with it is older: the
+        // node persists a commit-only change lazily, with the next write
+        // that needs a sync.
+        let commit = hard.commit.max(snap.index).max(options.applied.min(last));
         if commit > last {
             return Err(RaftError::CommitPastLog { commit, last });
         }

@@ -35,6 +35,25 @@ fn ready_record_bytes<M>(rd: &Ready<M>) -> u64 {
     entries + snapshot + hard_state
 }
 
+/// Whether a Ready must be durable before its effects go on: it holds
+/// entries, a snapshot, or a new term or vote (`durable` is the hard state
+/// already in the WAL). A Ready that only raises the commit index needs no
+/// fsync of its own: the commit index is volatile state whose record is an
+/// optimisation for restarts (Raft thesis §3.8), and its committed entries
+/// are already durable here. Its record stays buffered and rides with the
+/// next sync, so on the path of a single client's put the leader applies
+/// and answers right after its log append is acknowledged, without a second
+/// fsync (etcd applies committed entries while that Ready's hard state is
+/// written, to the same effect). Its `after_persist` messages (a follower's
+/// acknowledgement of an append that brought only a commit index) promise
+/// nothing but what earlier rounds synced: every round that buffers
+/// entries, a snapshot, a term or a vote syncs before it ends.
+pub(super) fn ready_needs_sync<M>(rd: &Ready<M>, durable: HardState) -> bool {
+    !rd.entries.is_empty()
+        || rd.snapshot.is_some()
+        || rd.hard_state.is_some_and(|hs| hs.epoch != durable.epoch || hs.vote != durable.vote)
+}
+
 /// One WAL write of a Ready.
 #[derive(Debug, PartialEq)]
 pub(super) enum ReadyWrite<'a> {
@@ -189,6 +208,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             }
         }
         self.flush_outbox();
+        let mut must_sync = false;
         for (id, rd) in &readies {
             let id = *id;
             let bytes = ready_record_bytes(rd);
@@ -204,6 +224,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 .shards
                 .get(&id)
                 .map_or_else(HardState::default, |s| s.replica.storage().hard_state());
+            must_sync |= ready_needs_sync(rd, durable);
             for write in ready_writes(rd, durable, bytes > limit) {
                 match write {
                     ReadyWrite::HardState(hs) => self.wal_buffer(|w| w.set_hard_state(id, hs))?,
@@ -212,7 +233,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 }
             }
         }
-        if self.wal.pending_bytes() > 0 {
+        if must_sync && self.wal.pending_bytes() > 0 {
             self.wal.sync()?;
         }
         let mut to_apply = Vec::new();

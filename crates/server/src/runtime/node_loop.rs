@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ringkv_consensus::NodeId;
 use ringkv_node::{
-    Clock, Completion, DATA_SHARD, Engine, Member, Node, NodeError, Token, WatchEvents,
-    execute_read,
+    Clock, Completion, DATA_SHARD, Engine, Member, Node, NodeError, ReadRequest, Token,
+    WatchEvents, execute_read,
 };
 use ringkv_storage::Disk;
 use tokio::runtime::Handle;
@@ -129,14 +129,25 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                         // Reads never run on this thread: the loop only
                         // orders them.
                         let store = Arc::clone(self.node.store());
-                        self.runtime.spawn_blocking(move || {
+                        let point = is_point_read(&read);
+                        let run = move || {
                             let result = store
                                 .read()
                                 .map_err(NodeError::from)
                                 .and_then(|view| execute_read(&view, shard, &read, auth_revision))
                                 .map(|reply| Answer { header, reply });
                             let _ = reply.send(result);
-                        });
+                        };
+                        if point {
+                            // One key is a few microseconds in the store's
+                            // cache: a runtime worker takes it without the
+                            // blocking pool's thread hand-off, which cost
+                            // more than the read itself (profile in
+                            // docs/perf/).
+                            self.runtime.spawn(async move { run() });
+                        } else {
+                            self.runtime.spawn_blocking(run);
+                        }
                     }
                 }
             }
@@ -196,6 +207,13 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         sync_peers(&self.link, node.id(), &members, peers);
         self.state.set_members(members);
     }
+}
+
+/// Whether a read touches at most one key (a `Get`), so that it may run on
+/// a runtime worker: a range or a member list may scan much more and goes
+/// to the blocking pool, where it cannot stall other requests' tasks.
+fn is_point_read(read: &ReadRequest) -> bool {
+    matches!(read, ReadRequest::Range(r) if r.range_end.is_empty())
 }
 
 /// Sets the transport's address book to the member table (every member but

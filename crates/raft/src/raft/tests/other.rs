@@ -264,6 +264,27 @@ fn restart_recovers_durable_state() {
     assert_eq!(rd.committed.iter().map(|e| e.index).collect::<Vec<_>>(), vec![i(2), i(3)]);
 }
 
+/// The node records a commit-only hard state lazily, so the state machine
+/// may have applied past the recorded commit index before a crash: what it
+/// applied was committed, and the restarted replica counts it so (never
+/// past its own log), handing out only the entries after it.
+#[test]
+fn restart_counts_what_the_state_machine_applied_as_committed() {
+    let s = storage(&[1, 2, 3], &[1, 1, 1, 1], hard(1, None, 1));
+    let mut options = RaftOptions::new(config(1));
+    options.applied = i(3);
+    let mut r = Raft::new(options, s).expect("applied within the log");
+    assert_eq!(r.status().commit, i(3));
+    let rd = ready(&mut r);
+    assert_eq!(rd.committed.iter().map(|e| e.index).collect::<Vec<_>>(), Vec::<LogIndex>::new());
+
+    let s = storage(&[1, 2, 3], &[1, 1], hard(1, None, 1));
+    let mut options = RaftOptions::new(config(1));
+    options.applied = i(5);
+    let r = Raft::new(options, s).expect("applied past the log is capped");
+    assert_eq!(r.status().commit, i(2));
+}
+
 /// Storage whose hard state commits past its log is refused.
 #[test]
 fn commit_past_the_log_is_refused() {
