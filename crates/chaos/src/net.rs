@@ -97,16 +97,21 @@ impl Layout {
         if netns {
             Ok(Layout::Netns(Netns::create(nodes)?))
         } else {
-            let addrs = (0..nodes)
-                .map(|_| {
-                    Ok(NodeAddr {
-                        ip: Ipv4Addr::LOCALHOST,
-                        client_port: free_port()?,
-                        peer_port: free_port()?,
-                        netns: None,
-                    })
-                })
-                .collect::<Result<_, ChaosError>>()?;
+            // Every listener stays bound until all ports are drawn: released
+            // one by one, the kernel may hand the same port out twice.
+            let mut held = Vec::with_capacity(2 * nodes);
+            let mut addrs = Vec::with_capacity(nodes);
+            for _ in 0..nodes {
+                let client_port = free_port(&mut held)?;
+                let peer_port = free_port(&mut held)?;
+                addrs.push(NodeAddr {
+                    ip: Ipv4Addr::LOCALHOST,
+                    client_port,
+                    peer_port,
+                    netns: None,
+                });
+            }
+            drop(held);
             Ok(Layout::Loopback(addrs))
         }
     }
@@ -128,13 +133,15 @@ impl Layout {
     }
 }
 
-/// A port free right now on 127.0.0.1 (bound once, then released for the
-/// node to bind).
-fn free_port() -> Result<u16, ChaosError> {
+/// A port free right now on 127.0.0.1, distinct from the others drawn into
+/// `held` (its listener is kept there; dropping `held` releases the ports
+/// for the nodes to bind).
+fn free_port(held: &mut Vec<TcpListener>) -> Result<u16, ChaosError> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(ChaosError::io("binding a free port on", "127.0.0.1"))?;
     let addr =
         listener.local_addr().map_err(ChaosError::io("reading the address of", "127.0.0.1"))?;
+    held.push(listener);
     Ok(addr.port())
 }
 
