@@ -653,8 +653,9 @@ impl<S: LogStorage> Paxos<S> {
     }
 
     /// Phase 1 is won: adopt, per slot above the commit point, the value of
-    /// the highest ballot reported (PMS P2c), fill holes with no-ops, and
-    /// re-propose all of it in our ballot.
+    /// the highest ballot reported (PMS P2c), fill holes with no-ops, pad
+    /// every change in play up to where it takes effect, and re-propose all
+    /// of it in our ballot.
     fn become_leader(&mut self) {
         let c = self.campaign.take().expect("only a candidate wins phase 1");
         let ballot = c.ballot;
@@ -682,7 +683,16 @@ impl<S: LogStorage> Paxos<S> {
                 }
             }
         }
-        let end = best.keys().next_back().copied().unwrap_or(commit).max(last);
+        let mut end = best.keys().next_back().copied().unwrap_or(commit).max(last);
+        // A change takes effect α slots after its own, and its proposer
+        // pads the gap with no-ops; if it failed before they were accepted
+        // we pad in its place. Otherwise an idle group would wait for
+        // traffic for ever before the change took effect, refusing every
+        // further change meanwhile.
+        let changes = best.iter().filter(|(_, e)| e.kind == EntryKind::Membership).map(|(s, _)| *s);
+        for s in self.memberships.pending_after(commit).into_iter().chain(changes) {
+            end = end.max(s.plus(self.delay.saturating_sub(1)));
+        }
         let mut run = Vec::with_capacity((end.0 - commit.0) as usize);
         let mut s = commit.next();
         while s <= end {

@@ -106,6 +106,39 @@ fn two_voter_change_is_one_step() {
     assert!(!r.status().membership.is_joint());
 }
 
+/// A predecessor's change was accepted without its α − 1 no-ops (it
+/// failed right after proposing it): the new leader pads the change itself
+/// in phase 2, so an idle group reaches the new configuration and takes
+/// the next change and reads without any client proposal (the sharded
+/// simulator had to write to idle shards to move them).
+#[test]
+fn new_leader_pads_a_predecessors_change_without_traffic() {
+    let next = Membership::new([n(1), n(2), n(3), n(4)]);
+    let own = [Entry {
+        index: i(1),
+        epoch: b(1, 2),
+        kind: EntryKind::Membership,
+        payload: Bytes::from(ringkv_consensus::encode_to_vec(&next)),
+    }];
+    let mut r = leader_with(config(1), &[1, 2, 3], &own, b(1, 2));
+    let ballot = r.ballot();
+    // The Readys of phase 1 were drained: the padding went out with them.
+    assert_eq!(r.log.last_index(), i(ALPHA), "the change and α - 1 no-ops");
+    step(&mut r, env(2, 1, ballot, accepted(1, ALPHA, 0)));
+    drain(&mut r);
+    assert_eq!(r.log.committed, i(ALPHA));
+    assert_eq!(r.status().membership, next, "in effect without a client write");
+    r.change_membership(change(vec![ChangeOp::AddLearner(n(5))]))
+        .expect("an idle leader takes the next change");
+    drain(&mut r);
+    r.read_index(ringkv_consensus::RequestId(9)).expect("leader");
+    let rd = ready(&mut r);
+    assert!(
+        rd.messages.iter().any(|m| matches!(m.body.body, Body::Heartbeat { .. })),
+        "the read's round goes out at once: {rd:?}"
+    );
+}
+
 /// Learners receive accepts and the commit point but their acceptances do
 /// not count, and they never campaign.
 #[test]
