@@ -240,6 +240,86 @@ fn lagging_peer_gets_the_snapshot_in_chunks() {
     );
 }
 
+/// A [`MemoryLog`] that counts reads of its snapshot: a node's storage
+/// reads the whole snapshot file for each.
+struct CountingLog {
+    inner: MemoryLog,
+    snapshot_reads: std::cell::Cell<u32>,
+}
+
+impl LogStorage for CountingLog {
+    fn hard_state(&self) -> HardState {
+        self.inner.hard_state()
+    }
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.inner.snapshot_meta()
+    }
+    fn last_index(&self) -> LogIndex {
+        self.inner.last_index()
+    }
+    fn epoch(&self, index: LogIndex) -> Result<Epoch, ringkv_consensus::LogError> {
+        self.inner.epoch(index)
+    }
+    fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, ringkv_consensus::LogError> {
+        self.inner.entries(lo, hi, max_bytes)
+    }
+    fn snapshot(&self) -> Result<Snapshot, ringkv_consensus::LogError> {
+        self.snapshot_reads.set(self.snapshot_reads.get() + 1);
+        self.inner.snapshot()
+    }
+    fn append(&mut self, entries: &[Entry]) {
+        self.inner.append(entries);
+    }
+    fn set_hard_state(&mut self, hard_state: HardState) {
+        self.inner.set_hard_state(hard_state);
+    }
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        self.inner.install_snapshot(snapshot);
+    }
+}
+
+/// Asking whether a Ready is due while a peer waits for the snapshot does
+/// not read the snapshot again each time: it is read once, and sent.
+#[test]
+fn a_lagging_peer_costs_one_snapshot_read() {
+    let s = CountingLog {
+        inner: storage(&[1, 2, 3], &[], hard(Epoch::ZERO, 0)),
+        snapshot_reads: std::cell::Cell::new(0),
+    };
+    let mut r = Paxos::new(options(config(1)), s).expect("valid test setup");
+    r.campaign();
+    drain(&mut r);
+    let ballot = r.ballot();
+    for v in [2, 3] {
+        step(&mut r, env(v, 1, ballot, promise(0, vec![])));
+    }
+    r.propose(Bytes::from_static(b"x")).expect("leader");
+    drain(&mut r);
+    step(&mut r, env(2, 1, ballot, accepted(1, 1, 0)));
+    drain(&mut r);
+    let m = r.membership_at(i(1)).expect("no change pending");
+    r.storage_mut().inner.compact(i(1), m, Bytes::from_static(b"snap")).expect("compactable");
+    r.report_unreachable(n(3));
+    let answer = Body::HeartbeatResponse { round: 0, sent_tick: 0, commit: i(0), asked: i(1) };
+    step(&mut r, env(3, 1, ballot, answer));
+    for _ in 0..3 {
+        assert!(r.has_ready(), "the snapshot is due to peer 3");
+    }
+    let rd = ready(&mut r);
+    assert!(
+        rd.messages.iter().any(|m| m.to == n(3) && matches!(m.body.body, Body::Snapshot { .. })),
+        "peer 3 gets the snapshot: {rd:?}"
+    );
+    assert_eq!(r.storage().snapshot_reads.get(), 1);
+    assert!(!r.has_ready(), "peer 3 is being sent the snapshot");
+    assert_eq!(r.storage().snapshot_reads.get(), 1);
+}
+
 /// An acceptor installs a snapshot of the chosen prefix and keeps (re-emits)
 /// every value it accepted after it; it answers only once durable.
 #[test]
