@@ -41,6 +41,7 @@
 //!
 //! The choices the contract leaves open are listed in the crate docs.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
@@ -207,6 +208,11 @@ pub struct Paxos<S: LogStorage> {
     /// Leaders: `TimeoutNow` was sent in this ballot, so leases are void.
     lease_void: bool,
     incoming_snapshot: Option<IncomingSnapshot>,
+    /// Leaders: the storage's latest snapshot, read by `wants_send` to
+    /// learn that one can be sent and kept for `start_snapshot`. A node's
+    /// storage reads it from a file, so it is read once per snapshot sent,
+    /// not on every `has_ready` while a peer lags. Dropped by `ready`.
+    loaded_snapshot: RefCell<Option<Snapshot>>,
 
     messages: Vec<Envelope<Message>>,
     after_persist: Vec<Envelope<Message>>,
@@ -303,6 +309,7 @@ impl<S: LogStorage> Paxos<S> {
             uncommitted: Uncommitted::default(),
             lease_void: false,
             incoming_snapshot: None,
+            loaded_snapshot: RefCell::new(None),
             messages: Vec::new(),
             after_persist: Vec::new(),
             read_states: Vec::new(),
@@ -527,6 +534,7 @@ impl<S: LogStorage> Paxos<S> {
         self.lease_void = false;
         self.pending_change = None;
         self.phase1_end = LogIndex::ZERO;
+        self.loaded_snapshot.get_mut().take();
     }
 
     fn become_follower(&mut self, leader: Option<NodeId>) {
@@ -653,8 +661,9 @@ impl<S: LogStorage> Paxos<S> {
     }
 
     /// Phase 1 is won: adopt, per slot above the commit point, the value of
-    /// the highest ballot reported (PMS P2c), fill holes with no-ops, and
-    /// re-propose all of it in our ballot.
+    /// the highest ballot reported (PMS P2c), fill holes with no-ops, pad
+    /// every change in play up to where it takes effect, and re-propose all
+    /// of it in our ballot.
     fn become_leader(&mut self) {
         let c = self.campaign.take().expect("only a candidate wins phase 1");
         let ballot = c.ballot;
@@ -682,7 +691,16 @@ impl<S: LogStorage> Paxos<S> {
                 }
             }
         }
-        let end = best.keys().next_back().copied().unwrap_or(commit).max(last);
+        let mut end = best.keys().next_back().copied().unwrap_or(commit).max(last);
+        // A change takes effect α slots after its own, and its proposer
+        // pads the gap with no-ops; if it failed before they were accepted
+        // we pad in its place. Otherwise an idle group would wait for
+        // traffic for ever before the change took effect, refusing every
+        // further change meanwhile.
+        let changes = best.iter().filter(|(_, e)| e.kind == EntryKind::Membership).map(|(s, _)| *s);
+        for s in self.memberships.pending_after(commit).into_iter().chain(changes) {
+            end = end.max(s.plus(self.delay.saturating_sub(1)));
+        }
         let mut run = Vec::with_capacity((end.0 - commit.0) as usize);
         let mut s = commit.next();
         while s <= end {
@@ -837,7 +855,7 @@ impl<S: LogStorage> Paxos<S> {
             // the storage has one to send (not while one is being made):
             // claiming work without it promised a Ready that came out
             // empty (sim seed 848). Same conditions as `start_snapshot`.
-            return p.recent_active && self.log.storage.snapshot().is_ok();
+            return p.recent_active && self.load_snapshot();
         }
         (p.next <= self.window_end() && p.can_send(self.cfg.max_inflight_messages))
             || p.commit_sent < self.log.committed
@@ -914,12 +932,27 @@ impl<S: LogStorage> Paxos<S> {
             // Do not ship a snapshot to a peer that may be down.
             return;
         }
-        let Ok(snapshot) = self.log.storage.snapshot() else {
+        if !self.load_snapshot() {
             // Being made, or failed: a later heartbeat response retries.
             return;
-        };
+        }
+        let snapshot = self.loaded_snapshot.get_mut().clone().expect("loaded above");
         self.peer_mut(to).expect("peer checked above").become_snapshot(snapshot);
         self.send_snapshot_chunks(to);
+    }
+
+    /// Whether the storage has a snapshot to send now, keeping it in
+    /// `loaded_snapshot`: read from the storage only if the one kept is not
+    /// its latest. A failed read is not remembered, so the next call asks
+    /// again, as `start_snapshot` would.
+    fn load_snapshot(&self) -> bool {
+        let first = self.log.storage.first_index();
+        let mut loaded = self.loaded_snapshot.borrow_mut();
+        if loaded.as_ref().is_some_and(|s| s.meta.index.next() == first) {
+            return true;
+        }
+        *loaded = self.log.storage.snapshot().ok();
+        loaded.is_some()
     }
 
     fn send_snapshot_chunks(&mut self, to: NodeId) {
@@ -1784,6 +1817,8 @@ impl<S: LogStorage> Replica for Paxos<S> {
             self.flush_accepts();
             self.flush_reads();
         }
+        // Every peer that needed the snapshot holds it now.
+        self.loaded_snapshot.get_mut().take();
         let mut rd = Ready::new(self.next_ready);
         let soft = self.soft_state();
         if soft != self.last_soft {

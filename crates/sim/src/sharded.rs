@@ -38,11 +38,10 @@
 //!   Multi-Paxos paxos seed 18 lost a chosen value that way (a voter of an
 //!   old configuration formed its phase-1 quorum with the wiped replica's
 //!   empty promise), kept as the planted bug `reuse-replica-id`.
-//! * **Idle groups**: a Multi-Paxos leader accepts no membership change
-//!   before a value is chosen in its own ballot, and proposes none by
-//!   itself, so a shard no client writes to refuses its moves for ever;
-//!   the driver writes to a key outside the workload to move it on
-//!   ([`ShardedWorld`]'s `nudge`). Multi-Paxos' α is capped at
+//! * **Idle groups**: a shard no client writes to still moves: a
+//!   Multi-Paxos leader pads a predecessor's change with no-ops itself
+//!   (paxos seed 9 once stalled on a change chosen without them, the
+//!   driver wrote to idle groups then). Multi-Paxos' α is capped at
 //!   [`CONFIG_DELAY_SLOTS_MAX`]: each move is three changes, each padded
 //!   with α − 1 no-ops.
 //! * **Left to single-shard runs**: disk faults (fsync `EIO`, `ENOSPC`,
@@ -61,8 +60,7 @@ use std::str::FromStr;
 
 use bytes::Bytes;
 use ringkv_consensus::{
-    ChangeOp, DetRng, Epoch, LogIndex, Membership, MembershipChange, NodeId, ProposeError, Role,
-    ShardId, Status,
+    ChangeOp, DetRng, Epoch, LogIndex, Membership, MembershipChange, NodeId, Role, ShardId, Status,
 };
 use ringkv_lincheck::{History, Outcome};
 use ringkv_ring::{
@@ -132,12 +130,6 @@ const EVENTS_MAX: u64 = 20_000_000;
 /// The random stream the layout is drawn from (apart from the scenario's,
 /// which stays as single-shard runs draw it).
 const LAYOUT_STREAM: u64 = 0x5a4d_0001;
-/// The client id the move driver writes under when it nudges an idle
-/// group (see [`ShardedWorld::nudge`]); no workload client has it.
-const MOVER_CLIENT: ClientId = ClientId(1 << 40);
-/// Most candidate names tried for a shard's nudge key (keys hash
-/// uniformly over at most [`SHARDS_MAX`] shards, so a few dozen suffice).
-const NUDGE_KEY_TRIES_MAX: u64 = 10_000;
 /// Replica ids: the `n`-th replica of a shard created on a node has the
 /// id `node + n · this` (node ids stay below it).
 ///
@@ -394,8 +386,6 @@ pub struct ShardedWorld<H: Host> {
     /// Per shard, the index every member must apply for liveness.
     liveness_targets: BTreeMap<ShardId, LogIndex>,
     next_generation: u64,
-    /// Writes the move driver has sent to nudge idle groups.
-    nudges: u64,
 }
 
 impl<H: Host> ShardedWorld<H> {
@@ -444,7 +434,6 @@ impl<H: Host> ShardedWorld<H> {
                 .expect("the shard count is within the keyspace's range"),
             liveness_targets: BTreeMap::new(),
             next_generation: 0,
-            nudges: 0,
             bugs: options.bugs.clone(),
             move_bug: options.move_bug,
             disabled_checkers: options.disabled_checkers.clone(),
@@ -849,9 +838,6 @@ impl<H: Host> ShardedWorld<H> {
             self.send_peer(node, shard, o);
         }
         for (client, mut response) in fx.replies {
-            if client == MOVER_CLIENT {
-                continue;
-            }
             // Clients address nodes: a leader hint names a replica.
             if let Response::NotLeader { leader, .. } = &mut response {
                 *leader = leader.map(node_of_replica);
@@ -1073,44 +1059,12 @@ impl<H: Host> ShardedWorld<H> {
             Ok(Err(_)) => (false, Ok(())),
             Err(s) => (false, Err(s.clone())),
         };
-        let idle_refusal = matches!(r, Ok(Err(ProposeError::MembershipChangeInProgress)))
-            && host.status().commit == host.status().last_index;
         let now = self.now();
         self.trace.event(now, Actor::World, "membership", leader.0, u64::from(ok), || {
             format!("{desc} at {leader}: {r:?}")
         });
         self.handle(leader, shard, fx, stop);
-        if idle_refusal {
-            self.nudge(shard, leader);
-        }
         ok
-    }
-
-    /// Writes to a key of `shard` no client uses, through its leader.
-    ///
-    /// A Multi-Paxos leader takes no membership change before something
-    /// is chosen in its own ballot, and proposes nothing by itself: a
-    /// shard no client writes to would refuse its moves for ever. The
-    /// driver then writes, as an operator's tool would; the key is outside
-    /// the workload, so the checked history is unchanged.
-    fn nudge(&mut self, shard: ShardId, leader: NodeId) {
-        let Some(key) = (0..NUDGE_KEY_TRIES_MAX)
-            .map(|i| Bytes::from(format!("mover-{i}")))
-            .find(|k| self.keyspace.shard_of(k).0 == shard.0)
-        else {
-            return;
-        };
-        self.nudges += 1;
-        let seq = self.nudges;
-        let value = Bytes::from(format!("nudge {seq}"));
-        let now = self.now();
-        self.trace.event(now, Actor::World, "nudge", shard.0, seq, || {
-            format!("shard {shard} is idle at leader {leader}: writing {key:?} to move on")
-        });
-        let op = crate::kv::KvOp::Put { key, value };
-        self.with_host(leader, shard, |h, fx| {
-            h.request(Request::Write { client: MOVER_CLIENT, seq, op }, fx)
-        });
     }
 
     /// Makes sure `node` carries a replica of `shard`, to be added to the

@@ -27,8 +27,9 @@ const FIXED: &[(EngineKind, u64, &str)] = &[
     // node's id: a voter of an old configuration counted its empty
     // promise and re-decided a chosen slot. Replicas get fresh ids now.
     (EngineKind::Paxos, 18, "a re-created replica reused its node's id"),
-    // An idle Multi-Paxos group refused every membership change (nothing
-    // chosen in the leader's ballot): the driver now nudges it.
+    // An idle Multi-Paxos group refused every membership change: a change
+    // was chosen without its α − 1 no-ops and its new leader did not pad
+    // it. New leaders pad it now (the driver used to write to the group).
     (EngineKind::Paxos, 9, "an idle paxos group refused its moves"),
     // α = 1024 padding on three changes per move outlasted liveness.
     (EngineKind::Paxos, 91, "alpha 1024 padding of every move outlasted liveness"),

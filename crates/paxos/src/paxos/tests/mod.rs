@@ -96,12 +96,12 @@ fn env(from: u64, to: u64, ballot: Epoch, body: Body) -> Envelope<Message> {
 }
 
 /// The next Ready, which must exist.
-fn ready(r: &mut Paxos<MemoryLog>) -> Ready<Message> {
+fn ready<S: LogStorage>(r: &mut Paxos<S>) -> Ready<Message> {
     r.ready().expect("a Ready is due")
 }
 
 /// Persists a Ready as the caller would, and acknowledges it.
-fn persist(r: &mut Paxos<MemoryLog>, rd: &Ready<Message>) {
+fn persist<S: LogStorage>(r: &mut Paxos<S>, rd: &Ready<Message>) {
     let s = r.storage_mut();
     if let Some(snap) = &rd.snapshot {
         s.install_snapshot(snap.clone());
@@ -117,7 +117,7 @@ fn persist(r: &mut Paxos<MemoryLog>, rd: &Ready<Message>) {
 }
 
 /// Handles every pending Ready (persisting each); returns them.
-fn drain(r: &mut Paxos<MemoryLog>) -> Vec<Ready<Message>> {
+fn drain<S: LogStorage>(r: &mut Paxos<S>) -> Vec<Ready<Message>> {
     let mut all = Vec::new();
     while let Some(rd) = r.ready() {
         persist(r, &rd);
@@ -126,7 +126,7 @@ fn drain(r: &mut Paxos<MemoryLog>) -> Vec<Ready<Message>> {
     all
 }
 
-fn step(r: &mut Paxos<MemoryLog>, m: Envelope<Message>) {
+fn step<S: LogStorage>(r: &mut Paxos<S>, m: Envelope<Message>) {
     r.step(m).expect("well-formed message");
 }
 

@@ -106,6 +106,39 @@ fn two_voter_change_is_one_step() {
     assert!(!r.status().membership.is_joint());
 }
 
+/// A predecessor's change was accepted without its α − 1 no-ops (it
+/// failed right after proposing it): the new leader pads the change itself
+/// in phase 2, so an idle group reaches the new configuration and takes
+/// the next change and reads without any client proposal (the sharded
+/// simulator had to write to idle shards to move them).
+#[test]
+fn new_leader_pads_a_predecessors_change_without_traffic() {
+    let next = Membership::new([n(1), n(2), n(3), n(4)]);
+    let own = [Entry {
+        index: i(1),
+        epoch: b(1, 2),
+        kind: EntryKind::Membership,
+        payload: Bytes::from(ringkv_consensus::encode_to_vec(&next)),
+    }];
+    let mut r = leader_with(config(1), &[1, 2, 3], &own, b(1, 2));
+    let ballot = r.ballot();
+    // The Readys of phase 1 were drained: the padding went out with them.
+    assert_eq!(r.log.last_index(), i(ALPHA), "the change and α - 1 no-ops");
+    step(&mut r, env(2, 1, ballot, accepted(1, ALPHA, 0)));
+    drain(&mut r);
+    assert_eq!(r.log.committed, i(ALPHA));
+    assert_eq!(r.status().membership, next, "in effect without a client write");
+    r.change_membership(change(vec![ChangeOp::AddLearner(n(5))]))
+        .expect("an idle leader takes the next change");
+    drain(&mut r);
+    r.read_index(ringkv_consensus::RequestId(9)).expect("leader");
+    let rd = ready(&mut r);
+    assert!(
+        rd.messages.iter().any(|m| matches!(m.body.body, Body::Heartbeat { .. })),
+        "the read's round goes out at once: {rd:?}"
+    );
+}
+
 /// Learners receive accepts and the commit point but their acceptances do
 /// not count, and they never campaign.
 #[test]
@@ -205,6 +238,86 @@ fn lagging_peer_gets_the_snapshot_in_chunks() {
         chunks,
         vec![(0, Bytes::from_static(b"snap"), i(2)), (4, Bytes::from_static(b"shot"), i(2))]
     );
+}
+
+/// A [`MemoryLog`] that counts reads of its snapshot: a node's storage
+/// reads the whole snapshot file for each.
+struct CountingLog {
+    inner: MemoryLog,
+    snapshot_reads: std::cell::Cell<u32>,
+}
+
+impl LogStorage for CountingLog {
+    fn hard_state(&self) -> HardState {
+        self.inner.hard_state()
+    }
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        self.inner.snapshot_meta()
+    }
+    fn last_index(&self) -> LogIndex {
+        self.inner.last_index()
+    }
+    fn epoch(&self, index: LogIndex) -> Result<Epoch, ringkv_consensus::LogError> {
+        self.inner.epoch(index)
+    }
+    fn entries(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, ringkv_consensus::LogError> {
+        self.inner.entries(lo, hi, max_bytes)
+    }
+    fn snapshot(&self) -> Result<Snapshot, ringkv_consensus::LogError> {
+        self.snapshot_reads.set(self.snapshot_reads.get() + 1);
+        self.inner.snapshot()
+    }
+    fn append(&mut self, entries: &[Entry]) {
+        self.inner.append(entries);
+    }
+    fn set_hard_state(&mut self, hard_state: HardState) {
+        self.inner.set_hard_state(hard_state);
+    }
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        self.inner.install_snapshot(snapshot);
+    }
+}
+
+/// Asking whether a Ready is due while a peer waits for the snapshot does
+/// not read the snapshot again each time: it is read once, and sent.
+#[test]
+fn a_lagging_peer_costs_one_snapshot_read() {
+    let s = CountingLog {
+        inner: storage(&[1, 2, 3], &[], hard(Epoch::ZERO, 0)),
+        snapshot_reads: std::cell::Cell::new(0),
+    };
+    let mut r = Paxos::new(options(config(1)), s).expect("valid test setup");
+    r.campaign();
+    drain(&mut r);
+    let ballot = r.ballot();
+    for v in [2, 3] {
+        step(&mut r, env(v, 1, ballot, promise(0, vec![])));
+    }
+    r.propose(Bytes::from_static(b"x")).expect("leader");
+    drain(&mut r);
+    step(&mut r, env(2, 1, ballot, accepted(1, 1, 0)));
+    drain(&mut r);
+    let m = r.membership_at(i(1)).expect("no change pending");
+    r.storage_mut().inner.compact(i(1), m, Bytes::from_static(b"snap")).expect("compactable");
+    r.report_unreachable(n(3));
+    let answer = Body::HeartbeatResponse { round: 0, sent_tick: 0, commit: i(0), asked: i(1) };
+    step(&mut r, env(3, 1, ballot, answer));
+    for _ in 0..3 {
+        assert!(r.has_ready(), "the snapshot is due to peer 3");
+    }
+    let rd = ready(&mut r);
+    assert!(
+        rd.messages.iter().any(|m| m.to == n(3) && matches!(m.body.body, Body::Snapshot { .. })),
+        "peer 3 gets the snapshot: {rd:?}"
+    );
+    assert_eq!(r.storage().snapshot_reads.get(), 1);
+    assert!(!r.has_ready(), "peer 3 is being sent the snapshot");
+    assert_eq!(r.storage().snapshot_reads.get(), 1);
 }
 
 /// An acceptor installs a snapshot of the chosen prefix and keeps (re-emits)
