@@ -18,7 +18,9 @@
 //!
 //! The node is a pure loop; this thread is the only one that touches it, so
 //! it needs no locks. Reads are ordered by the node (ReadIndex) but executed
-//! elsewhere, so they never serialize behind WAL fsyncs. A full inbox turns
+//! elsewhere, so they never serialize behind WAL fsyncs. Serializable
+//! ranges need no ordering and skip the thread altogether while auth is off
+//! ([`NodeHandle::range_serializable`]). A full inbox turns
 //! a client request away with `etcdserver: too many requests` at once, and
 //! drops a peer frame (which consensus tolerates as loss).
 //!

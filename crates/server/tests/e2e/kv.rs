@@ -297,7 +297,7 @@ async fn serializable_reads_answer_alike_on_and_off_the_node_thread() {
     // Alike, and right: etcd's header and errors.
     let direct = &answers[0];
     let first = direct[0].as_ref().unwrap();
-    let header = first.header.clone().unwrap();
+    let header = first.header.unwrap();
     assert_eq!(header.revision, 5);
     assert_eq!(header.member_id, m.server().member_id().0);
     assert!(header.cluster_id != 0 && header.cluster_id == state.cluster_id());
