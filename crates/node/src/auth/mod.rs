@@ -83,8 +83,8 @@ mod tests;
 use bytes::Bytes;
 
 pub use perm::{KeyInterval, covers};
-pub use store::AuthStore;
 pub(crate) use store::stored_revision;
+pub use store::{AuthStore, stored_enabled};
 pub use tokens::{TOKENS_MAX, TokenTable};
 
 /// The user who may do everything once auth is enabled.

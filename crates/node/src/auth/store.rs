@@ -59,6 +59,21 @@ pub(crate) fn stored_revision(view: &ReadView, shard: ShardId) -> Result<u64, No
     }
 }
 
+/// Whether auth is enabled in `view` (off if the state record was never
+/// written): what a reader outside the node checks before serving a read
+/// without the node's rights check.
+///
+/// # Errors
+/// The store failed, or the record is corrupt.
+pub fn stored_enabled(view: &ReadView, shard: ShardId) -> Result<bool, NodeError> {
+    match view.record(shard, STATE_RECORD)? {
+        Some(v) => decode_state(v)
+            .map(|(enabled, _)| enabled)
+            .map_err(|e| corrupt(shard, format!("auth state record: {e}"))),
+        None => Ok(false),
+    }
+}
+
 impl AuthStore {
     /// Reads the auth store of `shard`.
     ///

@@ -697,7 +697,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         s
     }
 
-    fn header(&self, shard: ShardId) -> Header {
+    /// The header fields this node puts on an answer about `shard` now.
+    pub fn header(&self, shard: ShardId) -> Header {
         Header {
             cluster_id: self.cluster_id(),
             member_id: self.id,

@@ -18,7 +18,9 @@
 //!
 //! The node is a pure loop; this thread is the only one that touches it, so
 //! it needs no locks. Reads are ordered by the node (ReadIndex) but executed
-//! elsewhere, so they never serialize behind WAL fsyncs. A full inbox turns
+//! elsewhere, so they never serialize behind WAL fsyncs. Serializable
+//! ranges need no ordering and skip the thread altogether while auth is off
+//! ([`NodeHandle::range_serializable`]). A full inbox turns
 //! a client request away with `etcdserver: too many requests` at once, and
 //! drops a peer frame (which consensus tolerates as loss).
 //!
@@ -42,11 +44,11 @@ use std::time::Duration;
 
 use ringkv_consensus::NodeId;
 use ringkv_node::{
-    Credential, DATA_SHARD, Engine, EngineKind, Header, Node, NodeConfig, NodeError, Reply,
-    Request, WatchEvents, WithEngine, stored_engine,
+    Credential, DATA_SHARD, Engine, EngineKind, Header, Node, NodeConfig, NodeError, ReadRequest,
+    Reply, Request, WatchEvents, WithEngine, execute_read, stored_engine,
 };
 use ringkv_storage::FsDisk;
-use ringkv_storage::mvcc::MvccStore;
+use ringkv_storage::mvcc::{MvccStore, RangeRequest};
 use tokio::runtime::Handle;
 use tokio::sync::{broadcast, oneshot};
 use tracing::{info, warn};
@@ -181,6 +183,44 @@ impl NodeHandle {
         result
     }
 
+    /// Serves a serializable `Range` from the store on the calling task,
+    /// without the node thread: the node would order nothing for it (it
+    /// reads the latest applied state at once, even when stopped), so the
+    /// answer is the one the node gives — the same store read
+    /// ([`execute_read`]), header and errors — without two thread
+    /// hand-offs. Point reads run here; a range, which may scan much
+    /// more, on the blocking pool, as the node thread sends them.
+    ///
+    /// Gives the request back ([`DirectRead::NeedsNode`]) when the node
+    /// must serve it: auth is enabled (it resolves the caller's token and
+    /// checks their rights at the auth revision it runs with), or
+    /// [`NodeState::set_direct_serializable_reads`] turned this off.
+    pub async fn range_serializable(&self, req: RangeRequest) -> DirectRead {
+        if !self.state.direct_serializable_reads() || self.state.auth_enabled() {
+            return DirectRead::NeedsNode(req);
+        }
+        if self.state.is_closed() {
+            return DirectRead::Answered(Err(EtcdError::Stopped));
+        }
+        let point = req.range_end.is_empty();
+        let store = Arc::clone(&self.store);
+        let state = Arc::clone(&self.state);
+        let run = move || direct_range(&store, &state, req);
+        let served = if point {
+            run()
+        } else {
+            match tokio::task::spawn_blocking(run).await {
+                Ok(served) => served,
+                // The node path reports a read that died as a closed reply.
+                Err(_) => return DirectRead::Answered(Err(EtcdError::Stopped)),
+            }
+        };
+        match served {
+            Ok(answer) => DirectRead::Answered(answer.map_err(EtcdError::from)),
+            Err(req) => DirectRead::NeedsNode(req),
+        }
+    }
+
     /// The node's published state.
     pub fn state(&self) -> &Arc<NodeState> {
         &self.state
@@ -223,6 +263,45 @@ impl NodeHandle {
         // would only wait for that, and the thread may already be gone.
         let _ = self.inbox.send(NodeInput::Shutdown);
     }
+}
+
+/// What [`NodeHandle::range_serializable`] did with a read.
+#[derive(Debug)]
+pub enum DirectRead {
+    /// Served without the node thread.
+    Answered(Result<Answer, EtcdError>),
+    /// Only the node may serve it: here it is back.
+    NeedsNode(RangeRequest),
+}
+
+/// One direct serializable range on a fresh view, or the request back when
+/// the view shows auth enabled: the flag in [`NodeState`] lags the store
+/// by up to a round, and the node's rights check must not be skipped for
+/// a read that sees auth on.
+fn direct_range(
+    store: &MvccStore,
+    state: &NodeState,
+    req: RangeRequest,
+) -> Result<Result<Answer, NodeError>, RangeRequest> {
+    let view = match store.read() {
+        Ok(view) => view,
+        Err(e) => return Ok(Err(NodeError::from(e))),
+    };
+    match ringkv_node::auth::stored_enabled(&view, DATA_SHARD) {
+        Ok(false) => {}
+        Ok(true) => return Err(req),
+        Err(e) => return Ok(Err(e)),
+    }
+    let header = state.node_header();
+    let read = ReadRequest::Range(req);
+    Ok(execute_read(&view, DATA_SHARD, &read, None).map(|reply| Answer { header, reply }))
+}
+
+/// Whether a read touches at most one key (a `Get`), so that it may run on
+/// a runtime worker: a range or a member list may scan much more and goes
+/// to the blocking pool, where it cannot stall other requests' tasks.
+fn is_point_read(read: &ReadRequest) -> bool {
+    matches!(read, ReadRequest::Range(r) if r.range_end.is_empty())
 }
 
 /// Whether a request is proposed through consensus (counted as a proposal).

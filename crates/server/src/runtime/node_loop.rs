@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ringkv_consensus::NodeId;
 use ringkv_node::{
-    Clock, Completion, DATA_SHARD, Engine, Member, Node, NodeError, ReadRequest, Token,
-    WatchEvents, execute_read,
+    Clock, Completion, DATA_SHARD, Engine, Member, Node, NodeError, Token, WatchEvents,
+    execute_read,
 };
 use ringkv_storage::Disk;
 use tokio::runtime::Handle;
@@ -98,6 +98,12 @@ impl<E: Engine, D: Disk> Loop<E, D> {
 
             let out = self.node.run_round();
             more = out.more;
+            // Every round, before its answers go out: the serializable
+            // reads served without this thread put these on their headers,
+            // as the node puts its own on the answers below.
+            let header = self.node.header(DATA_SHARD);
+            self.state.set_cluster_id(header.cluster_id);
+            self.state.set_raft_term(header.raft_term);
             // Before this round's answers go out: a client that saw auth
             // enabled finds every service enforcing it here.
             self.state.set_auth_enabled(self.node.auth_store().is_some_and(|a| a.enabled()));
@@ -129,7 +135,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                         // Reads never run on this thread: the loop only
                         // orders them.
                         let store = Arc::clone(self.node.store());
-                        let point = is_point_read(&read);
+                        let point = super::is_point_read(&read);
                         let run = move || {
                             let result = store
                                 .read()
@@ -160,6 +166,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                 self.state.set_leader(self.node.leader());
             }
         }
+        self.state.set_closed();
         info!(member = %self.node.id(), "node loop stopped");
         // Dropping the node closes the WAL; waiters see the reply channel
         // close, which the handle reports as `server stopped`.
@@ -176,7 +183,6 @@ impl<E: Engine, D: Disk> Loop<E, D> {
     ) {
         let node = &self.node;
         self.state.set_leader(node.leader());
-        self.state.set_cluster_id(node.cluster_id());
         if node.stopped().is_some() && !self.state.is_stopped() {
             warn!(reason = node.stopped().unwrap_or_default(), "node stopped serving");
             self.state.set_stopped();
@@ -193,7 +199,6 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                 );
                 *installed = status.snapshots_installed;
             }
-            self.state.set_raft_term(status.term);
             self.state.advance_revision(status.revision);
             let replica = node.replica_status(DATA_SHARD);
             let shards = vec![ShardReport::new(status, replica.as_ref())];
@@ -207,13 +212,6 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         sync_peers(&self.link, node.id(), &members, peers);
         self.state.set_members(members);
     }
-}
-
-/// Whether a read touches at most one key (a `Get`), so that it may run on
-/// a runtime worker: a range or a member list may scan much more and goes
-/// to the blocking pool, where it cannot stall other requests' tasks.
-fn is_point_read(read: &ReadRequest) -> bool {
-    matches!(read, ReadRequest::Range(r) if r.range_end.is_empty())
 }
 
 /// Sets the transport's address book to the member table (every member but

@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 
 use ringkv_api::etcdserverpb::ResponseHeader;
 use ringkv_consensus::NodeId;
-use ringkv_node::{AlarmMember, Member, ShardStatus};
+use ringkv_node::{AlarmMember, Header, Member, ShardStatus};
 use ringkv_storage::mvcc::Revision;
 use tokio::sync::watch;
 
@@ -60,6 +60,13 @@ pub struct NodeState {
     /// round, so a service that skips work while it is off (the watch
     /// service's permission check) lags the node by at most a round.
     auth_enabled: AtomicBool,
+    /// The node thread has ended: nothing is served any more, not even
+    /// the reads that never reach it ([`crate::runtime::NodeHandle::range_serializable`]).
+    closed: AtomicBool,
+    /// Whether serializable ranges are served from the store on the
+    /// request's task; off, they go through the node thread as every
+    /// other request does (see [`NodeState::set_direct_serializable_reads`]).
+    direct_serializable_reads: AtomicBool,
     /// The data shard's leader as this node knows it; a watch so streams
     /// can end when it is lost (etcd's `hasleader` rule).
     leader: watch::Sender<Option<NodeId>>,
@@ -78,6 +85,8 @@ impl NodeState {
             revision: AtomicI64::new(revision.0),
             stopped: AtomicBool::new(false),
             auth_enabled: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            direct_serializable_reads: AtomicBool::new(true),
             leader: watch::Sender::new(None),
             shards: Mutex::new(Vec::new()),
             alarms: Mutex::new(Vec::new()),
@@ -108,6 +117,37 @@ impl NodeState {
     /// Records whether auth is enabled.
     pub(crate) fn set_auth_enabled(&self, enabled: bool) {
         self.auth_enabled.store(enabled, Ordering::Release);
+    }
+
+    /// Whether the node thread has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether serializable ranges skip the node thread (on by default).
+    pub fn direct_serializable_reads(&self) -> bool {
+        self.direct_serializable_reads.load(Ordering::Relaxed)
+    }
+
+    /// Turns the direct serializable reads on or off: both paths answer
+    /// alike, so this exists to compare them (tests) and to rule the
+    /// direct path out when chasing a problem.
+    pub fn set_direct_serializable_reads(&self, on: bool) {
+        self.direct_serializable_reads.store(on, Ordering::Relaxed);
+    }
+
+    /// The header fields of an answer made now, as the node makes them
+    /// (cluster, member and term as of its last round).
+    pub fn node_header(&self) -> Header {
+        Header {
+            cluster_id: self.cluster_id(),
+            member_id: self.member_id,
+            raft_term: self.raft_term(),
+        }
     }
 
     /// The store's revision as of the last applied round.

@@ -7,6 +7,7 @@ use tonic::{Response, Status};
 
 use super::{Context, header_info, unexpected};
 use crate::api::convert::{from_pb, to_pb};
+use crate::runtime::DirectRead;
 
 /// The KV service.
 #[derive(Clone, Debug)]
@@ -30,7 +31,16 @@ impl Kv for KvService {
         self.ctx.check_leader(&request)?;
         let ctx = self.ctx.for_request(&request);
         let req = from_pb::range_request(request.into_inner())?;
-        let answer = ctx.call(Request::Range(req)).await?;
+        // A serializable read needs no ordering: served off the node
+        // thread unless only the node may serve it (auth enabled).
+        let answer = if req.serializable {
+            match self.ctx.node().range_serializable(req).await {
+                DirectRead::Answered(answer) => answer?,
+                DirectRead::NeedsNode(req) => ctx.call(Request::Range(req)).await?,
+            }
+        } else {
+            ctx.call(Request::Range(req)).await?
+        };
         match answer.reply {
             Reply::Range(r) => {
                 Ok(Response::new(to_pb::range_response(r, &header_info(&answer.header))))

@@ -91,6 +91,13 @@ async fn the_rules_hold_for_every_kind_of_request() {
     alice.get("/app/", Some(GetOptions::new().with_prefix())).await.unwrap();
     denied(alice.put("/etc/x", "v", None).await.unwrap_err());
     denied(alice.get("/", Some(GetOptions::new().with_prefix())).await.unwrap_err());
+    // Serializable reads are checked alike (the node serves them once auth
+    // is on, not the direct path).
+    let serializable = || GetOptions::new().with_serializable();
+    assert_eq!(alice.get("/app/x", Some(serializable())).await.unwrap().kvs()[0].value(), b"1");
+    denied(alice.get("/", Some(serializable().with_prefix())).await.unwrap_err());
+    let e = status(anon.get("/app/x", Some(serializable())).await.unwrap_err());
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "etcdserver: user name is empty"));
     // Both branches of a transaction are checked.
     let txn = Txn::new()
         .and_then([TxnOp::put("/app/y", "v", None)])

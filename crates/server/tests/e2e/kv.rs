@@ -256,6 +256,64 @@ async fn hasleader_calls_fail_without_a_leader() {
     assert_eq!(resp.into_inner().kvs.len(), 0);
 }
 
+/// Serializable ranges are served off the node thread; the node serves
+/// them too (with direct reads off, or with auth on). Both must give the
+/// same answer, header and errors included, and those must be etcd's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serializable_reads_answer_alike_on_and_off_the_node_thread() {
+    let m = single().await;
+    let mut kv = m.kv().await;
+    let state = m.server().state();
+    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("a", "4")] {
+        put(&m, k, v).await;
+    }
+    kv.compact(CompactionRequest { revision: 3, physical: true }).await.unwrap();
+    let ser = |r: RangeRequest| RangeRequest { serializable: true, ..r };
+    let all = RangeRequest { key: b"a".to_vec(), range_end: b"z".to_vec(), ..Default::default() };
+    let requests = [
+        ser(range("a")),
+        ser(range("missing")),
+        ser(all.clone()),
+        ser(RangeRequest { revision: 4, ..all.clone() }),
+        ser(RangeRequest { count_only: true, ..all.clone() }),
+        ser(RangeRequest { revision: 2, ..range("a") }),
+        ser(RangeRequest { revision: 100, ..range("a") }),
+    ];
+    let mut answers = Vec::new();
+    for direct in [true, false] {
+        state.set_direct_serializable_reads(direct);
+        let mut got = Vec::new();
+        for r in &requests {
+            let answer = kv.range(r.clone()).await;
+            got.push(
+                answer.map(|r| r.into_inner()).map_err(|s| (s.code(), s.message().to_owned())),
+            );
+        }
+        answers.push(got);
+    }
+    state.set_direct_serializable_reads(true);
+    assert_eq!(answers[0], answers[1], "direct (left) and through the node (right)");
+
+    // Alike, and right: etcd's header and errors.
+    let direct = &answers[0];
+    let first = direct[0].as_ref().unwrap();
+    let header = first.header.unwrap();
+    assert_eq!(header.revision, 5);
+    assert_eq!(header.member_id, m.server().member_id().0);
+    assert!(header.cluster_id != 0 && header.cluster_id == state.cluster_id());
+    let linearizable = kv.range(range("a")).await.unwrap().into_inner().header.unwrap();
+    assert_eq!(header, linearizable, "no write or election between them");
+    assert_eq!(first.kvs[0].value, b"4");
+    assert_eq!(keys(direct[2].as_ref().unwrap()), ["a", "b", "c"]);
+    assert_eq!(keys(direct[3].as_ref().unwrap()), ["a", "b", "c"]);
+    assert_eq!(direct[3].as_ref().unwrap().kvs[0].value, b"1", "a as of revision 4");
+    assert_eq!(direct[4].as_ref().unwrap().count, 3);
+    let compacted = "etcdserver: mvcc: required revision has been compacted";
+    assert_eq!(direct[5].as_ref().unwrap_err(), &(Code::OutOfRange, compacted.to_owned()));
+    let future = "etcdserver: mvcc: required revision is a future revision";
+    assert_eq!(direct[6].as_ref().unwrap_err(), &(Code::OutOfRange, future.to_owned()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_etcd_client_crate_works_unchanged() {
     use etcd_client::{Compare as C, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
