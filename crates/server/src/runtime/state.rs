@@ -105,7 +105,9 @@ impl NodeState {
     }
 
     /// Whether this member is a learner (not yet promoted) as its member
-    /// table last said; `false` while the table does not list it.
+    /// table last said; `false` while the table does not list it. Lags the
+    /// table by up to [`crate::runtime::STATUS_REFRESH_INTERVAL`]: a member
+    /// just promoted refuses for that long more, and its clients retry.
     pub fn is_learner(&self) -> bool {
         self.learner.load(Ordering::Relaxed)
     }
