@@ -222,10 +222,9 @@ fn a_member_joins_without_the_clusters_token() {
 /// etcd answers a learner's clients only with serializable ranges and
 /// status (`isRPCSupportedForLearner`); everything else, streams included,
 /// gets `Unavailable "etcdserver: rpc not supported for learner"`, which
-/// clientv3 takes as a cue to use another endpoint. ringkv forwards a
-/// learner's requests to the leader instead and serves them.
+/// clientv3 takes as a cue to use another endpoint. Its JSON gateway
+/// forwards to that gRPC server, so the gateway refuses the same.
 #[test]
-#[ignore = "bug: a learner serves writes and linearizable reads (etcd: rpc not supported for learner)"]
 fn a_learner_refuses_what_etcd_refuses() {
     let mut cluster = ProcessCluster::start(3).unwrap();
     cluster.wait_leader(WAIT).unwrap();
@@ -240,6 +239,32 @@ fn a_learner_refuses_what_etcd_refuses() {
             "etcdctl {args:?} on a learner: {out:?}"
         );
     }
+    // The JSON gateway applies the same rule.
+    let addr = cluster.members[i].client_addr();
+    let status = http_post(addr, "/v3/maintenance/status", "{}");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let put = http_post(addr, "/v3/kv/put", r#"{"key":"aw==","value":"dg=="}"#);
+    assert!(
+        put.contains(r#""code":14"#) && put.contains("etcdserver: rpc not supported for learner"),
+        "{put}"
+    );
+}
+
+/// `POST path` with a JSON `body` to the gateway on `addr`: the raw answer.
+fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    raw
 }
 
 /// The `ETCD_INITIAL_CLUSTER` that `etcdctl member add` printed.

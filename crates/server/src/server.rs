@@ -32,7 +32,7 @@ use crate::peer::{ClusterId, PeerTls, PeerTransport, TransportConfig, TransportE
 use crate::runtime::{NodeHandle, NodeRuntime, NodeState, StartError};
 use crate::services::{
     AuthService, ClusterService, Context, ElectionService, KvService, LeaseService, LockService,
-    MaintenanceService,
+    MaintenanceService, refuse_on_learner,
 };
 use crate::tls::{self, ReloadingServerConfig, TlsConn};
 use crate::watch::WatchService;
@@ -359,10 +359,14 @@ impl Server {
             auth: Arc::new(AuthService::new(ctx.clone())),
             watch: Arc::clone(&watch) as Arc<dyn Watch>,
             body_bytes_max: limits.grpc_message_bytes_max(),
+            state: Arc::clone(handle.state()),
         };
         let routes = grpc_routes(&services, &watch, limits.grpc_message_bytes_max());
         let router = metrics
-            .instrument_grpc(routes.into_axum_router())
+            .instrument_grpc(refuse_on_learner(
+                routes.into_axum_router(),
+                Arc::clone(handle.state()),
+            ))
             .merge(http::router(ctx.clone(), services))
             .merge(Dashboard::new(ctx, u32::try_from(config.shards).unwrap_or(u32::MAX)).router())
             .fallback(http::fallback);

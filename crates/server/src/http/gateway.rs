@@ -34,9 +34,10 @@ use crate::gateway::{
     GatewayResponse as Resp, HttpReply, RequestStream, Rpc, RpcKind, decode_request, encode_error,
     encode_response, encode_stream_error, encode_stream_message, http_status, route,
 };
+use crate::runtime::NodeState;
 use crate::services::{
     AuthService, ClusterService, ElectionService, KvService, LeaseService, LockService,
-    MaintenanceService,
+    MaintenanceService, check_learner,
 };
 
 /// Requests a bidirectional gateway stream buffers ahead of the service.
@@ -63,6 +64,8 @@ pub struct Services {
     pub watch: Arc<dyn Watch>,
     /// Largest request body (or streamed request object), in bytes.
     pub body_bytes_max: usize,
+    /// The node's published state: whether this member is a learner.
+    pub state: Arc<NodeState>,
 }
 
 impl std::fmt::Debug for Services {
@@ -80,6 +83,12 @@ pub async fn serve(services: Services, request: Request<Body>) -> Response<Body>
         Ok(rpc) => rpc,
         Err(e) => return reply(e.reply()),
     };
+    // etcd's gateway forwards to its gRPC server, whose interceptor
+    // applies the learner rule; these calls skip the gRPC routes.
+    if let Err(refused) = check_learner(&services.state, rpc.service(), rpc.method()) {
+        let status = Status::from(refused);
+        return with_cors(reply(encode_error(status.code(), status.message())));
+    }
     let token = request.headers().get(AUTHORIZATION_HEADER).cloned();
     let body = request.into_body();
     let response = match rpc.kind() {

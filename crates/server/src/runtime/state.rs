@@ -73,6 +73,10 @@ pub struct NodeState {
     shards: Mutex<Vec<ShardReport>>,
     alarms: Mutex<Vec<AlarmMember>>,
     members: Mutex<Vec<Member>>,
+    /// Whether this member is a learner in its member table: read on
+    /// every client call (etcd refuses most of them on a learner), so
+    /// kept apart from `members` and its lock.
+    learner: AtomicBool,
 }
 
 impl NodeState {
@@ -91,12 +95,21 @@ impl NodeState {
             shards: Mutex::new(Vec::new()),
             alarms: Mutex::new(Vec::new()),
             members: Mutex::new(Vec::new()),
+            learner: AtomicBool::new(false),
         }
     }
 
     /// This member's id.
     pub fn member_id(&self) -> NodeId {
         self.member_id
+    }
+
+    /// Whether this member is a learner (not yet promoted) as its member
+    /// table last said; `false` while the table does not list it. Lags the
+    /// table by up to [`crate::runtime::STATUS_REFRESH_INTERVAL`]: a member
+    /// just promoted refuses for that long more, and its clients retry.
+    pub fn is_learner(&self) -> bool {
+        self.learner.load(Ordering::Relaxed)
     }
 
     /// The cluster's id (0 while a joining member has not learned it).
@@ -246,6 +259,8 @@ impl NodeState {
     }
 
     pub(crate) fn set_members(&self, members: Vec<Member>) {
+        let learner = members.iter().any(|m| m.id == self.member_id && m.is_learner);
+        self.learner.store(learner, Ordering::Relaxed);
         *self.members.lock().unwrap_or_else(PoisonError::into_inner) = members;
     }
 

@@ -5,7 +5,8 @@ use ringkv_node::{Reply, Request};
 use ringkv_storage::mvcc::Response as MvccResponse;
 use tonic::{Response, Status};
 
-use super::{Context, header_info, unexpected};
+use super::{Context, header_info, learner, unexpected};
+use crate::api::EtcdError;
 use crate::api::convert::{from_pb, to_pb};
 use crate::runtime::DirectRead;
 
@@ -31,6 +32,9 @@ impl Kv for KvService {
         self.ctx.check_leader(&request)?;
         let ctx = self.ctx.for_request(&request);
         let req = from_pb::range_request(request.into_inner())?;
+        if learner::learner_refuses_range(self.ctx.state(), req.serializable) {
+            return Err(EtcdError::NotSupportedForLearner.into());
+        }
         // A serializable read needs no ordering: served off the node
         // thread unless only the node may serve it (auth enabled).
         let answer = if req.serializable {

@@ -26,6 +26,11 @@
 //! Lock and Election services run their KV operations through the same
 //! bound context, so they act with their client's rights, as etcd's do.
 //!
+//! # Learners
+//!
+//! A learner serves only status and serializable ranges, as etcd's does:
+//! see `learner.rs`.
+//!
 //! # `hasleader`
 //!
 //! A call whose metadata carries `hasleader: true` (clientv3's
@@ -41,6 +46,7 @@ mod cluster;
 mod concurrency;
 mod election;
 mod kv;
+mod learner;
 mod lease;
 mod lock;
 mod maintenance;
@@ -58,6 +64,7 @@ pub use cluster::ClusterService;
 pub use concurrency::SESSION_TTL_DEFAULT_SECONDS;
 pub use election::{ElectionService, MISSING_LEADER_KEY, OBSERVE_RESPONSES_QUEUED_MAX};
 pub use kv::KvService;
+pub use learner::{LEARNER_METHODS, check_learner, refuse_on_learner};
 pub use lease::{KEEP_ALIVE_RESPONSES_QUEUED_MAX, LeaseService};
 pub use lock::{LockService, SESSION_EXPIRED};
 pub use maintenance::{

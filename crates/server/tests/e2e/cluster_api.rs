@@ -201,7 +201,19 @@ async fn a_member_added_with_member_add_joins_catches_up_and_is_promoted() {
     .await;
     members.push(joiner);
     wait_leader(&members).await;
-    put(&members[1], "through", "the new voter").await;
+    // Until it applies its promotion it is a learner, and refuses writes
+    // (`rpc not supported for learner`), as etcd's does.
+    let voter = &members[1];
+    eventually("the promoted member takes writes", || async {
+        let mut kv = voter.kv().await;
+        let put = ringkv_api::etcdserverpb::PutRequest {
+            key: "through".into(),
+            value: "the new voter".into(),
+            ..Default::default()
+        };
+        kv.put(put).await.is_ok()
+    })
+    .await;
     let m0 = &members[0];
     eventually("the first member sees the write", || async {
         local_value(m0, "through").await.as_deref() == Some(b"the new voter".as_slice())
