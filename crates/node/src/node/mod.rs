@@ -450,6 +450,15 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.shards.get(&DATA_SHARD).and_then(|s| s.soft.leader)
     }
 
+    /// Whether this member is a learner in the member table it has applied
+    /// (etcd refuses most client calls on a learner).
+    pub fn is_learner(&self) -> bool {
+        self.shards
+            .get(&DATA_SHARD)
+            .and_then(|s| s.tables.members.get(&self.id))
+            .is_some_and(|m| m.is_learner)
+    }
+
     /// Whether the node stopped after a storage failure (and why).
     pub fn stopped(&self) -> Option<&str> {
         self.stopped.as_ref().map(|s| s.reason.as_str())

@@ -107,6 +107,9 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             // Before this round's answers go out: a client that saw auth
             // enabled finds every service enforcing it here.
             self.state.set_auth_enabled(self.node.auth_store().is_some_and(|a| a.enabled()));
+            // Likewise: a client told the member was promoted (or that
+            // reads its status) finds it serving.
+            self.state.set_learner(self.node.is_learner());
             if !out.events.is_empty() {
                 if let Some(last) = out.events.iter().rev().find(|e| e.shard == DATA_SHARD) {
                     self.state.advance_revision(last.revision);

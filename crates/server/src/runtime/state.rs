@@ -258,6 +258,12 @@ impl NodeState {
         *self.shards.lock().unwrap_or_else(PoisonError::into_inner) = shards;
     }
 
+    /// Publishes whether this member is a learner: every loop iteration, so
+    /// that a promoted member serves as soon as it has applied its promotion.
+    pub(crate) fn set_learner(&self, learner: bool) {
+        self.learner.store(learner, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_members(&self, members: Vec<Member>) {
         let learner = members.iter().any(|m| m.id == self.member_id && m.is_learner);
         self.learner.store(learner, Ordering::Relaxed);
