@@ -6,6 +6,7 @@ use bytes::Bytes;
 use crate::codec::Wire;
 use crate::membership::{Membership, MembershipChange, MembershipError};
 use crate::ready::{Envelope, Ready, Role};
+use crate::rng::DetRng;
 use crate::storage::{LogError, LogStorage};
 use crate::types::{Epoch, LogIndex, NodeId, ReadyNumber, RequestId, ShardId};
 
@@ -132,6 +133,22 @@ pub const LEADER_DOWN_CAMPAIGN_TICKS_MAX: u32 = 3;
 /// behind a connection that merely flapped reaches it first and cancels
 /// the hint (Multi-Paxos has no pre-vote to stop a wrong campaign).
 pub const LEADER_DOWN_MISSED_HEARTBEATS: u32 = 2;
+
+/// The `election_elapsed` at which a follower that just took a leader-down
+/// hint campaigns (the rule of [`Replica::report_unreachable`], shared by
+/// both engines): a wait drawn from `[1, LEADER_DOWN_CAMPAIGN_TICKS_MAX]`,
+/// and no earlier than [`LEADER_DOWN_MISSED_HEARTBEATS`] heartbeats of
+/// silence (`election_elapsed` counts ticks since the leader's last
+/// message, and a message cancels the hint).
+pub fn leader_down_campaign_at(
+    rng: &mut DetRng,
+    election_elapsed: u32,
+    heartbeat_ticks: u32,
+) -> u32 {
+    let wait = rng.range(1, u64::from(LEADER_DOWN_CAMPAIGN_TICKS_MAX) + 1) as u32;
+    let silence = LEADER_DOWN_MISSED_HEARTBEATS.saturating_mul(heartbeat_ticks);
+    election_elapsed.saturating_add(wait).max(silence)
+}
 
 /// Where a proposal was placed in the log.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -41,11 +41,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use ringkv_consensus::DetRng;
 use ringkv_consensus::{
-    Config, Entry, EntryKind, Envelope, Epoch, HardState, LEADER_DOWN_CAMPAIGN_TICKS_MAX,
-    LEADER_DOWN_MISSED_HEARTBEATS, LogError, LogIndex, LogStorage, Membership, MembershipChange,
-    NodeId, ProgressState, Proposal, ProposeError, ReadMode, ReadState, Ready, ReadyNumber,
-    Replica, RequestId, Role, ShardId, Snapshot, SoftState, Status, StepError, VoteResult,
-    decode_exact, encode_to_vec,
+    Config, Entry, EntryKind, Envelope, Epoch, HardState, LogError, LogIndex, LogStorage,
+    Membership, MembershipChange, NodeId, ProgressState, Proposal, ProposeError, ReadMode,
+    ReadState, Ready, ReadyNumber, Replica, RequestId, Role, ShardId, Snapshot, SoftState, Status,
+    StepError, VoteResult, decode_exact, encode_to_vec, leader_down_campaign_at,
 };
 
 use crate::log::RaftLog;
@@ -556,12 +555,11 @@ impl<S: LogStorage> Raft<S> {
             return;
         }
         self.leader_down = true;
-        let wait = self.rng.range(1, u64::from(LEADER_DOWN_CAMPAIGN_TICKS_MAX) + 1) as u32;
-        // `election_elapsed` counts ticks since the leader's last message,
-        // and a message cancels the hint: this much silence is required.
-        let silence = LEADER_DOWN_MISSED_HEARTBEATS.saturating_mul(self.cfg.heartbeat_ticks);
-        self.leader_down_campaign_at =
-            Some(self.election_elapsed.saturating_add(wait).max(silence));
+        self.leader_down_campaign_at = Some(leader_down_campaign_at(
+            &mut self.rng,
+            self.election_elapsed,
+            self.cfg.heartbeat_ticks,
+        ));
     }
 
     fn clear_leader_down(&mut self) {

@@ -456,12 +456,7 @@ impl<H: Host> ShardedWorld<H> {
                 self.dispatch(now, event);
             }));
             if let Err(panic) = step {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                    .unwrap_or_else(|| "a panic without a message".into());
-                self.fail("assertion", what);
+                self.fail("assertion", crate::world::panic_message(panic.as_ref()));
                 break;
             }
         }

@@ -372,12 +372,7 @@ impl<H: Host> World<H> {
             if let Err(panic) = step {
                 // An assertion inside an engine, the WAL or the simulator:
                 // the state may be inconsistent, so stop here and report.
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                    .unwrap_or_else(|| "a panic without a message".into());
-                self.fail("assertion", what);
+                self.fail("assertion", panic_message(panic.as_ref()));
                 break;
             }
         }
@@ -1546,4 +1541,14 @@ fn addr_code(a: Addr) -> u64 {
         Addr::Node(n) => n.0,
         Addr::Client(c) => (1 << 32) | c.0,
     }
+}
+
+/// The message of a caught panic (`panic!` with a format string or a
+/// literal), for the failure report.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
 }
