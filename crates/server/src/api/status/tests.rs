@@ -165,8 +165,29 @@ fn covered(e: &EtcdError) -> bool {
         | EtcdError::DeadlineExceeded
         | EtcdError::ElectionNoLeader
         | EtcdError::ElectionNotLeader => true,
-        EtcdError::InvalidEnum { .. } | EtcdError::Unknown { .. } => false,
+        EtcdError::InvalidEnum { .. }
+        | EtcdError::Unknown { .. }
+        | EtcdError::TxnSpansShards { .. }
+        | EtcdError::RevisionSpansShards => false,
     }
+}
+
+#[test]
+fn the_sharding_refusals_have_the_adr_codes_and_messages() {
+    let message = "etcdserver: txn spans shards 2 and 5; keys of one txn must share a hash key \
+                   (use {tag} in the key)";
+    let spans = EtcdError::TxnSpansShards { message: message.to_owned() };
+    let status = spans.to_status();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(status.message(), message);
+    let revision = EtcdError::RevisionSpansShards.to_status();
+    assert_eq!(revision.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        revision.message(),
+        "a revision names one shard's history; narrow the range to one shard or use --shards 1"
+    );
+    // Neither is a catalog entry a client would map back.
+    assert_eq!(EtcdError::from_message(message), None);
 }
 
 #[test]
