@@ -290,13 +290,15 @@ impl Server {
             _ => (Start::Found, Vec::new()),
         };
         let node_config = node_config(&config, start)?;
+        let keyspace = config.keyspace();
         let lease_ttl_min_seconds = node_config.lease_ttl_min_seconds();
         let engine = match config.engine {
             EngineKind::Raft => ringkv_node::EngineKind::Raft,
             EngineKind::Paxos => ringkv_node::EngineKind::Paxos,
         };
         let node =
-            NodeRuntime::start(engine, node_config, &config.data_dir, metrics.clone()).await?;
+            NodeRuntime::start(engine, node_config, keyspace, &config.data_dir, metrics.clone())
+                .await?;
         let handle = node.handle().clone();
         let member = node.member_id();
         metrics.set_info(member, &config.name);

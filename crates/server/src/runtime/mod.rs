@@ -42,11 +42,12 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ringkv_consensus::NodeId;
+use ringkv_consensus::{NodeId, ShardId};
 use ringkv_node::{
     Credential, DATA_SHARD, Engine, EngineKind, Header, Node, NodeConfig, NodeError, ReadRequest,
     Reply, Request, WatchEvents, WithEngine, execute_read, stored_engine,
 };
+use ringkv_ring::Keyspace;
 use ringkv_storage::FsDisk;
 use ringkv_storage::mvcc::{MvccStore, RangeRequest};
 use tokio::runtime::Handle;
@@ -95,9 +96,15 @@ type NodeResult = Result<Answer, NodeError>;
 /// What the node thread takes from its inbox.
 #[derive(Debug)]
 enum NodeInput {
-    /// A client request, what its client presented, and where to send its
-    /// answer.
-    Request { request: Request, credential: Credential, reply: oneshot::Sender<NodeResult> },
+    /// A client request, the data shard it is aimed at (`None`: the node
+    /// routes it by its keys, or to the metadata group), what its client
+    /// presented, and where to send its answer.
+    Request {
+        request: Request,
+        shard: Option<ShardId>,
+        credential: Credential,
+        reply: oneshot::Sender<NodeResult>,
+    },
     /// A frame from a peer, or news that a peer is unreachable.
     Peer(PeerEvent),
     /// Stop the loop (graceful shutdown).
@@ -137,6 +144,8 @@ pub struct NodeHandle {
     events: broadcast::Sender<Arc<[WatchEvents]>>,
     hub: Arc<WatchHub>,
     metrics: Metrics,
+    /// The cluster's shards and hash-key rule: where each key lives.
+    keyspace: Keyspace,
 }
 
 impl NodeHandle {
@@ -160,12 +169,37 @@ impl NodeHandle {
         credential: Credential,
         request: Request,
     ) -> Result<Answer, EtcdError> {
+        self.send(credential, None, request).await
+    }
+
+    /// Sends a KV request (`Range`, `Put`, `DeleteRange`, `Txn`), made with
+    /// `credential`, to data shard `shard` and waits for its answer: one
+    /// part of a request over several shards. The request must only name
+    /// keys of that shard.
+    ///
+    /// # Errors
+    /// As [`NodeHandle::call_as`].
+    pub async fn call_shard_as(
+        &self,
+        credential: Credential,
+        shard: ShardId,
+        request: Request,
+    ) -> Result<Answer, EtcdError> {
+        self.send(credential, Some(shard), request).await
+    }
+
+    async fn send(
+        &self,
+        credential: Credential,
+        shard: Option<ShardId>,
+        request: Request,
+    ) -> Result<Answer, EtcdError> {
         let proposal = is_proposal(&request);
         if proposal {
             self.metrics.proposal_submitted();
         }
         let (reply, answer) = oneshot::channel();
-        let sent = self.inbox.try_send(NodeInput::Request { request, credential, reply });
+        let sent = self.inbox.try_send(NodeInput::Request { request, shard, credential, reply });
         let result = match sent {
             Err(TrySendError::Full(_)) => Err(EtcdError::TooManyRequests),
             Err(TrySendError::Disconnected(_)) => Err(EtcdError::Stopped),
@@ -195,7 +229,9 @@ impl NodeHandle {
     /// must serve it: auth is enabled (it resolves the caller's token and
     /// checks their rights at the auth revision it runs with), or
     /// [`NodeState::set_direct_serializable_reads`] turned this off.
-    pub async fn range_serializable(&self, req: RangeRequest) -> DirectRead {
+    ///
+    /// `shard` is the data shard that holds every key of the range.
+    pub async fn range_serializable(&self, shard: ShardId, req: RangeRequest) -> DirectRead {
         if !self.state.direct_serializable_reads() || self.state.auth_enabled() {
             return DirectRead::NeedsNode(req);
         }
@@ -205,7 +241,8 @@ impl NodeHandle {
         let point = req.range_end.is_empty();
         let store = Arc::clone(&self.store);
         let state = Arc::clone(&self.state);
-        let run = move || direct_range(&store, &state, req);
+        let auth = auth_shard(&self.keyspace);
+        let run = move || direct_range(&store, &state, auth, shard, req);
         let served = if point {
             run()
         } else {
@@ -219,6 +256,11 @@ impl NodeHandle {
             Ok(answer) => DirectRead::Answered(answer.map_err(EtcdError::from)),
             Err(req) => DirectRead::NeedsNode(req),
         }
+    }
+
+    /// The cluster's shards and hash-key rule.
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
     }
 
     /// The node's published state.
@@ -281,20 +323,29 @@ pub enum DirectRead {
 fn direct_range(
     store: &MvccStore,
     state: &NodeState,
+    auth: ShardId,
+    shard: ShardId,
     req: RangeRequest,
 ) -> Result<Result<Answer, NodeError>, RangeRequest> {
     let view = match store.read() {
         Ok(view) => view,
         Err(e) => return Ok(Err(NodeError::from(e))),
     };
-    match ringkv_node::auth::stored_enabled(&view, DATA_SHARD) {
+    match ringkv_node::auth::stored_enabled(&view, auth) {
         Ok(false) => {}
         Ok(true) => return Err(req),
         Err(e) => return Ok(Err(e)),
     }
     let header = state.node_header();
     let read = ReadRequest::Range(req);
-    Ok(execute_read(&view, DATA_SHARD, &read, None).map(|reply| Answer { header, reply }))
+    Ok(execute_read(&view, shard, &read, None).map(|reply| Answer { header, reply }))
+}
+
+/// The shard whose store holds the auth tables: the data shard of a
+/// one-shard cluster (exactly etcd's layout), the metadata group otherwise
+/// (ADR 0002).
+fn auth_shard(keyspace: &Keyspace) -> ShardId {
+    if keyspace.shard_count() == 1 { DATA_SHARD } else { ShardId(ringkv_ring::METADATA_SHARD.0) }
 }
 
 /// Whether a read touches at most one key (a `Get`), so that it may run on
@@ -399,6 +450,7 @@ impl NodeRuntime {
     pub async fn start(
         engine: EngineKind,
         config: NodeConfig,
+        keyspace: Keyspace,
         data_dir: &Path,
         metrics: Metrics,
     ) -> Result<NodeRuntime, StartError> {
@@ -465,7 +517,7 @@ impl NodeRuntime {
             }
         };
         Ok(NodeRuntime {
-            handle: NodeHandle { inbox, state, store, events, hub, metrics },
+            handle: NodeHandle { inbox, state, store, events, hub, metrics, keyspace },
             link,
             thread: Some(thread),
         })

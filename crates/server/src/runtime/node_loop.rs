@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
-use ringkv_consensus::NodeId;
+use ringkv_consensus::{NodeId, ShardId};
 use ringkv_node::{
-    Clock, Completion, DATA_SHARD, Engine, Member, Node, NodeError, Token, WatchEvents,
-    execute_read,
+    Clock, Completion, Credential, DATA_SHARD, Engine, Member, Node, NodeError, Request, Token,
+    WatchEvents, execute_read,
 };
 use ringkv_storage::Disk;
 use tokio::runtime::Handle;
@@ -68,10 +68,10 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             let mut taken = 0;
             while let Some(next) = input.take() {
                 match next {
-                    NodeInput::Request { request, credential, reply } => {
+                    NodeInput::Request { request, shard, credential, reply } => {
                         let token = Token(next_token);
                         next_token += 1;
-                        match self.node.submit_as(token, request, credential) {
+                        match submit(&mut self.node, token, shard, request, credential) {
                             Ok(()) => {
                                 waiting.insert(token, reply);
                             }
@@ -215,6 +215,25 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         sync_peers(&self.link, node.id(), &members, peers);
         self.state.set_members(members);
     }
+}
+
+/// Hands a request to the node: routed by the node when `shard` is `None`,
+/// else to that data shard (a part of a request over several shards).
+///
+/// Until the node hosts several data shards the server refuses `--shards`
+/// above one, so every request names the one data shard (or none).
+fn submit<E: Engine, D: Disk>(
+    node: &mut Node<E, D, PeerLink, MonotonicClock>,
+    token: Token,
+    shard: Option<ShardId>,
+    request: Request,
+    credential: Credential,
+) -> Result<(), NodeError> {
+    debug_assert!(
+        shard.is_none_or(|s| s == DATA_SHARD),
+        "one data shard until the node hosts more"
+    );
+    node.submit_as(token, request, credential)
 }
 
 /// Sets the transport's address book to the member table (every member but
