@@ -350,7 +350,7 @@ impl Server {
         let authenticator = Arc::new(Authenticator::new(config.auth.clone())?);
         let ctx = Context::new(handle.clone(), limits, authenticator)
             .with_leader_loss_grace(leader_loss_grace);
-        let watch = Arc::new(WatchService::with_auth(Arc::clone(handle.watch_hub()), ctx.clone()));
+        let watch = Arc::new(WatchService::with_auth(Arc::clone(handle.watch_hubs()), ctx.clone()));
         let services = gateway::Services {
             kv: Arc::new(KvService::new(ctx.clone())),
             lease: Arc::new(LeaseService::new(ctx.clone())),

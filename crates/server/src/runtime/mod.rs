@@ -60,7 +60,7 @@ pub use state::{NodeState, ShardReport};
 use crate::api::EtcdError;
 use crate::metrics::Metrics;
 use crate::peer::{Delivery, PeerEvent};
-use crate::watch::{WatchConfig, WatchContext, WatchHub};
+use crate::watch::{WatchConfig, WatchContext, WatchHub, WatchHubs};
 
 /// Most inputs (client requests and peer frames) waiting in the node's
 /// inbox. Past it requests get `etcdserver: too many requests` and peer
@@ -142,7 +142,7 @@ pub struct NodeHandle {
     state: Arc<NodeState>,
     store: Arc<MvccStore>,
     events: broadcast::Sender<Arc<[WatchEvents]>>,
-    hub: Arc<WatchHub>,
+    hubs: Arc<WatchHubs>,
     metrics: Metrics,
     /// The cluster's shards and hash-key rule: where each key lives.
     keyspace: Keyspace,
@@ -280,9 +280,14 @@ impl NodeHandle {
         self.events.subscribe()
     }
 
-    /// The data shard's watch hub.
+    /// The first data shard's watch hub (the only one with one shard).
     pub fn watch_hub(&self) -> &Arc<WatchHub> {
-        &self.hub
+        self.hubs.first()
+    }
+
+    /// The watch hubs of every data shard.
+    pub fn watch_hubs(&self) -> &Arc<WatchHubs> {
+        &self.hubs
     }
 
     /// The server's metrics.
@@ -375,12 +380,13 @@ fn is_proposal(request: &Request) -> bool {
 }
 
 /// What the node thread sends back once the node is open.
-type Opened = Result<(Arc<NodeState>, Arc<MvccStore>, Arc<WatchHub>), StartError>;
+type Opened = Result<(Arc<NodeState>, Arc<MvccStore>, Arc<WatchHubs>), StartError>;
 
 /// The node thread's work once the engine is known: open the node with
 /// engine `E`, tell the caller, run the loop.
 struct OpenAndRun {
     config: NodeConfig,
+    keyspace: Keyspace,
     disk: TimedDisk<FsDisk>,
     opened: oneshot::Sender<Opened>,
     inbox: Receiver<NodeInput>,
@@ -394,7 +400,8 @@ impl WithEngine for OpenAndRun {
     type Output = ();
 
     fn run<E: Engine>(self) {
-        let OpenAndRun { config, disk, opened, inbox, events, runtime, link, metrics } = self;
+        let OpenAndRun { config, keyspace, disk, opened, inbox, events, runtime, link, metrics } =
+            self;
         let clock = MonotonicClock::new();
         let election_timeout = config.election_timeout();
         let node = match Node::<E, _, _, _>::open(config, disk, link.clone(), clock) {
@@ -412,17 +419,17 @@ impl WithEngine for OpenAndRun {
         // timeout, as etcd's do.
         let watch_config =
             WatchConfig { leader_check_interval: election_timeout, ..WatchConfig::default() };
-        let hub = match WatchHub::new(Arc::clone(&store), DATA_SHARD, context, watch_config) {
-            Ok(hub) => hub,
+        let hubs = match WatchHubs::new(&store, keyspace, &context, &watch_config) {
+            Ok(hubs) => hubs,
             Err(e) => {
                 let _ = opened.send(Err(StartError::Watch(e)));
                 return;
             }
         };
-        if opened.send(Ok((Arc::clone(&state), store, Arc::clone(&hub)))).is_err() {
+        if opened.send(Ok((Arc::clone(&state), store, Arc::clone(&hubs)))).is_err() {
             return;
         }
-        node_loop::Loop { node, clock, inbox, state, events, hub, runtime, link, metrics }.run();
+        node_loop::Loop { node, clock, inbox, state, events, hubs, runtime, link, metrics }.run();
     }
 }
 
@@ -495,6 +502,7 @@ impl NodeRuntime {
                 thread_metrics.set_engine(engine.name());
                 engine.dispatch(OpenAndRun {
                     config,
+                    keyspace,
                     disk,
                     opened: opened_tx,
                     inbox: inbox_rx,
@@ -505,7 +513,7 @@ impl NodeRuntime {
                 });
             })
             .map_err(|e| StartError::Thread(e.to_string()))?;
-        let (state, store, hub) = match opened_rx.await {
+        let (state, store, hubs) = match opened_rx.await {
             Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -517,7 +525,7 @@ impl NodeRuntime {
             }
         };
         Ok(NodeRuntime {
-            handle: NodeHandle { inbox, state, store, events, hub, metrics, keyspace },
+            handle: NodeHandle { inbox, state, store, events, hubs, metrics, keyspace },
             link,
             thread: Some(thread),
         })

@@ -22,7 +22,7 @@ use super::{
 use crate::config::HttpUrl;
 use crate::metrics::Metrics;
 use crate::peer::PeerEvent;
-use crate::watch::WatchHub;
+use crate::watch::WatchHubs;
 
 /// Everything the loop owns besides the node.
 pub(super) struct Loop<E: Engine, D: Disk> {
@@ -31,7 +31,7 @@ pub(super) struct Loop<E: Engine, D: Disk> {
     pub(super) inbox: Receiver<NodeInput>,
     pub(super) state: Arc<NodeState>,
     pub(super) events: broadcast::Sender<Arc<[WatchEvents]>>,
-    pub(super) hub: Arc<WatchHub>,
+    pub(super) hubs: Arc<WatchHubs>,
     pub(super) runtime: Handle,
     pub(super) link: PeerLink,
     pub(super) metrics: Metrics,
@@ -119,7 +119,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                 // below, so a client that saw a write's revision finds it in
                 // any watch it opens afterwards.
                 for batch in &out.events {
-                    self.hub.publish(batch);
+                    self.hubs.publish(batch);
                 }
                 // The broadcast feeds the Lock and Election services (and any
                 // other in-process follower of applied changes). It never
