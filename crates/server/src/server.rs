@@ -302,7 +302,7 @@ impl Server {
         let handle = node.handle().clone();
         let member = node.member_id();
         metrics.set_info(member, &config.name);
-        metrics.attach_watch_hub(Arc::clone(handle.watch_hub()));
+        metrics.attach_watch_hubs(Arc::clone(handle.watch_hubs()));
         let sink_handle = handle.clone();
         let peer_tls = peer_tls(&config)?;
         let transport = PeerTransport::start_with_tls(

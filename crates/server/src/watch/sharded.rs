@@ -40,7 +40,7 @@ use ringkv_storage::mvcc::{MvccStore, Revision};
 
 use super::index::WatchRange;
 use super::stream::INVALID_WATCH_ID;
-use super::{WatchConfig, WatchContext, WatchError, WatchHub, WatchStream};
+use super::{WatchConfig, WatchContext, WatchError, WatchHub, WatchStats, WatchStream};
 use crate::api::EtcdError;
 use crate::api::status::REVISION_SPANS_SHARDS;
 
@@ -107,6 +107,18 @@ impl WatchHubs {
     /// Every hub, by shard.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<WatchHub>> {
         self.hubs.iter()
+    }
+
+    /// The hubs' counts summed over the shards (a watch over `k` shards
+    /// counts `k` watchers, one per shard's stream), with the largest
+    /// published revision.
+    pub fn stats(&self) -> WatchStats {
+        self.hubs.iter().map(|h| h.stats()).fold(WatchStats::default(), |sum, s| WatchStats {
+            streams: sum.streams + s.streams,
+            watchers: sum.watchers + s.watchers,
+            synced: sum.synced + s.synced,
+            revision: sum.revision.max(s.revision),
+        })
     }
 
     /// Hands the changes of one applied entry to its shard's hub (see

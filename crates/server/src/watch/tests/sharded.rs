@@ -276,3 +276,19 @@ async fn a_progress_request_without_watchers_is_answered_once() {
     assert_eq!(resp.watch_id, INVALID_WATCH_ID);
     assert_eq!(resp.header.unwrap().revision, top.0, "the largest shard revision");
 }
+
+#[tokio::test]
+async fn the_counts_sum_over_the_shards() {
+    let (hubs, w) = setup_sharded(WatchConfig::default());
+    let keys = spread_keys(&w, "m/", 8);
+    let mut s = hubs.open_stream();
+    s.handle(create_request(create("m/", "m0", 0)));
+    s.handle(create_request(create(&keys[0], "", 0)));
+    assert!(next_of(&mut s).await.created);
+    assert!(next_of(&mut s).await.created);
+    let stats = hubs.stats();
+    // One stream per shard, the spanning watch on each, the other on one.
+    assert_eq!(stats.streams, SHARDS as usize);
+    assert_eq!(stats.watchers, SHARDS as usize + 1);
+    assert_eq!(stats.synced, stats.watchers);
+}
