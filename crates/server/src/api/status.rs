@@ -75,10 +75,12 @@ macro_rules! catalog {
                 /// The text the client sees.
                 message: String,
             },
-            /// A transaction whose keys live on several shards (ADR 0002):
-            /// `FailedPrecondition`, with the node's message naming the
-            /// shards and the remedy (a shared hash key).
-            TxnSpansShards {
+            /// A request the shard layout does not allow (ADR 0002): a
+            /// transaction whose keys live on several shards, or a request
+            /// on one shard's history (Compact, HashKV) on a cluster of
+            /// several. `FailedPrecondition`, with the node's message
+            /// naming the shards and the remedy.
+            ShardRefused {
                 /// The text the client sees.
                 message: String,
             },
@@ -99,7 +101,7 @@ macro_rules! catalog {
                     $(EtcdError::$variant => Code::$code,)*
                     EtcdError::InvalidEnum { .. } => Code::InvalidArgument,
                     EtcdError::Unknown { .. } => Code::Unknown,
-                    EtcdError::TxnSpansShards { .. } => Code::FailedPrecondition,
+                    EtcdError::ShardRefused { .. } => Code::FailedPrecondition,
                     EtcdError::RevisionSpansShards => Code::InvalidArgument,
                 }
             }
@@ -111,7 +113,7 @@ macro_rules! catalog {
                     $(EtcdError::$variant => Some($message),)*
                     EtcdError::InvalidEnum { .. }
                     | EtcdError::Unknown { .. }
-                    | EtcdError::TxnSpansShards { .. }
+                    | EtcdError::ShardRefused { .. }
                     | EtcdError::RevisionSpansShards => None,
                 }
             }
@@ -281,7 +283,7 @@ impl EtcdError {
             EtcdError::InvalidEnum { field, value, max } => Cow::Owned(format!(
                 "ringkv: {field} has no value {value} in etcd's protocol (known values: 0 to {max})"
             )),
-            EtcdError::Unknown { message } | EtcdError::TxnSpansShards { message } => {
+            EtcdError::Unknown { message } | EtcdError::ShardRefused { message } => {
                 Cow::Owned(message.clone())
             }
             EtcdError::RevisionSpansShards => Cow::Borrowed(REVISION_SPANS_SHARDS),

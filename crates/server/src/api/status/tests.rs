@@ -167,7 +167,7 @@ fn covered(e: &EtcdError) -> bool {
         | EtcdError::ElectionNotLeader => true,
         EtcdError::InvalidEnum { .. }
         | EtcdError::Unknown { .. }
-        | EtcdError::TxnSpansShards { .. }
+        | EtcdError::ShardRefused { .. }
         | EtcdError::RevisionSpansShards => false,
     }
 }
@@ -176,7 +176,7 @@ fn covered(e: &EtcdError) -> bool {
 fn the_sharding_refusals_have_the_adr_codes_and_messages() {
     let message = "etcdserver: txn spans shards 2 and 5; keys of one txn must share a hash key \
                    (use {tag} in the key)";
-    let spans = EtcdError::TxnSpansShards { message: message.to_owned() };
+    let spans = EtcdError::ShardRefused { message: message.to_owned() };
     let status = spans.to_status();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert_eq!(status.message(), message);
