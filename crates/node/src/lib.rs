@@ -59,16 +59,16 @@ pub use config::{
     ALARM_RAISE_ATTEMPTS_MAX, APPLY_GAP_MAX, AUTH_TOKEN_SWEEP_INTERVAL, AUTH_TOKEN_TTL_DEFAULT,
     Bootstrap, DATA_SHARD, ELECTION_TICKS_DEFAULT, HEARTBEAT_TICKS_DEFAULT, INBOX_FRAMES_MAX,
     InitialMember, LEASE_CHECKPOINT_BATCH_MAX, LEASE_CHECKPOINT_INTERVAL_DEFAULT,
-    LEASE_REVOKES_PER_ROUND_MAX, NodeConfig, PENDING_REQUESTS_MAX_DEFAULT,
+    LEASE_REVOKES_PER_ROUND_MAX, META_SHARD, NodeConfig, PENDING_REQUESTS_MAX_DEFAULT,
     QUOTA_BACKEND_BYTES_DEFAULT, REQUEST_BYTES_MAX_DEFAULT, REQUEST_TIMEOUT_DEFAULT,
     SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT, SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT, SNAPSHOT_COUNT_DEFAULT,
-    STORE_FILE, TICK_INTERVAL_DEFAULT, TICKS_PER_ROUND_MAX,
+    STORE_FILE, TICK_INTERVAL_DEFAULT, TICKS_PER_ROUND_MAX, single_shard_keyspace,
 };
 pub use engine::{
     Engine, EngineError, EngineKind, PaxosEngine, RaftEngine, UnknownEngine, WithEngine,
     stored_engine,
 };
-pub use error::{ErrorClass, MemberError, NodeError, RemoteError};
+pub use error::{ErrorClass, MemberError, NodeError, RemoteError, SpanningRequest};
 pub use frame::{LeaderReply, LeaderRequest, LeaseTtl, NodeMessage, PeerFrame};
 pub use io::{Clock, Transport, Unreachable};
 pub use node::Node;
