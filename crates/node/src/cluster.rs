@@ -1,12 +1,14 @@
 //! The cluster's replicated tables: members (etcd's Cluster API) and
 //! alarms; and how member and cluster ids are made.
 //!
-//! Both tables live in the data shard's log and state machine for now (a
-//! cluster has one shard): every change is a [`crate::Proposal`], applied
-//! on every replica into records of the MVCC store
+//! Both tables live in the log and state machine of the metadata shard
+//! (the data shard of a one-shard cluster, [`crate::META_SHARD`] of a
+//! sharded one): every change is a [`crate::Proposal`], applied on every
+//! replica into records of the MVCC store
 //! ([`ringkv_storage::mvcc::ApplyBatch::set_record`]), so they are in the
-//! shard's snapshots and survive restarts. With sharding they move to the
-//! metadata group (shard 0), which replicates the same way.
+//! shard's snapshots and survive restarts. A sharded cluster's metadata
+//! shard also records its keyspace. Data shards keep no tables: their
+//! consensus membership follows the metadata shard's member table.
 //!
 //! The member table is the *desired* configuration; the consensus group's
 //! membership follows it: the leader compares the two every round and

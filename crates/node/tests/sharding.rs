@@ -390,6 +390,50 @@ fn leases_reach_every_data_shard_by_marker<E: Engine>() {
     }
 }
 
+/// The node carrying a grant or a revoke to the data shards crashes right
+/// after the metadata shard applied it: the metadata leader brings every
+/// data shard in line with its lease table (`sync_lease_markers`).
+fn the_metadata_leader_repairs_markers_lost_in_a_crash<E: Engine>() {
+    let mut c = sharded::<E>(3, 78);
+    let leader = wait_leaders(&mut c);
+    let carrier = c.running().into_iter().find(|&id| id != leader).unwrap();
+    let in_meta = |c: &Cluster<E>, id| {
+        c.node(carrier)
+            .store()
+            .read()
+            .unwrap()
+            .leases(META_SHARD)
+            .unwrap()
+            .iter()
+            .any(|l| l.id == id)
+    };
+
+    let id = LeaseId(4242);
+    c.submit(carrier, Request::LeaseGrant { id, ttl: 600 });
+    assert!(c.run_until(STEPS, |c| in_meta(c, id)), "the grant never applied");
+    c.crash_with(carrier, ringkv_storage::disk::CrashMode::LoseUnsynced);
+    let everywhere = |c: &Cluster<E>, id, want: bool| {
+        c.running().iter().all(|&n| data_shards().iter().all(|&s| has_lease(c, n, s, id) == want))
+    };
+    assert!(
+        c.run_until(STEPS * 2, |c| everywhere(c, id, true)),
+        "a data shard never got the lease"
+    );
+
+    // A revoke cut short the same way: the data shards drop the lease.
+    c.restart(carrier).unwrap();
+    settle_all(&mut c);
+    let key = keys_by_shard(1)[&ShardId(3)][0].clone();
+    put_with_lease(&mut c, leader, &key, id);
+    c.submit(carrier, Request::LeaseRevoke(id));
+    assert!(c.run_until(STEPS, |c| !in_meta(c, id)), "the revoke never applied");
+    c.crash_with(carrier, ringkv_storage::disk::CrashMode::LoseUnsynced);
+    assert!(c.run_until(STEPS * 2, |c| everywhere(c, id, false)), "a data shard kept the lease");
+    for n in c.running() {
+        assert_eq!(value_in(&c, n, ShardId(3), &key), None, "{key} of the revoked lease on {n}");
+    }
+}
+
 fn a_node_restarted_with_another_shard_count_refuses_to_start<E: Engine>() {
     let mut c = sharded::<E>(3, 76);
     let leader = wait_leaders(&mut c);
@@ -410,6 +454,20 @@ fn a_node_restarted_with_another_shard_count_refuses_to_start<E: Engine>() {
     settle_all(&mut c);
     assert_eq!(value_in(&c, victim, shard_of("k"), "k").as_deref(), Some("v"));
 
+    // A member joining with another shard count stops once it learns the
+    // cluster's.
+    let leader = c.wait_leader(STEPS);
+    let add = Request::MemberAdd { peer_urls: vec!["http://n4:2380".into()], is_learner: true };
+    let Reply::Members { member: Some(added), .. } = c.call(leader, add, STEPS).unwrap() else {
+        panic!("no member")
+    };
+    let mut cfg = test_config(4, 3, 76);
+    cfg.keyspace = Keyspace::new(2, HashKeyRule::WholeKey).unwrap();
+    c.add_joining(added.id, cfg).unwrap();
+    assert!(c.run_until(STEPS * 2, |c| c.node(added.id).stopped().is_some()));
+    let reason = c.node(added.id).stopped().unwrap().to_owned();
+    assert!(reason.contains("--shards 4") && reason.contains("--shards 2"), "{reason}");
+
     // A one-shard node restarted with four shards refuses too.
     let mut one = cluster::<E>(1, 77);
     let id = one.wait_leader(100);
@@ -426,5 +484,6 @@ engine_tests!(
     a_leader_crash_keeps_every_acknowledged_write,
     a_member_added_or_removed_reaches_every_group,
     leases_reach_every_data_shard_by_marker,
+    the_metadata_leader_repairs_markers_lost_in_a_crash,
     a_node_restarted_with_another_shard_count_refuses_to_start,
 );
