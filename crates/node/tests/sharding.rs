@@ -468,6 +468,25 @@ fn a_node_restarted_with_another_shard_count_refuses_to_start<E: Engine>() {
     let reason = c.node(added.id).stopped().unwrap().to_owned();
     assert!(reason.contains("--shards 4") && reason.contains("--shards 2"), "{reason}");
 
+    // A one-shard node joining stops too; the members go on.
+    let leader = c.wait_leader(STEPS);
+    let first = added.id;
+    c.call(leader, Request::MemberRemove(first), STEPS).unwrap();
+    let add = Request::MemberAdd { peer_urls: vec!["http://n5:2380".into()], is_learner: true };
+    let Reply::Members { member: Some(added), .. } = c.call(leader, add, STEPS).unwrap() else {
+        panic!("no member")
+    };
+    let mut cfg = test_config(5, 3, 76);
+    cfg.keyspace = ringkv_node::single_shard_keyspace();
+    c.add_joining(added.id, cfg).unwrap();
+    assert!(c.run_until(STEPS * 2, |c| c.node(added.id).stopped().is_some()));
+    let reason = c.node(added.id).stopped().unwrap().to_owned();
+    assert!(reason.contains("--shards 1") && reason.contains("several shards"), "{reason}");
+    let leader = c.wait_leader(STEPS);
+    put(&mut c, leader, "k", "w").unwrap();
+    let founders = c.running().into_iter().filter(|&n| n != added.id && n != first);
+    assert!(founders.into_iter().all(|n| c.node(n).stopped().is_none()));
+
     // A one-shard node restarted with four shards refuses too.
     let mut one = cluster::<E>(1, 77);
     let id = one.wait_leader(100);
