@@ -117,6 +117,11 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         for m in table.members.values().filter(|m| !table.removed.contains(&m.id)) {
             match (role(m.id), m.is_learner) {
                 (Some(have), want) if have == want => {}
+                // A data shard promotes a learner the metadata shard
+                // promoted only once it has caught up in this shard too,
+                // so that the promotion cannot stall this shard's quorum.
+                (Some(true), false)
+                    if shard != meta && super::route::learner_ready(&st, m.id).is_err() => {}
                 (_, false) => adds.push(ChangeOp::AddVoter(m.id)),
                 (_, true) => adds.push(ChangeOp::AddLearner(m.id)),
             }

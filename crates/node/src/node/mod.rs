@@ -241,7 +241,7 @@ impl<E: Engine, D: Disk> HostedShard<E, D> {
 #[derive(Copy, Clone, Debug, Default)]
 struct RoundLimits {
     over_quota: bool,
-    /// Committed but unapplied entries of the data shard.
+    /// Committed but unapplied entries of the shard that lags most.
     apply_gap: u64,
 }
 

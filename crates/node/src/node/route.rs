@@ -98,6 +98,20 @@ pub(super) fn check_command(
     Ok(())
 }
 
+/// Whether `member` holds at least 90% of the leader's log in the group
+/// whose engine status is `st` (etcd's `readyPercent`).
+pub(super) fn learner_ready(
+    st: &ringkv_consensus::Status,
+    member: NodeId,
+) -> Result<(), RemoteError> {
+    let leader_index = st.last_index.0;
+    let matched = st.progress.iter().find(|p| p.id == member).map_or(0, |p| p.matched.0);
+    if u128::from(matched) * 10 < u128::from(leader_index) * 9 {
+        return Err(RemoteError::LearnerNotReady { id: member, matched, leader_index });
+    }
+    Ok(())
+}
+
 /// The name of a KV request that may be sent to one data shard, `None`
 /// for any other request.
 fn kv_request_name(request: &Request) -> Option<&'static str> {
@@ -668,13 +682,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             Some(m) if !m.is_learner => return Err(RemoteError::NotLearner { id: member }),
             Some(_) => {}
         }
-        let st = s.replica.status();
-        let leader_index = st.last_index.0;
-        let matched = st.progress.iter().find(|p| p.id == member).map_or(0, |p| p.matched.0);
-        if u128::from(matched) * 10 < u128::from(leader_index) * 9 {
-            return Err(RemoteError::LearnerNotReady { id: member, matched, leader_index });
-        }
-        Ok(())
+        learner_ready(&s.replica.status(), member)
     }
 
     fn start_read(
