@@ -229,6 +229,9 @@ fn a_txn_spanning_shards_is_refused_and_changes_nothing<E: Engine>() {
     assert!(matches!(refused, Err(NodeError::WrongShard { shard: ShardId(5), .. })), "{refused:?}");
     let refused = node.submit_to(Token(9_999), META_SHARD, compact, Credential::Anonymous);
     assert!(matches!(refused, Err(NodeError::WrongShard { .. })), "{refused:?}");
+    let misplaced = put_req(b_, "x");
+    let refused = node.submit_to(Token(9_999), ShardId(2), misplaced, Credential::Anonymous);
+    assert!(matches!(refused, Err(NodeError::WrongShard { shard: ShardId(2), .. })), "{refused:?}");
     let list = Request::MemberList { linearizable: true };
     let refused = node.submit_to(Token(9_999), DATA_SHARD, list, Credential::Anonymous);
     assert!(matches!(refused, Err(NodeError::WrongShard { .. })), "{refused:?}");

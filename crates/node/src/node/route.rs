@@ -5,10 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ringkv_ring::{Keyspace, ShardSpan};
-
 use bytes::Bytes;
 use ringkv_consensus::{NodeId, ProposeError, Replica, RequestId, ShardId};
+use ringkv_ring::{Keyspace, ShardSpan};
 use ringkv_storage::Disk;
 use ringkv_storage::mvcc::{
     Command, DeleteRangeRequest, LeaseGrantRequest, LeaseId, LeaseRevokeRequest, PutRequest,
@@ -127,7 +126,11 @@ fn kv_request_name(request: &Request) -> Option<&'static str> {
 }
 
 /// Checks a shard named by [`Node::submit_to`]: a data shard of the
-/// cluster, and a KV request.
+/// cluster, a KV request, and no key of it pinned to another shard (a put,
+/// or a single key or a range within one shard, elsewhere would be written
+/// or looked for where routing by key never looks). A range over several
+/// shards is accepted: it acts on the named shard's part of it, which is
+/// how a caller scatters it.
 pub(super) fn check_named_shard(
     keyspace: &Keyspace,
     shard: ShardId,
@@ -147,34 +150,58 @@ pub(super) fn check_named_shard(
             why: "it is not a data shard of this cluster (data shards are 1 to --shards)",
         });
     }
+    let mut elsewhere = false;
+    visit_spans(keyspace, request, &mut |span| {
+        elsewhere |= matches!(span, ShardSpan::One(s) if s.0 != shard.0);
+    });
+    if elsewhere {
+        return Err(NodeError::WrongShard {
+            request: name,
+            shard,
+            why: "a key of it lives on another shard (see Node::keyspace)",
+        });
+    }
     Ok(())
 }
 
-/// The data shards an etcd range (`key`, `range_end`) may touch.
-fn range_shards(keyspace: &Keyspace, key: &[u8], range_end: &[u8]) -> BTreeSet<ShardId> {
-    match keyspace.shards_for_etcd_range(key, range_end) {
-        ShardSpan::Empty => BTreeSet::new(),
-        ShardSpan::One(s) => BTreeSet::from([ShardId(s.0)]),
-        ShardSpan::All => keyspace.shard_ids().map(|s| ShardId(s.0)).collect(),
+/// Calls `f` with the span of every key and range a KV request touches: a
+/// Txn's compares and every op of both branches, nested ones included.
+fn visit_spans(keyspace: &Keyspace, request: &Request, f: &mut impl FnMut(ShardSpan)) {
+    fn txn(keyspace: &Keyspace, t: &TxnRequest, f: &mut impl FnMut(ShardSpan)) {
+        for c in &t.compare {
+            f(keyspace.shards_for_etcd_range(&c.key, &c.range_end));
+        }
+        for op in t.success.iter().chain(&t.failure) {
+            match op {
+                RequestOp::Range(r) => f(keyspace.shards_for_etcd_range(&r.key, &r.range_end)),
+                RequestOp::Put(p) => f(keyspace.shards_for_etcd_range(&p.key, &[])),
+                RequestOp::DeleteRange(d) => {
+                    f(keyspace.shards_for_etcd_range(&d.key, &d.range_end));
+                }
+                RequestOp::Txn(t) => txn(keyspace, t, f),
+            }
+        }
+    }
+    match request {
+        Request::Range(r) => f(keyspace.shards_for_etcd_range(&r.key, &r.range_end)),
+        Request::Put(p) => f(keyspace.shards_for_etcd_range(&p.key, &[])),
+        Request::DeleteRange(d) => f(keyspace.shards_for_etcd_range(&d.key, &d.range_end)),
+        Request::Txn(t) => txn(keyspace, t, f),
+        _ => {}
     }
 }
 
-/// Adds the data shards a transaction touches: its compares and every
-/// op of both branches, nested transactions included.
-fn txn_shards(keyspace: &Keyspace, t: &TxnRequest, out: &mut BTreeSet<ShardId>) {
-    for c in &t.compare {
-        out.extend(range_shards(keyspace, &c.key, &c.range_end));
-    }
-    for op in t.success.iter().chain(&t.failure) {
-        match op {
-            RequestOp::Range(r) => out.extend(range_shards(keyspace, &r.key, &r.range_end)),
-            RequestOp::Put(p) => {
-                out.insert(ShardId(keyspace.shard_of(&p.key).0));
-            }
-            RequestOp::DeleteRange(d) => out.extend(range_shards(keyspace, &d.key, &d.range_end)),
-            RequestOp::Txn(t) => txn_shards(keyspace, t, out),
+/// The data shards a KV request's keys may live on.
+fn request_shards(keyspace: &Keyspace, request: &Request) -> BTreeSet<ShardId> {
+    let mut out = BTreeSet::new();
+    visit_spans(keyspace, request, &mut |span| match span {
+        ShardSpan::Empty => {}
+        ShardSpan::One(s) => {
+            out.insert(ShardId(s.0));
         }
-    }
+        ShardSpan::All => out.extend(keyspace.shard_ids().map(|s| ShardId(s.0))),
+    });
+    out
 }
 
 impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
@@ -238,18 +265,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             _ => Err(NodeError::SpansShards { request, shards: set.into_iter().collect() }),
         };
         match request {
-            Request::Range(r) => {
-                one(SpanningRequest::Range, range_shards(keyspace, &r.key, &r.range_end))
-            }
+            Request::Range(_) => one(SpanningRequest::Range, request_shards(keyspace, request)),
             Request::Put(p) => Ok(ShardId(keyspace.shard_of(&p.key).0)),
-            Request::DeleteRange(d) => {
-                one(SpanningRequest::DeleteRange, range_shards(keyspace, &d.key, &d.range_end))
+            Request::DeleteRange(_) => {
+                one(SpanningRequest::DeleteRange, request_shards(keyspace, request))
             }
-            Request::Txn(t) => {
-                let mut set = BTreeSet::new();
-                txn_shards(keyspace, t, &mut set);
-                one(SpanningRequest::Txn, set)
-            }
+            Request::Txn(_) => one(SpanningRequest::Txn, request_shards(keyspace, request)),
             Request::Compact(_) => {
                 Err(NodeError::ShardRequired { request: "compact", shard_count })
             }
