@@ -149,8 +149,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                     continue;
                 }
                 if env.shard == META_SHARD && !self.is_sharded() {
-                    // Only a sharded cluster runs a metadata group.
-                    sharded_peer = true;
+                    // Only a sharded cluster runs a metadata group. A member
+                    // of a one-shard cluster drops such messages (a peer
+                    // misconfigured with --shards must not stop it); a
+                    // joining node that never learned its cluster is the
+                    // one misconfigured, and stops below.
+                    self.frames_dropped += 1;
+                    sharded_peer |= self.cluster_id() == 0;
                     continue;
                 }
                 if let Some(s) = self.shards.get_mut(&env.shard) {
