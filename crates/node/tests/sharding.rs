@@ -500,6 +500,26 @@ fn a_node_restarted_with_another_shard_count_refuses_to_start<E: Engine>() {
     assert!(text.contains("--shards 1") && text.contains("--shards 4"), "{text}");
 }
 
+/// A node configured with several shards joining a one-shard cluster
+/// stops once it applies the cluster's first entry; the members go on.
+fn a_sharded_node_joining_a_one_shard_cluster_stops<E: Engine>() {
+    let mut c = cluster::<E>(3, 79);
+    let leader = c.wait_leader(100);
+    let add = Request::MemberAdd { peer_urls: vec!["http://n4:2380".into()], is_learner: true };
+    let Reply::Members { member: Some(added), .. } = c.call(leader, add, STEPS).unwrap() else {
+        panic!("no member")
+    };
+    let mut cfg = test_config(4, 3, 79);
+    cfg.keyspace = keyspace();
+    c.add_joining(added.id, cfg).unwrap();
+    assert!(c.run_until(STEPS * 2, |c| c.node(added.id).stopped().is_some()));
+    let reason = c.node(added.id).stopped().unwrap().to_owned();
+    assert!(reason.contains("--shards 1") && reason.contains("--shards 4"), "{reason}");
+    put(&mut c, leader, "k", "v").unwrap();
+    let founders = c.running().into_iter().filter(|&n| n != added.id);
+    assert!(founders.into_iter().all(|n| c.node(n).stopped().is_none()));
+}
+
 engine_tests!(
     keys_land_in_their_own_shard_with_their_own_revision,
     a_txn_spanning_shards_is_refused_and_changes_nothing,
@@ -508,4 +528,5 @@ engine_tests!(
     leases_reach_every_data_shard_by_marker,
     the_metadata_leader_repairs_markers_lost_in_a_crash,
     a_node_restarted_with_another_shard_count_refuses_to_start,
+    a_sharded_node_joining_a_one_shard_cluster_stops,
 );
