@@ -450,3 +450,33 @@ impl RemoteError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spanning_request_names_its_shards() {
+        let txn = |shards: &[u64]| NodeError::SpansShards {
+            request: SpanningRequest::Txn,
+            shards: shards.iter().map(|&s| ShardId(s)).collect(),
+        };
+        assert_eq!(
+            txn(&[2, 5]).to_string(),
+            "etcdserver: txn spans shards 2 and 5; keys of one txn must share a hash key (use \
+             {tag} in the key)"
+        );
+        assert!(
+            txn(&[1, 3, 4]).to_string().starts_with("etcdserver: txn spans shards 1, 3 and 4;")
+        );
+        let range = NodeError::SpansShards {
+            request: SpanningRequest::Range,
+            shards: vec![ShardId(1), ShardId(2)],
+        };
+        assert_eq!(
+            range.to_string(),
+            "etcdserver: range spans 2 shards; ask each shard with submit_to"
+        );
+        assert_eq!(range.class(), ErrorClass::FailedPrecondition);
+    }
+}

@@ -16,8 +16,8 @@ use common::*;
 use ringkv_consensus::{NodeId, ShardId};
 use ringkv_node::testing::{Cluster, test_config};
 use ringkv_node::{
-    AuthChange, Credential, DATA_SHARD, Engine, META_SHARD, NodeError, Reply, Request,
-    SpanningRequest, Token,
+    AlarmAction, AlarmType, AuthChange, Credential, DATA_SHARD, Engine, META_SHARD, NodeError,
+    Reply, Request, SpanningRequest, Token,
 };
 use ringkv_ring::{HashKeyRule, Keyspace};
 use ringkv_storage::mvcc::{
@@ -236,6 +236,19 @@ fn a_txn_spanning_shards_is_refused_and_changes_nothing<E: Engine>() {
     let refused = node.submit_to(Token(9_999), DATA_SHARD, list, Credential::Anonymous);
     assert!(matches!(refused, Err(NodeError::WrongShard { .. })), "{refused:?}");
 
+    // A NOSPACE alarm, raised in the metadata shard, stops puts to every
+    // data shard; deletes still go through.
+    let alarm = |action| Request::Alarm { action, member: leader, alarm: AlarmType::NoSpace };
+    c.call(leader, alarm(AlarmAction::Activate), STEPS).unwrap();
+    for ks in keys.values() {
+        let err = put(&mut c, leader, &ks[0], "x").unwrap_err();
+        assert!(matches!(err, NodeError::NoSpace), "{err:?}");
+    }
+    let delete = ringkv_storage::mvcc::DeleteRangeRequest { key: b(a), ..Default::default() };
+    c.call(leader, Request::DeleteRange(delete), STEPS).unwrap();
+    c.call(leader, alarm(AlarmAction::Deactivate), STEPS).unwrap();
+    put(&mut c, leader, a, "y").unwrap();
+
     // Auth cannot be enabled across shards yet.
     let err = c.call(leader, Request::AuthChange(AuthChange::Enable), STEPS).unwrap_err();
     assert!(matches!(err, NodeError::NotShardable { what: "auth", .. }), "{err:?}");
@@ -359,6 +372,13 @@ fn leases_reach_every_data_shard_by_marker<E: Engine>() {
         }
         other => panic!("{other:?}"),
     }
+    // Kept alive by the metadata shard's leader, through a follower.
+    match c.call(on, Request::LeaseKeepAlive(id), STEPS).unwrap() {
+        Reply::LeaseKeepAlive { ttl, .. } => assert_eq!(ttl, 60),
+        other => panic!("{other:?}"),
+    }
+    let listed = c.call(on, Request::LeaseLeases, STEPS).unwrap();
+    assert_eq!(listed, Reply::LeaseLeases(vec![id]));
     c.call(on, Request::LeaseRevoke(id), STEPS).unwrap();
     assert_eq!(
         value_in(&c, on, ShardId(2), &k2),
