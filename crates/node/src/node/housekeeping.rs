@@ -3,6 +3,11 @@
 //! member table (leader), its own name and client URLs once it runs, and
 //! the NOSPACE alarm when its store passes the quota.
 //!
+//! On a sharded cluster also: carrying the metadata shard's lease grants
+//! and revokes to every data shard (markers, see `start_fanout`), and the
+//! metadata leader's repair of data shards whose leases differ from its
+//! table (`sync_lease_markers`).
+//!
 //! Each is a housekeeping proposal nobody waits for; each is retried after
 //! a request timeout if it has not taken effect by then.
 

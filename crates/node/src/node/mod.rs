@@ -794,6 +794,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         for p in self.proposals.values() {
             assert!(self.shards.contains_key(&p.shard), "a proposal for an unhosted shard");
         }
+        assert!(self.is_sharded() || self.fanouts.is_empty(), "lease fan-out on one shard");
+        for f in self.fanouts.values() {
+            assert!(
+                f.waiting.keys().all(|&s| s != META_SHARD && self.shards.contains_key(&s)),
+                "a lease fan-out waits for a shard that is not a hosted data shard"
+            );
+        }
         for s in self.shards.values() {
             let st = s.replica.status();
             assert!(
