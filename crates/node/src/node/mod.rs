@@ -54,6 +54,10 @@ const KEYSPACE_NODE_RECORD: &str = "keyspace";
 /// answer a new read). 2^40 requests per start is more than a node serves.
 const SEQ_BOOT_SHIFT: u32 = 40;
 
+/// An upper bound of the WAL bytes one data shard's bootstrap takes (its
+/// configuration, a no-op entry, a hard state) beyond the founders' ids.
+const BOOTSTRAP_SHARD_BYTES_MAX: u64 = 4096;
+
 /// Epoch of a new cluster's first entry: below every epoch an election can
 /// produce (Raft's first election is term 2; a Paxos ballot `(1, n)` with
 /// `n >= 1` is above `(1, 0)`).
@@ -405,7 +409,6 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             bootstrap_new_cluster(&mut wal, &config, members)?;
         }
         let now = clock.now();
-        let tokens_from = wal.log(meta_shard).last_index();
         let mut shards = BTreeMap::new();
         for shard in config.hosted_shards() {
             reconcile_restored_snapshot(&mut wal, &store, shard, E::SNAPSHOT_KEEPS_LATER_ENTRIES)?;
@@ -436,6 +439,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             };
             shards.insert(shard, hosted);
         }
+        let tokens_from = wal.log(meta_shard).last_index();
         let mut node = Node {
             rng: DetRng::new(config.seed ^ id.0.rotate_left(17)),
             cfg: config,
@@ -991,7 +995,15 @@ fn bootstrap_new_cluster<D: Disk>(
     };
     let init = ProposalBody::InitCluster(ClusterInit { cluster_id: cluster, members: table });
     let meta = SnapshotMeta { index: LogIndex::ZERO, epoch: Epoch::ZERO, membership };
-    for shard in cfg.hosted_shards() {
+    // The metadata shard last: a directory whose WAL holds it holds every
+    // data shard too. A crash part way leaves no metadata shard; the next
+    // open bootstraps the shards the WAL lacks (each shard's records go in
+    // one atomic batch, so a shard in the WAL was bootstrapped whole).
+    let present = wal.shards();
+    for shard in cfg.hosted_shards().into_iter().rev() {
+        if present.contains(&shard) {
+            continue;
+        }
         let entries = if shard != meta_shard {
             let noop = Entry {
                 index: LogIndex(1),
@@ -1006,9 +1018,18 @@ fn bootstrap_new_cluster<D: Disk>(
             vec![command(1, init.clone())]
         };
         let commit = LogIndex(entries.len() as u64);
+        let hard_state = HardState { epoch: BOOTSTRAP_EPOCH, vote: None, commit };
+        // Many shards may not fit in one WAL batch: write what is buffered
+        // and go on (the shard's own records stay together, so each shard
+        // is bootstrapped whole or not at all).
+        if wal.pending_bytes() > 0
+            && wal.pending_bytes() + BOOTSTRAP_SHARD_BYTES_MAX > cfg.wal.batch_bytes_max
+        {
+            wal.sync()?;
+        }
         wal.install_snapshot(shard, &meta)?;
         wal.append(shard, &entries)?;
-        wal.set_hard_state(shard, HardState { epoch: BOOTSTRAP_EPOCH, vote: None, commit })?;
+        wal.set_hard_state(shard, hard_state)?;
     }
     wal.sync()?;
     Ok(())
@@ -1081,6 +1102,61 @@ mod tests {
         let payload = if epoch == Epoch::ZERO { Bytes::new() } else { Bytes::from(vec![7]) };
         let kind = if epoch == Epoch::ZERO { EntryKind::Noop } else { EntryKind::Command };
         Entry { index: LogIndex(index), epoch, kind, payload }
+    }
+
+    /// A sharded cluster's bootstrap spans many WAL batches when its shards
+    /// do not fit in one; a crash part way is finished by the next open.
+    #[test]
+    fn a_sharded_bootstrap_writes_every_group_across_batches() {
+        use crate::config::{InitialMember, META_SHARD};
+        let members: Vec<InitialMember> = (1..=3)
+            .map(|i| InitialMember {
+                name: format!("n{i}"),
+                peer_urls: vec![format!("http://n{i}")],
+            })
+            .collect();
+        let mut cfg = NodeConfig::new(
+            "n1",
+            "tok",
+            vec!["http://n1".into()],
+            vec![],
+            Bootstrap::NewCluster { members: members.clone() },
+        );
+        cfg.keyspace = Keyspace::new(64, ringkv_ring::HashKeyRule::WholeKey).unwrap();
+        cfg.wal =
+            WalOptions { batch_bytes_max: 8192, record_bytes_max: 8192, ..WalOptions::default() };
+        // One whole bootstrap, in batches of a few shards each.
+        let mut wal = Wal::open(SimDisk::new(3), cfg.wal).unwrap();
+        bootstrap_new_cluster(&mut wal, &cfg, &members).unwrap();
+        let full = wal.shards();
+        assert_eq!(full.len(), 65);
+        // One cut short after the last two data shards (written first):
+        // the next bootstrap writes the others and leaves those alone.
+        let disk = SimDisk::new(4);
+        let mut wal = Wal::open(disk.clone(), cfg.wal).unwrap();
+        let first: Vec<ShardId> = cfg.hosted_shards().into_iter().rev().take(2).collect();
+        for &shard in &first {
+            let membership = Membership::new([NodeId(7)]);
+            let meta = SnapshotMeta { index: LogIndex::ZERO, epoch: Epoch::ZERO, membership };
+            wal.install_snapshot(shard, &meta).unwrap();
+        }
+        wal.sync().unwrap();
+        bootstrap_new_cluster(&mut wal, &cfg, &members).unwrap();
+        drop(wal);
+        let wal = Wal::open(disk, cfg.wal).unwrap();
+        assert_eq!(wal.shards(), full, "every group, after a restart too");
+        assert_eq!(wal.log(META_SHARD).last_index(), LogIndex(2), "members, then the keyspace");
+        for shard in cfg.keyspace.shard_ids().map(|s| ShardId(s.0)) {
+            let log = wal.log(shard);
+            if first.contains(&shard) {
+                // Present already: left as it was.
+                assert_eq!(log.last_index(), LogIndex::ZERO, "{shard}");
+            } else {
+                assert_eq!(log.last_index(), LogIndex(1), "{shard}");
+                assert_eq!(log.hard_state().commit, LogIndex(1), "{shard}");
+                assert_eq!(log.snapshot_meta().membership.voters.len(), 3, "{shard}");
+            }
+        }
     }
 
     /// A Multi-Paxos acceptor's WAL: slots 1..=3 chosen in ballot `old`,
