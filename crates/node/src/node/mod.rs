@@ -1124,7 +1124,7 @@ mod tests {
         );
         cfg.keyspace = Keyspace::new(64, ringkv_ring::HashKeyRule::WholeKey).unwrap();
         cfg.wal =
-            WalOptions { batch_bytes_max: 8192, record_bytes_max: 8192, ..WalOptions::default() };
+            WalOptions { batch_bytes_max: 2048, record_bytes_max: 2048, ..WalOptions::default() };
         // One whole bootstrap, in batches of a few shards each.
         let mut wal = Wal::open(SimDisk::new(3), cfg.wal).unwrap();
         bootstrap_new_cluster(&mut wal, &cfg, &members).unwrap();
