@@ -66,44 +66,11 @@ struct Acked {
     revision: Revision,
 }
 
-/// Steps until every running node has applied every shard as far as any
-/// node committed it.
-fn settle_shards<E: Engine>(c: &mut Cluster<E>, shards: &[ShardId]) {
-    let ok = c.run_until(STEPS * 4, |c| {
-        shards.iter().all(|&shard| {
-            let st = |id| c.node(id).shard_status(shard).unwrap();
-            let max = c.running().iter().map(|&id| st(id).commit_index).max().unwrap();
-            c.running().iter().all(|&id| st(id).applied_index == max)
-        })
-    });
-    assert!(ok, "shards did not converge");
-}
-
-/// Asserts that every running node holds the same state of every shard.
-fn assert_same_shards<E: Engine>(c: &Cluster<E>, shards: &[ShardId]) {
-    let ids = c.running();
-    let state = |id: NodeId, shard| {
-        let view = c.node(id).store().read().unwrap();
-        (view.hash_kv(shard, Revision::ZERO).unwrap().hash, view.hash(shard).unwrap())
-    };
-    for &shard in shards {
-        for &id in &ids[1..] {
-            assert_eq!(state(id, shard), state(ids[0], shard), "{shard} on {id} and {}", ids[0]);
-        }
-    }
-}
-
 fn run<E: Engine>(seed: u64, shards: u32) {
     let nodes = if seed % 3 == 2 { 5 } else { 3 };
     let keyspace = Keyspace::new(shards, HashKeyRule::WholeKey).unwrap();
     let shard_of = |key: &str| ShardId(keyspace.shard_of(key.as_bytes()).0);
-    let hosted: Vec<ShardId> = if shards > 1 {
-        std::iter::once(ringkv_node::META_SHARD)
-            .chain((1..=u64::from(shards)).map(ShardId))
-            .collect()
-    } else {
-        vec![ringkv_node::DATA_SHARD]
-    };
+    let hosted = hosted_shards(shards);
     let mut c = cluster_with::<E>(nodes, seed, &|cfg| {
         cfg.keyspace = keyspace;
         cfg.snapshot_count = 40;
