@@ -102,3 +102,6 @@ pub use request::{
     AlarmAction, Completion, Header, NodeStatus, ReadRequest, Reply, Request, RoundOutput,
     ShardStatus, Token, WatchEvents, execute_read,
 };
+/// The keyspace types of [`NodeConfig::keyspace`], re-exported so that a
+/// caller configuring or routing needs no other crate.
+pub use ringkv_ring::{HashKeyRule, Keyspace, ShardSpan};

@@ -31,14 +31,17 @@ use ringkv_storage::mvcc::{RangeRequest, Response, Revision};
 
 /// Seeds run by default, per engine.
 const SEEDS_DEFAULT: u64 = 2;
+/// Seeds run by default, per engine, on four shards (five groups per node
+/// make a run several times slower; `RINGKV_NODE_SEEDS` runs more).
+const SHARDED_SEEDS_DEFAULT: u64 = 1;
 /// Steps with churn and faults.
 const CHURN_STEPS: usize = 400;
 
-fn seeds() -> Vec<u64> {
+fn seeds(default: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("RINGKV_NODE_SEED") {
         return vec![s.parse().expect("RINGKV_NODE_SEED is a number")];
     }
-    let n = std::env::var("RINGKV_NODE_SEEDS").map_or(SEEDS_DEFAULT, |v| v.parse().unwrap());
+    let n = std::env::var("RINGKV_NODE_SEEDS").map_or(default, |v| v.parse().unwrap());
     (0..n).collect()
 }
 
@@ -289,19 +292,20 @@ fn run<E: Engine>(seed: u64, shards: u32) {
 }
 
 fn membership_churn_keeps_every_acknowledged_write<E: Engine>() {
-    run_seeds::<E>(1, "membership_churn_keeps_every_acknowledged_write");
+    run_seeds::<E>(1, SEEDS_DEFAULT, "membership_churn_keeps_every_acknowledged_write");
 }
 
 /// The same on four data shards beside the metadata group.
 fn membership_churn_on_four_shards_keeps_every_acknowledged_write<E: Engine>() {
-    run_seeds::<E>(4, "membership_churn_on_four_shards_keeps_every_acknowledged_write");
+    let name = "membership_churn_on_four_shards_keeps_every_acknowledged_write";
+    run_seeds::<E>(4, SHARDED_SEEDS_DEFAULT, name);
 }
 
 // Runs the seeds of a test body (instantiated per engine by
 // `engine_tests!`): the replay command goes to the test output.
 #[allow(clippy::print_stderr)]
-fn run_seeds<E: Engine>(shards: u32, name: &str) {
-    for seed in seeds() {
+fn run_seeds<E: Engine>(shards: u32, default: u64, name: &str) {
+    for seed in seeds(default) {
         if let Err(e) = std::panic::catch_unwind(|| run::<E>(seed, shards)) {
             eprintln!(
                 "churn {} run failed; replay with:\n  RINGKV_NODE_SEED={seed} cargo test -p \
