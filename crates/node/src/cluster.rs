@@ -1,12 +1,14 @@
 //! The cluster's replicated tables: members (etcd's Cluster API) and
 //! alarms; and how member and cluster ids are made.
 //!
-//! Both tables live in the data shard's log and state machine for now (a
-//! cluster has one shard): every change is a [`crate::Proposal`], applied
-//! on every replica into records of the MVCC store
+//! Both tables live in the log and state machine of the metadata shard
+//! (the data shard of a one-shard cluster, [`crate::META_SHARD`] of a
+//! sharded one): every change is a [`crate::Proposal`], applied on every
+//! replica into records of the MVCC store
 //! ([`ringkv_storage::mvcc::ApplyBatch::set_record`]), so they are in the
-//! shard's snapshots and survive restarts. With sharding they move to the
-//! metadata group (shard 0), which replicates the same way.
+//! shard's snapshots and survive restarts. A sharded cluster's metadata
+//! shard also records its keyspace. Data shards keep no tables: their
+//! consensus membership follows the metadata shard's member table.
 //!
 //! The member table is the *desired* configuration; the consensus group's
 //! membership follows it: the leader compares the two every round and
@@ -27,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ringkv_consensus::{NodeId, ShardId, decode_exact, encode_to_vec};
+use ringkv_ring::Keyspace;
 use ringkv_storage::mvcc::{ApplyBatch, ReadView, StoreError};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -40,6 +43,8 @@ pub const LEARNERS_MAX: usize = 1;
 
 /// Record holding the cluster id.
 const CLUSTER_RECORD: &str = "cluster";
+/// Record holding a sharded cluster's keyspace (metadata group only).
+const KEYSPACE_RECORD: &str = "keyspace";
 /// Prefix of member records: `member/<id as 16 hex digits>`.
 const MEMBER_PREFIX: &str = "member/";
 /// Prefix of alarm records: `alarm/<member as 16 hex digits>/<type>`.
@@ -120,6 +125,9 @@ pub(crate) struct ClusterTables {
     /// Members removed from the cluster: their frames are refused and they
     /// are told to stop (etcd refuses removed members' messages the same way).
     pub(crate) removed: BTreeSet<NodeId>,
+    /// A sharded cluster's keyspace, once its record is applied (`None`
+    /// for a one-shard cluster, which never records one).
+    pub(crate) keyspace: Option<Keyspace>,
 }
 
 impl ClusterTables {
@@ -130,6 +138,12 @@ impl ClusterTables {
             let id = decode_exact::<u64>(v)
                 .map_err(|e| corrupt(shard, format!("cluster record: {e}")))?;
             t.cluster_id = Some(id);
+        }
+        if let Some(v) = view.record(shard, KEYSPACE_RECORD)? {
+            let mut d = ringkv_consensus::codec::Decoder::new(v);
+            let k = crate::proposal::decode_keyspace(&mut d)
+                .map_err(|e| corrupt(shard, format!("keyspace record: {e}")))?;
+            t.keyspace = Some(k);
         }
         for (name, v) in view.records(shard, MEMBER_PREFIX)? {
             let m = decode_exact::<Member>(v)
@@ -176,6 +190,20 @@ impl ClusterTables {
             Self::write_member(b, shard, m)?;
             self.members.insert(m.id, m.clone());
         }
+        Ok(())
+    }
+
+    /// Applies a sharded cluster's keyspace record.
+    pub(crate) fn apply_keyspace(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        shard: ShardId,
+        keyspace: &Keyspace,
+    ) -> Result<(), StoreError> {
+        let mut v = Vec::new();
+        crate::proposal::encode_keyspace(keyspace, &mut v);
+        b.set_record(shard, KEYSPACE_RECORD, Some(&v))?;
+        self.keyspace = Some(*keyspace);
         Ok(())
     }
 

@@ -3,14 +3,21 @@
 use std::time::Duration;
 
 use ringkv_consensus::{NodeId, ReadMode, ShardId};
+use ringkv_ring::{HashKeyRule, Keyspace};
 use ringkv_storage::WalOptions;
 use ringkv_storage::mvcc::StoreOptions;
 
 use crate::error::NodeError;
 
-/// The data shard every node hosts until sharding arrives (shard 0 is the
-/// metadata group's, data shards count from 1).
+/// The first data shard; with one shard (`--shards 1`, the default) the
+/// only group, holding everything (members, auth, alarms, leases and keys),
+/// exactly as etcd's one log does.
 pub const DATA_SHARD: ShardId = ShardId(1);
+
+/// The metadata group of a cluster of several data shards (`--shards` above
+/// 1): members, cluster id, removed ids, alarms, auth, the keyspace and the
+/// lease table (the TTL authority). A one-shard cluster has none.
+pub const META_SHARD: ShardId = ShardId(0);
 
 /// Name of the state machine's file on the node's disk (beside the WAL's
 /// segments).
@@ -172,6 +179,16 @@ pub struct NodeConfig {
     pub wal: WalOptions,
     /// State machine tunables.
     pub store: StoreOptions,
+    /// The cluster's data shards and hash-key rule (`--shards`), fixed at
+    /// creation: a node configured otherwise than its cluster refuses to
+    /// start ([`NodeError::KeyspaceMismatch`]).
+    pub keyspace: Keyspace,
+}
+
+/// The keyspace of a cluster created without `--shards`: one data shard,
+/// the whole key hashed (which with one shard hashes nothing).
+pub fn single_shard_keyspace() -> Keyspace {
+    Keyspace::new(1, HashKeyRule::WholeKey).expect("one shard is within the keyspace's range")
 }
 
 impl NodeConfig {
@@ -205,6 +222,30 @@ impl NodeConfig {
             seed: 0,
             wal: WalOptions::default(),
             store: StoreOptions::default(),
+            keyspace: single_shard_keyspace(),
+        }
+    }
+
+    /// Whether the node hosts the metadata group and several data shards
+    /// (`--shards` above 1) rather than one shard holding everything.
+    pub fn is_sharded(&self) -> bool {
+        self.keyspace.shard_count() > 1
+    }
+
+    /// The shard holding members, alarms, auth and the lease table:
+    /// [`META_SHARD`] on a sharded cluster, [`DATA_SHARD`] otherwise.
+    pub fn meta_shard(&self) -> ShardId {
+        if self.is_sharded() { META_SHARD } else { DATA_SHARD }
+    }
+
+    /// Every shard this node hosts, ascending (every shard is on every
+    /// node while a cluster has at most R nodes).
+    pub fn hosted_shards(&self) -> Vec<ShardId> {
+        let data = self.keyspace.shard_ids().map(|s| ShardId(s.0));
+        if self.is_sharded() {
+            std::iter::once(META_SHARD).chain(data).collect()
+        } else {
+            data.collect()
         }
     }
 

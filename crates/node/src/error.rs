@@ -100,6 +100,42 @@ impl MemberError {
     }
 }
 
+/// A kind of KV request that may span shards.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SpanningRequest {
+    /// `KV.Txn`: refused when it spans shards.
+    Txn,
+    /// `KV.Range`: scatter-gathered by the caller.
+    Range,
+    /// `KV.DeleteRange`: scattered by the caller.
+    DeleteRange,
+}
+
+/// The refusal of a request spanning `shards`: the ADR's text for a
+/// transaction (clients see it), a hint to scatter for ranges.
+fn spans_message(request: SpanningRequest, shards: &[ShardId]) -> String {
+    match request {
+        SpanningRequest::Txn => {
+            let names: Vec<String> = shards.iter().map(|s| s.0.to_string()).collect();
+            let list = match names.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+                _ => names.join(""),
+            };
+            format!(
+                "etcdserver: txn spans shards {list}; keys of one txn must share a hash key (use \
+                 {{tag}} in the key)"
+            )
+        }
+        SpanningRequest::Range | SpanningRequest::DeleteRange => {
+            let what = if request == SpanningRequest::Range { "range" } else { "delete range" };
+            format!(
+                "etcdserver: {what} spans {} shards; ask each shard with submit_to",
+                shards.len()
+            )
+        }
+    }
+}
+
 /// Everything that can go wrong in the node, for a request or for the node.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -174,6 +210,63 @@ pub enum NodeError {
     UnknownShard {
         /// The shard.
         shard: ShardId,
+    },
+    /// A KV request whose keys live on several data shards, refused: a
+    /// transaction must stay within one shard, and a multi-shard range is
+    /// the caller's to scatter over the shards ([`crate::Node::submit_to`]).
+    #[error("{}", spans_message(*request, shards))]
+    SpansShards {
+        /// What kind of request it is.
+        request: SpanningRequest,
+        /// The data shards its keys live on, ascending.
+        shards: Vec<ShardId>,
+    },
+    /// A request that acts on one data shard's history (Compact, HashKV)
+    /// was sent without naming the shard on a cluster of several.
+    #[error(
+        "{request} on a cluster of {shard_count} shards applies to one shard at a time: name \
+         the shard (submit_to), or use --shards 1"
+    )]
+    ShardRequired {
+        /// The request.
+        request: &'static str,
+        /// The cluster's data shards.
+        shard_count: u32,
+    },
+    /// A request submitted to a shard that cannot serve it: not a data shard
+    /// of this cluster, or not a KV request.
+    #[error("{request} cannot be sent to shard {shard}: {why}")]
+    WrongShard {
+        /// The request.
+        request: &'static str,
+        /// The shard named.
+        shard: ShardId,
+        /// Why not.
+        why: &'static str,
+    },
+    /// A feature that does not work across shards yet.
+    #[error(
+        "{what} on a sharded cluster (--shards {shard_count}) is not available yet; use \
+         --shards 1"
+    )]
+    NotShardable {
+        /// The feature.
+        what: &'static str,
+        /// The cluster's data shards.
+        shard_count: u32,
+    },
+    /// The node's keyspace (`--shards`, hash-key rule) differs from the one
+    /// its cluster was created with: serving with another mapping of keys to
+    /// shards would look for keys where they are not.
+    #[error(
+        "the cluster was created with {stored}, but this node is configured with {configured}: \
+         start it with the cluster's --shards (the shard count is fixed at creation)"
+    )]
+    KeyspaceMismatch {
+        /// The cluster's keyspace, as recorded.
+        stored: String,
+        /// The node's configured keyspace.
+        configured: String,
     },
     /// The node's configuration cannot work.
     #[error("invalid node configuration: {field} {why}")]
@@ -255,9 +348,12 @@ impl NodeError {
             | NodeError::UnknownShard { .. } => ErrorClass::Unavailable,
             NodeError::TooManyRequests { .. } | NodeError::NoSpace => ErrorClass::ResourceExhausted,
             NodeError::RequestTooLarge { .. } => ErrorClass::InvalidArgument,
-            NodeError::NotLeader { .. } | NodeError::BadTransferee { .. } => {
-                ErrorClass::FailedPrecondition
-            }
+            NodeError::NotLeader { .. }
+            | NodeError::BadTransferee { .. }
+            | NodeError::SpansShards { .. }
+            | NodeError::ShardRequired { .. }
+            | NodeError::NotShardable { .. } => ErrorClass::FailedPrecondition,
+            NodeError::WrongShard { .. } => ErrorClass::InvalidArgument,
             NodeError::Mvcc(e) => match e {
                 MvccError::Compacted { .. }
                 | MvccError::FutureRevision { .. }
@@ -276,6 +372,7 @@ impl NodeError {
             | NodeError::Codec { .. }
             | NodeError::FrameRefused { .. }
             | NodeError::EngineMismatch { .. }
+            | NodeError::KeyspaceMismatch { .. }
             | NodeError::Corrupt { .. } => ErrorClass::Internal,
         }
     }
@@ -351,5 +448,35 @@ impl RemoteError {
             },
             RemoteError::Retry => NodeError::NoLeader,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spanning_request_names_its_shards() {
+        let txn = |shards: &[u64]| NodeError::SpansShards {
+            request: SpanningRequest::Txn,
+            shards: shards.iter().map(|&s| ShardId(s)).collect(),
+        };
+        assert_eq!(
+            txn(&[2, 5]).to_string(),
+            "etcdserver: txn spans shards 2 and 5; keys of one txn must share a hash key (use \
+             {tag} in the key)"
+        );
+        assert!(
+            txn(&[1, 3, 4]).to_string().starts_with("etcdserver: txn spans shards 1, 3 and 4;")
+        );
+        let range = NodeError::SpansShards {
+            request: SpanningRequest::Range,
+            shards: vec![ShardId(1), ShardId(2)],
+        };
+        assert_eq!(
+            range.to_string(),
+            "etcdserver: range spans 2 shards; ask each shard with submit_to"
+        );
+        assert_eq!(range.class(), ErrorClass::FailedPrecondition);
     }
 }

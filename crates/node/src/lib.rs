@@ -20,6 +20,8 @@
 //!
 //! What callers use:
 //! * [`Node::open`], [`Node::submit`] ([`Request`], [`Token`]),
+//!   [`Node::submit_to`] (a KV request for one data shard),
+//!   [`Node::keyspace`],
 //!   [`Node::receive`] (encoded [`PeerFrame`]s), [`Node::run_round`]
 //!   ([`RoundOutput`]: [`Completion`]s and [`WatchEvents`]),
 //!   [`Node::next_wakeup`], [`Node::status`], [`Node::store`];
@@ -36,9 +38,29 @@
 //! The auth store (etcd's users, roles and permissions; see [`auth`]) is
 //! replicated the same way, and every node enforces it.
 //!
-//! The member table and alarms (etcd's Cluster and Alarm APIs) replicate
-//! through the data shard's log for now; with sharding they move to the
-//! metadata group (shard 0), which replicates the same way.
+//! The member table and alarms (etcd's Cluster and Alarm APIs), the auth
+//! store and the lease table replicate through the log of the node's
+//! metadata shard: the data shard itself on a one-shard cluster (the
+//! default, byte for byte the etcd it was), the metadata group
+//! [`META_SHARD`] when [`NodeConfig::keyspace`] has several data shards.
+//!
+//! # Several shards (ADR 0002, step 1)
+//!
+//! With `--shards S > 1` every node hosts [`META_SHARD`] and the data
+//! shards `1..=S` (the cluster has at most R nodes in this step, so every
+//! shard is on every node); each data shard has its own log, leader and
+//! MVCC revision. [`Node::submit`] routes a KV request to the shard of its
+//! keys and refuses one spanning shards ([`NodeError::SpansShards`]);
+//! [`Node::submit_to`] names the data shard (scatter-gather of ranges,
+//! per-shard Compact and HashKV); everything else goes to the metadata
+//! shard. Data shards' consensus membership follows the metadata shard's
+//! member table. Leases are granted, kept alive and expired by the
+//! metadata shard alone; a grant or revoke is answered once every data
+//! shard has applied the same change (a marker), so a Put with a lease
+//! finds it in its own shard. A node configured with another keyspace
+//! than its cluster's refuses to run ([`NodeError::KeyspaceMismatch`]).
+//! Not yet: auth on a sharded cluster (refused), placement on more than R
+//! nodes, moves, hibernation of quiet shards.
 
 pub mod auth;
 mod cluster;
@@ -59,16 +81,16 @@ pub use config::{
     ALARM_RAISE_ATTEMPTS_MAX, APPLY_GAP_MAX, AUTH_TOKEN_SWEEP_INTERVAL, AUTH_TOKEN_TTL_DEFAULT,
     Bootstrap, DATA_SHARD, ELECTION_TICKS_DEFAULT, HEARTBEAT_TICKS_DEFAULT, INBOX_FRAMES_MAX,
     InitialMember, LEASE_CHECKPOINT_BATCH_MAX, LEASE_CHECKPOINT_INTERVAL_DEFAULT,
-    LEASE_REVOKES_PER_ROUND_MAX, NodeConfig, PENDING_REQUESTS_MAX_DEFAULT,
+    LEASE_REVOKES_PER_ROUND_MAX, META_SHARD, NodeConfig, PENDING_REQUESTS_MAX_DEFAULT,
     QUOTA_BACKEND_BYTES_DEFAULT, REQUEST_BYTES_MAX_DEFAULT, REQUEST_TIMEOUT_DEFAULT,
     SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT, SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT, SNAPSHOT_COUNT_DEFAULT,
-    STORE_FILE, TICK_INTERVAL_DEFAULT, TICKS_PER_ROUND_MAX,
+    STORE_FILE, TICK_INTERVAL_DEFAULT, TICKS_PER_ROUND_MAX, single_shard_keyspace,
 };
 pub use engine::{
     Engine, EngineError, EngineKind, PaxosEngine, RaftEngine, UnknownEngine, WithEngine,
     stored_engine,
 };
-pub use error::{ErrorClass, MemberError, NodeError, RemoteError};
+pub use error::{ErrorClass, MemberError, NodeError, RemoteError, SpanningRequest};
 pub use frame::{LeaderReply, LeaderRequest, LeaseTtl, NodeMessage, PeerFrame};
 pub use io::{Clock, Transport, Unreachable};
 pub use node::Node;
@@ -80,3 +102,6 @@ pub use request::{
     AlarmAction, Completion, Header, NodeStatus, ReadRequest, Reply, Request, RoundOutput,
     ShardStatus, Token, WatchEvents, execute_read,
 };
+/// The keyspace types of [`NodeConfig::keyspace`], re-exported so that a
+/// caller configuring or routing needs no other crate.
+pub use ringkv_ring::{HashKeyRule, Keyspace, ShardSpan};

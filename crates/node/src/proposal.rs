@@ -22,6 +22,7 @@
 use bytes::Bytes;
 use ringkv_consensus::codec::{CodecError, Decoder, Wire, put_str, put_varint};
 use ringkv_consensus::{NodeId, decode_exact, encode_to_vec};
+use ringkv_ring::{HashKeyRule, Keyspace};
 use ringkv_storage::mvcc::Command;
 
 use crate::auth::{AuthChange, AuthInfo};
@@ -157,6 +158,45 @@ pub enum ProposalBody {
     InitCluster(ClusterInit),
     /// A change of the auth store.
     Auth(AuthChange),
+    /// A sharded cluster's keyspace, recorded by the metadata group's
+    /// second entry (a one-shard cluster never writes it).
+    Keyspace(Keyspace),
+}
+
+/// Encodes a keyspace: shard count, rule tag (0 whole key, 1 segments and
+/// their count).
+pub(crate) fn encode_keyspace(k: &Keyspace, out: &mut Vec<u8>) {
+    put_varint(out, u64::from(k.shard_count()));
+    match k.rule() {
+        HashKeyRule::WholeKey => out.push(0),
+        HashKeyRule::Segments(n) => {
+            out.push(1);
+            put_varint(out, u64::from(n.get()));
+        }
+    }
+}
+
+/// Decodes what [`encode_keyspace`] wrote.
+pub(crate) fn decode_keyspace(d: &mut Decoder) -> Result<Keyspace, CodecError> {
+    let count = u32::try_from(d.varint()?).map_err(|_| d.invalid("keyspace shard count"))?;
+    let rule = match d.tag("hash key rule", 1)? {
+        0 => HashKeyRule::WholeKey,
+        _ => {
+            let n = u32::try_from(d.varint()?).ok().and_then(std::num::NonZeroU32::new);
+            HashKeyRule::Segments(n.ok_or_else(|| d.invalid("hash key segments"))?)
+        }
+    };
+    Keyspace::new(count, rule).map_err(|_| d.invalid("keyspace shard count"))
+}
+
+/// A keyspace as operators read it: `4 shards (hash key: whole key)`.
+pub(crate) fn describe_keyspace(k: &Keyspace) -> String {
+    let rule = match k.rule() {
+        HashKeyRule::WholeKey => "whole key".to_owned(),
+        HashKeyRule::Segments(n) => format!("first {n} segments"),
+    };
+    let count = k.shard_count();
+    format!("--shards {count} (hash key: {rule})")
 }
 
 /// One command in a shard's log.
@@ -349,6 +389,10 @@ impl Wire for Proposal {
                 out.push(4);
                 a.encode(out);
             }
+            ProposalBody::Keyspace(k) => {
+                out.push(5);
+                encode_keyspace(k, out);
+            }
         }
     }
 
@@ -360,12 +404,13 @@ impl Wire for Proposal {
         }
         let id = Option::<ProposalId>::decode(d)?;
         let auth = if format == PROPOSAL_FORMAT { Option::<AuthInfo>::decode(d)? } else { None };
-        let body = match d.tag("proposal body", 4)? {
+        let body = match d.tag("proposal body", 5)? {
             0 => ProposalBody::Kv(Command::decode(d)?),
             1 => ProposalBody::Member(MemberChange::decode(d)?),
             2 => ProposalBody::Alarm(AlarmChange::decode(d)?),
             3 => ProposalBody::InitCluster(ClusterInit::decode(d)?),
-            _ => ProposalBody::Auth(AuthChange::decode(d)?),
+            4 => ProposalBody::Auth(AuthChange::decode(d)?),
+            _ => ProposalBody::Keyspace(decode_keyspace(d)?),
         };
         Ok(Proposal { id, auth, body })
     }
@@ -434,6 +479,11 @@ mod tests {
                 }
             ),
             auth_change().prop_map(ProposalBody::Auth),
+            (1u32..=ringkv_ring::SHARD_COUNT_MAX, 0u32..4).prop_map(|(count, segments)| {
+                let rule = std::num::NonZeroU32::new(segments)
+                    .map_or(HashKeyRule::WholeKey, HashKeyRule::Segments);
+                ProposalBody::Keyspace(Keyspace::new(count, rule).unwrap())
+            }),
         ]
     }
 

@@ -318,13 +318,14 @@ pub struct NodeStatus {
     pub cluster_id: u64,
     /// The consensus engine.
     pub engine: &'static str,
-    /// The data shard's leader, as this node knows it.
+    /// The metadata shard's leader (the data shard's on a one-shard
+    /// cluster), as this node knows it.
     pub leader: Option<NodeId>,
-    /// The data shard's term.
+    /// The metadata shard's term.
     pub raft_term: u64,
-    /// The data shard's commit index.
+    /// The metadata shard's commit index.
     pub raft_index: u64,
-    /// The data shard's applied index.
+    /// The metadata shard's applied index.
     pub raft_applied_index: u64,
     /// Bytes of the store's file.
     pub db_size: u64,
@@ -334,6 +335,11 @@ pub struct NodeStatus {
     pub db_size_quota: u64,
     /// Whether this member is a learner.
     pub is_learner: bool,
+    /// The revision for Status's header: the data shard's; on a sharded
+    /// cluster the largest of the data shards' revisions, which are not
+    /// comparable with each other (no watch may start from it across
+    /// shards).
+    pub revision: Revision,
     /// Active alarms (as etcd lists them in `errors`) and the failure that
     /// stopped the node, if one did.
     pub errors: Vec<String>,

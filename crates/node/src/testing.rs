@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringkv_consensus::{DetRng, NodeId, Role};
+use ringkv_consensus::{DetRng, NodeId, Role, ShardId};
 use ringkv_storage::disk::CrashMode;
 use ringkv_storage::mvcc::{Revision, StoreOptions};
 use ringkv_storage::{SimDisk, WalOptions};
@@ -396,6 +396,14 @@ impl<E: Engine> Cluster<E> {
         self.configs.get(&id).expect("known node")
     }
 
+    /// The configuration of a node, to change before it restarts.
+    ///
+    /// # Panics
+    /// If `id` is unknown.
+    pub fn config_mut(&mut self, id: NodeId) -> &mut NodeConfig {
+        self.configs.get_mut(&id).expect("known node")
+    }
+
     /// One tick of time (see the module docs).
     pub fn step(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
@@ -468,7 +476,7 @@ impl<E: Engine> Cluster<E> {
             .iter()
             .filter(|(_, n)| n.stopped().is_none())
             .filter_map(|(&id, n)| {
-                let st = n.replica_status(crate::DATA_SHARD)?;
+                let st = n.replica_status(n.meta_shard())?;
                 (st.role == Role::Leader).then_some((st.epoch, id))
             })
             .max()
@@ -566,6 +574,46 @@ impl<E: Engine> Cluster<E> {
             self.step();
         }
         self.take_result(on, token).unwrap_or_else(|| panic!("no answer within {max_steps} steps"))
+    }
+
+    /// Submits a KV request for data shard `shard` on `on`
+    /// ([`Node::submit_to`]) and steps until the answer arrives.
+    ///
+    /// # Panics
+    /// If the node refuses it at once (use [`Node::submit_to`] to see why)
+    /// or no answer arrives within `max_steps`.
+    pub fn call_to(
+        &mut self,
+        on: NodeId,
+        shard: ShardId,
+        request: Request,
+        max_steps: usize,
+    ) -> Result<Reply, NodeError> {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        self.node_mut(on)
+            .submit_to(token, shard, request, crate::Credential::Anonymous)
+            .expect("node accepts the request");
+        for _ in 0..max_steps {
+            if let Some(r) = self.take_result(on, token) {
+                return r;
+            }
+            self.step();
+        }
+        self.take_result(on, token).unwrap_or_else(|| panic!("no answer within {max_steps} steps"))
+    }
+
+    /// The running node that leads `shard` with the highest term, if any.
+    pub fn leader_of(&self, shard: ShardId) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.stopped().is_none())
+            .filter_map(|(&id, n)| {
+                let st = n.replica_status(shard)?;
+                (st.role == Role::Leader).then_some((st.epoch, id))
+            })
+            .max()
+            .map(|(_, id)| id)
     }
 
     /// Crashes a node: unsynced data on its disk is lost or torn at random

@@ -11,6 +11,10 @@
 //! consensus group's voters are exactly the member table's voters, and at
 //! least one full add-promote-remove cycle completed.
 //!
+//! The same churn runs on four data shards beside the metadata group: each
+//! data shard's group follows the metadata shard's member table, and every
+//! group's voters must end as the table's.
+//!
 //! `RINGKV_NODE_SEEDS=<n>` runs seeds `0..n` per engine (default 2);
 //! `RINGKV_NODE_SEED=<s>` runs only seed `s`.
 #![allow(clippy::unwrap_used)]
@@ -19,21 +23,25 @@
 mod common;
 
 use common::*;
-use ringkv_consensus::{DetRng, NodeId};
+use ringkv_consensus::{DetRng, NodeId, ShardId};
 use ringkv_node::testing::{Cluster, test_config};
-use ringkv_node::{DATA_SHARD, Engine, NodeError, Reply, Request, Token};
+use ringkv_node::{Engine, NodeConfig, NodeError, Reply, Request, Token};
+use ringkv_ring::{HashKeyRule, Keyspace};
 use ringkv_storage::mvcc::{RangeRequest, Response, Revision};
 
 /// Seeds run by default, per engine.
 const SEEDS_DEFAULT: u64 = 2;
+/// Seeds run by default, per engine, on four shards (five groups per node
+/// make a run several times slower; `RINGKV_NODE_SEEDS` runs more).
+const SHARDED_SEEDS_DEFAULT: u64 = 1;
 /// Steps with churn and faults.
 const CHURN_STEPS: usize = 400;
 
-fn seeds() -> Vec<u64> {
+fn seeds(default: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("RINGKV_NODE_SEED") {
         return vec![s.parse().expect("RINGKV_NODE_SEED is a number")];
     }
-    let n = std::env::var("RINGKV_NODE_SEEDS").map_or(SEEDS_DEFAULT, |v| v.parse().unwrap());
+    let n = std::env::var("RINGKV_NODE_SEEDS").map_or(default, |v| v.parse().unwrap());
     (0..n).collect()
 }
 
@@ -50,8 +58,8 @@ enum Cycle {
     Removing { victim: NodeId, pending: Option<(NodeId, Token)> },
 }
 
-fn voters<E: Engine>(c: &Cluster<E>, on: NodeId) -> Vec<NodeId> {
-    c.node(on).replica_status(DATA_SHARD).unwrap().membership.voters.into_iter().collect()
+fn voters<E: Engine>(c: &Cluster<E>, on: NodeId, shard: ShardId) -> Vec<NodeId> {
+    c.node(on).replica_status(shard).unwrap().membership.voters.into_iter().collect()
 }
 
 /// A learner in the member table that no node runs as, with the number
@@ -63,8 +71,13 @@ fn orphan_learner<E: Engine>(c: &Cluster<E>, members: &[NodeId]) -> Option<(Node
     Some((m.id, k))
 }
 
-fn run<E: Engine>(seed: u64) {
+fn run<E: Engine>(seed: u64, shards: u32) {
+    let keyspace = Keyspace::new(shards, HashKeyRule::WholeKey).unwrap();
+    let shard_of = |key: &str| ShardId(keyspace.shard_of(key.as_bytes()).0);
+    let hosted = hosted_shards(shards);
+    let joiner = |k: usize| NodeConfig { keyspace, ..test_config(k, 3, seed) };
     let mut c = cluster_with::<E>(3, seed, &|cfg| {
+        cfg.keyspace = keyspace;
         cfg.snapshot_count = 100;
         cfg.snapshot_catch_up_entries = 20;
     });
@@ -92,7 +105,7 @@ fn run<E: Engine>(seed: u64) {
             // A learner added whose answer was lost: start it as an
             // operator would, from its entry in the member table.
             Cycle::Idle if let Some((id, k)) = orphan_learner(&c, &members) => {
-                c.add_joining(id, test_config(k, 3, seed)).unwrap();
+                c.add_joining(id, joiner(k)).unwrap();
                 members.push(id);
                 Cycle::Learner { id, pending: None }
             }
@@ -108,7 +121,7 @@ fn run<E: Engine>(seed: u64) {
             }
             Cycle::Adding { on, token, k } => match c.take_result(on, token) {
                 Some(Ok(Reply::Members { member: Some(m), .. })) => {
-                    c.add_joining(m.id, test_config(k, 3, seed)).unwrap();
+                    c.add_joining(m.id, joiner(k)).unwrap();
                     members.push(m.id);
                     Cycle::Learner { id: m.id, pending: None }
                 }
@@ -255,35 +268,48 @@ fn run<E: Engine>(seed: u64) {
             c.crash(id);
         }
     }
-    let converged = c.run_until(STEPS * 10, |c| c.leader().is_some_and(|l| voters(c, l) == want));
+    let converged = c.run_until(STEPS * 10, |c| {
+        c.leader().is_some_and(|l| hosted.iter().all(|&s| voters(c, l, s) == want))
+    });
     let l = c.leader().unwrap();
-    assert!(converged, "seed {seed}: voters {:?}, table {want:?}", voters(&c, l));
-    settle(&mut c);
+    let all: Vec<_> = hosted.iter().map(|&s| (s, voters(&c, l, s))).collect();
+    assert!(converged, "seed {seed}: voters {all:?}, table {want:?}");
+    settle_shards(&mut c, &hosted);
     for id in c.running() {
         let view = c.node(id).store().read().unwrap();
         for (key, value, rev) in &acked {
             let req = RangeRequest { key: b(key), revision: *rev, ..RangeRequest::default() };
-            let kv = view.range(DATA_SHARD, &req).unwrap().kvs.pop();
+            let kv = view.range(shard_of(key), &req).unwrap().kvs.pop();
             assert!(
                 kv.is_some_and(|kv| kv.value == b(value) && kv.mod_revision == *rev),
                 "seed {seed}: acknowledged {key}={value} at {rev} missing on {id}"
             );
         }
     }
-    assert_same_state(&c);
+    assert_same_shards(&c, &hosted);
     assert!(cycles_done >= 1, "seed {seed}: no add-promote-remove cycle completed");
     assert!(acked.len() > 50, "seed {seed}: only {} writes acknowledged", acked.len());
 }
 
-// A test body (instantiated per engine by `engine_tests!`): the replay
-// command goes to the test output.
-#[allow(clippy::print_stderr)]
 fn membership_churn_keeps_every_acknowledged_write<E: Engine>() {
-    for seed in seeds() {
-        if let Err(e) = std::panic::catch_unwind(|| run::<E>(seed)) {
+    run_seeds::<E>(1, SEEDS_DEFAULT, "membership_churn_keeps_every_acknowledged_write");
+}
+
+/// The same on four data shards beside the metadata group.
+fn membership_churn_on_four_shards_keeps_every_acknowledged_write<E: Engine>() {
+    let name = "membership_churn_on_four_shards_keeps_every_acknowledged_write";
+    run_seeds::<E>(4, SHARDED_SEEDS_DEFAULT, name);
+}
+
+// Runs the seeds of a test body (instantiated per engine by
+// `engine_tests!`): the replay command goes to the test output.
+#[allow(clippy::print_stderr)]
+fn run_seeds<E: Engine>(shards: u32, default: u64, name: &str) {
+    for seed in seeds(default) {
+        if let Err(e) = std::panic::catch_unwind(|| run::<E>(seed, shards)) {
             eprintln!(
                 "churn {} run failed; replay with:\n  RINGKV_NODE_SEED={seed} cargo test -p \
-                 ringkv-node --test churn {}::",
+                 ringkv-node --test churn {}::{name}",
                 E::NAME,
                 E::NAME,
             );
@@ -292,4 +318,7 @@ fn membership_churn_keeps_every_acknowledged_write<E: Engine>() {
     }
 }
 
-engine_tests!(membership_churn_keeps_every_acknowledged_write);
+engine_tests!(
+    membership_churn_keeps_every_acknowledged_write,
+    membership_churn_on_four_shards_keeps_every_acknowledged_write
+);

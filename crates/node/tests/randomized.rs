@@ -19,6 +19,10 @@
 //! attached to keys, kept alive and left to expire along the way, so
 //! expiry revokes and checkpoints run under the same faults.
 //!
+//! The same runs are made on a cluster of four data shards beside the
+//! metadata group (`--shards 4`): then revisions are unique per shard,
+//! each key is checked in its own shard, and every group must converge.
+//!
 //! Every run is made once per engine (`raft::…` and `paxos::…`).
 //! `RINGKV_NODE_SEEDS=<n>` runs seeds `0..n` per engine (default 8, kept
 //! fast); `RINGKV_NODE_SEED=<s>` runs only seed `s`. A failure prints the
@@ -31,22 +35,28 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use ringkv_consensus::{DetRng, NodeId, ReadMode};
+use ringkv_consensus::{DetRng, NodeId, ReadMode, ShardId};
 use ringkv_node::Engine;
 use ringkv_node::testing::Cluster;
-use ringkv_node::{DATA_SHARD, Reply, Request, Token};
+use ringkv_node::{Reply, Request, Token};
+use ringkv_ring::{HashKeyRule, Keyspace};
 use ringkv_storage::mvcc::{LeaseId, PutRequest, RangeRequest, Response, Revision};
 
 /// Seeds run by default.
 const SEEDS_DEFAULT: u64 = 8;
+/// Seeds run by default on the sharded cluster (five groups per node make
+/// each run slower).
+const SHARDED_SEEDS_DEFAULT: u64 = 3;
+/// Data shards of the sharded runs.
+const SHARDS: u32 = 4;
 /// Steps with faults.
 const FAULT_STEPS: usize = 400;
 
-fn seeds() -> Vec<u64> {
+fn seeds(default: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("RINGKV_NODE_SEED") {
         return vec![s.parse().expect("RINGKV_NODE_SEED is a number")];
     }
-    let n = std::env::var("RINGKV_NODE_SEEDS").map_or(SEEDS_DEFAULT, |v| v.parse().unwrap());
+    let n = std::env::var("RINGKV_NODE_SEEDS").map_or(default, |v| v.parse().unwrap());
     (0..n).collect()
 }
 
@@ -56,9 +66,13 @@ struct Acked {
     revision: Revision,
 }
 
-fn run<E: Engine>(seed: u64) {
+fn run<E: Engine>(seed: u64, shards: u32) {
     let nodes = if seed % 3 == 2 { 5 } else { 3 };
+    let keyspace = Keyspace::new(shards, HashKeyRule::WholeKey).unwrap();
+    let shard_of = |key: &str| ShardId(keyspace.shard_of(key.as_bytes()).0);
+    let hosted = hosted_shards(shards);
     let mut c = cluster_with::<E>(nodes, seed, &|cfg| {
+        cfg.keyspace = keyspace;
         cfg.snapshot_count = 40;
         cfg.snapshot_catch_up_entries = 10;
         cfg.snapshot_chunks_per_round = 1 + (seed % 2) as usize;
@@ -209,11 +223,11 @@ fn run<E: Engine>(seed: u64) {
     c.run(50);
     collect(&mut c, &mut pending, &mut acked);
     put(&mut c, leader, "final", "write").unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-    settle(&mut c);
+    settle_shards(&mut c, &hosted);
 
     let mut revisions = BTreeMap::new();
     for a in &acked {
-        if let Some(other) = revisions.insert(a.revision, &a.value) {
+        if let Some(other) = revisions.insert((shard_of(&a.key), a.revision), &a.value) {
             panic!(
                 "seed {seed}: {other} and {} acknowledged at the same revision {}",
                 a.value, a.revision
@@ -225,7 +239,7 @@ fn run<E: Engine>(seed: u64) {
         for a in &acked {
             let req =
                 RangeRequest { key: b(&a.key), revision: a.revision, ..RangeRequest::default() };
-            let kv = view.range(DATA_SHARD, &req).unwrap().kvs.pop();
+            let kv = view.range(shard_of(&a.key), &req).unwrap().kvs.pop();
             let ok = kv
                 .as_ref()
                 .is_some_and(|kv| kv.value == b(&a.value) && kv.mod_revision == a.revision);
@@ -236,20 +250,30 @@ fn run<E: Engine>(seed: u64) {
             );
         }
     }
-    assert_same_state(&c);
+    assert_same_shards(&c, &hosted);
     assert!(acked.len() > 20, "seed {seed}: only {} writes acknowledged", acked.len());
     assert!(reads_checked > 20, "seed {seed}: only {reads_checked} reads answered");
 }
 
-// A test body (instantiated per engine by `engine_tests!`): the replay
-// command goes to the test output.
-#[allow(clippy::print_stderr)]
 fn random_faults_never_lose_acknowledged_writes<E: Engine>() {
-    for seed in seeds() {
-        let result = std::panic::catch_unwind(|| run::<E>(seed));
+    run_seeds::<E>(1, SEEDS_DEFAULT, "random_faults_never_lose_acknowledged_writes");
+}
+
+/// The same on four data shards beside the metadata group.
+fn random_faults_on_four_shards_never_lose_acknowledged_writes<E: Engine>() {
+    let name = "random_faults_on_four_shards_never_lose_acknowledged_writes";
+    run_seeds::<E>(SHARDS, SHARDED_SEEDS_DEFAULT, name);
+}
+
+// Runs the seeds of a test body (instantiated per engine by
+// `engine_tests!`): the replay command goes to the test output.
+#[allow(clippy::print_stderr)]
+fn run_seeds<E: Engine>(shards: u32, default: u64, name: &str) {
+    for seed in seeds(default) {
+        let result = std::panic::catch_unwind(|| run::<E>(seed, shards));
         if let Err(e) = result {
             eprintln!(
-                "randomized {} run failed; replay with:\n  RINGKV_NODE_SEED={seed} cargo test -p ringkv-node --test randomized {}::",
+                "randomized {} run failed; replay with:\n  RINGKV_NODE_SEED={seed} cargo test -p ringkv-node --test randomized {}::{name}",
                 E::NAME,
                 E::NAME,
             );
@@ -262,10 +286,11 @@ fn random_faults_never_lose_acknowledged_writes<E: Engine>() {
 /// before the crash committed after the restart and answered the new
 /// request with the old request's revision.
 fn seed_91_request_numbers_repeat_across_restarts<E: Engine>() {
-    run::<E>(91);
+    run::<E>(91, 1);
 }
 
 engine_tests!(
     random_faults_never_lose_acknowledged_writes,
+    random_faults_on_four_shards_never_lose_acknowledged_writes,
     seed_91_request_numbers_repeat_across_restarts
 );

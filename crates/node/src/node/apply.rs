@@ -56,6 +56,17 @@ struct Outcome {
     change: Option<MemberChange>,
     /// What it did to the simple tokens.
     tokens: TokenEffect,
+    /// The lease grant or revoke it carried, applied or refused (a marker
+    /// reaching a data shard that already has the lease, or no longer
+    /// has it, leaves that shard as the metadata shard wants it).
+    marker: Option<LeaseMarker>,
+}
+
+/// A lease grant or revoke command, whatever its result.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) enum LeaseMarker {
+    Grant(LeaseId),
+    Revoke(LeaseId),
 }
 
 /// How an entry changed the simple tokens every replica holds.
@@ -113,6 +124,7 @@ fn check_entry(
 }
 
 /// How an entry changed the lease table, for the leader's clocks.
+#[derive(Copy, Clone)]
 enum LeaseEffect {
     None,
     Granted { id: LeaseId, ttl: i64 },
@@ -149,6 +161,11 @@ fn apply_entry(
         lease: LeaseEffect::None,
         change: None,
         tokens: TokenEffect::None,
+        marker: match &proposal.body {
+            ProposalBody::Kv(Command::LeaseGrant(g)) => Some(LeaseMarker::Grant(g.id)),
+            ProposalBody::Kv(Command::LeaseRevoke(r)) => Some(LeaseMarker::Revoke(r.id)),
+            _ => None,
+        },
     };
     let members = |t: &ClusterTables, m| Reply::Members { member: m, members: t.member_list() };
     if let Some(caller) = &proposal.auth
@@ -211,6 +228,10 @@ fn apply_entry(
         ProposalBody::InitCluster(init) => {
             b.skip(shard, e.index)?;
             tables.apply_init(b, shard, init)?;
+        }
+        ProposalBody::Keyspace(keyspace) => {
+            b.skip(shard, e.index)?;
+            tables.apply_keyspace(b, shard, keyspace)?;
         }
     }
     Ok(Some(out))
@@ -297,11 +318,32 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                     events: o.events,
                 });
             }
-            let Some(id) = o.id.filter(|id| id.node == self.id) else { continue };
-            if let Some(p) = self.remove_proposal(id)
-                && let Some(token) = p.token
+            let meta = self.meta_shard();
+            if let Some(marker) = o.marker
+                && self.is_sharded()
+                && o.shard != meta
             {
-                self.complete(token, o.shard, o.result);
+                self.on_marker_applied(o.shard, marker);
+            }
+            let Some(id) = o.id.filter(|id| id.node == self.id) else { continue };
+            let Some(p) = self.remove_proposal(id) else { continue };
+            // The metadata shard took a grant or revoke: carry it to every
+            // data shard before answering.
+            let fanout = match o.lease {
+                _ if o.shard != meta || !self.is_sharded() => None,
+                LeaseEffect::Granted { id, ttl } => Some((id, Some(ttl))),
+                LeaseEffect::Revoked(id) => Some((id, None)),
+                LeaseEffect::None => None,
+            };
+            match (fanout, o.result) {
+                (Some((lease, ttl)), Ok(reply)) => {
+                    self.start_fanout(p.token, p.deadline, lease, ttl, reply, now);
+                }
+                (_, result) => {
+                    if let Some(token) = p.token {
+                        self.complete(token, o.shard, result);
+                    }
+                }
             }
         }
         // A proposal this node appended at an index now applied with
@@ -324,6 +366,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             // Answered its waiters above; now this member stops for good.
             return Err(NodeError::Removed);
         }
+        // A joining node learns its cluster's keyspace by applying it.
+        self.check_recorded_keyspace()?;
         Ok(())
     }
 }

@@ -16,12 +16,15 @@ use ringkv_consensus::{
     Config, DetRng, Entry, EntryKind, Envelope, Epoch, HardState, LogIndex, LogStorage, Membership,
     NodeId, Replica, Role, ShardId, SnapshotMeta, SoftState, decode_exact, encode_to_vec,
 };
-use ringkv_storage::mvcc::MvccStore;
+use ringkv_ring::Keyspace;
+use ringkv_storage::mvcc::{LeaseId, MvccStore};
 use ringkv_storage::{Disk, Wal, WalError};
 
 use crate::auth::{AuthInfo, AuthQuery, AuthStore, Credential, TokenTable};
 use crate::cluster::{ClusterTables, cluster_id, member_id};
-use crate::config::{Bootstrap, DATA_SHARD, NodeConfig, STORE_FILE};
+use crate::config::{
+    Bootstrap, DATA_SHARD, META_SHARD, NodeConfig, STORE_FILE, single_shard_keyspace,
+};
 use crate::engine::Engine;
 use crate::error::NodeError;
 use crate::frame::{NodeMessage, PeerFrame};
@@ -40,12 +43,20 @@ pub(crate) const MEMBER_ID_RECORD: &str = "member_id";
 /// Node record counting the node's starts.
 const BOOT_RECORD: &str = "boots";
 
+/// Node record holding the keyspace a sharded node was created with
+/// (absent: one shard, as every data directory made before sharding).
+const KEYSPACE_NODE_RECORD: &str = "keyspace";
+
 /// Request sequence numbers start at `boot << SEQ_BOOT_SHIFT`, so numbers
 /// never repeat across restarts: an entry proposed before a crash may
 /// still commit after it, and must not be taken for the answer to a new
 /// request that happens to reuse its number (nor may a late read index
 /// answer a new read). 2^40 requests per start is more than a node serves.
 const SEQ_BOOT_SHIFT: u32 = 40;
+
+/// An upper bound of the WAL bytes one data shard's bootstrap takes (its
+/// configuration, a no-op entry, a hard state) beyond the founders' ids.
+const BOOTSTRAP_SHARD_BYTES_MAX: u64 = 4096;
 
 /// Epoch of a new cluster's first entry: below every epoch an election can
 /// produce (Raft's first election is term 2; a Paxos ballot `(1, n)` with
@@ -136,6 +147,24 @@ struct PendingCall {
     sent_to: Option<NodeId>,
 }
 
+/// A lease grant or revoke the metadata group applied, being carried to
+/// every data shard (ADR 0002, "Leases across shards"): the client (if
+/// any) is answered once every data shard has applied the same change.
+#[derive(Debug)]
+struct LeaseFanOut {
+    /// The client waiting; `None` for an expiry.
+    token: Option<Token>,
+    deadline: Duration,
+    lease: LeaseId,
+    /// `Some(ttl)` for a grant, `None` for a revoke.
+    grant_ttl: Option<i64>,
+    /// The metadata group's answer, given once every shard applied.
+    reply: Reply,
+    /// Data shards that have not applied the change yet, each with the
+    /// housekeeping proposal carrying it there (proposed again if lost).
+    waiting: BTreeMap<ShardId, ProposalId>,
+}
+
 /// A MoveLeader waiting for the target to lead.
 #[derive(Debug)]
 struct PendingTransfer {
@@ -216,7 +245,7 @@ impl<E: Engine, D: Disk> HostedShard<E, D> {
 #[derive(Copy, Clone, Debug, Default)]
 struct RoundLimits {
     over_quota: bool,
-    /// Committed but unapplied entries of the data shard.
+    /// Committed but unapplied entries of the shard that lags most.
     apply_gap: u64,
 }
 
@@ -302,13 +331,21 @@ pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     /// in entries up to it were issued before this start, and are not
     /// revived by replaying them (see [`crate::auth`]).
     tokens_from: LogIndex,
+    /// Lease grants and revokes being carried to the data shards, keyed
+    /// by the metadata proposal's sequence number.
+    fanouts: BTreeMap<u64, LeaseFanOut>,
+    /// When the metadata leader next compares the data shards' leases
+    /// with its lease table (see `sync_lease_markers`).
+    next_lease_sync: Duration,
 }
 
-/// A request queued by [`Node::submit_as`].
+/// A request queued by [`Node::submit_as`] or [`Node::submit_to`].
 #[derive(Debug)]
 struct Submitted {
     token: Token,
     request: Request,
+    /// The data shard named by [`Node::submit_to`]; `None`: routed by key.
+    shard: Option<ShardId>,
     credential: Credential,
     deadline: Duration,
 }
@@ -342,6 +379,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         // Before the WAL is touched: another engine's log must not be read
         // (or written) as this one's.
         crate::engine::check_engine(&store, E::KIND, stored_id.is_none())?;
+        check_keyspace(&store, &config, stored_id.is_some())?;
         let mut wal = Wal::open(disk, config.wal)?;
         let id = match stored_id {
             Some(v) => decode_exact::<NodeId>(v)
@@ -363,41 +401,45 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             None => 0,
         } + 1;
         store.set_node_record(BOOT_RECORD, Some(&encode_to_vec(&boots)))?;
-        let shard = DATA_SHARD;
-        if !wal.shards().contains(&shard)
-            && store.applied_index(shard) == LogIndex::ZERO
+        let meta_shard = config.meta_shard();
+        if !wal.shards().contains(&meta_shard)
+            && store.applied_index(meta_shard) == LogIndex::ZERO
             && let Bootstrap::NewCluster { members } = &config.bootstrap
         {
             bootstrap_new_cluster(&mut wal, &config, members)?;
         }
-        reconcile_restored_snapshot(&mut wal, &store, shard, E::SNAPSHOT_KEEPS_LATER_ENTRIES)?;
-
-        let applied = store.applied_index(shard);
-        let tokens_from = wal.log(shard).last_index();
-        let engine_config = engine_config(&config, id, shard);
-        let replica = E::create(engine_config, applied, wal.log(shard))?;
-        let view = store.read()?;
-        let tables = ClusterTables::load(&view, shard)?;
-        let auth = AuthStore::load(&view, shard)?;
-        drop(view);
         let now = clock.now();
-        let soft = SoftState { role: Role::Follower, leader: None, epoch: replica.status().epoch };
-        let hosted = HostedShard {
-            id: shard,
-            soft,
-            applied,
-            tables,
-            auth,
-            leases: LeaseTracker::default(),
-            leases_ready_at: LogIndex::ZERO,
-            snapshot: SnapshotState::new(applied),
-            reconfigured_at: None,
-            replica,
-            retry_membership_at: now,
-            retry_publish_at: now,
-            retry_alarm_at: now,
-            snapshots_installed: 0,
-        };
+        let mut shards = BTreeMap::new();
+        for shard in config.hosted_shards() {
+            reconcile_restored_snapshot(&mut wal, &store, shard, E::SNAPSHOT_KEEPS_LATER_ENTRIES)?;
+            let applied = store.applied_index(shard);
+            let engine_config = engine_config(&config, id, shard);
+            let replica = E::create(engine_config, applied, wal.log(shard))?;
+            let view = store.read()?;
+            let tables = ClusterTables::load(&view, shard)?;
+            let auth = AuthStore::load(&view, shard)?;
+            drop(view);
+            let soft =
+                SoftState { role: Role::Follower, leader: None, epoch: replica.status().epoch };
+            let hosted = HostedShard {
+                id: shard,
+                soft,
+                applied,
+                tables,
+                auth,
+                leases: LeaseTracker::default(),
+                leases_ready_at: LogIndex::ZERO,
+                snapshot: SnapshotState::new(applied),
+                reconfigured_at: None,
+                replica,
+                retry_membership_at: now,
+                retry_publish_at: now,
+                retry_alarm_at: now,
+                snapshots_installed: 0,
+            };
+            shards.insert(shard, hosted);
+        }
+        let tokens_from = wal.log(meta_shard).last_index();
         let mut node = Node {
             rng: DetRng::new(config.seed ^ id.0.rotate_left(17)),
             cfg: config,
@@ -406,7 +448,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             clock,
             wal,
             store,
-            shards: BTreeMap::from([(shard, hosted)]),
+            shards,
             next_seq: boots << SEQ_BOOT_SHIFT,
             last_tick: now,
             inbox: VecDeque::new(),
@@ -424,8 +466,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             tokens: TokenTable::default(),
             next_token_sweep: now,
             tokens_from,
+            fanouts: BTreeMap::new(),
+            next_lease_sync: now,
         };
-        node.provide_snapshot_data(shard)?;
+        for shard in node.cfg.hosted_shards() {
+            node.provide_snapshot_data(shard)?;
+        }
+        node.check_recorded_keyspace()?;
         Ok(node)
     }
 
@@ -436,7 +483,59 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
 
     /// The cluster's id (0 until a joining member learns it).
     pub fn cluster_id(&self) -> u64 {
-        self.shards.get(&DATA_SHARD).and_then(|s| s.tables.cluster_id).unwrap_or(0)
+        self.shards.get(&self.meta_shard()).and_then(|s| s.tables.cluster_id).unwrap_or(0)
+    }
+
+    /// The cluster's keyspace: its data shards and how keys map to them.
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.cfg.keyspace
+    }
+
+    /// The shard holding members, alarms, auth and leases:
+    /// [`META_SHARD`] on a sharded cluster, [`DATA_SHARD`] otherwise.
+    pub fn meta_shard(&self) -> ShardId {
+        self.cfg.meta_shard()
+    }
+
+    /// Whether this node runs several data shards beside a metadata group.
+    fn is_sharded(&self) -> bool {
+        self.cfg.is_sharded()
+    }
+
+    /// The metadata shard's tables as applied here.
+    fn meta_tables(&self) -> Option<&ClusterTables> {
+        self.shards.get(&self.meta_shard()).map(|s| &s.tables)
+    }
+
+    /// Refuses to go on with a keyspace other than the one the cluster
+    /// recorded (checked at open and whenever the record applies, e.g. on a
+    /// joining node replaying the metadata log).
+    fn check_recorded_keyspace(&self) -> Result<(), NodeError> {
+        let configured = self.cfg.keyspace;
+        let stored = if self.is_sharded() {
+            match self.shards.get(&META_SHARD).and_then(|s| s.tables.keyspace) {
+                Some(k) => k,
+                // A data shard holding a cluster's initial member table:
+                // the cluster was created with one shard.
+                None if self
+                    .shards
+                    .range(DATA_SHARD..)
+                    .any(|(_, s)| s.tables.cluster_id.is_some()) =>
+                {
+                    single_shard_keyspace()
+                }
+                None => return Ok(()),
+            }
+        } else {
+            match self.shards.get(&DATA_SHARD).and_then(|s| s.tables.keyspace) {
+                Some(k) => k,
+                None => return Ok(()),
+            }
+        };
+        if stored == configured {
+            return Ok(());
+        }
+        Err(keyspace_mismatch(&stored, &configured))
     }
 
     /// The state machine, shared with the threads that execute reads
@@ -445,18 +544,16 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         &self.store
     }
 
-    /// The leader of the data shard, as this node knows it.
+    /// The leader of the metadata shard ([`Node::meta_shard`]), as this
+    /// node knows it.
     pub fn leader(&self) -> Option<NodeId> {
-        self.shards.get(&DATA_SHARD).and_then(|s| s.soft.leader)
+        self.shards.get(&self.meta_shard()).and_then(|s| s.soft.leader)
     }
 
     /// Whether this member is a learner in the member table it has applied
     /// (etcd refuses most client calls on a learner).
     pub fn is_learner(&self) -> bool {
-        self.shards
-            .get(&DATA_SHARD)
-            .and_then(|s| s.tables.members.get(&self.id))
-            .is_some_and(|m| m.is_learner)
+        self.meta_tables().and_then(|t| t.members.get(&self.id)).is_some_and(|m| m.is_learner)
     }
 
     /// Whether the node stopped after a storage failure (and why).
@@ -478,6 +575,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             .proposals
             .values()
             .map(|p| p.deadline)
+            .chain(self.fanouts.values().map(|f| f.deadline))
             .chain(self.reads.values().map(|r| r.deadline))
             .chain(self.calls.values().map(|c| c.deadline))
             .chain(self.transfers.iter().map(|t| t.deadline));
@@ -493,10 +591,37 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.submit_as(token, request, Credential::Anonymous)
     }
 
+    /// Queues a KV request (Range, Put, DeleteRange, Txn, Compact, HashKV)
+    /// for the data shard `shard`, whatever its keys: how a caller
+    /// scatters a range over several shards, or compacts one shard. The
+    /// answer carries that shard's header and revision.
+    ///
+    /// # Errors
+    /// [`NodeError::WrongShard`] for a shard that is not one of the
+    /// cluster's data shards or a request that is not a KV request; as
+    /// [`Node::submit_as`] otherwise.
+    pub fn submit_to(
+        &mut self,
+        token: Token,
+        shard: ShardId,
+        request: Request,
+        credential: Credential,
+    ) -> Result<(), NodeError> {
+        route::check_named_shard(&self.cfg.keyspace, shard, &request)?;
+        self.queue(token, request, Some(shard), credential)
+    }
+
     /// Queues a client request made with `credential`; its answer arrives
     /// as a [`Completion`] carrying `token` from a later
     /// [`Node::run_round`]. The credential is resolved and the caller's
     /// rights checked as [`crate::auth`] describes.
+    ///
+    /// On a sharded cluster a KV request goes to the data shard of its
+    /// keys ([`Node::keyspace`]); one whose keys span shards is answered
+    /// with [`NodeError::SpansShards`] (a Txn's compares and every nested
+    /// op count), and Compact and HashKV, which act on one shard's
+    /// history, with [`NodeError::ShardRequired`] (use [`Node::submit_to`]).
+    /// Everything else goes to the metadata shard.
     ///
     /// # Errors
     /// `etcdserver: too many requests` when
@@ -507,6 +632,16 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         request: Request,
         credential: Credential,
     ) -> Result<(), NodeError> {
+        self.queue(token, request, None, credential)
+    }
+
+    fn queue(
+        &mut self,
+        token: Token,
+        request: Request,
+        shard: Option<ShardId>,
+        credential: Credential,
+    ) -> Result<(), NodeError> {
         let pending = self.pending_requests();
         if pending >= self.cfg.pending_requests_max {
             return Err(NodeError::TooManyRequests {
@@ -515,7 +650,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             });
         }
         let deadline = self.clock.now() + self.cfg.request_timeout;
-        self.submitted.push_back(Submitted { token, request, credential, deadline });
+        self.submitted.push_back(Submitted { token, request, shard, credential, deadline });
         Ok(())
     }
 
@@ -588,13 +723,18 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     pub fn status(&self) -> NodeStatus {
         let shards: Vec<ShardStatus> =
             self.shards.keys().filter_map(|&id| self.shard_status(id)).collect();
-        let data = shards.iter().find(|s| s.shard == DATA_SHARD);
+        let meta = self.meta_shard();
+        let data = shards.iter().find(|s| s.shard == meta);
+        let revision = shards
+            .iter()
+            .filter(|s| s.shard != META_SHARD || !self.is_sharded())
+            .map(|s| s.revision)
+            .max()
+            .unwrap_or_default();
         let mut errors: Vec<String> = self
-            .shards
-            .get(&DATA_SHARD)
-            .map(|s| {
-                s.tables
-                    .alarms
+            .meta_tables()
+            .map(|t| {
+                t.alarms
                     .iter()
                     .map(|a| format!("memberID:{} alarm:{}", a.member.0, a.alarm.name()))
                     .collect()
@@ -615,6 +755,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             db_size_in_use: self.store.size_in_use_bytes().unwrap_or(0),
             db_size_quota: self.cfg.quota_backend_bytes,
             is_learner: data.is_some_and(|s| s.is_learner),
+            revision,
             errors,
             shards,
         }
@@ -623,12 +764,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// Active alarms (the cluster's, as applied here, and this node's own
     /// NOSPACE if a full disk stopped it).
     pub fn alarms(&self) -> Vec<crate::AlarmMember> {
-        self.alarm_list(DATA_SHARD)
+        self.alarm_list(self.meta_shard())
     }
 
-    /// Members of the data shard's table, in id order.
+    /// Members of the metadata shard's table, in id order.
     pub fn members(&self) -> Vec<Member> {
-        self.shards.get(&DATA_SHARD).map(|s| s.tables.member_list()).unwrap_or_default()
+        self.meta_tables().map(ClusterTables::member_list).unwrap_or_default()
     }
 
     /// The engine status of `shard`'s replica (for tests and metrics).
@@ -657,6 +798,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         for p in self.proposals.values() {
             assert!(self.shards.contains_key(&p.shard), "a proposal for an unhosted shard");
         }
+        assert!(self.is_sharded() || self.fanouts.is_empty(), "lease fan-out on one shard");
+        for f in self.fanouts.values() {
+            assert!(
+                f.waiting.keys().all(|&s| s != META_SHARD && self.shards.contains_key(&s)),
+                "a lease fan-out waits for a shard that is not a hosted data shard"
+            );
+        }
         for s in self.shards.values() {
             let st = s.replica.status();
             assert!(
@@ -670,8 +818,11 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             assert!(!s.leases.is_active() || s.is_leader(), "lease clocks run on a follower");
         }
         if self.stopped.is_some() {
-            let waiting =
-                self.proposals.len() + self.reads.len() + self.calls.len() + self.transfers.len();
+            let waiting = self.proposals.len()
+                + self.reads.len()
+                + self.calls.len()
+                + self.transfers.len()
+                + self.fanouts.len();
             assert_eq!(waiting, 0, "a stopped node keeps waiters");
         }
     }
@@ -682,6 +833,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             + self.reads.len()
             + self.calls.len()
             + self.transfers.len()
+            + self.fanouts.values().filter(|f| f.token.is_some()).count()
     }
 
     fn insert_proposal(&mut self, id: ProposalId, p: PendingProposal) {
@@ -745,9 +897,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         });
     }
 
-    /// The auth store of the data shard as applied here.
+    /// The auth store of the metadata shard as applied here.
     pub fn auth_store(&self) -> Option<&AuthStore> {
-        self.shards.get(&DATA_SHARD).map(|s| &s.auth)
+        self.shards.get(&self.meta_shard()).map(|s| &s.auth)
     }
 
     /// Simple tokens this node holds.
@@ -769,16 +921,55 @@ fn engine_config(cfg: &NodeConfig, id: NodeId, shard: ShardId) -> Config {
     c
 }
 
+/// The error of a node whose keyspace differs from its cluster's.
+fn keyspace_mismatch(stored: &Keyspace, configured: &Keyspace) -> NodeError {
+    NodeError::KeyspaceMismatch {
+        stored: crate::proposal::describe_keyspace(stored),
+        configured: crate::proposal::describe_keyspace(configured),
+    }
+}
+
+/// Checks the configured keyspace against the one this data directory was
+/// created with (`existing`: it holds a member already), or records it in
+/// a new sharded directory. A one-shard directory records nothing, so its
+/// store stays exactly as before sharding; no record means one shard.
+fn check_keyspace(store: &MvccStore, cfg: &NodeConfig, existing: bool) -> Result<(), NodeError> {
+    let stored = match store.node_record(KEYSPACE_NODE_RECORD)? {
+        Some(v) => {
+            let mut d = ringkv_consensus::codec::Decoder::new(v);
+            Some(
+                crate::proposal::decode_keyspace(&mut d)
+                    .map_err(|source| NodeError::Codec { what: "stored keyspace", source })?,
+            )
+        }
+        None => None,
+    };
+    if existing || stored.is_some() {
+        let stored = stored.unwrap_or_else(single_shard_keyspace);
+        if stored != cfg.keyspace {
+            return Err(keyspace_mismatch(&stored, &cfg.keyspace));
+        }
+    } else if cfg.is_sharded() {
+        let mut v = Vec::new();
+        crate::proposal::encode_keyspace(&cfg.keyspace, &mut v);
+        store.set_node_record(KEYSPACE_NODE_RECORD, Some(&v))?;
+    }
+    Ok(())
+}
+
 /// Writes a new cluster's initial state into the WAL: the founding voters
-/// as the configuration at index 0, and the member table as entry 1,
-/// committed, identical on every founding node (etcd does the same with
-/// its initial configuration entries).
+/// as the configuration at index 0 of every group, and the member table
+/// as entry 1 of the metadata shard, committed, identical on every
+/// founding node (etcd does the same with its initial configuration
+/// entries). A sharded cluster's metadata shard records its keyspace as
+/// entry 2; each data shard starts with a committed no-op, so every group
+/// starts from the same shape of log.
 fn bootstrap_new_cluster<D: Disk>(
     wal: &mut Wal<D>,
     cfg: &NodeConfig,
     members: &[crate::config::InitialMember],
 ) -> Result<(), NodeError> {
-    let shard = DATA_SHARD;
+    let meta_shard = cfg.meta_shard();
     let mut table: Vec<Member> = members
         .iter()
         .map(|m| Member {
@@ -796,24 +987,50 @@ fn bootstrap_new_cluster<D: Disk>(
     if let Err(e) = membership.validate() {
         return Err(NodeError::Config { field: "bootstrap", why: e.to_string() });
     }
-    let init = Proposal {
-        id: None,
-        auth: None,
-        body: ProposalBody::InitCluster(ClusterInit { cluster_id: cluster, members: table }),
-    };
-    let entry = Entry {
-        index: LogIndex(1),
+    let command = |index: u64, body: ProposalBody| Entry {
+        index: LogIndex(index),
         epoch: BOOTSTRAP_EPOCH,
         kind: EntryKind::Command,
-        payload: init.to_bytes(),
+        payload: Proposal { id: None, auth: None, body }.to_bytes(),
     };
+    let init = ProposalBody::InitCluster(ClusterInit { cluster_id: cluster, members: table });
     let meta = SnapshotMeta { index: LogIndex::ZERO, epoch: Epoch::ZERO, membership };
-    wal.install_snapshot(shard, &meta)?;
-    wal.append(shard, &[entry])?;
-    wal.set_hard_state(
-        shard,
-        HardState { epoch: BOOTSTRAP_EPOCH, vote: None, commit: LogIndex(1) },
-    )?;
+    // The metadata shard last: a directory whose WAL holds it holds every
+    // data shard too. A crash part way leaves no metadata shard; the next
+    // open bootstraps the shards the WAL lacks (each shard's records go in
+    // one atomic batch, so a shard in the WAL was bootstrapped whole).
+    let present = wal.shards();
+    for shard in cfg.hosted_shards().into_iter().rev() {
+        if present.contains(&shard) {
+            continue;
+        }
+        let entries = if shard != meta_shard {
+            let noop = Entry {
+                index: LogIndex(1),
+                epoch: BOOTSTRAP_EPOCH,
+                kind: EntryKind::Noop,
+                payload: Bytes::new(),
+            };
+            vec![noop]
+        } else if cfg.is_sharded() {
+            vec![command(1, init.clone()), command(2, ProposalBody::Keyspace(cfg.keyspace))]
+        } else {
+            vec![command(1, init.clone())]
+        };
+        let commit = LogIndex(entries.len() as u64);
+        let hard_state = HardState { epoch: BOOTSTRAP_EPOCH, vote: None, commit };
+        // Many shards may not fit in one WAL batch: write what is buffered
+        // and go on (the shard's own records stay together, so each shard
+        // is bootstrapped whole or not at all).
+        if wal.pending_bytes() > 0
+            && wal.pending_bytes() + BOOTSTRAP_SHARD_BYTES_MAX > cfg.wal.batch_bytes_max
+        {
+            wal.sync()?;
+        }
+        wal.install_snapshot(shard, &meta)?;
+        wal.append(shard, &entries)?;
+        wal.set_hard_state(shard, hard_state)?;
+    }
     wal.sync()?;
     Ok(())
 }
@@ -885,6 +1102,61 @@ mod tests {
         let payload = if epoch == Epoch::ZERO { Bytes::new() } else { Bytes::from(vec![7]) };
         let kind = if epoch == Epoch::ZERO { EntryKind::Noop } else { EntryKind::Command };
         Entry { index: LogIndex(index), epoch, kind, payload }
+    }
+
+    /// A sharded cluster's bootstrap spans many WAL batches when its shards
+    /// do not fit in one; a crash part way is finished by the next open.
+    #[test]
+    fn a_sharded_bootstrap_writes_every_group_across_batches() {
+        use crate::config::{InitialMember, META_SHARD};
+        let members: Vec<InitialMember> = (1..=3)
+            .map(|i| InitialMember {
+                name: format!("n{i}"),
+                peer_urls: vec![format!("http://n{i}")],
+            })
+            .collect();
+        let mut cfg = NodeConfig::new(
+            "n1",
+            "tok",
+            vec!["http://n1".into()],
+            vec![],
+            Bootstrap::NewCluster { members: members.clone() },
+        );
+        cfg.keyspace = Keyspace::new(64, ringkv_ring::HashKeyRule::WholeKey).unwrap();
+        cfg.wal =
+            WalOptions { batch_bytes_max: 2048, record_bytes_max: 2048, ..WalOptions::default() };
+        // One whole bootstrap, in batches of a few shards each.
+        let mut wal = Wal::open(SimDisk::new(3), cfg.wal).unwrap();
+        bootstrap_new_cluster(&mut wal, &cfg, &members).unwrap();
+        let full = wal.shards();
+        assert_eq!(full.len(), 65);
+        // One cut short after the last two data shards (written first):
+        // the next bootstrap writes the others and leaves those alone.
+        let disk = SimDisk::new(4);
+        let mut wal = Wal::open(disk.clone(), cfg.wal).unwrap();
+        let first: Vec<ShardId> = cfg.hosted_shards().into_iter().rev().take(2).collect();
+        for &shard in &first {
+            let membership = Membership::new([NodeId(7)]);
+            let meta = SnapshotMeta { index: LogIndex::ZERO, epoch: Epoch::ZERO, membership };
+            wal.install_snapshot(shard, &meta).unwrap();
+        }
+        wal.sync().unwrap();
+        bootstrap_new_cluster(&mut wal, &cfg, &members).unwrap();
+        drop(wal);
+        let wal = Wal::open(disk, cfg.wal).unwrap();
+        assert_eq!(wal.shards(), full, "every group, after a restart too");
+        assert_eq!(wal.log(META_SHARD).last_index(), LogIndex(2), "members, then the keyspace");
+        for shard in cfg.keyspace.shard_ids().map(|s| ShardId(s.0)) {
+            let log = wal.log(shard);
+            if first.contains(&shard) {
+                // Present already: left as it was.
+                assert_eq!(log.last_index(), LogIndex::ZERO, "{shard}");
+            } else {
+                assert_eq!(log.last_index(), LogIndex(1), "{shard}");
+                assert_eq!(log.hard_state().commit, LogIndex(1), "{shard}");
+                assert_eq!(log.snapshot_meta().membership.voters.len(), 3, "{shard}");
+            }
+        }
     }
 
     /// A Multi-Paxos acceptor's WAL: slots 1..=3 chosen in ballot `old`,

@@ -10,7 +10,7 @@ use ringkv_storage::mvcc::RangeRequest;
 use ringkv_storage::{BatchSeq, Disk, Wal, WalError};
 
 use super::{AlarmRaise, Node, Placement, ReadState as Pending, Stopped, is_no_space};
-use crate::config::{ALARM_RAISE_ATTEMPTS_MAX, DATA_SHARD, TICKS_PER_ROUND_MAX};
+use crate::config::{ALARM_RAISE_ATTEMPTS_MAX, META_SHARD, TICKS_PER_ROUND_MAX};
 use crate::engine::Engine;
 use crate::error::NodeError;
 use crate::frame::{LeaderRequest, NodeMessage, PeerFrame};
@@ -101,7 +101,10 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             self.serve_stopped();
             return std::mem::take(&mut self.out);
         }
-        self.step_inbox(now);
+        if let Err(e) = self.step_inbox(now) {
+            self.stop(e);
+            return std::mem::take(&mut self.out);
+        }
         self.tick(now);
         self.route_submitted(now);
         self.retry_waiting(now);
@@ -123,7 +126,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         std::mem::take(&mut self.out)
     }
 
-    fn step_inbox(&mut self, now: Duration) {
+    fn step_inbox(&mut self, now: Duration) -> Result<(), NodeError> {
+        let mut sharded_peer = false;
         while let Some(frame) = self.inbox.pop_front() {
             let ours = self.cluster_id();
             if frame.cluster_id != 0 && ours != 0 && frame.cluster_id != ours {
@@ -131,8 +135,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 continue;
             }
             let from = frame.from;
-            let removed =
-                self.shards.get(&DATA_SHARD).is_some_and(|s| s.tables.removed.contains(&from));
+            let removed = self.meta_tables().is_some_and(|t| t.removed.contains(&from));
             if removed {
                 // A removed member may not know it yet: tell it, drop the rest.
                 self.frames_dropped += 1;
@@ -145,6 +148,16 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                     self.frames_dropped += 1;
                     continue;
                 }
+                if env.shard == META_SHARD && !self.is_sharded() {
+                    // Only a sharded cluster runs a metadata group. A member
+                    // of a one-shard cluster drops such messages (a peer
+                    // misconfigured with --shards must not stop it); a
+                    // joining node that never learned its cluster is the
+                    // one misconfigured, and stops below.
+                    self.frames_dropped += 1;
+                    sharded_peer |= self.cluster_id() == 0;
+                    continue;
+                }
                 if let Some(s) = self.shards.get_mut(&env.shard) {
                     // Refused messages (stale, malformed) change nothing.
                     let _ = s.replica.step(env);
@@ -154,6 +167,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 self.on_node_message(from, m, now);
             }
         }
+        if sharded_peer {
+            return Err(NodeError::KeyspaceMismatch {
+                stored: "several shards (its members run a metadata group)".to_owned(),
+                configured: crate::proposal::describe_keyspace(&self.cfg.keyspace),
+            });
+        }
+        Ok(())
     }
 
     fn tick(&mut self, now: Duration) {
@@ -287,7 +307,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let now = self.clock.now();
         for k in ready {
             let r = self.reads.remove(&k).expect("just found");
-            let caller = match self.resolve(r.shard, &r.credential, now) {
+            let caller = match self.resolve(&r.credential, now) {
                 Ok(caller) => caller,
                 Err(e) => {
                     self.complete(r.token, r.shard, Err(e));
@@ -363,7 +383,15 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
         let became = soft.role == Role::Leader && prev.role != Role::Leader;
         let lost = soft.role != Role::Leader && prev.role == Role::Leader;
-        if became {
+        // On a sharded cluster the metadata shard is the one TTL authority:
+        // a data shard's lease clocks never run (its leases come and go by
+        // the metadata shard's markers).
+        let clocks = !self.is_sharded() || shard == META_SHARD;
+        if became && !clocks {
+            let s = self.shards.get_mut(&shard).expect("hosted");
+            s.leases_ready_at = s.replica.status().last_index;
+            s.retry_membership_at = now;
+        } else if became {
             let leases = self.store.read().and_then(|v| v.leases(shard)).unwrap_or_default();
             let extend = self.cfg.election_timeout();
             let interval = self.cfg.lease_checkpoint_interval;
@@ -427,6 +455,16 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             let e = if c.sent_to.is_none() { NodeError::NoLeader } else { NodeError::Timeout };
             self.complete(c.token, c.shard, Err(e));
         }
+        let late: Vec<u64> =
+            self.fanouts.iter().filter(|(_, f)| f.deadline <= now).map(|(&k, _)| k).collect();
+        for k in late {
+            // The metadata shard applied the change; the data shards that
+            // have not yet are brought in line by `sync_lease_markers`.
+            let f = self.fanouts.remove(&k).expect("just found");
+            if let Some(token) = f.token {
+                self.complete(token, self.meta_shard(), Err(NodeError::Timeout));
+            }
+        }
         let (late, keep): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.transfers).into_iter().partition(|t| t.deadline <= now);
         self.transfers = keep;
@@ -461,7 +499,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             next_at: now,
             target: self.leader().filter(|&l| l != self.id),
             peers: self
-                .replica_status(DATA_SHARD)
+                .replica_status(self.meta_shard())
                 .map(|st| st.membership.members().into_iter().filter(|&p| p != self.id).collect())
                 .unwrap_or_default(),
             next_peer: 0,
@@ -519,6 +557,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             let e = self.stop_error();
             self.complete(t.token, t.shard, Err(e));
         }
+        for f in std::mem::take(&mut self.fanouts).into_values() {
+            if let Some(token) = f.token {
+                let e = self.stop_error();
+                self.complete(token, self.meta_shard(), Err(e));
+            }
+        }
         self.serve_stopped();
     }
 
@@ -526,7 +570,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// its log; it asks the leader to (see [`AlarmRaise`]).
     fn raise_alarm(&mut self, now: Duration) {
         let alarm = AlarmMember { member: self.id, alarm: AlarmType::NoSpace };
-        let raised = self.shards.get(&DATA_SHARD).is_some_and(|s| s.tables.alarms.contains(&alarm));
+        let raised = self.meta_tables().is_some_and(|t| t.alarms.contains(&alarm));
         let Some(Stopped { raise: Some(r), .. }) = &mut self.stopped else { return };
         if raised || r.attempts >= ALARM_RAISE_ATTEMPTS_MAX || now < r.next_at {
             return;
@@ -551,7 +595,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.push_node_message(
             to,
             NodeMessage::Request {
-                shard: DATA_SHARD,
+                shard: self.meta_shard(),
                 seq,
                 body: LeaderRequest::Propose(proposal.to_bytes()),
             },
@@ -590,11 +634,18 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     fn serve_stopped(&mut self) {
         let now = self.clock.now();
         while let Some(sub) = self.submitted.pop_front() {
-            let super::Submitted { token, request, credential, .. } = sub;
-            let shard = DATA_SHARD;
+            let super::Submitted { token, request, shard: named, credential, .. } = sub;
+            let shard = match self.target_shard(&request, named) {
+                Ok(shard) => shard,
+                Err(e) => {
+                    let shard = named.unwrap_or_else(|| self.meta_shard());
+                    self.complete(token, shard, Err(e));
+                    continue;
+                }
+            };
             match request {
                 Request::Range(r @ RangeRequest { serializable: true, .. }) => {
-                    match self.resolve(shard, &credential, now) {
+                    match self.resolve(&credential, now) {
                         Ok(caller) => self.ready_read(token, shard, ReadRequest::Range(r), &caller),
                         Err(e) => self.complete(token, shard, Err(e)),
                     }

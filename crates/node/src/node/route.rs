@@ -2,10 +2,12 @@
 //! forwarded to it), linearizable reads, leader-only calls, transfers; and
 //! serving what other nodes forward to this one when it leads.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
 use ringkv_consensus::{NodeId, ProposeError, Replica, RequestId, ShardId};
+use ringkv_ring::{Keyspace, ShardSpan};
 use ringkv_storage::Disk;
 use ringkv_storage::mvcc::{
     Command, DeleteRangeRequest, LeaseGrantRequest, LeaseId, LeaseRevokeRequest, PutRequest,
@@ -16,11 +18,11 @@ use super::{
     Node, PendingCall, PendingProposal, PendingRead, PendingTransfer, Placement, ReadKind,
     ReadState, Submitted,
 };
-use crate::auth::{AuthError, AuthInfo, AuthQuery, AuthStore, Credential};
+use crate::auth::{AuthChange, AuthError, AuthInfo, AuthQuery, AuthStore, Credential};
 use crate::cluster::added_member_id;
-use crate::config::{APPLY_GAP_MAX, DATA_SHARD};
+use crate::config::{APPLY_GAP_MAX, DATA_SHARD, META_SHARD};
 use crate::engine::Engine;
-use crate::error::{NodeError, RemoteError};
+use crate::error::{NodeError, RemoteError, SpanningRequest};
 use crate::frame::{LeaderReply, LeaderRequest, LeaseTtl, NodeMessage};
 use crate::io::{Clock, Transport};
 use crate::proposal::{
@@ -95,6 +97,113 @@ pub(super) fn check_command(
     Ok(())
 }
 
+/// Whether `member` holds at least 90% of the leader's log in the group
+/// whose engine status is `st` (etcd's `readyPercent`).
+pub(super) fn learner_ready(
+    st: &ringkv_consensus::Status,
+    member: NodeId,
+) -> Result<(), RemoteError> {
+    let leader_index = st.last_index.0;
+    let matched = st.progress.iter().find(|p| p.id == member).map_or(0, |p| p.matched.0);
+    if u128::from(matched) * 10 < u128::from(leader_index) * 9 {
+        return Err(RemoteError::LearnerNotReady { id: member, matched, leader_index });
+    }
+    Ok(())
+}
+
+/// The name of a KV request that may be sent to one data shard, `None`
+/// for any other request.
+fn kv_request_name(request: &Request) -> Option<&'static str> {
+    Some(match request {
+        Request::Range(_) => "range",
+        Request::Put(_) => "put",
+        Request::DeleteRange(_) => "delete range",
+        Request::Txn(_) => "txn",
+        Request::Compact(_) => "compact",
+        Request::HashKv(_) => "hash kv",
+        _ => return None,
+    })
+}
+
+/// Checks a shard named by [`Node::submit_to`]: a data shard of the
+/// cluster, a KV request, and no key of it pinned to another shard (a put,
+/// or a single key or a range within one shard, elsewhere would be written
+/// or looked for where routing by key never looks). A range over several
+/// shards is accepted: it acts on the named shard's part of it, which is
+/// how a caller scatters it.
+pub(super) fn check_named_shard(
+    keyspace: &Keyspace,
+    shard: ShardId,
+    request: &Request,
+) -> Result<(), NodeError> {
+    let Some(name) = kv_request_name(request) else {
+        return Err(NodeError::WrongShard {
+            request: "a request other than range, put, delete range, txn, compact or hash kv",
+            shard,
+            why: "only KV requests name a shard; send the others with submit",
+        });
+    };
+    if shard.0 == 0 || shard.0 > u64::from(keyspace.shard_count()) {
+        return Err(NodeError::WrongShard {
+            request: name,
+            shard,
+            why: "it is not a data shard of this cluster (data shards are 1 to --shards)",
+        });
+    }
+    let mut elsewhere = false;
+    visit_spans(keyspace, request, &mut |span| {
+        elsewhere |= matches!(span, ShardSpan::One(s) if s.0 != shard.0);
+    });
+    if elsewhere {
+        return Err(NodeError::WrongShard {
+            request: name,
+            shard,
+            why: "a key of it lives on another shard (see Node::keyspace)",
+        });
+    }
+    Ok(())
+}
+
+/// Calls `f` with the span of every key and range a KV request touches: a
+/// Txn's compares and every op of both branches, nested ones included.
+fn visit_spans(keyspace: &Keyspace, request: &Request, f: &mut impl FnMut(ShardSpan)) {
+    fn txn(keyspace: &Keyspace, t: &TxnRequest, f: &mut impl FnMut(ShardSpan)) {
+        for c in &t.compare {
+            f(keyspace.shards_for_etcd_range(&c.key, &c.range_end));
+        }
+        for op in t.success.iter().chain(&t.failure) {
+            match op {
+                RequestOp::Range(r) => f(keyspace.shards_for_etcd_range(&r.key, &r.range_end)),
+                RequestOp::Put(p) => f(keyspace.shards_for_etcd_range(&p.key, &[])),
+                RequestOp::DeleteRange(d) => {
+                    f(keyspace.shards_for_etcd_range(&d.key, &d.range_end));
+                }
+                RequestOp::Txn(t) => txn(keyspace, t, f),
+            }
+        }
+    }
+    match request {
+        Request::Range(r) => f(keyspace.shards_for_etcd_range(&r.key, &r.range_end)),
+        Request::Put(p) => f(keyspace.shards_for_etcd_range(&p.key, &[])),
+        Request::DeleteRange(d) => f(keyspace.shards_for_etcd_range(&d.key, &d.range_end)),
+        Request::Txn(t) => txn(keyspace, t, f),
+        _ => {}
+    }
+}
+
+/// The data shards a KV request's keys may live on.
+fn request_shards(keyspace: &Keyspace, request: &Request) -> BTreeSet<ShardId> {
+    let mut out = BTreeSet::new();
+    visit_spans(keyspace, request, &mut |span| match span {
+        ShardSpan::Empty => {}
+        ShardSpan::One(s) => {
+            out.insert(ShardId(s.0));
+        }
+        ShardSpan::All => out.extend(keyspace.shard_ids().map(|s| ShardId(s.0))),
+    });
+    out
+}
+
 impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     pub(super) fn route_submitted(&mut self, now: Duration) {
         if self.submitted.is_empty() {
@@ -104,23 +213,69 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             over_quota: self.store.size_bytes().is_ok_and(|b| b > self.cfg.quota_backend_bytes),
             apply_gap: self
                 .shards
-                .get(&DATA_SHARD)
-                .map_or(0, |s| s.replica.status().commit.0.saturating_sub(s.applied.0)),
+                .values()
+                .map(|s| s.replica.status().commit.0.saturating_sub(s.applied.0))
+                .max()
+                .unwrap_or(0),
         };
         if now >= self.next_token_sweep {
             self.tokens.expire(now);
             self.next_token_sweep = now + crate::config::AUTH_TOKEN_SWEEP_INTERVAL;
         }
         while let Some(sub) = self.submitted.pop_front() {
-            let Submitted { token, request, credential, deadline } = sub;
-            let shard = DATA_SHARD;
-            let checked = self
-                .resolve(shard, &credential, now)
-                .and_then(|caller| self.authorize(shard, &caller, &request).map(|()| caller));
+            let Submitted { token, request, shard: named, credential, deadline } = sub;
+            let checked = self.target_shard(&request, named).and_then(|shard| {
+                let caller = self.resolve(&credential, now)?;
+                self.authorize(&caller, &request)?;
+                Ok((shard, caller))
+            });
             match checked {
-                Ok(caller) => self.route(token, request, caller, credential, deadline, now),
-                Err(e) => self.complete(token, shard, Err(e)),
+                Ok((shard, caller)) => {
+                    self.route(token, shard, request, caller, credential, deadline, now);
+                }
+                Err(e) => {
+                    let shard = named.unwrap_or_else(|| self.meta_shard());
+                    self.complete(token, shard, Err(e));
+                }
             }
+        }
+    }
+
+    /// The shard that serves `request`: `named` if the caller named one
+    /// (checked by [`check_named_shard`]), else the shard of its keys for
+    /// a KV request and the metadata shard for anything else.
+    pub(super) fn target_shard(
+        &self,
+        request: &Request,
+        named: Option<ShardId>,
+    ) -> Result<ShardId, NodeError> {
+        let keyspace = &self.cfg.keyspace;
+        if let Some(shard) = named {
+            check_named_shard(keyspace, shard, request)?;
+            return Ok(shard);
+        }
+        if !self.is_sharded() {
+            return Ok(DATA_SHARD);
+        }
+        let shard_count = keyspace.shard_count();
+        let one = |request: SpanningRequest, set: BTreeSet<ShardId>| match set.len() {
+            // No key at all (an empty range): any shard answers it.
+            0 => Ok(DATA_SHARD),
+            1 => Ok(set.into_iter().next().expect("one element")),
+            _ => Err(NodeError::SpansShards { request, shards: set.into_iter().collect() }),
+        };
+        match request {
+            Request::Range(_) => one(SpanningRequest::Range, request_shards(keyspace, request)),
+            Request::Put(p) => Ok(ShardId(keyspace.shard_of(&p.key).0)),
+            Request::DeleteRange(_) => {
+                one(SpanningRequest::DeleteRange, request_shards(keyspace, request))
+            }
+            Request::Txn(_) => one(SpanningRequest::Txn, request_shards(keyspace, request)),
+            Request::Compact(_) => {
+                Err(NodeError::ShardRequired { request: "compact", shard_count })
+            }
+            Request::HashKv(_) => Err(NodeError::ShardRequired { request: "hash kv", shard_count }),
+            _ => Ok(META_SHARD),
         }
     }
 
@@ -128,10 +283,10 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// (see [`crate::auth`]).
     pub(super) fn resolve(
         &mut self,
-        shard: ShardId,
         credential: &Credential,
         now: Duration,
     ) -> Result<AuthInfo, NodeError> {
+        let shard = self.meta_shard();
         let Some(s) = self.shards.get(&shard) else {
             return Err(NodeError::UnknownShard { shard });
         };
@@ -160,12 +315,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// (etcd checks these on the member that takes them too). Proposals
     /// are checked by every replica when they apply, reads once their
     /// index is applied.
-    fn authorize(
-        &self,
-        shard: ShardId,
-        caller: &AuthInfo,
-        request: &Request,
-    ) -> Result<(), NodeError> {
+    fn authorize(&self, caller: &AuthInfo, request: &Request) -> Result<(), NodeError> {
+        let shard = self.meta_shard();
         let Some(s) = self.shards.get(&shard) else {
             return Err(NodeError::UnknownShard { shard });
         };
@@ -210,16 +361,17 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn route(
         &mut self,
         token: Token,
+        shard: ShardId,
         request: Request,
         caller: AuthInfo,
         credential: Credential,
         deadline: Duration,
         now: Duration,
     ) {
-        let shard = DATA_SHARD;
         let kv = ProposalBody::Kv;
         let member = ProposalBody::Member;
         let who = Some(caller.clone());
@@ -246,6 +398,14 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             Request::AuthQuery(q) => {
                 let read = ReadKind::Auth(q);
                 self.start_read(token, shard, read, credential, deadline, now);
+            }
+            Request::AuthChange(AuthChange::Enable) if self.is_sharded() => {
+                // Data shards check rights against their own auth store,
+                // which would stay empty: enabling auth would protect
+                // nothing there.
+                let shard_count = self.cfg.keyspace.shard_count();
+                let e = NodeError::NotShardable { what: "auth", shard_count };
+                self.complete(token, shard, Err(e));
             }
             Request::AuthChange(change) => {
                 self.propose_client(token, shard, ProposalBody::Auth(change), who, deadline, None);
@@ -375,11 +535,15 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         deadline: Duration,
         promote: Option<NodeId>,
     ) {
-        let Some(s) = self.shards.get(&shard) else {
+        if !self.shards.contains_key(&shard) {
             self.complete(token, shard, Err(NodeError::UnknownShard { shard }));
             return;
-        };
-        if needs_space(&body) && (s.tables.no_space() || self.round_limits.over_quota) {
+        }
+        // The alarms live in the metadata shard; a data shard checks them
+        // here only (its replicas cannot see the metadata shard's alarms
+        // at the same point of their logs).
+        let no_space = self.meta_tables().is_some_and(|t| t.no_space());
+        if needs_space(&body) && (no_space || self.round_limits.over_quota) {
             self.complete(token, shard, Err(NodeError::NoSpace));
             return;
         }
@@ -414,7 +578,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// Proposes on behalf of the node itself (lease expiry and checkpoints,
     /// membership, alarms, publishing its attributes). Nobody waits; the
     /// housekeeping that made it tries again later if it does not apply.
-    pub(super) fn propose_internal(&mut self, shard: ShardId, body: ProposalBody, now: Duration) {
+    pub(super) fn propose_internal(
+        &mut self,
+        shard: ShardId,
+        body: ProposalBody,
+        now: Duration,
+    ) -> ProposalId {
         debug_assert!(!reconfigures(&body), "housekeeping never changes the membership");
         let id = ProposalId { node: self.id, seq: self.next_seq() };
         let bytes = Proposal { id: Some(id), auth: None, body }.to_bytes();
@@ -429,6 +598,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         };
         self.insert_proposal(id, p);
         self.place(id);
+        id
     }
 
     /// Appends the proposal if this node leads, forwards it if another
@@ -503,14 +673,24 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         {
             return false;
         }
-        let st = s.replica.status();
-        let m = &st.membership;
         let table = &s.tables.members;
-        !m.is_joint()
-            && m.voters.len() + m.learners.len() == table.len()
-            && table.values().all(|t| {
-                if t.is_learner { m.learners.contains(&t.id) } else { m.voters.contains(&t.id) }
-            })
+        let matches = |m: &ringkv_consensus::Membership| {
+            !m.is_joint()
+                && m.voters.len() + m.learners.len() == table.len()
+                && table.values().all(|t| {
+                    if t.is_learner { m.learners.contains(&t.id) } else { m.voters.contains(&t.id) }
+                })
+        };
+        // On a sharded cluster every data shard follows the metadata
+        // shard's table (see `reconcile_membership`): the table waits for
+        // this node's replica of each to have caught up, so that no group
+        // is left behind by two quick changes (e.g. two removals).
+        let data_settled = shard != META_SHARD
+            || self
+                .shards
+                .range(DATA_SHARD..)
+                .all(|(_, d)| matches(&d.replica.status().membership));
+        matches(&s.replica.status().membership) && data_settled
     }
 
     /// A learner may be promoted once it holds at least 90% of the
@@ -523,13 +703,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             Some(m) if !m.is_learner => return Err(RemoteError::NotLearner { id: member }),
             Some(_) => {}
         }
-        let st = s.replica.status();
-        let leader_index = st.last_index.0;
-        let matched = st.progress.iter().find(|p| p.id == member).map_or(0, |p| p.matched.0);
-        if u128::from(matched) * 10 < u128::from(leader_index) * 9 {
-            return Err(RemoteError::LearnerNotReady { id: member, matched, leader_index });
-        }
-        Ok(())
+        learner_ready(&s.replica.status(), member)
     }
 
     fn start_read(
@@ -629,16 +803,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                         ..LeaseTtl::default()
                     }));
                 };
-                let keys = if keys {
-                    self.store
-                        .read()
-                        .map_err(|_| RemoteError::Stopped)?
-                        .lease(shard, id, true)
-                        .map(|info| info.keys)
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
+                let keys = if keys { self.lease_keys_everywhere(id)? } else { Vec::new() };
                 Ok(LeaderReply::LeaseTimeToLive(LeaseTtl { id, ttl, granted_ttl, keys }))
             }
             LeaderRequest::LeaseLeases => Ok(LeaderReply::LeaseLeases(s.leases.ids())),
@@ -647,6 +812,27 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 Err(RemoteError::Malformed)
             }
         }
+    }
+
+    /// The keys attached to lease `id`: the data shard's on a one-shard
+    /// cluster; on a sharded one, gathered from this node's replica of every
+    /// data shard. Not linearizable per shard: a replica may lag its
+    /// shard's leader, so a key attached or deleted a moment ago may be
+    /// missing or still listed (every node hosts every shard in this step,
+    /// so the leader answering has a replica of each).
+    fn lease_keys_everywhere(&self, id: LeaseId) -> Result<Vec<Bytes>, RemoteError> {
+        let view = self.store.read().map_err(|_| RemoteError::Stopped)?;
+        let shards: Vec<ShardId> = if self.is_sharded() {
+            self.cfg.keyspace.shard_ids().map(|s| ShardId(s.0)).collect()
+        } else {
+            vec![DATA_SHARD]
+        };
+        let mut keys = Vec::new();
+        for shard in shards {
+            keys.extend(view.lease(shard, id, true).map(|info| info.keys).unwrap_or_default());
+        }
+        keys.sort();
+        Ok(keys)
     }
 
     fn start_transfer(&mut self, token: Token, shard: ShardId, target: NodeId, deadline: Duration) {
@@ -742,8 +928,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// member). Believed only from a member of this node's own table: stop
     /// serving for good, as a removed etcd member shuts down.
     fn on_removed(&mut self, from: NodeId) {
-        let known =
-            self.shards.get(&DATA_SHARD).is_some_and(|s| s.tables.members.contains_key(&from));
+        let known = self.meta_tables().is_some_and(|t| t.members.contains_key(&from));
         if known && self.stopped.is_none() {
             self.stop(NodeError::Removed);
         }

@@ -7,7 +7,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use bytes::Bytes;
-use ringkv_consensus::NodeId;
+use ringkv_consensus::{NodeId, ShardId};
 use ringkv_node::testing::{Cluster, ConfigEdit};
 use ringkv_node::{Engine, NodeError, Reply, Request};
 use ringkv_storage::mvcc::{KeyValue, PutRequest, RangeRequest, Response, Revision};
@@ -108,5 +108,44 @@ pub(crate) fn assert_same_state<E: Engine>(c: &Cluster<E>) {
     for &id in &ids[1..] {
         assert_eq!(c.hash_kv(id), first, "node {id} differs from {}", ids[0]);
         assert_eq!(c.hash(id), c.hash(ids[0]), "node {id}'s whole state differs");
+    }
+}
+
+/// Every shard a node of a cluster of `shards` data shards hosts: the
+/// metadata shard and the data shards, or the one data shard.
+pub(crate) fn hosted_shards(shards: u32) -> Vec<ShardId> {
+    if shards > 1 {
+        std::iter::once(ringkv_node::META_SHARD)
+            .chain((1..=u64::from(shards)).map(ShardId))
+            .collect()
+    } else {
+        vec![ringkv_node::DATA_SHARD]
+    }
+}
+
+/// Steps until every running node has applied every shard as far as any
+/// node committed it.
+pub(crate) fn settle_shards<E: Engine>(c: &mut Cluster<E>, shards: &[ShardId]) {
+    let ok = c.run_until(STEPS * 4, |c| {
+        shards.iter().all(|&shard| {
+            let st = |id| c.node(id).shard_status(shard).unwrap();
+            let max = c.running().iter().map(|&id| st(id).commit_index).max().unwrap();
+            c.running().iter().all(|&id| st(id).applied_index == max)
+        })
+    });
+    assert!(ok, "shards did not converge");
+}
+
+/// Asserts that every running node holds the same state of every shard.
+pub(crate) fn assert_same_shards<E: Engine>(c: &Cluster<E>, shards: &[ShardId]) {
+    let ids = c.running();
+    let state = |id: NodeId, shard| {
+        let view = c.node(id).store().read().unwrap();
+        (view.hash_kv(shard, Revision::ZERO).unwrap().hash, view.hash(shard).unwrap())
+    };
+    for &shard in shards {
+        for &id in &ids[1..] {
+            assert_eq!(state(id, shard), state(ids[0], shard), "{shard} on {id} and {}", ids[0]);
+        }
     }
 }
