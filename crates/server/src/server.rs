@@ -168,18 +168,14 @@ pub enum Start {
     Join(NodeId),
 }
 
-/// The node configuration a server configuration asks for.
+/// The node configuration a server configuration asks for, with its
+/// keyspace (`--shards`, `--hash-key-segments`).
 ///
 /// # Errors
-/// [`ServerError::Unsupported`] for what is not implemented yet: more than
-/// one shard.
+/// None today: every configuration that parsed makes a node
+/// configuration (the node checks the keyspace against the one its
+/// cluster was created with when it opens).
 pub fn node_config(config: &ServerConfig, start: Start) -> Result<NodeConfig, ServerError> {
-    if config.shards != 1 {
-        return Err(ServerError::Unsupported(format!(
-            "--shards {} is not available yet: a cluster has one shard for now",
-            config.shards
-        )));
-    }
     let members: Vec<InitialMember> = config
         .initial_cluster
         .iter()
@@ -217,6 +213,7 @@ pub fn node_config(config: &ServerConfig, start: Start) -> Result<NodeConfig, Se
     node.store.cache_bytes = usize::try_from(config.backend_cache_bytes).unwrap_or(usize::MAX);
     node.request_bytes_max = config.max_request_bytes;
     node.seed = rand::random();
+    node.keyspace = config.keyspace();
     Ok(node)
 }
 
@@ -290,15 +287,13 @@ impl Server {
             _ => (Start::Found, Vec::new()),
         };
         let node_config = node_config(&config, start)?;
-        let keyspace = config.keyspace();
         let lease_ttl_min_seconds = node_config.lease_ttl_min_seconds();
         let engine = match config.engine {
             EngineKind::Raft => ringkv_node::EngineKind::Raft,
             EngineKind::Paxos => ringkv_node::EngineKind::Paxos,
         };
         let node =
-            NodeRuntime::start(engine, node_config, keyspace, &config.data_dir, metrics.clone())
-                .await?;
+            NodeRuntime::start(engine, node_config, &config.data_dir, metrics.clone()).await?;
         let handle = node.handle().clone();
         let member = node.member_id();
         metrics.set_info(member, &config.name);

@@ -425,6 +425,9 @@ fn shards_and_the_hash_key_rule_make_the_keyspace() {
     let config = parse(&["--shards=64", "--hash-key-segments=2"], no_env()).unwrap();
     let two = HashKeyRule::Segments(NonZeroU32::new(2).unwrap());
     assert_eq!(config.keyspace(), Keyspace::new(64, two).unwrap());
+    // The node hosts and routes by the same keyspace.
+    let node = crate::server::node_config(&config, crate::server::Start::Found).unwrap();
+    assert_eq!(node.keyspace, config.keyspace());
     let env = vec![("RINGKV_HASH_KEY_SEGMENTS".to_owned(), "0".to_owned())];
     let config = parse(&["--shards=8"], env).unwrap();
     assert_eq!(config.keyspace().rule(), HashKeyRule::WholeKey);

@@ -411,7 +411,13 @@ impl WithEngine for OpenAndRun {
                 return;
             }
         };
-        let revision = node.shard_status(DATA_SHARD).map(|s| s.revision).unwrap_or_default();
+        // The largest data shard revision (with one shard, the revision).
+        let revision = keyspace
+            .shard_ids()
+            .filter_map(|s| node.shard_status(ShardId(s.0)))
+            .map(|s| s.revision)
+            .max()
+            .unwrap_or_default();
         let state = Arc::new(NodeState::new(node.id(), node.cluster_id(), revision));
         let store = Arc::clone(node.store());
         let context: Arc<dyn WatchContext> = Arc::clone(&state) as Arc<dyn WatchContext>;
@@ -446,6 +452,9 @@ impl NodeRuntime {
     /// Must be called within a tokio runtime (reads run on its blocking
     /// pool). The transport is bound later through [`NodeRuntime::link`].
     ///
+    /// `config.keyspace` says which data shards the node hosts (and the
+    /// server routes by).
+    ///
     /// `engine` is the consensus engine of a new data directory; one that
     /// was created before keeps the engine it was created with (as etcd
     /// ignores its `--initial-cluster*` flags on restart), and a different
@@ -457,12 +466,12 @@ impl NodeRuntime {
     pub async fn start(
         engine: EngineKind,
         config: NodeConfig,
-        keyspace: Keyspace,
         data_dir: &Path,
         metrics: Metrics,
     ) -> Result<NodeRuntime, StartError> {
         let runtime = Handle::try_current()
             .map_err(|_| StartError::Thread("not called within a tokio runtime".to_owned()))?;
+        let keyspace = config.keyspace;
         let (inbox, inbox_rx) = sync_channel(INBOX_INPUTS_MAX);
         let (events, _) = broadcast::channel(EVENT_BROADCAST_CAPACITY);
         let link = PeerLink::new();

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ringkv_consensus::{NodeId, ShardId};
 use ringkv_node::{
-    Clock, Completion, Credential, DATA_SHARD, Engine, Member, Node, NodeError, Request, Token,
-    WatchEvents, execute_read,
+    Clock, Completion, Credential, Engine, Member, Node, NodeError, Request, Token, WatchEvents,
+    execute_read,
 };
 use ringkv_storage::Disk;
 use tokio::runtime::Handle;
@@ -45,7 +45,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         let mut more = false;
         let mut last_refresh: Option<Duration> = None;
         let mut peers: BTreeMap<NodeId, Vec<HttpUrl>> = BTreeMap::new();
-        let mut snapshots_installed = 0;
+        let mut snapshots_installed = BTreeMap::new();
         'outer: loop {
             // Wait for input, the next wakeup, or nothing if work is queued.
             let first = if more {
@@ -101,7 +101,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             // Every round, before its answers go out: the serializable
             // reads served without this thread put these on their headers,
             // as the node puts its own on the answers below.
-            let header = self.node.header(DATA_SHARD);
+            let header = self.node.header(self.node.meta_shard());
             self.state.set_cluster_id(header.cluster_id);
             self.state.set_raft_term(header.raft_term);
             // Before this round's answers go out: a client that saw auth
@@ -111,8 +111,10 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             // reads its status) finds it serving.
             self.state.set_learner(self.node.is_learner());
             if !out.events.is_empty() {
-                if let Some(last) = out.events.iter().rev().find(|e| e.shard == DATA_SHARD) {
-                    self.state.advance_revision(last.revision);
+                // The largest data shard revision (with one shard, the
+                // revision): the metadata group's are nobody's.
+                for batch in out.events.iter().filter(|e| self.hubs.hub(e.shard).is_some()) {
+                    self.state.advance_revision(batch.revision);
                 }
                 // The hub sees every event here, on the node thread, in
                 // apply order and before this round's requests are answered
@@ -181,7 +183,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
     fn refresh(
         &mut self,
         peers: &mut BTreeMap<NodeId, Vec<HttpUrl>>,
-        installed: &mut u64,
+        installed: &mut BTreeMap<ShardId, u64>,
         pending: usize,
     ) {
         let node = &self.node;
@@ -190,21 +192,28 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             warn!(reason = node.stopped().unwrap_or_default(), "node stopped serving");
             self.state.set_stopped();
         }
-        if let Some(status) = node.shard_status(DATA_SHARD) {
-            if status.snapshots_installed > *installed {
-                // Rare and worth knowing: this member fell behind the
-                // leader's compacted log and was sent the whole store.
+        let mut shards = Vec::new();
+        for shard in hosted_shards(node.keyspace()) {
+            let Some(status) = node.shard_status(shard) else { continue };
+            let logged = installed.entry(shard).or_insert(0);
+            if status.snapshots_installed > *logged {
+                *logged = status.snapshots_installed;
+                // Rare and worth knowing: this member fell behind a
+                // leader's compacted log and was sent the shard's store.
                 info!(
                     shard = status.shard.0,
                     index = status.snapshot_index.0,
                     revision = status.revision.0,
                     "installed a snapshot from the leader"
                 );
-                *installed = status.snapshots_installed;
             }
-            self.state.advance_revision(status.revision);
-            let replica = node.replica_status(DATA_SHARD);
-            let shards = vec![ShardReport::new(status, replica.as_ref())];
+            if self.hubs.hub(shard).is_some() {
+                self.state.advance_revision(status.revision);
+            }
+            let replica = node.replica_status(shard);
+            shards.push(ShardReport::new(status, replica.as_ref()));
+        }
+        if !shards.is_empty() {
             self.metrics.observe_shards(&shards);
             self.state.set_shards(shards);
         }
@@ -219,9 +228,6 @@ impl<E: Engine, D: Disk> Loop<E, D> {
 
 /// Hands a request to the node: routed by the node when `shard` is `None`,
 /// else to that data shard (a part of a request over several shards).
-///
-/// Until the node hosts several data shards the server refuses `--shards`
-/// above one, so every request names the one data shard (or none).
 fn submit<E: Engine, D: Disk>(
     node: &mut Node<E, D, PeerLink, MonotonicClock>,
     token: Token,
@@ -229,11 +235,22 @@ fn submit<E: Engine, D: Disk>(
     request: Request,
     credential: Credential,
 ) -> Result<(), NodeError> {
-    debug_assert!(
-        shard.is_none_or(|s| s == DATA_SHARD),
-        "one data shard until the node hosts more"
-    );
-    node.submit_as(token, request, credential)
+    match shard {
+        None => node.submit_as(token, request, credential),
+        Some(shard) => node.submit_to(token, shard, request, credential),
+    }
+}
+
+/// Every shard a node of `keyspace` hosts: the metadata group (shard 0)
+/// beside the data shards when there are several, the one data shard
+/// otherwise (ADR 0002).
+fn hosted_shards(keyspace: &ringkv_ring::Keyspace) -> Vec<ShardId> {
+    let data = keyspace.shard_ids().map(|s| ShardId(s.0));
+    if keyspace.shard_count() > 1 {
+        std::iter::once(ringkv_node::META_SHARD).chain(data).collect()
+    } else {
+        data.collect()
+    }
 }
 
 /// Sets the transport's address book to the member table (every member but
