@@ -191,6 +191,28 @@ fn the_sharding_refusals_have_the_adr_codes_and_messages() {
 }
 
 #[test]
+fn the_nodes_shard_refusals_reach_the_client_with_its_message() {
+    use ringkv_consensus::ShardId;
+    use ringkv_node::{NodeError, SpanningRequest};
+    let spans = NodeError::SpansShards {
+        request: SpanningRequest::Txn,
+        shards: vec![ShardId(2), ShardId(5)],
+    };
+    let status = EtcdError::from(spans).to_status();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        "etcdserver: txn spans shards 2 and 5; keys of one txn must share a hash key (use {tag} \
+         in the key)"
+    );
+    let required = NodeError::ShardRequired { request: "compact", shard_count: 64 };
+    let text = required.to_string();
+    let status = EtcdError::from(required).to_status();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(status.message(), text);
+}
+
+#[test]
 fn every_catalog_entry_has_etcds_code_and_message() {
     for (error, code, message) in EXPECTED {
         assert_eq!(error.code() as i32, *code, "code of {error:?}");
