@@ -147,6 +147,10 @@ fn sharded_cluster(engine: &str) {
     ctl(&url, &["lease", "revoke", &id]);
     assert_eq!(count_of(&ctl_json(&url, &["get", "l/", "--prefix", "--keys-only"])), 0);
 
+    // A revision names one shard's history: no compaction by revision.
+    let out = etcdctl(&url, &["compact", "2"]);
+    assert!(!out.ok && out.stderr.contains("compaction by revision is refused"), "{out:?}");
+
     // A prefix delete over every shard.
     assert_eq!(ctl(&url, &["del", "k/", "--prefix"]), format!("{KEYS}\n"));
     assert_eq!(count_of(&ctl_json(&url, &["get", "k/", "--prefix", "--keys-only"])), 0);

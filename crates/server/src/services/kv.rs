@@ -96,6 +96,18 @@ impl Kv for KvService {
         self.ctx.check_leader(&request)?;
         let ctx = self.ctx.for_request(&request);
         let req = from_pb::compaction_request(request.into_inner());
+        let shards = self.ctx.node().keyspace().shard_count();
+        if shards > 1 {
+            // A revision names one shard's history (ADR 0002): compacting
+            // every shard at it would drop unrelated histories.
+            return Err(EtcdError::ShardRefused {
+                message: format!(
+                    "etcdserver: compaction by revision is refused on a cluster of {shards} \
+                     shards: a revision names one shard's history (use --shards 1)"
+                ),
+            }
+            .into());
+        }
         let answer = ctx.call(Request::Compact(req)).await?;
         match answer.reply {
             Reply::Kv(MvccResponse::Compaction(r)) => {
