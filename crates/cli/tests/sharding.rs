@@ -85,9 +85,14 @@ fn sharded_cluster(engine: &str) {
         ctl_json(&url, &["get", "k/", "--prefix", "--sort-by=KEY", "--order=DESCEND", "--limit=5"]);
     let last: Vec<String> = keys.iter().rev().take(5).cloned().collect();
     assert_eq!(keys_of(&got), last);
-    // Serializable ranges read each shard's part locally.
+    // Serializable ranges read each shard's part locally, and a single key
+    // from its own shard.
     let got = ctl_json(&url, &["get", "k/", "--prefix", "--consistency=s", "--keys-only"]);
     assert_eq!(keys_of(&got), keys);
+    for (i, key) in keys.iter().enumerate().filter(|(_, k)| shard_of(k) != 1).take(5) {
+        let value = ctl(&url, &["get", key, "--consistency=s", "--print-value-only"]);
+        assert_eq!(value, format!("v{i}\n"), "{key} on shard {}", shard_of(key));
+    }
 
     // A txn over keys of two shards is refused, naming them.
     let other = keys.iter().find(|k| shard_of(k) != shard_of(&keys[0])).unwrap();
@@ -102,6 +107,13 @@ fn sharded_cluster(engine: &str) {
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(out.stdout, "SUCCESS\n\nOK\n\nOK\n");
     assert_eq!(ctl(&url, &["get", "{user1}/b", "--print-value-only"]), "2\n");
+    // A watch in one shard starts from that shard's revisions, as in etcd.
+    let from = ctl_json(&url, &["get", "{user1}/a"])["kvs"][0]["mod_revision"].as_i64().unwrap();
+    let history =
+        Background::etcdctl(&url, &["watch", "{user1}/", "--prefix", &format!("--rev={from}")]);
+    let both = |out: &str| out.contains("{user1}/a\n1") && out.contains("{user1}/b\n2");
+    assert!(history.wait_for(WAIT, both), "{}{}", history.stdout(), history.stderr());
+    drop(history);
 
     // etcd's lock recipe (a txn over the lock's key and its prefix) keeps
     // to one shard when the lock's name is a hash tag; any other name
