@@ -80,6 +80,15 @@ fn sharded_cluster(engine: &str) {
     assert_eq!(keys_of(&got), keys[..10]);
     assert_eq!(got["more"], true, "{got}");
     assert_eq!(count_of(&got), KEYS as i64);
+    // The JSON gateway serves the same merge.
+    let addr = cluster.members[(leader + 1) % 3].client_addr();
+    // `k/` to `k0`, base64.
+    let raw =
+        support::http_post(addr, "/v3/kv/range", r#"{"key":"ay8=","range_end":"azA=","limit":3}"#);
+    let body: Value = serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(keys_of(&body), keys[..3], "{raw}");
+    assert_eq!(body["count"], KEYS.to_string(), "{raw}");
+    assert_eq!(body["more"], true, "{raw}");
     // Descending across shards.
     let got =
         ctl_json(&url, &["get", "k/", "--prefix", "--sort-by=KEY", "--order=DESCEND", "--limit=5"]);
