@@ -11,7 +11,8 @@
 //!                         ─▶ completions: Done → oneshot;
 //!                                         ReadReady → tokio blocking pool
 //!                                                     (execute_read on a ReadView)
-//!                         ─▶ events: watch hub (every event), then broadcast
+//!                         ─▶ events: its shard's watch hub (every event),
+//!                            then broadcast
 //!                         ─▶ every STATUS_REFRESH_INTERVAL: NodeState, metrics,
 //!                            transport address book from the member table
 //! ```

@@ -15,7 +15,9 @@
 //!
 //! | `auth.rs` | `etcdserverpb.Auth` |
 //!
-//! `etcdserverpb.Watch` is the watch module's.
+//! `etcdserverpb.Watch` is the watch module's. `scatter.rs` serves a
+//! `Range` or `DeleteRange` over the shards it touches
+//! ([`crate::shards`]).
 //!
 //! # Who is calling
 //!
