@@ -20,7 +20,7 @@ use ringkv_api::etcdserverpb::RangeRequest;
 use ringkv_api::etcdserverpb::kv_client::KvClient;
 use ringkv_lincheck::{CheckResult, Options, check};
 use support::load::{Recorder, Worker};
-use support::{ProcessCluster, ctl, ctl_json, etcdctl, promote, wait_until};
+use support::{ProcessCluster, ctl, ctl_json, etcdctl, http_post, promote, wait_until};
 
 /// Bounds each wait (a hang fails the test; this is not a speed check).
 const WAIT: Duration = Duration::from_secs(60);
@@ -248,23 +248,6 @@ fn a_learner_refuses_what_etcd_refuses() {
         put.contains(r#""code":14"#) && put.contains("etcdserver: rpc not supported for learner"),
         "{put}"
     );
-}
-
-/// `POST path` with a JSON `body` to the gateway on `addr`: the raw answer.
-fn http_post(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, WAIT).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).unwrap();
-    raw
 }
 
 /// The `ETCD_INITIAL_CLUSTER` that `etcdctl member add` printed.

@@ -15,8 +15,8 @@
 //! Flag names, meanings and defaults follow etcd's, so an etcd command line
 //! works unchanged, with these differences: the data directory defaults to
 //! `./ringkv-data`, URLs default to `127.0.0.1` rather than `localhost`,
-//! `--listen-peer-urls` are all `http://` or all `https://`, and `--engine`
-//! and `--shards` are ringkv's own.
+//! `--listen-peer-urls` are all `http://` or all `https://`, and `--engine`,
+//! `--shards` and `--hash-key-segments` are ringkv's own.
 //!
 //! The environment is read from the map passed to [`parse_from`], never from
 //! the process directly, so that tests need no global state (and clap's own
@@ -36,7 +36,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::num::NonZeroU32;
+
 use clap::{CommandFactory, Parser};
+use ringkv_ring::{HashKeyRule, Keyspace};
 use serde::Deserialize;
 
 pub use url::{HOST_NAME_BYTES_MAX, Host, HttpUrl, UrlError};
@@ -76,6 +79,12 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1024 * 1024 + 512 * 1024;
 pub const DEFAULT_MAX_TXN_OPS: u64 = 128;
 /// Default `--shards`: one shard is exactly an etcd.
 pub const DEFAULT_SHARDS: u64 = 1;
+/// Default `--hash-key-segments`: 0, the whole key (or its `{tag}`)
+/// decides its shard.
+pub const DEFAULT_HASH_KEY_SEGMENTS: u64 = 0;
+/// Largest `--hash-key-segments`: more segments than any key layout has
+/// would only make every key its own hash key, which 0 says plainly.
+pub const HASH_KEY_SEGMENTS_MAX: u64 = 64;
 
 /// The election timeout must be at least this many heartbeat intervals, as
 /// etcd requires: fewer, and one delayed heartbeat starts an election.
@@ -211,6 +220,10 @@ pub struct ServerArgs {
     /// Number of data shards, fixed at cluster creation. [default: 1]
     #[arg(long, value_name = "N")]
     pub shards: Option<u64>,
+
+    /// Hash key of a key: its first N `/`-separated segments decide its shard (0: the whole key); a `{tag}` in them wins, as in Redis Cluster. Fixed at cluster creation. [default: 0]
+    #[arg(long, value_name = "N")]
+    pub hash_key_segments: Option<u64>,
 
     /// Auth token type: `simple`, or `jwt,pub-key=<file>,priv-key=<file>,sign-method=<alg>[,ttl=<dur>]`. [default: simple]
     #[arg(long, value_name = "TYPE")]
@@ -508,6 +521,8 @@ pub struct ServerConfig {
     pub engine: EngineKind,
     /// Number of data shards (`--shards`), in `1..=SHARDS_MAX`.
     pub shards: u64,
+    /// Which part of a key decides its shard (`--hash-key-segments`).
+    pub hash_key_rule: HashKeyRule,
     /// Authentication settings (`--auth-token`, `--auth-token-ttl`,
     /// `--bcrypt-cost`; `--client-cert-auth` with TLS).
     pub auth: crate::auth::AuthOptions,
@@ -758,6 +773,13 @@ where
 }
 
 impl ServerConfig {
+    /// The cluster's key space: `--shards` data shards and the
+    /// `--hash-key-segments` rule.
+    pub fn keyspace(&self) -> Keyspace {
+        let shards = u32::try_from(self.shards).expect("--shards is checked against SHARDS_MAX");
+        Keyspace::new(shards, self.hash_key_rule).expect("--shards is checked against SHARDS_MAX")
+    }
+
     /// Completes already-parsed flags with the environment, the config file
     /// and the defaults, then validates.
     ///
@@ -807,6 +829,7 @@ impl ServerArgs {
             log_format,
             engine,
             shards,
+            hash_key_segments,
             auth_token,
             auth_token_ttl,
             bcrypt_cost,
@@ -842,6 +865,7 @@ impl ServerArgs {
             log_format: log_format.or(lower.log_format),
             engine: engine.or(lower.engine),
             shards: shards.or(lower.shards),
+            hash_key_segments: hash_key_segments.or(lower.hash_key_segments),
             auth_token: auth_token.or(lower.auth_token),
             auth_token_ttl: auth_token_ttl.or(lower.auth_token_ttl),
             bcrypt_cost: bcrypt_cost.or(lower.bcrypt_cost),
@@ -1167,6 +1191,16 @@ fn validate(
         MAX_TXN_OPS_LIMIT,
     )?;
     let shards = in_range("shards", raw.shards.unwrap_or(DEFAULT_SHARDS), 1, SHARDS_MAX)?;
+    let segments = in_range(
+        "hash-key-segments",
+        raw.hash_key_segments.unwrap_or(DEFAULT_HASH_KEY_SEGMENTS),
+        0,
+        HASH_KEY_SEGMENTS_MAX,
+    )?;
+    let hash_key_rule = u32::try_from(segments)
+        .ok()
+        .and_then(NonZeroU32::new)
+        .map_or(HashKeyRule::WholeKey, HashKeyRule::Segments);
 
     Ok(ServerConfig {
         name,
@@ -1189,6 +1223,7 @@ fn validate(
         log_format: raw.log_format.unwrap_or_default(),
         engine: raw.engine.unwrap_or_default(),
         shards,
+        hash_key_rule,
         auth,
         listen_client_urls: needs_tls(
             listen_client,

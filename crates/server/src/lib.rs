@@ -7,6 +7,7 @@
 //! | [`server`] | a whole member: [`server::Server::start`] |
 //! | [`runtime`] | the node on its thread, its inbox, [`runtime::NodeHandle`] |
 //! | [`services`] | the etcd v3 gRPC services, one per file |
+//! | [`shards`] | which shards a KV request touches; merging scatter-gather answers |
 //! | [`http`] | the HTTP side of the client port: gateway, `/health`, `/version`, `/metrics` |
 //! | [`dashboard`] | the built-in web dashboard (`/dashboard`) and the JSON it polls |
 //! | [`api`] | wire ⇄ node conversions, limits, etcd's error catalog |
@@ -29,5 +30,6 @@ pub mod peer;
 pub mod runtime;
 pub mod server;
 pub mod services;
+pub mod shards;
 pub mod tls;
 pub mod watch;

@@ -168,18 +168,14 @@ pub enum Start {
     Join(NodeId),
 }
 
-/// The node configuration a server configuration asks for.
+/// The node configuration a server configuration asks for, with its
+/// keyspace (`--shards`, `--hash-key-segments`).
 ///
 /// # Errors
-/// [`ServerError::Unsupported`] for what is not implemented yet: more than
-/// one shard.
+/// None today: every configuration that parsed makes a node
+/// configuration (the node checks the keyspace against the one its
+/// cluster was created with when it opens).
 pub fn node_config(config: &ServerConfig, start: Start) -> Result<NodeConfig, ServerError> {
-    if config.shards != 1 {
-        return Err(ServerError::Unsupported(format!(
-            "--shards {} is not available yet: a cluster has one shard for now",
-            config.shards
-        )));
-    }
     let members: Vec<InitialMember> = config
         .initial_cluster
         .iter()
@@ -217,6 +213,7 @@ pub fn node_config(config: &ServerConfig, start: Start) -> Result<NodeConfig, Se
     node.store.cache_bytes = usize::try_from(config.backend_cache_bytes).unwrap_or(usize::MAX);
     node.request_bytes_max = config.max_request_bytes;
     node.seed = rand::random();
+    node.keyspace = config.keyspace();
     Ok(node)
 }
 
@@ -300,7 +297,7 @@ impl Server {
         let handle = node.handle().clone();
         let member = node.member_id();
         metrics.set_info(member, &config.name);
-        metrics.attach_watch_hub(Arc::clone(handle.watch_hub()));
+        metrics.attach_watch_hubs(Arc::clone(handle.watch_hubs()));
         let sink_handle = handle.clone();
         let peer_tls = peer_tls(&config)?;
         let transport = PeerTransport::start_with_tls(
@@ -348,7 +345,7 @@ impl Server {
         let authenticator = Arc::new(Authenticator::new(config.auth.clone())?);
         let ctx = Context::new(handle.clone(), limits, authenticator)
             .with_leader_loss_grace(leader_loss_grace);
-        let watch = Arc::new(WatchService::with_auth(Arc::clone(handle.watch_hub()), ctx.clone()));
+        let watch = Arc::new(WatchService::with_auth(Arc::clone(handle.watch_hubs()), ctx.clone()));
         let services = gateway::Services {
             kv: Arc::new(KvService::new(ctx.clone())),
             lease: Arc::new(LeaseService::new(ctx.clone())),

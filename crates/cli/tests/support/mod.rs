@@ -591,6 +591,24 @@ impl Drop for Background {
     }
 }
 
+/// `POST path` with a JSON `body` to the gateway on `addr`: the raw answer.
+pub fn http_post(addr: SocketAddr, path: &str, body: &str) -> String {
+    use std::io::Read as _;
+    let wait = Duration::from_secs(30);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, wait).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    raw
+}
+
 /// Decodes standard base64 (etcdctl's JSON output encodes keys and
 /// values so).
 pub fn base64_decode(text: &str) -> Vec<u8> {

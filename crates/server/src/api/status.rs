@@ -44,8 +44,9 @@ macro_rules! catalog {
     )*) => {
         /// A client-visible error: etcd's gRPC code and exact message.
         ///
-        /// Every variant but [`EtcdError::InvalidEnum`] and
-        /// [`EtcdError::Unknown`] is an error etcd answers with: an entry of
+        /// Every variant but [`EtcdError::InvalidEnum`],
+        /// [`EtcdError::Unknown`] and the two sharding refusals is an error
+        /// etcd answers with: an entry of
         /// its `rpctypes` catalog, or one of the election service's two
         /// errors. Its doc line is the message.
         #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +75,19 @@ macro_rules! catalog {
                 /// The text the client sees.
                 message: String,
             },
+            /// A request the shard layout does not allow (ADR 0002): a
+            /// transaction whose keys live on several shards, or a request
+            /// on one shard's history (Compact, HashKV) on a cluster of
+            /// several. `FailedPrecondition`, with the node's message
+            /// naming the shards and the remedy.
+            ShardRefused {
+                /// The text the client sees.
+                message: String,
+            },
+            /// A read (or a watch) at a revision over several shards, whose
+            /// revisions are not comparable (ADR 0002): `InvalidArgument`,
+            /// [`REVISION_SPANS_SHARDS`].
+            RevisionSpansShards,
         }
 
         impl EtcdError {
@@ -87,6 +101,8 @@ macro_rules! catalog {
                     $(EtcdError::$variant => Code::$code,)*
                     EtcdError::InvalidEnum { .. } => Code::InvalidArgument,
                     EtcdError::Unknown { .. } => Code::Unknown,
+                    EtcdError::ShardRefused { .. } => Code::FailedPrecondition,
+                    EtcdError::RevisionSpansShards => Code::InvalidArgument,
                 }
             }
 
@@ -95,7 +111,10 @@ macro_rules! catalog {
             const fn catalog_message(&self) -> Option<&'static str> {
                 match self {
                     $(EtcdError::$variant => Some($message),)*
-                    EtcdError::InvalidEnum { .. } | EtcdError::Unknown { .. } => None,
+                    EtcdError::InvalidEnum { .. }
+                    | EtcdError::Unknown { .. }
+                    | EtcdError::ShardRefused { .. }
+                    | EtcdError::RevisionSpansShards => None,
                 }
             }
         }
@@ -253,6 +272,10 @@ catalog! {
     ElectionNotLeader => Unknown, "election: not leader";
 }
 
+/// The message of [`EtcdError::RevisionSpansShards`] (ADR 0002).
+pub const REVISION_SPANS_SHARDS: &str = "a revision names one shard's history; narrow the range to \
+                                         one shard or use --shards 1";
+
 impl EtcdError {
     /// The message the client sees: etcd's exactly for catalog variants.
     pub fn message(&self) -> Cow<'static, str> {
@@ -260,7 +283,10 @@ impl EtcdError {
             EtcdError::InvalidEnum { field, value, max } => Cow::Owned(format!(
                 "ringkv: {field} has no value {value} in etcd's protocol (known values: 0 to {max})"
             )),
-            EtcdError::Unknown { message } => Cow::Owned(message.clone()),
+            EtcdError::Unknown { message } | EtcdError::ShardRefused { message } => {
+                Cow::Owned(message.clone())
+            }
+            EtcdError::RevisionSpansShards => Cow::Borrowed(REVISION_SPANS_SHARDS),
             catalog => Cow::Borrowed(
                 catalog.catalog_message().expect("every other variant is a catalog entry"),
             ),
@@ -335,6 +361,9 @@ impl From<NodeError> for EtcdError {
             NodeError::Mvcc(e) => e.into(),
             NodeError::Member(e) => e.into(),
             NodeError::Auth(e) => e.into(),
+            e @ (NodeError::SpansShards { .. } | NodeError::ShardRequired { .. }) => {
+                EtcdError::ShardRefused { message: e.to_string() }
+            }
             other => EtcdError::Unknown { message: other.to_string() },
         }
     }

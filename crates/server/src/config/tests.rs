@@ -405,6 +405,7 @@ fn limits_are_enforced_with_the_allowed_range() {
         ("max-txn-ops", (MAX_TXN_OPS_LIMIT + 1).to_string()),
         ("shards", "0".to_owned()),
         ("shards", (SHARDS_MAX + 1).to_string()),
+        ("hash-key-segments", (HASH_KEY_SEGMENTS_MAX + 1).to_string()),
     ] {
         let error = parse(&[&format!("--{flag}={value}")], no_env()).unwrap_err();
         assert!(
@@ -415,6 +416,21 @@ fn limits_are_enforced_with_the_allowed_range() {
     }
     let config = parse(&[&format!("--shards={SHARDS_MAX}")], no_env()).unwrap();
     assert_eq!(config.shards, SHARDS_MAX);
+}
+
+#[test]
+fn shards_and_the_hash_key_rule_make_the_keyspace() {
+    let config = parse(&[], no_env()).unwrap();
+    assert_eq!(config.keyspace(), Keyspace::new(1, HashKeyRule::WholeKey).unwrap());
+    let config = parse(&["--shards=64", "--hash-key-segments=2"], no_env()).unwrap();
+    let two = HashKeyRule::Segments(NonZeroU32::new(2).unwrap());
+    assert_eq!(config.keyspace(), Keyspace::new(64, two).unwrap());
+    // The node hosts and routes by the same keyspace.
+    let node = crate::server::node_config(&config, crate::server::Start::Found).unwrap();
+    assert_eq!(node.keyspace, config.keyspace());
+    let env = vec![("RINGKV_HASH_KEY_SEGMENTS".to_owned(), "0".to_owned())];
+    let config = parse(&["--shards=8"], env).unwrap();
+    assert_eq!(config.keyspace().rule(), HashKeyRule::WholeKey);
 }
 
 #[test]
@@ -495,6 +511,7 @@ fn help_states_each_default_and_the_precedence() {
         ("max-request-bytes", DEFAULT_MAX_REQUEST_BYTES.to_string()),
         ("max-txn-ops", DEFAULT_MAX_TXN_OPS.to_string()),
         ("shards", DEFAULT_SHARDS.to_string()),
+        ("hash-key-segments", DEFAULT_HASH_KEY_SEGMENTS.to_string()),
         ("initial-cluster-state", "new".to_owned()),
         ("log-level", "info".to_owned()),
         ("log-format", "human".to_owned()),

@@ -95,7 +95,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::peer::{Lane, PeerTransport, SendObserver, TransportStats};
 use crate::runtime::ShardReport;
-use crate::watch::{WatchHub, WatchStats};
+use crate::watch::{WatchHubs, WatchStats};
 use events::{EventKind, EventLog, hex_id};
 use grpc::{GRPC_DURATION_BUCKETS_SECONDS, GRPC_DURATION_HISTOGRAM, GRPC_REQUESTS, GrpcMetrics};
 
@@ -231,7 +231,7 @@ struct Inner {
     transport_counters: TransportCounters,
     peers: Mutex<BTreeMap<NodeId, PeerGauges>>,
     peer_send: [Histogram; 2],
-    hub: OnceLock<Arc<WatchHub>>,
+    hub: OnceLock<Arc<WatchHubs>>,
     watch: [Gauge; 3],
     events: EventLog,
     engine: OnceLock<&'static str>,
@@ -581,9 +581,10 @@ impl Metrics {
         let _ = self.inner.transport.set(transport.clone());
     }
 
-    /// Reads the watch hub's counts at each scrape.
-    pub fn attach_watch_hub(&self, hub: Arc<WatchHub>) {
-        let _ = self.inner.hub.set(hub);
+    /// Reads the watch hubs' counts (summed over the shards) at each
+    /// scrape.
+    pub fn attach_watch_hubs(&self, hubs: Arc<WatchHubs>) {
+        let _ = self.inner.hub.set(hubs);
     }
 
     /// Updates every shard's series from the node thread's reports, and

@@ -11,7 +11,8 @@
 //!                         ─▶ completions: Done → oneshot;
 //!                                         ReadReady → tokio blocking pool
 //!                                                     (execute_read on a ReadView)
-//!                         ─▶ events: watch hub (every event), then broadcast
+//!                         ─▶ events: its shard's watch hub (every event),
+//!                            then broadcast
 //!                         ─▶ every STATUS_REFRESH_INTERVAL: NodeState, metrics,
 //!                            transport address book from the member table
 //! ```
@@ -42,11 +43,12 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ringkv_consensus::NodeId;
+use ringkv_consensus::{NodeId, ShardId};
 use ringkv_node::{
     Credential, DATA_SHARD, Engine, EngineKind, Header, Node, NodeConfig, NodeError, ReadRequest,
     Reply, Request, WatchEvents, WithEngine, execute_read, stored_engine,
 };
+use ringkv_ring::Keyspace;
 use ringkv_storage::FsDisk;
 use ringkv_storage::mvcc::{MvccStore, RangeRequest};
 use tokio::runtime::Handle;
@@ -59,7 +61,7 @@ pub use state::{NodeState, ShardReport};
 use crate::api::EtcdError;
 use crate::metrics::Metrics;
 use crate::peer::{Delivery, PeerEvent};
-use crate::watch::{WatchConfig, WatchContext, WatchHub};
+use crate::watch::{WatchConfig, WatchContext, WatchHub, WatchHubs};
 
 /// Most inputs (client requests and peer frames) waiting in the node's
 /// inbox. Past it requests get `etcdserver: too many requests` and peer
@@ -95,9 +97,15 @@ type NodeResult = Result<Answer, NodeError>;
 /// What the node thread takes from its inbox.
 #[derive(Debug)]
 enum NodeInput {
-    /// A client request, what its client presented, and where to send its
-    /// answer.
-    Request { request: Request, credential: Credential, reply: oneshot::Sender<NodeResult> },
+    /// A client request, the data shard it is aimed at (`None`: the node
+    /// routes it by its keys, or to the metadata group), what its client
+    /// presented, and where to send its answer.
+    Request {
+        request: Request,
+        shard: Option<ShardId>,
+        credential: Credential,
+        reply: oneshot::Sender<NodeResult>,
+    },
     /// A frame from a peer, or news that a peer is unreachable.
     Peer(PeerEvent),
     /// Stop the loop (graceful shutdown).
@@ -135,8 +143,10 @@ pub struct NodeHandle {
     state: Arc<NodeState>,
     store: Arc<MvccStore>,
     events: broadcast::Sender<Arc<[WatchEvents]>>,
-    hub: Arc<WatchHub>,
+    hubs: Arc<WatchHubs>,
     metrics: Metrics,
+    /// The cluster's shards and hash-key rule: where each key lives.
+    keyspace: Keyspace,
 }
 
 impl NodeHandle {
@@ -160,12 +170,37 @@ impl NodeHandle {
         credential: Credential,
         request: Request,
     ) -> Result<Answer, EtcdError> {
+        self.send(credential, None, request).await
+    }
+
+    /// Sends a KV request (`Range`, `Put`, `DeleteRange`, `Txn`), made with
+    /// `credential`, to data shard `shard` and waits for its answer: one
+    /// part of a request over several shards. The request must only name
+    /// keys of that shard.
+    ///
+    /// # Errors
+    /// As [`NodeHandle::call_as`].
+    pub async fn call_shard_as(
+        &self,
+        credential: Credential,
+        shard: ShardId,
+        request: Request,
+    ) -> Result<Answer, EtcdError> {
+        self.send(credential, Some(shard), request).await
+    }
+
+    async fn send(
+        &self,
+        credential: Credential,
+        shard: Option<ShardId>,
+        request: Request,
+    ) -> Result<Answer, EtcdError> {
         let proposal = is_proposal(&request);
         if proposal {
             self.metrics.proposal_submitted();
         }
         let (reply, answer) = oneshot::channel();
-        let sent = self.inbox.try_send(NodeInput::Request { request, credential, reply });
+        let sent = self.inbox.try_send(NodeInput::Request { request, shard, credential, reply });
         let result = match sent {
             Err(TrySendError::Full(_)) => Err(EtcdError::TooManyRequests),
             Err(TrySendError::Disconnected(_)) => Err(EtcdError::Stopped),
@@ -195,7 +230,9 @@ impl NodeHandle {
     /// must serve it: auth is enabled (it resolves the caller's token and
     /// checks their rights at the auth revision it runs with), or
     /// [`NodeState::set_direct_serializable_reads`] turned this off.
-    pub async fn range_serializable(&self, req: RangeRequest) -> DirectRead {
+    ///
+    /// `shard` is the data shard that holds every key of the range.
+    pub async fn range_serializable(&self, shard: ShardId, req: RangeRequest) -> DirectRead {
         if !self.state.direct_serializable_reads() || self.state.auth_enabled() {
             return DirectRead::NeedsNode(req);
         }
@@ -205,7 +242,8 @@ impl NodeHandle {
         let point = req.range_end.is_empty();
         let store = Arc::clone(&self.store);
         let state = Arc::clone(&self.state);
-        let run = move || direct_range(&store, &state, req);
+        let auth = auth_shard(&self.keyspace);
+        let run = move || direct_range(&store, &state, auth, shard, req);
         let served = if point {
             run()
         } else {
@@ -219,6 +257,11 @@ impl NodeHandle {
             Ok(answer) => DirectRead::Answered(answer.map_err(EtcdError::from)),
             Err(req) => DirectRead::NeedsNode(req),
         }
+    }
+
+    /// The cluster's shards and hash-key rule.
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
     }
 
     /// The node's published state.
@@ -238,9 +281,14 @@ impl NodeHandle {
         self.events.subscribe()
     }
 
-    /// The data shard's watch hub.
+    /// The first data shard's watch hub (the only one with one shard).
     pub fn watch_hub(&self) -> &Arc<WatchHub> {
-        &self.hub
+        self.hubs.first()
+    }
+
+    /// The watch hubs of every data shard.
+    pub fn watch_hubs(&self) -> &Arc<WatchHubs> {
+        &self.hubs
     }
 
     /// The server's metrics.
@@ -281,20 +329,29 @@ pub enum DirectRead {
 fn direct_range(
     store: &MvccStore,
     state: &NodeState,
+    auth: ShardId,
+    shard: ShardId,
     req: RangeRequest,
 ) -> Result<Result<Answer, NodeError>, RangeRequest> {
     let view = match store.read() {
         Ok(view) => view,
         Err(e) => return Ok(Err(NodeError::from(e))),
     };
-    match ringkv_node::auth::stored_enabled(&view, DATA_SHARD) {
+    match ringkv_node::auth::stored_enabled(&view, auth) {
         Ok(false) => {}
         Ok(true) => return Err(req),
         Err(e) => return Ok(Err(e)),
     }
     let header = state.node_header();
     let read = ReadRequest::Range(req);
-    Ok(execute_read(&view, DATA_SHARD, &read, None).map(|reply| Answer { header, reply }))
+    Ok(execute_read(&view, shard, &read, None).map(|reply| Answer { header, reply }))
+}
+
+/// The shard whose store holds the auth tables: the data shard of a
+/// one-shard cluster (exactly etcd's layout), the metadata group otherwise
+/// (ADR 0002).
+fn auth_shard(keyspace: &Keyspace) -> ShardId {
+    if keyspace.shard_count() == 1 { DATA_SHARD } else { ShardId(ringkv_ring::METADATA_SHARD.0) }
 }
 
 /// Whether a read touches at most one key (a `Get`), so that it may run on
@@ -324,12 +381,13 @@ fn is_proposal(request: &Request) -> bool {
 }
 
 /// What the node thread sends back once the node is open.
-type Opened = Result<(Arc<NodeState>, Arc<MvccStore>, Arc<WatchHub>), StartError>;
+type Opened = Result<(Arc<NodeState>, Arc<MvccStore>, Arc<WatchHubs>), StartError>;
 
 /// The node thread's work once the engine is known: open the node with
 /// engine `E`, tell the caller, run the loop.
 struct OpenAndRun {
     config: NodeConfig,
+    keyspace: Keyspace,
     disk: TimedDisk<FsDisk>,
     opened: oneshot::Sender<Opened>,
     inbox: Receiver<NodeInput>,
@@ -343,7 +401,8 @@ impl WithEngine for OpenAndRun {
     type Output = ();
 
     fn run<E: Engine>(self) {
-        let OpenAndRun { config, disk, opened, inbox, events, runtime, link, metrics } = self;
+        let OpenAndRun { config, keyspace, disk, opened, inbox, events, runtime, link, metrics } =
+            self;
         let clock = MonotonicClock::new();
         let election_timeout = config.election_timeout();
         let node = match Node::<E, _, _, _>::open(config, disk, link.clone(), clock) {
@@ -353,7 +412,13 @@ impl WithEngine for OpenAndRun {
                 return;
             }
         };
-        let revision = node.shard_status(DATA_SHARD).map(|s| s.revision).unwrap_or_default();
+        // The largest data shard revision (with one shard, the revision).
+        let revision = keyspace
+            .shard_ids()
+            .filter_map(|s| node.shard_status(ShardId(s.0)))
+            .map(|s| s.revision)
+            .max()
+            .unwrap_or_default();
         let state = Arc::new(NodeState::new(node.id(), node.cluster_id(), revision));
         let store = Arc::clone(node.store());
         let context: Arc<dyn WatchContext> = Arc::clone(&state) as Arc<dyn WatchContext>;
@@ -361,17 +426,17 @@ impl WithEngine for OpenAndRun {
         // timeout, as etcd's do.
         let watch_config =
             WatchConfig { leader_check_interval: election_timeout, ..WatchConfig::default() };
-        let hub = match WatchHub::new(Arc::clone(&store), DATA_SHARD, context, watch_config) {
-            Ok(hub) => hub,
+        let hubs = match WatchHubs::new(&store, keyspace, &context, &watch_config) {
+            Ok(hubs) => hubs,
             Err(e) => {
                 let _ = opened.send(Err(StartError::Watch(e)));
                 return;
             }
         };
-        if opened.send(Ok((Arc::clone(&state), store, Arc::clone(&hub)))).is_err() {
+        if opened.send(Ok((Arc::clone(&state), store, Arc::clone(&hubs)))).is_err() {
             return;
         }
-        node_loop::Loop { node, clock, inbox, state, events, hub, runtime, link, metrics }.run();
+        node_loop::Loop { node, clock, inbox, state, events, hubs, runtime, link, metrics }.run();
     }
 }
 
@@ -387,6 +452,9 @@ impl NodeRuntime {
     /// Opens the node on `data_dir` on a new thread and starts its loop.
     /// Must be called within a tokio runtime (reads run on its blocking
     /// pool). The transport is bound later through [`NodeRuntime::link`].
+    ///
+    /// `config.keyspace` says which data shards the node hosts (and the
+    /// server routes by).
     ///
     /// `engine` is the consensus engine of a new data directory; one that
     /// was created before keeps the engine it was created with (as etcd
@@ -404,6 +472,7 @@ impl NodeRuntime {
     ) -> Result<NodeRuntime, StartError> {
         let runtime = Handle::try_current()
             .map_err(|_| StartError::Thread("not called within a tokio runtime".to_owned()))?;
+        let keyspace = config.keyspace;
         let (inbox, inbox_rx) = sync_channel(INBOX_INPUTS_MAX);
         let (events, _) = broadcast::channel(EVENT_BROADCAST_CAPACITY);
         let link = PeerLink::new();
@@ -443,6 +512,7 @@ impl NodeRuntime {
                 thread_metrics.set_engine(engine.name());
                 engine.dispatch(OpenAndRun {
                     config,
+                    keyspace,
                     disk,
                     opened: opened_tx,
                     inbox: inbox_rx,
@@ -453,7 +523,7 @@ impl NodeRuntime {
                 });
             })
             .map_err(|e| StartError::Thread(e.to_string()))?;
-        let (state, store, hub) = match opened_rx.await {
+        let (state, store, hubs) = match opened_rx.await {
             Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -465,7 +535,7 @@ impl NodeRuntime {
             }
         };
         Ok(NodeRuntime {
-            handle: NodeHandle { inbox, state, store, events, hub, metrics },
+            handle: NodeHandle { inbox, state, store, events, hubs, metrics, keyspace },
             link,
             thread: Some(thread),
         })

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
-use ringkv_consensus::NodeId;
+use ringkv_consensus::{NodeId, ShardId};
 use ringkv_node::{
-    Clock, Completion, DATA_SHARD, Engine, Member, Node, NodeError, Token, WatchEvents,
+    Clock, Completion, Credential, Engine, Member, Node, NodeError, Request, Token, WatchEvents,
     execute_read,
 };
 use ringkv_storage::Disk;
@@ -22,7 +22,7 @@ use super::{
 use crate::config::HttpUrl;
 use crate::metrics::Metrics;
 use crate::peer::PeerEvent;
-use crate::watch::WatchHub;
+use crate::watch::WatchHubs;
 
 /// Everything the loop owns besides the node.
 pub(super) struct Loop<E: Engine, D: Disk> {
@@ -31,7 +31,7 @@ pub(super) struct Loop<E: Engine, D: Disk> {
     pub(super) inbox: Receiver<NodeInput>,
     pub(super) state: Arc<NodeState>,
     pub(super) events: broadcast::Sender<Arc<[WatchEvents]>>,
-    pub(super) hub: Arc<WatchHub>,
+    pub(super) hubs: Arc<WatchHubs>,
     pub(super) runtime: Handle,
     pub(super) link: PeerLink,
     pub(super) metrics: Metrics,
@@ -45,7 +45,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         let mut more = false;
         let mut last_refresh: Option<Duration> = None;
         let mut peers: BTreeMap<NodeId, Vec<HttpUrl>> = BTreeMap::new();
-        let mut snapshots_installed = 0;
+        let mut snapshots_installed = BTreeMap::new();
         'outer: loop {
             // Wait for input, the next wakeup, or nothing if work is queued.
             let first = if more {
@@ -68,10 +68,10 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             let mut taken = 0;
             while let Some(next) = input.take() {
                 match next {
-                    NodeInput::Request { request, credential, reply } => {
+                    NodeInput::Request { request, shard, credential, reply } => {
                         let token = Token(next_token);
                         next_token += 1;
-                        match self.node.submit_as(token, request, credential) {
+                        match submit(&mut self.node, token, shard, request, credential) {
                             Ok(()) => {
                                 waiting.insert(token, reply);
                             }
@@ -101,7 +101,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             // Every round, before its answers go out: the serializable
             // reads served without this thread put these on their headers,
             // as the node puts its own on the answers below.
-            let header = self.node.header(DATA_SHARD);
+            let header = self.node.header(self.node.meta_shard());
             self.state.set_cluster_id(header.cluster_id);
             self.state.set_raft_term(header.raft_term);
             // Before this round's answers go out: a client that saw auth
@@ -111,15 +111,17 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             // reads its status) finds it serving.
             self.state.set_learner(self.node.is_learner());
             if !out.events.is_empty() {
-                if let Some(last) = out.events.iter().rev().find(|e| e.shard == DATA_SHARD) {
-                    self.state.advance_revision(last.revision);
+                // The largest data shard revision (with one shard, the
+                // revision): the metadata group's are nobody's.
+                for batch in out.events.iter().filter(|e| self.hubs.hub(e.shard).is_some()) {
+                    self.state.advance_revision(batch.revision);
                 }
                 // The hub sees every event here, on the node thread, in
                 // apply order and before this round's requests are answered
                 // below, so a client that saw a write's revision finds it in
                 // any watch it opens afterwards.
                 for batch in &out.events {
-                    self.hub.publish(batch);
+                    self.hubs.publish(batch);
                 }
                 // The broadcast feeds the Lock and Election services (and any
                 // other in-process follower of applied changes). It never
@@ -181,7 +183,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
     fn refresh(
         &mut self,
         peers: &mut BTreeMap<NodeId, Vec<HttpUrl>>,
-        installed: &mut u64,
+        installed: &mut BTreeMap<ShardId, u64>,
         pending: usize,
     ) {
         let node = &self.node;
@@ -190,21 +192,28 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             warn!(reason = node.stopped().unwrap_or_default(), "node stopped serving");
             self.state.set_stopped();
         }
-        if let Some(status) = node.shard_status(DATA_SHARD) {
-            if status.snapshots_installed > *installed {
-                // Rare and worth knowing: this member fell behind the
-                // leader's compacted log and was sent the whole store.
+        let mut shards = Vec::new();
+        for shard in hosted_shards(node.keyspace()) {
+            let Some(status) = node.shard_status(shard) else { continue };
+            let logged = installed.entry(shard).or_insert(0);
+            if status.snapshots_installed > *logged {
+                *logged = status.snapshots_installed;
+                // Rare and worth knowing: this member fell behind a
+                // leader's compacted log and was sent the shard's store.
                 info!(
                     shard = status.shard.0,
                     index = status.snapshot_index.0,
                     revision = status.revision.0,
                     "installed a snapshot from the leader"
                 );
-                *installed = status.snapshots_installed;
             }
-            self.state.advance_revision(status.revision);
-            let replica = node.replica_status(DATA_SHARD);
-            let shards = vec![ShardReport::new(status, replica.as_ref())];
+            if self.hubs.hub(shard).is_some() {
+                self.state.advance_revision(status.revision);
+            }
+            let replica = node.replica_status(shard);
+            shards.push(ShardReport::new(status, replica.as_ref()));
+        }
+        if !shards.is_empty() {
             self.metrics.observe_shards(&shards);
             self.state.set_shards(shards);
         }
@@ -214,6 +223,33 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         let members = node.members();
         sync_peers(&self.link, node.id(), &members, peers);
         self.state.set_members(members);
+    }
+}
+
+/// Hands a request to the node: routed by the node when `shard` is `None`,
+/// else to that data shard (a part of a request over several shards).
+fn submit<E: Engine, D: Disk>(
+    node: &mut Node<E, D, PeerLink, MonotonicClock>,
+    token: Token,
+    shard: Option<ShardId>,
+    request: Request,
+    credential: Credential,
+) -> Result<(), NodeError> {
+    match shard {
+        None => node.submit_as(token, request, credential),
+        Some(shard) => node.submit_to(token, shard, request, credential),
+    }
+}
+
+/// Every shard a node of `keyspace` hosts: the metadata group (shard 0)
+/// beside the data shards when there are several, the one data shard
+/// otherwise (ADR 0002).
+fn hosted_shards(keyspace: &ringkv_ring::Keyspace) -> Vec<ShardId> {
+    let data = keyspace.shard_ids().map(|s| ShardId(s.0));
+    if keyspace.shard_count() > 1 {
+        std::iter::once(ringkv_node::META_SHARD).chain(data).collect()
+    } else {
+        data.collect()
     }
 }
 

@@ -1,4 +1,9 @@
 //! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn, Compact.
+//!
+//! With several shards a `Range` or `DeleteRange` may span them: it is
+//! scattered and merged (`scatter.rs`). A `Put` goes to its key's shard,
+//! and a `Txn` to the one shard all its keys share; the node refuses one
+//! that spans shards (`FailedPrecondition`, naming them).
 
 use ringkv_api::etcdserverpb::{self as pb, kv_server::Kv};
 use ringkv_node::{Reply, Request};
@@ -8,7 +13,6 @@ use tonic::{Response, Status};
 use super::{Context, header_info, learner, unexpected};
 use crate::api::EtcdError;
 use crate::api::convert::{from_pb, to_pb};
-use crate::runtime::DirectRead;
 
 /// The KV service.
 #[derive(Clone, Debug)]
@@ -35,22 +39,11 @@ impl Kv for KvService {
         if learner::learner_refuses_range(self.ctx.state(), req.serializable) {
             return Err(EtcdError::NotSupportedForLearner.into());
         }
-        // A serializable read needs no ordering: served off the node
-        // thread unless only the node may serve it (auth enabled).
-        let answer = if req.serializable {
-            match self.ctx.node().range_serializable(req).await {
-                DirectRead::Answered(answer) => answer?,
-                DirectRead::NeedsNode(req) => ctx.call(Request::Range(req)).await?,
-            }
-        } else {
-            ctx.call(Request::Range(req)).await?
-        };
-        match answer.reply {
-            Reply::Range(r) => {
-                Ok(Response::new(to_pb::range_response(r, &header_info(&answer.header))))
-            }
-            other => Err(unexpected("Range", &other)),
-        }
+        // One shard: exactly etcd (a serializable read is served off the
+        // node thread unless only the node may serve it). Several: each
+        // shard's part, merged.
+        let (header, r) = ctx.range(req).await?;
+        Ok(Response::new(to_pb::range_response(r, &header_info(&header))))
     }
 
     async fn put(
@@ -76,13 +69,8 @@ impl Kv for KvService {
         self.ctx.check_leader(&request)?;
         let ctx = self.ctx.for_request(&request);
         let req = from_pb::delete_range_request(request.into_inner(), self.ctx.limits())?;
-        let answer = ctx.call(Request::DeleteRange(req)).await?;
-        match answer.reply {
-            Reply::Kv(MvccResponse::DeleteRange(r)) => {
-                Ok(Response::new(to_pb::delete_range_response(r, &header_info(&answer.header))))
-            }
-            other => Err(unexpected("DeleteRange", &other)),
-        }
+        let (header, r) = ctx.delete_range(req).await?;
+        Ok(Response::new(to_pb::delete_range_response(r, &header_info(&header))))
     }
 
     async fn txn(
@@ -108,6 +96,18 @@ impl Kv for KvService {
         self.ctx.check_leader(&request)?;
         let ctx = self.ctx.for_request(&request);
         let req = from_pb::compaction_request(request.into_inner());
+        let shards = self.ctx.node().keyspace().shard_count();
+        if shards > 1 {
+            // A revision names one shard's history (ADR 0002): compacting
+            // every shard at it would drop unrelated histories.
+            return Err(EtcdError::ShardRefused {
+                message: format!(
+                    "etcdserver: compaction by revision is refused on a cluster of {shards} \
+                     shards: a revision names one shard's history (use --shards 1)"
+                ),
+            }
+            .into());
+        }
         let answer = ctx.call(Request::Compact(req)).await?;
         match answer.reply {
             Reply::Kv(MvccResponse::Compaction(r)) => {

@@ -15,7 +15,9 @@
 //!
 //! | `auth.rs` | `etcdserverpb.Auth` |
 //!
-//! `etcdserverpb.Watch` is the watch module's.
+//! `etcdserverpb.Watch` is the watch module's. `scatter.rs` serves a
+//! `Range` or `DeleteRange` over the shards it touches
+//! ([`crate::shards`]).
 //!
 //! # Who is calling
 //!
@@ -50,10 +52,12 @@ mod learner;
 mod lease;
 mod lock;
 mod maintenance;
+mod scatter;
 
 use std::sync::Arc;
 
 use futures_util::StreamExt;
+use ringkv_consensus::ShardId;
 use ringkv_node::{Credential, Header, Reply, Request};
 use tokio::sync::watch;
 use tonic::Status;
@@ -181,6 +185,15 @@ impl Context {
     /// The node's answer, as a status.
     pub async fn call(&self, request: Request) -> Result<Answer, Status> {
         self.node.call_as(self.credential.clone(), request).await.map_err(Status::from)
+    }
+
+    /// Sends a KV request to data shard `shard` (one part of a request
+    /// over several shards).
+    ///
+    /// # Errors
+    /// The node's answer, as a status.
+    pub async fn call_shard(&self, shard: ShardId, request: Request) -> Result<Answer, Status> {
+        self.node.call_shard_as(self.credential.clone(), shard, request).await.map_err(Status::from)
     }
 }
 

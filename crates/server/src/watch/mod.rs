@@ -105,14 +105,19 @@
 //!
 //! # Sharding
 //!
-//! A hub serves one shard (with one shard, the whole keyspace: exactly
-//! etcd). Watches spanning shards need one hub per shard and a merge by
-//! revision, which waits for the global revision.
+//! A hub serves one shard; [`WatchHubs`] holds one per data shard and
+//! routes each applied entry to its shard's. With one shard a client
+//! stream is that hub's [`WatchStream`]: exactly etcd. With several, a
+//! watch confined to one shard is that shard's watch, with its revisions;
+//! one spanning shards is served by every shard it spans, their events
+//! interleaved, each response carrying its own shard's revision, and it
+//! may only start from now (`sharded.rs` has the rules).
 
 mod hub;
 mod index;
 mod response;
 mod service;
+mod sharded;
 mod stream;
 
 #[cfg(test)]
@@ -126,6 +131,7 @@ use ringkv_storage::mvcc::{Revision, StoreError};
 pub use hub::{WatchHub, WatchStats};
 pub use ringkv_api::etcdserverpb::WatchResponse;
 pub use service::{REQUIRE_LEADER_KEY, REQUIRE_LEADER_VALUE, WatchService};
+pub use sharded::{ClientStream, ShardedStream, WatchHubs};
 pub use stream::WatchStream;
 
 use crate::api::limits::{GRPC_OVERHEAD_BYTES, REQUEST_BYTES_MAX_DEFAULT};

@@ -30,7 +30,7 @@ use ringkv_api::etcdserverpb::watch_request::RequestUnion;
 use ringkv_node::Request as NodeRequest;
 use ringkv_node::auth::{AccessCheck, AuthQuery};
 
-use super::{STREAM_SEND_QUEUE_RESPONSES, WatchHub, WatchStream};
+use super::{ClientStream, STREAM_SEND_QUEUE_RESPONSES, WatchHub, WatchHubs};
 use crate::api::EtcdError;
 use crate::services::Context;
 
@@ -41,24 +41,24 @@ pub const REQUIRE_LEADER_KEY: &str = "hasleader";
 /// The value that key carries (etcd's `rpctypes.MetadataHasLeader`).
 pub const REQUIRE_LEADER_VALUE: &str = "true";
 
-/// The etcd `Watch` service over a [`WatchHub`].
+/// The etcd `Watch` service over the hubs of every data shard.
 #[derive(Clone, Debug)]
 pub struct WatchService {
-    hub: Arc<WatchHub>,
+    hubs: Arc<WatchHubs>,
     /// Checks a client's right to read what it watches, when auth is on.
     auth: Option<Context>,
 }
 
 impl WatchService {
-    /// The service for `hub`, with no permission checks.
+    /// The service for the one shard of `hub`, with no permission checks.
     pub fn new(hub: Arc<WatchHub>) -> WatchService {
-        WatchService { hub, auth: None }
+        WatchService { hubs: WatchHubs::single(hub), auth: None }
     }
 
-    /// The service for `hub`, checking with the node through `ctx` that a
+    /// The service for `hubs`, checking with the node through `ctx` that a
     /// client may read what it asks to watch (etcd's `isWatchPermitted`).
-    pub fn with_auth(hub: Arc<WatchHub>, ctx: Context) -> WatchService {
-        WatchService { hub, auth: Some(ctx) }
+    pub fn with_auth(hubs: Arc<WatchHubs>, ctx: Context) -> WatchService {
+        WatchService { hubs, auth: Some(ctx) }
     }
 
     /// The tonic service to mount (message size limits are the caller's).
@@ -81,15 +81,16 @@ impl Watch for WatchService {
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<BoxStream<WatchResponse>>, Status> {
         let require_leader = requires_leader(request.metadata());
-        if require_leader && !self.hub.context().has_leader() {
+        if require_leader && !self.hubs.first().context().has_leader() {
             return Err(EtcdError::NoLeader.to_status());
         }
         let auth = self.auth.as_ref().map(|ctx| ctx.for_request(&request));
         let inbound = request.into_inner();
         let (tx, mut rx) = mpsc::channel(STREAM_SEND_QUEUE_RESPONSES);
         let failure = Arc::new(Mutex::new(None::<Status>));
-        let stream = self.hub.open_stream();
-        let task = Stream { hub: Arc::clone(&self.hub), tx, failure: Arc::clone(&failure), auth };
+        let stream = self.hubs.open_stream();
+        let task =
+            Stream { hub: Arc::clone(self.hubs.first()), tx, failure: Arc::clone(&failure), auth };
         tokio::spawn(task.serve(stream, inbound, require_leader));
         let mut ended = false;
         let responses = futures_util::stream::poll_fn(move |cx| {
@@ -118,6 +119,7 @@ fn jittered(interval: Duration) -> Duration {
 
 /// One client stream's task.
 struct Stream {
+    /// The first shard's hub: the configuration and the leader check.
     hub: Arc<WatchHub>,
     tx: mpsc::Sender<WatchResponse>,
     /// The status the stream ends with, if it fails.
@@ -131,7 +133,7 @@ impl Stream {
     /// member has found no leader at enough consecutive checks.
     async fn serve(
         self,
-        mut stream: WatchStream,
+        mut stream: ClientStream,
         mut inbound: Streaming<WatchRequest>,
         require_leader: bool,
     ) {
@@ -208,7 +210,7 @@ impl Stream {
 
 /// Sends the stream's next response once tonic has room for it; false if
 /// the client is gone.
-async fn send_next(stream: &mut WatchStream, tx: &mpsc::Sender<WatchResponse>) -> bool {
+async fn send_next(stream: &mut ClientStream, tx: &mpsc::Sender<WatchResponse>) -> bool {
     let Ok(permit) = tx.reserve().await else { return false };
     permit.send(stream.next_response().await);
     true

@@ -165,8 +165,51 @@ fn covered(e: &EtcdError) -> bool {
         | EtcdError::DeadlineExceeded
         | EtcdError::ElectionNoLeader
         | EtcdError::ElectionNotLeader => true,
-        EtcdError::InvalidEnum { .. } | EtcdError::Unknown { .. } => false,
+        EtcdError::InvalidEnum { .. }
+        | EtcdError::Unknown { .. }
+        | EtcdError::ShardRefused { .. }
+        | EtcdError::RevisionSpansShards => false,
     }
+}
+
+#[test]
+fn the_sharding_refusals_have_the_adr_codes_and_messages() {
+    let message = "etcdserver: txn spans shards 2 and 5; keys of one txn must share a hash key \
+                   (use {tag} in the key)";
+    let spans = EtcdError::ShardRefused { message: message.to_owned() };
+    let status = spans.to_status();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(status.message(), message);
+    let revision = EtcdError::RevisionSpansShards.to_status();
+    assert_eq!(revision.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        revision.message(),
+        "a revision names one shard's history; narrow the range to one shard or use --shards 1"
+    );
+    // Neither is a catalog entry a client would map back.
+    assert_eq!(EtcdError::from_message(message), None);
+}
+
+#[test]
+fn the_nodes_shard_refusals_reach_the_client_with_its_message() {
+    use ringkv_consensus::ShardId;
+    use ringkv_node::{NodeError, SpanningRequest};
+    let spans = NodeError::SpansShards {
+        request: SpanningRequest::Txn,
+        shards: vec![ShardId(2), ShardId(5)],
+    };
+    let status = EtcdError::from(spans).to_status();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        "etcdserver: txn spans shards 2 and 5; keys of one txn must share a hash key (use {tag} \
+         in the key)"
+    );
+    let required = NodeError::ShardRequired { request: "compact", shard_count: 64 };
+    let text = required.to_string();
+    let status = EtcdError::from(required).to_status();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(status.message(), text);
 }
 
 #[test]

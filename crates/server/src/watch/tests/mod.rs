@@ -6,6 +6,7 @@ mod etcd;
 mod hub;
 mod random;
 mod service;
+mod sharded;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
