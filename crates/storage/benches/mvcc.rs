@@ -10,6 +10,13 @@
 //!   every 10,000 entries); measured on a small store (~10,000 keys) and
 //!   again at 500,000 keys.
 //! - range: a prefix scan returning 10,000 keys out of 110,000.
+//! - apply: what the node does per round under load (issue 10): batches
+//!   of 256 puts (8-byte keys drawn uniformly from 100,000 existing ones,
+//!   256-byte values) applied in one engine transaction each, on a
+//!   file-backed store loaded with those 100,000 keys.
+//!
+//! Arguments other than flags select benchmarks by name
+//! (`cargo bench -p ringkv-storage --bench mvcc -- apply`).
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -26,6 +33,10 @@ const LARGE_STORE_KEYS: usize = 500_000;
 const SCAN_KEYS: usize = 10_000;
 const OTHER_KEYS: usize = 100_000;
 const SCAN_SAMPLES: usize = 30;
+const APPLY_BATCH: usize = 256;
+const APPLY_STORE_KEYS: u64 = 100_000;
+const APPLY_SAMPLES: usize = 300;
+const APPLY_WARMUP_BATCHES: usize = 50;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort_unstable();
@@ -127,13 +138,58 @@ fn bench_range(dir: &std::path::Path) {
     );
 }
 
+/// The key of index `i` of the apply benchmark's key space: 8 bytes,
+/// spread over the whole key range as random keys would be.
+fn apply_key(i: u64) -> Vec<u8> {
+    i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes().to_vec()
+}
+
+fn bench_apply(dir: &std::path::Path) {
+    let store = MvccStore::open(dir.join("apply.redb"), StoreOptions::default()).unwrap();
+    let mut w = Writer { store, shard: ShardId(1), next: 0 };
+    let value = Bytes::from(vec![0x5a; VALUE_BYTES]);
+    let all: Vec<u64> = (0..APPLY_STORE_KEYS).collect();
+    for chunk in all.chunks(BATCH) {
+        w.batch(chunk.iter().map(|&i| put(apply_key(i), &value)).collect());
+    }
+    let mut rng = DetRng::new(7);
+    let mut one = |w: &mut Writer| {
+        let cmds = (0..APPLY_BATCH)
+            .map(|_| put(apply_key(rng.next_u64() % APPLY_STORE_KEYS), &value))
+            .collect();
+        let start = Instant::now();
+        w.batch(cmds);
+        start.elapsed()
+    };
+    for _ in 0..APPLY_WARMUP_BATCHES {
+        one(&mut w);
+    }
+    let samples: Vec<_> = (0..APPLY_SAMPLES).map(|_| one(&mut w)).collect();
+    let m = median(samples);
+    println!(
+        "mvcc/apply_256/100k_keys: median {:.3} ms per batch = {:.2} us per put \
+         ({APPLY_SAMPLES} batches)",
+        m.as_secs_f64() * 1e3,
+        m.as_secs_f64() * 1e6 / APPLY_BATCH as f64,
+    );
+}
+
 fn main() {
     // `cargo test --benches` runs bench targets with no `--bench` flag:
     // stay quick there.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    let names: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let selected = |name: &str| names.is_empty() || names.iter().any(|n| name.contains(n.as_str()));
     let dir = tempfile::tempdir().unwrap();
-    bench_puts(dir.path());
-    bench_range(dir.path());
+    if selected("apply") {
+        bench_apply(dir.path());
+    }
+    if selected("put_batch") {
+        bench_puts(dir.path());
+    }
+    if selected("range") {
+        bench_range(dir.path());
+    }
 }
