@@ -81,9 +81,14 @@ impl PackedChanges {
         value.push(PACKED_FORMAT);
         put_varint(&mut value, self.last - self.first);
         value.extend_from_slice(&self.entries);
-        table
+        let replaced = table
             .insert((shard, self.first, PACKED_SUB), value.as_slice())
-            .map_err(StoreError::engine("write changes"))?;
+            .map_err(StoreError::engine("write changes"))?
+            .is_some();
+        if replaced {
+            // Revisions only grow, so a row starting here cannot exist.
+            return Err(corrupt(shard, format!("a packed row at {} already existed", self.first)));
+        }
         self.entries.clear();
         Ok(())
     }
