@@ -10,6 +10,17 @@
 //!   every 10,000 entries); measured on a small store (~10,000 keys) and
 //!   again at 500,000 keys.
 //! - range: a prefix scan returning 10,000 keys out of 110,000.
+//! - apply: what the node does per round under load (issue 10): batches
+//!   of 256 puts (8-byte keys drawn uniformly from 100,000 existing ones,
+//!   256-byte values) applied in one engine transaction each, on a
+//!   file-backed store loaded with those 100,000 keys; then again with
+//!   keys drawn from 10,000 of them (`ringkv bench`'s default key space).
+//!   The wall-clock median per batch, and the thread's CPU time per put
+//!   over all samples (the scheduler counts it in ticks, too coarse for one
+//!   batch): on the shared machine the CPU time is the steadier figure.
+//!
+//! Arguments other than flags select benchmarks by name
+//! (`cargo bench -p ringkv-storage --bench mvcc -- apply`).
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -26,6 +37,11 @@ const LARGE_STORE_KEYS: usize = 500_000;
 const SCAN_KEYS: usize = 10_000;
 const OTHER_KEYS: usize = 100_000;
 const SCAN_SAMPLES: usize = 30;
+const APPLY_BATCH: usize = 256;
+const APPLY_STORE_KEYS: u64 = 100_000;
+const APPLY_HOT_KEYS: u64 = 10_000;
+const APPLY_SAMPLES: usize = 300;
+const APPLY_WARMUP_BATCHES: usize = 50;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort_unstable();
@@ -127,13 +143,84 @@ fn bench_range(dir: &std::path::Path) {
     );
 }
 
+/// The key of index `i` of the apply benchmark's key space: 8 bytes,
+/// spread over the whole key range as random keys would be.
+fn apply_key(i: u64) -> Vec<u8> {
+    i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes().to_vec()
+}
+
+/// CPU time this thread has run, from the scheduler's accounting (user and
+/// system): on a shared machine it moves only while this thread runs,
+/// unlike the wall clock. `None` where `/proc` does not offer it.
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
+}
+
+fn bench_apply(dir: &std::path::Path) {
+    let store = MvccStore::open(dir.join("apply.redb"), StoreOptions::default()).unwrap();
+    let mut w = Writer { store, shard: ShardId(1), next: 0 };
+    let value = Bytes::from(vec![0x5a; VALUE_BYTES]);
+    let all: Vec<u64> = (0..APPLY_STORE_KEYS).collect();
+    for chunk in all.chunks(BATCH) {
+        w.batch(chunk.iter().map(|&i| put(apply_key(i), &value)).collect());
+    }
+    let mut rng = DetRng::new(7);
+    // Keys drawn from the first `hot` of the store's keys: all of them, and
+    // the 10,000 that `ringkv bench put` writes by default.
+    for (label, hot) in [("100k_keys", APPLY_STORE_KEYS), ("hot_10k_of_100k_keys", APPLY_HOT_KEYS)]
+    {
+        let mut batches = |n: usize| -> Vec<Vec<Command>> {
+            (0..n)
+                .map(|_| {
+                    (0..APPLY_BATCH).map(|_| put(apply_key(rng.next_u64() % hot), &value)).collect()
+                })
+                .collect()
+        };
+        for cmds in batches(APPLY_WARMUP_BATCHES) {
+            w.batch(cmds);
+        }
+        let samples = batches(APPLY_SAMPLES);
+        let cpu_before = thread_cpu();
+        let walls: Vec<_> = samples
+            .into_iter()
+            .map(|cmds| {
+                let start = Instant::now();
+                w.batch(cmds);
+                start.elapsed()
+            })
+            .collect();
+        let cpu = cpu_before.zip(thread_cpu()).map(|(a, b)| b.saturating_sub(a));
+        let wall = median(walls);
+        let per_put = |d: Duration| d.as_secs_f64() * 1e6 / APPLY_BATCH as f64;
+        println!(
+            "mvcc/apply_256/{label}: median {:.3} ms per batch = {:.2} us per put; \
+             thread CPU {} ({APPLY_SAMPLES} batches)",
+            wall.as_secs_f64() * 1e3,
+            per_put(wall),
+            cpu.map_or("n/a".to_owned(), |c| {
+                format!("{:.2} us per put", per_put(c) / APPLY_SAMPLES as f64)
+            }),
+        );
+    }
+}
+
 fn main() {
     // `cargo test --benches` runs bench targets with no `--bench` flag:
     // stay quick there.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    let names: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let selected = |name: &str| names.is_empty() || names.iter().any(|n| name.contains(n.as_str()));
     let dir = tempfile::tempdir().unwrap();
-    bench_puts(dir.path());
-    bench_range(dir.path());
+    if selected("apply") {
+        bench_apply(dir.path());
+    }
+    if selected("put_batch") {
+        bench_puts(dir.path());
+    }
+    if selected("range") {
+        bench_range(dir.path());
+    }
 }

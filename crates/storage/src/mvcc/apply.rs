@@ -13,6 +13,7 @@ use bytes::Bytes;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::LEASE_TTL_MAX_SECONDS;
+use super::changes::{PackedChanges, compact_changes, for_each_change};
 use super::error::{MvccError, StoreError};
 use super::read::{KeyRange, check_range_request, get_latest, range_at, read_revision, scan_at};
 use super::tables::{
@@ -105,14 +106,25 @@ pub(crate) struct Outcome {
 
 /// Applies `cmd` to `shard`, updating `meta.revision` / `meta.compacted`
 /// (the caller owns `meta.applied` and writing `meta` back).
+/// `changes` collects the shard's change log entries for the batch to
+/// write (see `changes.rs`).
 pub(crate) fn apply_command(
     t: &mut WriteTables<'_>,
+    changes: &mut PackedChanges,
     shard: u64,
     meta: &mut ShardMeta,
     cmd: &Command,
     limits: Limits,
 ) -> Result<Outcome, StoreError> {
-    let mut w = Writer { t, shard, rev: meta.revision.0 + 1, sub: 0, events: Vec::new(), bytes: 0 };
+    let mut w = Writer {
+        t,
+        changes,
+        shard,
+        rev: meta.revision.0 + 1,
+        sub: 0,
+        events: Vec::new(),
+        bytes: 0,
+    };
     let result = match cmd {
         Command::Put(req) => w.apply_put(req)?.map(Response::Put),
         Command::DeleteRange(req) => w.apply_delete_range(req)?.map(Response::DeleteRange),
@@ -276,6 +288,8 @@ struct TxnPath {
 
 struct Writer<'a, 't> {
     t: &'a mut WriteTables<'t>,
+    /// This batch's change log entries of the shard, not yet in `t.changes`.
+    changes: &'a mut PackedChanges,
     shard: u64,
     /// The revision this command writes at.
     rev: i64,
@@ -329,10 +343,7 @@ impl Writer<'_, '_> {
     }
 
     fn record_change(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.t
-            .changes
-            .insert((self.shard, self.rev as u64, self.sub), key)
-            .map_err(StoreError::engine("write change"))?;
+        self.changes.push(self.rev as u64, self.sub, key);
         self.sub = self.sub.checked_add(1).expect("fewer than 2^32 writes in one revision");
         Ok(())
     }
@@ -583,18 +594,14 @@ impl Writer<'_, '_> {
         }
         // Only keys written at or since the last compacted revision can have
         // more than one version at or below `rev`, or a tombstone there.
+        // This batch's earlier writes are among them.
+        self.changes.flush(&mut self.t.changes, self.shard)?;
         let mut keys = BTreeSet::new();
-        {
-            let iter = self
-                .t
-                .changes
-                .range((self.shard, 0u64, 0u32)..=(self.shard, rev.0 as u64, u32::MAX))
-                .map_err(StoreError::engine("range changes"))?;
-            for item in iter {
-                let (_, key) = item.map_err(StoreError::engine("read changes"))?;
-                keys.insert(key.value().to_vec());
-            }
-        }
+        let from = (meta.compacted.0 as u64, 0);
+        for_each_change(&self.t.changes, self.shard, from, rev.0 as u64, |_, _, key| {
+            keys.insert(key.to_vec());
+            Ok(true)
+        })?;
         let mut doomed = Vec::new();
         for key in &keys {
             doomed.clear();
@@ -626,13 +633,7 @@ impl Writer<'_, '_> {
         }
         // Revision `rev` keeps its change records: it can still be replayed,
         // and its keys are revisited by the next compaction.
-        self.t
-            .changes
-            .retain_in::<(u64, u64, u32), _>(
-                (self.shard, 0, 0)..(self.shard, rev.0 as u64, 0),
-                |_, _| false,
-            )
-            .map_err(StoreError::engine("compact changes"))?;
+        compact_changes(&mut self.t.changes, self.shard, rev.0 as u64)?;
         meta.compacted = rev;
         Ok(Ok(CompactionResponse { revision: Revision::ZERO }))
     }

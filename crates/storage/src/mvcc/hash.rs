@@ -10,6 +10,7 @@ use std::ops::Bound;
 
 use ringkv_consensus::ShardId;
 
+use super::changes::for_each_change;
 use super::error::{MvccError, ReadError, StoreError};
 use super::store::ReadView;
 use super::tables::uninvert;
@@ -113,15 +114,12 @@ impl ReadView {
             }
             feed(1, &[key, &inverted.to_le_bytes(), v.value()]);
         }
-        for item in self
-            .changes
-            .range((s, 0u64, 0u32)..=(s, u64::MAX, u32::MAX))
-            .map_err(e("hash changes"))?
-        {
-            let (k, v) = item.map_err(e("hash changes"))?;
-            let (_, rev, sub) = k.value();
-            feed(2, &[&rev.to_le_bytes(), &sub.to_le_bytes(), v.value()]);
-        }
+        // Entries, not rows: the same whichever way the log was batched.
+        let from = (meta.compacted.0 as u64, 0);
+        for_each_change(&self.changes, s, from, u64::MAX, |rev, sub, key| {
+            feed(2, &[&rev.to_le_bytes(), &sub.to_le_bytes(), key]);
+            Ok(true)
+        })?;
         for item in self.leases.range((s, i64::MIN)..=(s, i64::MAX)).map_err(e("hash leases"))? {
             let (k, v) = item.map_err(e("hash leases"))?;
             feed(3, &[&k.value().1.to_le_bytes(), v.value()]);

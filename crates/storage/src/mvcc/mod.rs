@@ -49,7 +49,10 @@
 //! See `tables.rs`: versions are keyed `(shard, key, !revision)`, newest
 //! first, so a point read at any revision is one seek and a range is one
 //! forward scan; a `(shard, revision, sub)` change log makes compaction
-//! touch only the keys written since the previous compaction.
+//! touch only the keys written since the previous compaction. An apply
+//! batch writes its change log entries as one row per shard (see
+//! `changes.rs`), so a put costs one B-tree insert, not two; stores written
+//! with one row per entry read the same.
 //!
 //! # Why redb (engine comparison)
 //!
@@ -133,6 +136,7 @@
 
 mod apply;
 mod backend;
+mod changes;
 mod codec;
 mod error;
 mod hash;

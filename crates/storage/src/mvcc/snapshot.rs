@@ -27,6 +27,7 @@ use ringkv_consensus::{LogIndex, ShardId};
 
 use super::SNAPSHOT_CHUNK_BYTES;
 use super::apply::WriteTables;
+use super::changes::{PACKED_SUB, for_each_change};
 use super::error::{SnapshotError, StoreError};
 use super::store::{MvccStore, ReadView, ShardState};
 use super::tables::{LeaseRecord, NODE, ShardMeta, VersionRecord, invert, uninvert};
@@ -134,30 +135,26 @@ impl SnapshotExport {
                         if exhausted { Phase::Changes(None) } else { Phase::History(last) };
                 }
                 Phase::Changes(cursor) => {
-                    let lower = match cursor {
-                        Some((rev, sub)) => Bound::Excluded((shard, *rev, *sub)),
-                        None => Bound::Included((shard, 0, 0)),
+                    // Entries, not rows (see `changes.rs`): a snapshot is
+                    // the same whichever way the source batched its log.
+                    let from = match cursor {
+                        Some((rev, sub)) => (*rev, *sub + 1),
+                        None => (self.meta.compacted.0 as u64, 0),
                     };
-                    let upper = Bound::Included((shard, u64::MAX, u32::MAX));
-                    let iter = self
-                        .view
-                        .changes
-                        .range::<(u64, u64, u32)>((lower, upper))
-                        .map_err(StoreError::engine("snapshot changes"))?;
                     let mut next = Phase::Leases(None);
-                    for item in iter {
-                        let (k, v) = item.map_err(StoreError::engine("snapshot changes"))?;
-                        let (_, rev, sub) = k.value();
+                    let records = &mut self.records;
+                    for_each_change(&self.view.changes, shard, from, u64::MAX, |rev, sub, key| {
                         out.push(TAG_CHANGE);
                         put_varint(out, rev);
                         put_varint(out, u64::from(sub));
-                        put_bytes(out, v.value());
-                        self.records += 1;
+                        put_bytes(out, key);
+                        *records += 1;
                         if full(out) {
                             next = Phase::Changes(Some((rev, sub)));
-                            break;
+                            return Ok(false);
                         }
-                    }
+                        Ok(true)
+                    })?;
                     self.phase = next;
                 }
                 Phase::Leases(cursor) => {
@@ -531,8 +528,8 @@ fn restore_records(
                 let sub = u32::try_from(d.varint().map_err(codec)?)
                     .map_err(|_| malformed("sub-revision out of range".to_owned()))?;
                 let key = d.bytes().map_err(codec)?;
-                if key.is_empty() || !revision_ok(rev) {
-                    return Err(malformed(format!("bad change of {key:?} at {rev}")));
+                if key.is_empty() || !revision_ok(rev) || sub == PACKED_SUB {
+                    return Err(malformed(format!("bad change of {key:?} at {rev}/{sub}")));
                 }
                 t.changes
                     .insert((shard, rev, sub), key.as_ref())

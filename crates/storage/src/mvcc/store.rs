@@ -14,6 +14,7 @@ use ringkv_consensus::{LogIndex, ShardId};
 
 use super::apply::{Limits, WriteTables, apply_command, lease_keys};
 use super::backend::DiskBackend;
+use super::changes::{PackedChanges, for_each_change};
 use super::error::{MvccError, ReadError, StoreError};
 use super::read::{KeyRange, check_range_request, get_at, range_at, read_revision};
 use super::tables::{
@@ -317,12 +318,16 @@ impl MvccStore {
         let (r, metas, applies, bytes) = {
             let mut batch = ApplyBatch {
                 tables: WriteTables::open(&txn)?,
+                changes: HashMap::new(),
                 metas: HashMap::new(),
                 limits: Limits { txn_ops_max: self.options.txn_ops_max },
                 applies: 0,
                 bytes: 0,
             };
             let r = f(&mut batch)?;
+            for (shard, changes) in &mut batch.changes {
+                changes.flush(&mut batch.tables.changes, shard.0)?;
+            }
             for (shard, meta) in &batch.metas {
                 batch
                     .tables
@@ -483,6 +488,8 @@ pub(crate) fn commit(mut txn: WriteTransaction, durable: bool) -> Result<(), Sto
 /// One engine transaction of applies, possibly to many shards.
 pub struct ApplyBatch<'t> {
     tables: WriteTables<'t>,
+    /// Change log entries per shard, written as one row each at commit.
+    changes: HashMap<ShardId, PackedChanges>,
     /// Counters of the shards touched, written back once at commit.
     metas: HashMap<ShardId, ShardMeta>,
     limits: Limits,
@@ -529,7 +536,9 @@ impl ApplyBatch<'_> {
         command: &Command,
     ) -> Result<Applied, StoreError> {
         let mut meta = self.advance(shard, index)?;
-        let outcome = apply_command(&mut self.tables, shard.0, &mut meta, command, self.limits)?;
+        let changes = self.changes.entry(shard).or_default();
+        let outcome =
+            apply_command(&mut self.tables, changes, shard.0, &mut meta, command, self.limits)?;
         meta.applied = index;
         self.metas.insert(shard, meta);
         self.applies += 1;
@@ -722,24 +731,18 @@ impl ReadView {
         }
         let range = KeyRange::new(key, range_end);
         let first = start.0.max(1) as u64;
-        let iter = self
-            .changes
-            .range((shard.0, first, 0u32)..=(shard.0, u64::MAX, u32::MAX))
-            .map_err(StoreError::engine("range changes"))?;
         let mut events = Vec::new();
         let mut resume = Revision(meta.revision.0 + 1).max(start);
-        for item in iter {
-            let (k, v) = item.map_err(StoreError::engine("read changes"))?;
-            let rev = k.value().1 as i64;
+        for_each_change(&self.changes, shard.0, (first, 0), u64::MAX, |rev, _, changed| {
+            let rev = rev as i64;
             if events.len() >= events_max
                 && events.last().is_some_and(|e: &Event| e.kv.mod_revision.0 != rev)
             {
                 resume = Revision(rev);
-                break;
+                return Ok(false);
             }
-            let changed = v.value();
             if !range.contains(changed) {
-                continue;
+                return Ok(true);
             }
             let record = self
                 .history
@@ -763,7 +766,8 @@ impl ReadView {
                 (EventKind::Put, record.to_kv(changed, rev))
             };
             events.push(Event { kind, kv, prev_kv });
-        }
+            Ok(true)
+        })?;
         Ok((events, resume))
     }
 

@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `mvcc_meta` | shard | [`ShardMeta`] |
 //! | `mvcc_history` | (shard, key, `!revision`) | [`VersionRecord`] |
-//! | `mvcc_changes` | (shard, revision, sub) | key |
+//! | `mvcc_changes` | (shard, revision, sub) | the keys written (see `changes.rs`) |
 //! | `mvcc_leases` | (shard, lease) | [`LeaseRecord`] |
 //! | `mvcc_lease_keys` | (shard, lease, key) | () |
 //! | `mvcc_records` | (shard, name) | the node's replicated per-shard records (members, alarms) |
@@ -208,7 +208,7 @@ impl VersionRecord {
 }
 
 /// A LEB128 varint from the start of `bytes`: (value, bytes used).
-fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
+pub(crate) fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut v: u64 = 0;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         let low = u64::from(b & 0x7f);
