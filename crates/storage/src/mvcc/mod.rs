@@ -172,8 +172,13 @@ pub const NESTED_TXN_DEPTH_MAX: usize = 128;
 pub const LEASE_TTL_MAX_SECONDS: i64 = 9_000_000_000;
 
 /// A durable checkpoint after this many applied entries: bounds WAL replay
-/// after a crash to about this many entries per node.
-pub const CHECKPOINT_INTERVAL_APPLIES: u64 = 10_000;
+/// after a crash to about this many entries per node (about a second of
+/// apply), half of what etcd replays at its default `--snapshot-count`.
+/// Each checkpoint writes out every page dirtied since the last one, so a
+/// longer interval writes hot pages once instead of several times: 10,000
+/// cost 20-25 % more apply CPU than 30,000 in the `apply` bench
+/// (docs/perf/apply-cost.md).
+pub const CHECKPOINT_INTERVAL_APPLIES: u64 = 50_000;
 
 /// A durable checkpoint after this many bytes written: bounds replay for
 /// large values.
