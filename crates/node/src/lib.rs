@@ -59,8 +59,18 @@
 //! shard has applied the same change (a marker), so a Put with a lease
 //! finds it in its own shard. A node configured with another keyspace
 //! than its cluster's refuses to run ([`NodeError::KeyspaceMismatch`]).
+//! Quiet data shards hibernate: a leader whose shard had nothing to do
+//! for [`HIBERNATE_AFTER_TICKS`] stops ticking it (no heartbeats), its
+//! followers stop ticking while a node-level heartbeat
+//! ([`NodeMessage::Alive`], one per peer per tick) says the leader's node
+//! lives and claims the shard, and any activity wakes it; an idle cluster
+//! then costs about what one shard costs
+//! ([`NodeConfig::hibernate_quiet_shards`]; never the metadata shard,
+//! never with lease reads). Every [`LEADER_BALANCE_INTERVAL_TICKS`] a node
+//! leading two data shards more than a live voter hands one to it, so
+//! leaders spread evenly and come back to a node that returns.
 //! Not yet: auth on a sharded cluster (refused), placement on more than R
-//! nodes, moves, hibernation of quiet shards.
+//! nodes, moves.
 
 pub mod auth;
 mod cluster;

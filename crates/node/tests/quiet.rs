@@ -219,7 +219,39 @@ fn leaders_spread_evenly_also_after_a_killed_node_returns<E: Engine>() {
     assert_eq!(moved, again, "the balancer moved leaders of a balanced cluster");
 }
 
+fn a_follower_wakes_when_the_transport_reports_the_leader_unreachable<E: Engine>() {
+    let mut c = quiet_cluster::<E>(SHARDS, true, 96);
+    wait_hibernating(&mut c, SHARDS);
+    let leader = c.leader_of(ShardId(1)).unwrap();
+    let follower = *c.running().iter().find(|&&n| n != leader).unwrap();
+    let led: Vec<ShardId> =
+        data_shards(SHARDS).into_iter().filter(|&s| c.leader_of(s) == Some(leader)).collect();
+    c.node_mut(follower).report_unreachable(leader);
+    let asleep = c.node(follower).hibernating();
+    for s in &led {
+        assert!(!asleep.contains(s), "{s} still hibernates on {follower}");
+    }
+    // The shards of other leaders sleep on.
+    assert_eq!(asleep.len(), SHARDS as usize - led.len());
+}
+
+fn lease_reads_and_one_shard_never_hibernate<E: Engine>() {
+    let mut c = cluster_with::<E>(3, 97, &|c| {
+        c.keyspace = keyspace(SHARDS);
+        c.read_mode = ringkv_consensus::ReadMode::Lease { drift_ticks: 1 };
+    });
+    assert!(c.run_until(LONG_STEPS, |c| every_shard_led(c, SHARDS)));
+    c.run(4 * HIBERNATE_AFTER_TICKS as usize);
+    assert!(c.running().iter().all(|&n| c.node(n).hibernating().is_empty()));
+    let mut c = quiet_cluster::<E>(1, true, 97);
+    assert!(c.run_until(LONG_STEPS, |c| every_shard_led(c, 1)));
+    c.run(4 * HIBERNATE_AFTER_TICKS as usize);
+    assert!(c.running().iter().all(|&n| c.node(n).hibernating().is_empty()));
+}
+
 engine_tests!(
+    a_follower_wakes_when_the_transport_reports_the_leader_unreachable,
+    lease_reads_and_one_shard_never_hibernate,
     idle_shards_cost_about_what_one_shard_costs,
     a_put_to_a_hibernated_shard_commits_at_once_and_it_hibernates_again,
     the_death_of_the_leader_of_hibernated_shards_elects_new_leaders,
