@@ -1,9 +1,10 @@
 //! Quiet shards and leader balance on a sharded cluster (ADR 0002, "Quiet
 //! shards"; issue #7).
 //!
-//! **Hibernation.** A data shard whose leader has seen it quiet for
-//! [`HIBERNATE_AFTER_TICKS`] ticks (see `Node::shard_is_quiet`) stops
-//! ticking its replica: no heartbeats leave it. Every node sends every peer
+//! **Hibernation.** A data shard whose leader has seen it quiet (see
+//! `Node::shard_is_quiet`) for [`HIBERNATE_AFTER_TICKS`] ticks, or two
+//! heartbeat intervals if longer, stops ticking its replica: no
+//! heartbeats leave it. Every node sends every peer
 //! one [`NodeMessage::Alive`] per tick listing the data shards it leads
 //! that hibernate. A follower stops ticking its replica of a shard when the
 //! node it knows as the shard's leader starts claiming it, and ticks again
@@ -14,11 +15,20 @@
 //! * any consensus message for the shard arrives;
 //! * its view of the leader changes.
 //!
+//! Only a claim newly made puts a follower to sleep: a follower woken while
+//! the claim stands ticks until the leader, woken in turn (by the
+//! follower's campaign, if nothing else), drops the claim and makes it
+//! again once the shard is quiet. The node-level heartbeat also goes out
+//! with hibernation off: the leader balancer reads liveness from it.
+//!
 //! The leader wakes on any proposal, read, transfer or membership change
-//! (the node calls [`HostedShard::wake`] before it asks the engine), on any
-//! message from a follower that gives its replica work to do (a heartbeat
-//! answer that changes nothing does not), and on any Ready of its own that
-//! sends or writes something.
+//! (the node calls [`HostedShard::wake`] before it asks the engine), when
+//! a member's node goes silent for an election timeout (so that
+//! check-quorum can step it down), when another node claims the shard, on
+//! any message from a follower that gives its replica work to do, and on
+//! any Ready of its own that writes entries or a snapshot. A heartbeat answer
+//! that changes nothing does not wake it: the answers to its last
+//! heartbeats arrive after it hibernated, and would wake it every time.
 //!
 //! Safety never depends on ticks (elections are safe whenever they
 //! happen); liveness does, and every path above ends with ticking
@@ -116,10 +126,22 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let after = &beat.claims;
         let active = self.cfg.hibernation_active();
         for (&id, s) in &mut self.shards {
-            if id == META_SHARD || s.soft.leader != Some(from) || s.is_leader() {
+            let claimed = after.binary_search(&id).is_ok();
+            if id == META_SHARD {
                 continue;
             }
-            let claimed = after.binary_search(&id).is_ok();
+            if s.is_leader() {
+                if claimed && s.hibernating {
+                    // Another node leads it now (this one was cut off
+                    // while it slept): ticks let its heartbeats be refused
+                    // and check-quorum step it down.
+                    s.wake();
+                }
+                continue;
+            }
+            if s.soft.leader != Some(from) {
+                continue;
+            }
             let was = before.binary_search(&id).is_ok();
             if claimed && !was && active {
                 // A claim newly made: the leader saw every member caught
@@ -180,6 +202,10 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
         self.quiet.ticks += u64::from(ticks);
         let busy = self.busy_shards();
+        // At least two heartbeats after the last commit, however long the
+        // configured heartbeat interval: they carry the commit index to
+        // every follower.
+        let after = HIBERNATE_AFTER_TICKS.max(2 * self.cfg.heartbeat_ticks);
         let ids: Vec<ShardId> = self.shards.keys().copied().collect();
         let mut claims = Vec::new();
         for id in ids {
@@ -191,11 +217,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 self.may_hibernate(id) && !busy.contains(&id) && self.shard_is_quiet(id, now);
             let s = self.shards.get_mut(&id).expect("listed");
             if !quiet {
+                // Also a sleeping leader whose followers' nodes went
+                // silent: ticks let check-quorum step it down.
                 s.wake();
                 continue;
             }
             s.quiet_ticks = s.quiet_ticks.saturating_add(ticks);
-            if s.quiet_ticks >= HIBERNATE_AFTER_TICKS {
+            if s.quiet_ticks >= after {
                 s.hibernating = true;
                 claims.push(id);
             }
