@@ -10,7 +10,9 @@
 //! node it knows as the shard's leader starts claiming it, and ticks again
 //! (so that a normal election can follow) as soon as:
 //! * that node's heartbeat stops claiming the shard;
-//! * no heartbeat came from that node for an election timeout;
+//! * no heartbeat came from that node for an election timeout (which is
+//!   also the engine's leader-down hint, as if the transport had reported
+//!   the node unreachable: the follower campaigns within a few ticks);
 //! * the transport reports that node unreachable;
 //! * any consensus message for the shard arrives;
 //! * its view of the leader changes.
@@ -185,9 +187,20 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             .filter(|&l| !self.heard_recently(l, now))
             .collect();
         for s in self.shards.values_mut() {
-            if s.hibernating && !s.is_leader() && s.soft.leader.is_none_or(|l| silent.contains(&l))
-            {
-                s.wake();
+            if !s.hibernating || s.is_leader() {
+                continue;
+            }
+            match s.soft.leader {
+                None => s.wake(),
+                Some(l) if silent.contains(&l) => {
+                    s.wake();
+                    // An election timeout without a word from the leader's
+                    // node is the engine's leader-down hint: campaign in a
+                    // few ticks rather than after a whole timeout more
+                    // (pre-vote, or check-quorum, still guards a live one).
+                    s.replica.report_unreachable(l);
+                }
+                Some(_) => {}
             }
         }
         self.shards.iter().filter(|(_, s)| s.hibernating).map(|(&id, _)| id).collect()
