@@ -72,6 +72,26 @@ pub const APPLY_GAP_MAX: u64 = 5_000;
 /// the time one round spends on it, so a large shard never stalls the loop.
 pub const SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT: usize = 8;
 
+/// Ticks a data shard's leader must see its shard quiet (no proposal, no
+/// pending read, no membership change or transfer, every member's log
+/// matched and committed) before it hibernates: two default election
+/// timeouts, so that heartbeats have carried the final commit index to
+/// every follower, and a shard that is merely between two writes of a
+/// steady load does not flap between hibernating and waking.
+pub const HIBERNATE_AFTER_TICKS: u32 = 2 * ELECTION_TICKS_DEFAULT;
+
+/// Ticks between two looks of a node at the spread of data-shard leaders
+/// (see [`NodeConfig`] and ADR 0002, "Quiet shards"): three default
+/// election timeouts, longer than a leadership transfer takes, so one
+/// transfer has completed (or timed out) before the next is chosen.
+pub const LEADER_BALANCE_INTERVAL_TICKS: u64 = 3 * ELECTION_TICKS_DEFAULT as u64;
+
+/// Ticks a leadership transfer the balancer started may take before the
+/// balancer gives up on it and may choose again: two default election
+/// timeouts (a transfer the target cannot finish ends with the old leader
+/// leading on).
+pub const LEADER_BALANCE_TRANSFER_TICKS: u64 = 2 * ELECTION_TICKS_DEFAULT as u64;
+
 /// Most ticks taken in one round. A loop that stalled longer drops the
 /// missed ticks, as a ticker does, rather than firing a burst of elections.
 pub const TICKS_PER_ROUND_MAX: u32 = 3;
@@ -183,6 +203,13 @@ pub struct NodeConfig {
     /// creation: a node configured otherwise than its cluster refuses to
     /// start ([`NodeError::KeyspaceMismatch`]).
     pub keyspace: Keyspace,
+    /// Quiet data shards hibernate: their replicas stop ticking (no
+    /// heartbeats, no election timers) while a node-level heartbeat says
+    /// the leader's node is alive and still claims them (ADR 0002, "Quiet
+    /// shards"). Has an effect only with several data shards and
+    /// [`ReadMode::ReadIndex`]: the metadata shard, a one-shard cluster and
+    /// lease reads never hibernate.
+    pub hibernate_quiet_shards: bool,
 }
 
 /// The keyspace of a cluster created without `--shards`: one data shard,
@@ -223,6 +250,7 @@ impl NodeConfig {
             wal: WalOptions::default(),
             store: StoreOptions::default(),
             keyspace: single_shard_keyspace(),
+            hibernate_quiet_shards: true,
         }
     }
 
@@ -247,6 +275,15 @@ impl NodeConfig {
         } else {
             data.collect()
         }
+    }
+
+    /// Whether quiet data shards hibernate: asked for, several data
+    /// shards, and reads confirmed by a quorum (a hibernated leader that
+    /// lost its quorum unknowingly must not serve lease reads).
+    pub fn hibernation_active(&self) -> bool {
+        self.hibernate_quiet_shards
+            && self.is_sharded()
+            && matches!(self.read_mode, ReadMode::ReadIndex)
     }
 
     /// The election timeout in real time.

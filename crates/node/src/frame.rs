@@ -108,6 +108,15 @@ pub enum NodeMessage {
         /// the forwarding node answers its client when it applies the entry.
         result: Result<LeaderReply, RemoteError>,
     },
+    /// The node-level heartbeat of a sharded cluster, sent to every peer
+    /// once per tick (riding the frame already going there): the sender
+    /// is alive, and leads these data shards, which hibernate (ascending).
+    /// A follower keeps a shard hibernated only while its leader's node
+    /// keeps claiming it (ADR 0002, "Quiet shards").
+    Alive {
+        /// The hibernated shards the sender leads, ascending.
+        hibernated: Vec<ShardId>,
+    },
 }
 
 /// A request for a shard's leader.
@@ -240,24 +249,51 @@ impl Wire for NodeMessage {
                     }
                 }
             }
+            NodeMessage::Alive { hibernated } => {
+                out.push(3);
+                // Ascending ids as gaps: 64 hibernated shards take 65 bytes.
+                put_varint(out, hibernated.len() as u64);
+                let mut prev = 0;
+                for s in hibernated {
+                    // The node lists them ascending; saturating keeps a
+                    // misuse from panicking (the peer refuses the gap).
+                    put_varint(out, s.0.saturating_sub(prev));
+                    prev = s.0;
+                }
+            }
         }
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        Ok(match d.tag("node message", 2)? {
+        Ok(match d.tag("node message", 3)? {
             0 => NodeMessage::Request {
                 shard: ShardId::decode(d)?,
                 seq: d.varint()?,
                 body: LeaderRequest::decode(d)?,
             },
             2 => NodeMessage::Removed,
-            _ => {
+            1 => {
                 let seq = d.varint()?;
                 let result = match d.tag("reply result", 1)? {
                     0 => Ok(LeaderReply::decode(d)?),
                     _ => Err(RemoteError::decode(d)?),
                 };
                 NodeMessage::Reply { seq, result }
+            }
+            _ => {
+                let n = d.len(1)?;
+                let mut hibernated = Vec::with_capacity(n);
+                let mut prev: u64 = 0;
+                for i in 0..n {
+                    let gap = d.varint()?;
+                    // Strictly ascending: every gap after the first is >= 1.
+                    if i > 0 && gap == 0 {
+                        return Err(d.invalid("hibernated shards not ascending"));
+                    }
+                    prev = prev.checked_add(gap).ok_or_else(|| d.invalid("shard id overflows"))?;
+                    hibernated.push(ShardId(prev));
+                }
+                NodeMessage::Alive { hibernated }
             }
         })
     }

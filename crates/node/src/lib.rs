@@ -59,8 +59,18 @@
 //! shard has applied the same change (a marker), so a Put with a lease
 //! finds it in its own shard. A node configured with another keyspace
 //! than its cluster's refuses to run ([`NodeError::KeyspaceMismatch`]).
+//! Quiet data shards hibernate: a leader whose shard had nothing to do
+//! for [`HIBERNATE_AFTER_TICKS`] stops ticking it (no heartbeats), its
+//! followers stop ticking while a node-level heartbeat
+//! ([`NodeMessage::Alive`], one per peer per tick) says the leader's node
+//! lives and claims the shard, and any activity wakes it; an idle cluster
+//! then costs about what one shard costs
+//! ([`NodeConfig::hibernate_quiet_shards`]; never the metadata shard,
+//! never with lease reads). Every [`LEADER_BALANCE_INTERVAL_TICKS`] a node
+//! leading two data shards more than a live voter hands one to it, so
+//! leaders spread evenly and come back to a node that returns.
 //! Not yet: auth on a sharded cluster (refused), placement on more than R
-//! nodes, moves, hibernation of quiet shards.
+//! nodes, moves.
 
 pub mod auth;
 mod cluster;
@@ -79,12 +89,13 @@ pub use auth::{AuthChange, AuthError, AuthInfo, AuthQuery, AuthReply, Credential
 pub use cluster::{LEARNERS_MAX, added_member_id, cluster_id, member_id};
 pub use config::{
     ALARM_RAISE_ATTEMPTS_MAX, APPLY_GAP_MAX, AUTH_TOKEN_SWEEP_INTERVAL, AUTH_TOKEN_TTL_DEFAULT,
-    Bootstrap, DATA_SHARD, ELECTION_TICKS_DEFAULT, HEARTBEAT_TICKS_DEFAULT, INBOX_FRAMES_MAX,
-    InitialMember, LEASE_CHECKPOINT_BATCH_MAX, LEASE_CHECKPOINT_INTERVAL_DEFAULT,
-    LEASE_REVOKES_PER_ROUND_MAX, META_SHARD, NodeConfig, PENDING_REQUESTS_MAX_DEFAULT,
-    QUOTA_BACKEND_BYTES_DEFAULT, REQUEST_BYTES_MAX_DEFAULT, REQUEST_TIMEOUT_DEFAULT,
-    SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT, SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT, SNAPSHOT_COUNT_DEFAULT,
-    STORE_FILE, TICK_INTERVAL_DEFAULT, TICKS_PER_ROUND_MAX, single_shard_keyspace,
+    Bootstrap, DATA_SHARD, ELECTION_TICKS_DEFAULT, HEARTBEAT_TICKS_DEFAULT, HIBERNATE_AFTER_TICKS,
+    INBOX_FRAMES_MAX, InitialMember, LEADER_BALANCE_INTERVAL_TICKS, LEADER_BALANCE_TRANSFER_TICKS,
+    LEASE_CHECKPOINT_BATCH_MAX, LEASE_CHECKPOINT_INTERVAL_DEFAULT, LEASE_REVOKES_PER_ROUND_MAX,
+    META_SHARD, NodeConfig, PENDING_REQUESTS_MAX_DEFAULT, QUOTA_BACKEND_BYTES_DEFAULT,
+    REQUEST_BYTES_MAX_DEFAULT, REQUEST_TIMEOUT_DEFAULT, SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT,
+    SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT, SNAPSHOT_COUNT_DEFAULT, STORE_FILE, TICK_INTERVAL_DEFAULT,
+    TICKS_PER_ROUND_MAX, single_shard_keyspace,
 };
 pub use engine::{
     Engine, EngineError, EngineKind, PaxosEngine, RaftEngine, UnknownEngine, WithEngine,

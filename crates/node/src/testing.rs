@@ -273,6 +273,35 @@ pub struct Cluster<E: Engine = RaftEngine> {
     pub events: BTreeMap<NodeId, Vec<WatchEvents>>,
     /// Steps taken.
     pub steps: u64,
+    /// What the network delivered so far.
+    pub traffic: Traffic,
+}
+
+/// Traffic the network delivered to running nodes, counted as frames are
+/// taken from it (frames lost or queued for a crashed node do not count).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Frames delivered.
+    pub frames: u64,
+    /// Their encoded bytes.
+    pub bytes: u64,
+    /// Consensus engine messages they carried (every shard's).
+    pub consensus_messages: u64,
+    /// Node-layer messages they carried (forwarded requests, replies,
+    /// node-level heartbeats).
+    pub node_messages: u64,
+}
+
+impl Traffic {
+    /// The traffic since `earlier`, a reading of the same counters.
+    pub fn since(self, earlier: Traffic) -> Traffic {
+        Traffic {
+            frames: self.frames - earlier.frames,
+            bytes: self.bytes - earlier.bytes,
+            consensus_messages: self.consensus_messages - earlier.consensus_messages,
+            node_messages: self.node_messages - earlier.node_messages,
+        }
+    }
 }
 
 impl<E: Engine> std::fmt::Debug for Cluster<E> {
@@ -319,6 +348,7 @@ impl<E: Engine> Cluster<E> {
             results: BTreeMap::new(),
             events: BTreeMap::new(),
             steps: 0,
+            traffic: Traffic::default(),
         };
         for i in 1..=n {
             let mut cfg = test_config(i, n, seed);
@@ -409,6 +439,12 @@ impl<E: Engine> Cluster<E> {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             for frame in self.net.take(id) {
+                self.traffic.frames += 1;
+                self.traffic.bytes += frame.len() as u64;
+                if let Ok(f) = crate::PeerFrame::<E::Message>::from_bytes(frame.clone()) {
+                    self.traffic.consensus_messages += f.messages.len() as u64;
+                    self.traffic.node_messages += f.node_messages.len() as u64;
+                }
                 // A full inbox drops frames, as a network would.
                 let _ = self.node_mut(id).receive(frame);
             }

@@ -101,6 +101,9 @@ fn node_message() -> impl Strategy<Value = NodeMessage> {
         (any::<u64>(), reply).prop_map(|(seq, r)| NodeMessage::Reply { seq, result: Ok(r) }),
         (any::<u64>(), remote_error())
             .prop_map(|(seq, e)| NodeMessage::Reply { seq, result: Err(e) }),
+        prop::collection::btree_set(any::<u64>(), 0..70).prop_map(|ids| NodeMessage::Alive {
+            hibernated: ids.into_iter().map(ShardId).collect()
+        }),
     ]
 }
 

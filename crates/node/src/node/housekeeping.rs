@@ -140,6 +140,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let Some(op) = adds.into_iter().chain(removes).next() else { return };
         let retry = self.cfg.request_timeout;
         let s = self.shards.get_mut(&shard).expect("checked above");
+        s.wake();
         match s.replica.change_membership(MembershipChange { ops: vec![op] }) {
             Ok(_) => {}
             // One change at a time: the next round tries again.

@@ -3,6 +3,7 @@
 mod apply;
 mod housekeeping;
 mod leases;
+mod quiet;
 mod round;
 mod route;
 mod snapshot;
@@ -228,6 +229,10 @@ struct HostedShard<E: Engine, D: Disk> {
     retry_membership_at: Duration,
     retry_publish_at: Duration,
     retry_alarm_at: Duration,
+    /// Leader: consecutive ticks the shard was quiet (see [`quiet`]).
+    quiet_ticks: u32,
+    /// The replica does not tick (see [`quiet`]).
+    hibernating: bool,
 }
 
 impl<E: Engine, D: Disk> HostedShard<E, D> {
@@ -337,6 +342,8 @@ pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     /// When the metadata leader next compares the data shards' leases
     /// with its lease table (see `sync_lease_markers`).
     next_lease_sync: Duration,
+    /// Hibernation of quiet shards and leader balance (see [`quiet`]).
+    quiet: quiet::Quiet,
 }
 
 /// A request queued by [`Node::submit_as`] or [`Node::submit_to`].
@@ -436,6 +443,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 retry_publish_at: now,
                 retry_alarm_at: now,
                 snapshots_installed: 0,
+                quiet_ticks: 0,
+                hibernating: false,
             };
             shards.insert(shard, hosted);
         }
@@ -468,6 +477,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             tokens_from,
             fanouts: BTreeMap::new(),
             next_lease_sync: now,
+            quiet: quiet::Quiet::default(),
         };
         for shard in node.cfg.hosted_shards() {
             node.provide_snapshot_data(shard)?;
@@ -692,6 +702,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// of streaming into the void (the transport also says so by refusing
     /// a frame).
     pub fn report_unreachable(&mut self, peer: NodeId) {
+        self.forget_claims(peer);
         for s in self.shards.values_mut() {
             s.replica.report_unreachable(peer);
         }
@@ -786,6 +797,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let waited = self.proposals.values().filter(|p| p.token.is_some()).count();
         assert_eq!(self.client_proposals, waited, "client proposal count drifted");
         assert!(self.inbox.len() <= crate::config::INBOX_FRAMES_MAX, "inbox over its bound");
+        self.check_quiet_invariants();
         let seqs = self
             .proposals
             .keys()

@@ -158,9 +158,11 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                     sharded_peer |= self.cluster_id() == 0;
                     continue;
                 }
-                if let Some(s) = self.shards.get_mut(&env.shard) {
+                let shard = env.shard;
+                if let Some(s) = self.shards.get_mut(&shard) {
                     // Refused messages (stale, malformed) change nothing.
                     let _ = s.replica.step(env);
+                    self.after_step(shard);
                 }
             }
             for m in frame.node_messages {
@@ -187,11 +189,16 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         // Missed ticks beyond the cap are dropped, not owed.
         self.last_tick =
             now - Duration::from_nanos((elapsed.as_nanos() % interval.as_nanos()) as u64);
-        for s in self.shards.values_mut() {
+        let asleep = self.hibernating_shards(now);
+        for (id, s) in &mut self.shards {
+            if asleep.contains(id) {
+                continue;
+            }
             for _ in 0..ticks {
                 s.replica.tick();
             }
         }
+        self.after_ticks(ticks, now);
     }
 
     fn wal_buffer(
@@ -220,6 +227,10 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             }
         }
         for (id, rd) in &mut readies {
+            if !rd.entries.is_empty() || rd.snapshot.is_some() {
+                // New entries need retransmission and commit on ticks.
+                self.shards.get_mut(id).expect("Readys come from hosted shards").wake();
+            }
             if let Some(soft) = rd.soft_state {
                 self.on_soft_state(*id, soft, now);
             }
@@ -331,6 +342,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             let s = self.shards.get_mut(&shard).expect("hosted");
             let prev = s.soft;
             s.soft = soft;
+            s.wake();
             (prev, self.id)
         };
         if prev.leader != soft.leader {
@@ -623,7 +635,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                             r.next_at = now;
                         }
                     }
-                    NodeMessage::Reply { .. } | NodeMessage::Removed => {}
+                    NodeMessage::Reply { .. }
+                    | NodeMessage::Removed
+                    | NodeMessage::Alive { .. } => {}
                 }
             }
         }

@@ -622,6 +622,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 return;
             }
             let s = self.shards.get_mut(&shard).expect("checked above");
+            s.wake();
             match s.replica.propose(bytes) {
                 Ok(placed) => {
                     if reconfigures {
@@ -727,6 +728,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let Some(r) = self.reads.get(&seq) else { return };
         let Some(s) = self.shards.get_mut(&r.shard) else { return };
         let leader = s.soft.leader;
+        s.wake();
         match s.replica.read_index(RequestId(seq)) {
             Ok(()) => {
                 let r = self.reads.get_mut(&seq).expect("checked above");
@@ -849,6 +851,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             self.complete(token, shard, Ok(Reply::Done));
             return;
         }
+        s.wake();
         match s.replica.transfer_leadership(target) {
             Ok(()) => self.transfers.push(PendingTransfer { token, deadline, shard, target }),
             Err(ProposeError::TransferInProgress { to }) if to == target => {
@@ -920,6 +923,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             }
             NodeMessage::Reply { seq, result } => self.on_reply(from, seq, result),
             NodeMessage::Removed => self.on_removed(from),
+            NodeMessage::Alive { hibernated } => self.on_alive(from, hibernated, now),
         }
     }
 
@@ -958,6 +962,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             return Err(RemoteError::Retry);
         }
         let s = self.shards.get_mut(&shard).ok_or(RemoteError::NotLeader { leader: None })?;
+        s.wake();
         match s.replica.propose(bytes) {
             Ok(placed) => {
                 if reconfigures {
