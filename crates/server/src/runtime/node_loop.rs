@@ -44,7 +44,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         let mut next_token = 0u64;
         let mut more = false;
         let mut last_refresh: Option<Duration> = None;
-        let mut peers: BTreeMap<NodeId, Vec<HttpUrl>> = BTreeMap::new();
+        let mut peers = KnownPeers::default();
         let mut snapshots_installed = BTreeMap::new();
         'outer: loop {
             // Wait for input, the next wakeup, or nothing if work is queued.
@@ -182,7 +182,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
     /// last refresh (`installed` counts those already logged).
     fn refresh(
         &mut self,
-        peers: &mut BTreeMap<NodeId, Vec<HttpUrl>>,
+        peers: &mut KnownPeers,
         installed: &mut BTreeMap<ShardId, u64>,
         pending: usize,
     ) {
@@ -221,7 +221,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         self.metrics.set_requests_pending(pending);
         self.metrics.upkeep();
         let members = node.members();
-        sync_peers(&self.link, node.id(), &members, peers);
+        sync_peers(&self.link, node.id(), &members, peers, self.clock.now());
         self.state.set_members(members);
     }
 }
@@ -253,15 +253,44 @@ fn hosted_shards(keyspace: &ringkv_ring::Keyspace) -> Vec<ShardId> {
     }
 }
 
+/// How long a removed member stays in the transport's address book, so that
+/// it can be told it was removed (see [`sync_peers`]): many election
+/// timeouts, the time a removed follower takes to speak again.
+const REMOVED_PEER_GRACE: Duration = Duration::from_secs(60);
+
+/// The transport's address book as last set, and the removed members kept
+/// in it until a deadline.
+#[derive(Debug, Default)]
+struct KnownPeers {
+    known: BTreeMap<NodeId, Vec<HttpUrl>>,
+    leaving: BTreeMap<NodeId, Duration>,
+}
+
 /// Sets the transport's address book to the member table (every member but
 /// this one, at its peer URLs).
+///
+/// A removed member stays in the book for [`REMOVED_PEER_GRACE`]: it may not
+/// know yet that it was removed (the leader stops sending to it once the
+/// removal applies, possibly before the commit reached it), and the node
+/// tells it with a `Removed` message the next time it sends us anything
+/// (a pre-vote, a forwarded request) — which the transport can only deliver
+/// to a peer it still knows.
 fn sync_peers(
     link: &PeerLink,
     me: NodeId,
     members: &[Member],
-    known: &mut BTreeMap<NodeId, Vec<HttpUrl>>,
+    peers: &mut KnownPeers,
+    now: Duration,
 ) {
     let Some(transport) = link.transport() else { return };
+    let KnownPeers { known, leaving } = peers;
+    leaving.retain(|id, until| {
+        let keep = now < *until;
+        if !keep {
+            transport.remove_peer(*id);
+        }
+        keep
+    });
     let wanted: BTreeMap<NodeId, Vec<HttpUrl>> = members
         .iter()
         .filter(|m| m.id != me)
@@ -273,8 +302,11 @@ fn sync_peers(
     }
     for id in known.keys() {
         if !wanted.contains_key(id) {
-            transport.remove_peer(*id);
+            leaving.insert(*id, now + REMOVED_PEER_GRACE);
         }
+    }
+    for id in wanted.keys() {
+        leaving.remove(id);
     }
     for (id, urls) in &wanted {
         if known.get(id) != Some(urls)
