@@ -85,7 +85,7 @@ mod request;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use auth::{AuthChange, AuthError, AuthInfo, AuthQuery, AuthReply, Credential};
+pub use auth::{AuthChange, AuthError, AuthInfo, AuthQuery, AuthReply, AuthSnapshot, Credential};
 pub use cluster::{LEARNERS_MAX, added_member_id, cluster_id, member_id};
 pub use config::{
     ALARM_RAISE_ATTEMPTS_MAX, APPLY_GAP_MAX, AUTH_TOKEN_SWEEP_INTERVAL, AUTH_TOKEN_TTL_DEFAULT,

@@ -97,6 +97,20 @@ pub const ROOT_ROLE: &str = "root";
 /// that revision 0 can mean "no user").
 pub const AUTH_REVISION_INITIAL: u64 = 1;
 
+/// The metadata shard's whole auth store as of one of its log indexes,
+/// proposed to a data shard of a sharded cluster so that its replicas
+/// check rights against the same rules (see [`crate::Node`]'s docs on
+/// auth across shards). Applying one is idempotent and never goes back:
+/// a data shard installs it only if `meta_index` is past the index of the
+/// copy it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthSnapshot {
+    /// The metadata shard's applied log index the store is as of.
+    pub meta_index: u64,
+    /// The store.
+    pub store: AuthStore,
+}
+
 /// etcd's `authpb.Permission.Type`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PermissionType {
