@@ -189,24 +189,37 @@ fn a_metadata_leader_crash_mid_fan_out_converges<E: Engine>() {
         c.call_as(meta_leader, put_req(key, "v"), alice.clone(), STEPS).unwrap();
     }
 
-    // The metadata leader takes the revoke and crashes as soon as its
-    // metadata shard has applied it, with its copies not yet carried to
-    // the data shards.
+    // The metadata leader takes the revoke; once its followers hold the
+    // entry, everything it sends is lost: it applies the revoke (and
+    // proposes its copies to the data shards) alone, then crashes. No
+    // copy ever left it, and nobody else answers for the change: only the
+    // next metadata leader's repair brings the data shards in line.
     let before = c.node(meta_leader).auth_store().unwrap().revision();
+    let others: Vec<NodeId> = c.running().into_iter().filter(|&id| id != meta_leader).collect();
+    let last = |c: &Cluster<E>, id| c.node(id).replica_status(META_SHARD).unwrap().last_index;
+    let appended: Vec<_> = others.iter().map(|&id| last(&c, id)).collect();
     let revoke = AuthChange::UserRevokeRole { user: "alice".into(), role: "app".into() };
-    c.submit_as(meta_leader, Request::AuthChange(revoke), user("root"));
-    let applied =
-        c.run_until(STEPS, |c| c.node(meta_leader).auth_store().unwrap().revision() == before + 1);
-    assert!(applied, "the revoke never applied on the metadata leader");
-    c.crash(meta_leader);
-    let survivors = c.running();
-    let lagging = survivors.iter().any(|&id| {
-        data_shards()
-            .into_iter()
-            .any(|s| c.node(id).shard_auth_store(s).unwrap().revision() == before)
+    let token = c.submit_as(meta_leader, Request::AuthChange(revoke), user("root"));
+    let held = c.run_until(STEPS, |c| {
+        others.iter().zip(&appended).all(|(&id, &was)| last(c, id) > was)
     });
-    assert!(lagging, "every data shard had the change already: nothing to repair");
-
+    assert!(held, "the followers never appended the revoke");
+    for &id in &others {
+        c.net.cut_one_way(meta_leader, id);
+    }
+    let applied = c.run_until(STEPS, |c| {
+        c.node(meta_leader).auth_store().unwrap().revision() == before + 1
+    });
+    assert!(applied, "the revoke never applied on the metadata leader");
+    // Not answered while a data shard lacks it.
+    let answer = c.take_result(meta_leader, token);
+    assert!(answer.is_none(), "answered before the data shards had it: {answer:?}");
+    c.crash(meta_leader);
+    c.net.heal();
+    let survivors = c.running();
+    for &id in &survivors {
+        assert_eq!(c.node(id).auth_store().unwrap().revision(), before, "applied on {id}");
+    }
     // The next metadata leader repairs every lagging data shard.
     c.wait_leader_among(&survivors);
     let converged = c.run_until(STEPS * 10, |c| {
