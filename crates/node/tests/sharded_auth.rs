@@ -235,8 +235,11 @@ fn a_metadata_leader_crash_mid_fan_out_converges<E: Engine>() {
     }
 
     // Restarts keep every copy: the crashed node catches up, and a
-    // survivor restarted from its disk loads the same copies.
+    // survivor restarted from its store loads the same copies.
     c.restart(meta_leader).unwrap();
+    // A durable checkpoint first: the restart then replays nothing, and the
+    // copies (and where each came from) must come from the store.
+    c.node(on).store().checkpoint().unwrap();
     c.crash(on);
     c.restart(on).unwrap();
     let converged = c.run_until(STEPS * 10, |c| {
