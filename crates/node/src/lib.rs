@@ -69,8 +69,24 @@
 //! never with lease reads). Every [`LEADER_BALANCE_INTERVAL_TICKS`] a node
 //! leading two data shards more than a live voter hands one to it, so
 //! leaders spread evenly and come back to a node that returns.
-//! Not yet: auth on a sharded cluster (refused), placement on more than R
-//! nodes, moves.
+//!
+//! Auth across shards: every data shard keeps a copy of the metadata
+//! shard's auth store, so that its replicas check a write (at apply, with
+//! the caller's [`AuthInfo`] resolved against the metadata shard) against
+//! the same rules and the same auth revision as a one-shard cluster
+//! would. After an auth change applies to the metadata shard, the node
+//! that proposed it proposes the metadata shard's whole store as applied
+//! there, versioned by the metadata log index it is as of
+//! ([`AuthSnapshot`]), to every data shard, and answers its client once
+//! every data shard holds a copy at least that new. Installing a copy is
+//! idempotent and never goes back, so copies may race, be lost or be
+//! repeated; the metadata leader compares every data shard's copy with its
+//! store once per request timeout and sends its store to any that differs
+//! (a crash in the middle of carrying a change). A write taken before a
+//! change and applied in a data shard after the change reached it fails
+//! with `revision of auth store is old`, as in etcd.
+//!
+//! Not yet: placement on more than R nodes, moves.
 
 pub mod auth;
 mod cluster;

@@ -200,16 +200,14 @@ fn a_metadata_leader_crash_mid_fan_out_converges<E: Engine>() {
     let appended: Vec<_> = others.iter().map(|&id| last(&c, id)).collect();
     let revoke = AuthChange::UserRevokeRole { user: "alice".into(), role: "app".into() };
     let token = c.submit_as(meta_leader, Request::AuthChange(revoke), user("root"));
-    let held = c.run_until(STEPS, |c| {
-        others.iter().zip(&appended).all(|(&id, &was)| last(c, id) > was)
-    });
+    let held =
+        c.run_until(STEPS, |c| others.iter().zip(&appended).all(|(&id, &was)| last(c, id) > was));
     assert!(held, "the followers never appended the revoke");
     for &id in &others {
         c.net.cut_one_way(meta_leader, id);
     }
-    let applied = c.run_until(STEPS, |c| {
-        c.node(meta_leader).auth_store().unwrap().revision() == before + 1
-    });
+    let applied =
+        c.run_until(STEPS, |c| c.node(meta_leader).auth_store().unwrap().revision() == before + 1);
     assert!(applied, "the revoke never applied on the metadata leader");
     // Not answered while a data shard lacks it.
     let answer = c.take_result(meta_leader, token);

@@ -10,9 +10,16 @@
 //! restarts, travels in snapshots, and every node enforces the same rules.
 //! The node keeps a mirror of it ([`AuthStore`]) for the checks.
 //!
+//! On a sharded cluster the auth store is the metadata shard's, and each
+//! data shard holds a copy of it ([`AuthSnapshot`], recorded with the
+//! metadata log index it is as of in `auth/synced`), so that a data
+//! shard's replicas check writes against the same rules and revision (see
+//! the crate docs, "Auth across shards").
+//!
 //! | record | holds |
 //! | --- | --- |
 //! | `auth/state` | enabled flag and auth revision |
+//! | `auth/synced` | on a data shard of a sharded cluster: the metadata log index of its copy |
 //! | `auth/user/<name>` | a [`User`] (name, password hash, options, roles) |
 //! | `auth/role/<name>` | a [`Role`] (name, permissions sorted by key) |
 //!

@@ -438,14 +438,20 @@ impl AuthStore {
     /// Replaces this store by `from`, the metadata shard's store as of its
     /// log index `meta_index` (a data shard's copy, see
     /// [`crate::AuthSnapshot`]): records of users and roles `from` lacks
-    /// are deleted, every other record rewritten.
+    /// are deleted, every other record rewritten. A copy no newer than the
+    /// one held changes nothing (copies proposed by different nodes may
+    /// commit out of order, and a copy must never take a shard back).
+    /// Returns whether it installed `from`.
     pub(crate) fn install(
         &mut self,
         b: &mut ApplyBatch<'_>,
         shard: ShardId,
         from: &AuthStore,
         meta_index: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        if meta_index <= self.synced_at {
+            return Ok(false);
+        }
         for name in self.users.keys().filter(|n| !from.users.contains_key(*n)) {
             b.set_record(shard, &format!("{USER_PREFIX}{name}"), None)?;
         }
@@ -464,7 +470,8 @@ impl AuthStore {
         self.revision = from.revision;
         self.write_state(b, shard)?;
         self.synced_at = meta_index;
-        b.set_record(shard, SYNCED_RECORD, Some(&encode_to_vec(&meta_index)))
+        b.set_record(shard, SYNCED_RECORD, Some(&encode_to_vec(&meta_index)))?;
+        Ok(true)
     }
 
     /// Applies a change (the caller's rights already checked): the outer

@@ -206,7 +206,7 @@ fn apply_entry(
         ProposalBody::AuthSync(snapshot) => {
             b.skip(shard, e.index)?;
             // Copies proposed by different nodes may commit out of order:
-            // never go back to an older one.
+            // an older one than the copy held changes nothing.
             if snapshot.meta_index > auth.current().synced_at() {
                 auth.staged().install(b, shard, &snapshot.store, snapshot.meta_index)?;
             }
