@@ -84,7 +84,17 @@
 //! store once per request timeout and sends its store to any that differs
 //! (a crash in the middle of carrying a change). A write taken before a
 //! change and applied in a data shard after the change reached it fails
-//! with `revision of auth store is old`, as in etcd.
+//! with `revision of auth store is old`, as in etcd; so does one taken
+//! after the change and applied in a data shard the change has not reached
+//! yet (its rights are newer than the shard's copy), so that no write is
+//! checked against rules a client may already have seen replaced. Not
+//! covered: enabling auth keeps the revision (as in etcd), so a write
+//! applied in a data shard before the enable reaches it is not checked,
+//! even if another client already saw auth enabled in the metadata shard;
+//! the enable is answered only once every data shard has it. The whole
+//! auth store travels in one proposal, so it must fit in one (the
+//! engine's command limit, [`NodeConfig::request_bytes_max`] plus
+//! room for the envelope).
 //!
 //! Not yet: placement on more than R nodes, moves.
 

@@ -148,6 +148,17 @@ fn every_data_shard_enforces_the_metadata_shards_rules<E: Engine>() {
             put(&mut c, &root).unwrap();
         }
     }
+    // Rights resolved against a newer metadata store than a data shard's
+    // copy (taken between a change in the metadata shard and its arrival
+    // in the data shard) are refused there as old, never checked against
+    // the rules the change replaced.
+    let now = c.node(on).auth_store().unwrap().revision();
+    let ahead = Credential::Signed(AuthInfo { user: "root".into(), revision: now + 1 });
+    for (shard, key) in &keys {
+        let r = c.call_as(on, put_req(key, "v"), ahead.clone(), STEPS);
+        let expected = AuthError::OldRevision { request: now + 1, store: now };
+        assert_eq!(auth_err(r), expected, "rights ahead of {shard}'s copy");
+    }
     // Outside her prefix alice is refused on every shard too.
     for (shard, key) in key_per_shard("/etc/") {
         let r = c.call_as(on, put_req(&key, "v"), alice.clone(), STEPS);

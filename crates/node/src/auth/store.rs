@@ -155,7 +155,8 @@ impl AuthStore {
     ///
     /// # Errors
     /// `user name is empty` without a user, `revision of auth store is old`
-    /// when `who`'s rights predate the store's, `permission denied`.
+    /// when `who`'s rights predate the store's (or, in a data shard's
+    /// copy, are newer than it), `permission denied`.
     pub fn check_op(
         &self,
         who: &AuthInfo,
@@ -169,7 +170,13 @@ impl AuthStore {
         if who.is_anonymous() {
             return Err(AuthError::UserEmpty);
         }
-        if who.revision < self.revision {
+        // A data shard's copy behind the caller's rights (resolved against
+        // a newer metadata store) has not received a change yet: checking
+        // with it could let through what the change forbids, after a
+        // client saw the change in the metadata shard. The caller retries,
+        // as on etcd's "old revision".
+        let copy_behind = self.synced_at > 0 && who.revision > self.revision;
+        if who.revision < self.revision || copy_behind {
             return Err(AuthError::OldRevision { request: who.revision, store: self.revision });
         }
         let Some(user) = self.users.get(&who.user) else {
