@@ -69,8 +69,34 @@
 //! never with lease reads). Every [`LEADER_BALANCE_INTERVAL_TICKS`] a node
 //! leading two data shards more than a live voter hands one to it, so
 //! leaders spread evenly and come back to a node that returns.
-//! Not yet: auth on a sharded cluster (refused), placement on more than R
-//! nodes, moves.
+//!
+//! Auth across shards: every data shard keeps a copy of the metadata
+//! shard's auth store, so that its replicas check a write (at apply, with
+//! the caller's [`AuthInfo`] resolved against the metadata shard) against
+//! the same rules and the same auth revision as a one-shard cluster
+//! would. After an auth change applies to the metadata shard, the node
+//! that proposed it proposes the metadata shard's whole store as applied
+//! there, versioned by the metadata log index it is as of
+//! ([`AuthSnapshot`]), to every data shard, and answers its client once
+//! every data shard holds a copy at least that new. Installing a copy is
+//! idempotent and never goes back, so copies may race, be lost or be
+//! repeated; the metadata leader compares every data shard's copy with its
+//! store once per request timeout and sends its store to any that differs
+//! (a crash in the middle of carrying a change). A write taken before a
+//! change and applied in a data shard after the change reached it fails
+//! with `revision of auth store is old`, as in etcd; so does one taken
+//! after the change and applied in a data shard the change has not reached
+//! yet (its rights are newer than the shard's copy), so that no write is
+//! checked against rules a client may already have seen replaced. Not
+//! covered: enabling auth keeps the revision (as in etcd), so a write
+//! applied in a data shard before the enable reaches it is not checked,
+//! even if another client already saw auth enabled in the metadata shard;
+//! the enable is answered only once every data shard has it. The whole
+//! auth store travels in one proposal, so it must fit in one (the
+//! engine's command limit, [`NodeConfig::request_bytes_max`] plus
+//! room for the envelope).
+//!
+//! Not yet: placement on more than R nodes, moves.
 
 pub mod auth;
 mod cluster;
@@ -85,7 +111,7 @@ mod request;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use auth::{AuthChange, AuthError, AuthInfo, AuthQuery, AuthReply, Credential};
+pub use auth::{AuthChange, AuthError, AuthInfo, AuthQuery, AuthReply, AuthSnapshot, Credential};
 pub use cluster::{LEARNERS_MAX, added_member_id, cluster_id, member_id};
 pub use config::{
     ALARM_RAISE_ATTEMPTS_MAX, APPLY_GAP_MAX, AUTH_TOKEN_SWEEP_INTERVAL, AUTH_TOKEN_TTL_DEFAULT,

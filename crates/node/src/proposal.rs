@@ -25,7 +25,7 @@ use ringkv_consensus::{NodeId, decode_exact, encode_to_vec};
 use ringkv_ring::{HashKeyRule, Keyspace};
 use ringkv_storage::mvcc::Command;
 
-use crate::auth::{AuthChange, AuthInfo};
+use crate::auth::{AuthChange, AuthInfo, AuthSnapshot};
 
 /// Format of encoded proposals: 2 added the caller.
 const PROPOSAL_FORMAT: u8 = 2;
@@ -161,6 +161,9 @@ pub enum ProposalBody {
     /// A sharded cluster's keyspace, recorded by the metadata group's
     /// second entry (a one-shard cluster never writes it).
     Keyspace(Keyspace),
+    /// A data shard's copy of the metadata shard's auth store (sharded
+    /// clusters only; proposed by nodes, never by clients).
+    AuthSync(AuthSnapshot),
 }
 
 /// Encodes a keyspace: shard count, rule tag (0 whole key, 1 segments and
@@ -393,6 +396,10 @@ impl Wire for Proposal {
                 out.push(5);
                 encode_keyspace(k, out);
             }
+            ProposalBody::AuthSync(a) => {
+                out.push(6);
+                a.encode(out);
+            }
         }
     }
 
@@ -404,13 +411,14 @@ impl Wire for Proposal {
         }
         let id = Option::<ProposalId>::decode(d)?;
         let auth = if format == PROPOSAL_FORMAT { Option::<AuthInfo>::decode(d)? } else { None };
-        let body = match d.tag("proposal body", 5)? {
+        let body = match d.tag("proposal body", 6)? {
             0 => ProposalBody::Kv(Command::decode(d)?),
             1 => ProposalBody::Member(MemberChange::decode(d)?),
             2 => ProposalBody::Alarm(AlarmChange::decode(d)?),
             3 => ProposalBody::InitCluster(ClusterInit::decode(d)?),
             4 => ProposalBody::Auth(AuthChange::decode(d)?),
-            _ => ProposalBody::Keyspace(decode_keyspace(d)?),
+            5 => ProposalBody::Keyspace(decode_keyspace(d)?),
+            _ => ProposalBody::AuthSync(AuthSnapshot::decode(d)?),
         };
         Ok(Proposal { id, auth, body })
     }
@@ -479,6 +487,10 @@ mod tests {
                 }
             ),
             auth_change().prop_map(ProposalBody::Auth),
+            any::<u64>().prop_map(|meta_index| {
+                let store = crate::auth::AuthStore::default();
+                ProposalBody::AuthSync(AuthSnapshot { meta_index, store })
+            }),
             (1u32..=ringkv_ring::SHARD_COUNT_MAX, 0u32..4).prop_map(|(count, segments)| {
                 let rule = std::num::NonZeroU32::new(segments)
                     .map_or(HashKeyRule::WholeKey, HashKeyRule::Segments);

@@ -16,8 +16,8 @@ use common::*;
 use ringkv_consensus::{NodeId, ShardId};
 use ringkv_node::testing::{Cluster, test_config};
 use ringkv_node::{
-    AlarmAction, AlarmType, AuthChange, Credential, DATA_SHARD, Engine, META_SHARD, NodeError,
-    Reply, Request, SpanningRequest, Token,
+    AlarmAction, AlarmType, Credential, DATA_SHARD, Engine, META_SHARD, NodeError, Reply, Request,
+    SpanningRequest, Token,
 };
 use ringkv_ring::{HashKeyRule, Keyspace};
 use ringkv_storage::mvcc::{
@@ -248,11 +248,6 @@ fn a_txn_spanning_shards_is_refused_and_changes_nothing<E: Engine>() {
     c.call(leader, Request::DeleteRange(delete), STEPS).unwrap();
     c.call(leader, alarm(AlarmAction::Deactivate), STEPS).unwrap();
     put(&mut c, leader, a, "y").unwrap();
-
-    // Auth cannot be enabled across shards yet.
-    let err = c.call(leader, Request::AuthChange(AuthChange::Enable), STEPS).unwrap_err();
-    assert!(matches!(err, NodeError::NotShardable { what: "auth", .. }), "{err:?}");
-    assert!(err.to_string().contains("use --shards 1"), "{err}");
 }
 
 fn a_leader_crash_keeps_every_acknowledged_write<E: Engine>() {

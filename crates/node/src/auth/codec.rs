@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use ringkv_consensus::codec::{CodecError, Decoder, Wire, put_bytes, put_str, put_varint};
 
-use super::{AuthChange, AuthInfo, Permission, PermissionType, Role, User};
+use super::{
+    AuthChange, AuthInfo, AuthSnapshot, AuthStore, Permission, PermissionType, Role, User,
+};
 
 impl Wire for PermissionType {
     fn encode(&self, out: &mut Vec<u8>) {
@@ -184,5 +186,16 @@ impl Wire for AuthChange {
                 checked_revision: d.varint()?,
             },
         })
+    }
+}
+
+impl Wire for AuthSnapshot {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.meta_index);
+        self.store.encode(out);
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        Ok(AuthSnapshot { meta_index: d.varint()?, store: AuthStore::decode(d)? })
     }
 }

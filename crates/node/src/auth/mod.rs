@@ -10,9 +10,16 @@
 //! restarts, travels in snapshots, and every node enforces the same rules.
 //! The node keeps a mirror of it ([`AuthStore`]) for the checks.
 //!
+//! On a sharded cluster the auth store is the metadata shard's, and each
+//! data shard holds a copy of it ([`AuthSnapshot`], recorded with the
+//! metadata log index it is as of in `auth/synced`), so that a data
+//! shard's replicas check writes against the same rules and revision (see
+//! the crate docs, "Auth across shards").
+//!
 //! | record | holds |
 //! | --- | --- |
 //! | `auth/state` | enabled flag and auth revision |
+//! | `auth/synced` | on a data shard of a sharded cluster: the metadata log index of its copy |
 //! | `auth/user/<name>` | a [`User`] (name, password hash, options, roles) |
 //! | `auth/role/<name>` | a [`Role`] (name, permissions sorted by key) |
 //!
@@ -96,6 +103,20 @@ pub const ROOT_ROLE: &str = "root";
 /// The auth revision of a store that never changed (etcd starts at 1, so
 /// that revision 0 can mean "no user").
 pub const AUTH_REVISION_INITIAL: u64 = 1;
+
+/// The metadata shard's whole auth store as of one of its log indexes,
+/// proposed to a data shard of a sharded cluster so that its replicas
+/// check rights against the same rules (see [`crate::Node`]'s docs on
+/// auth across shards). Applying one is idempotent and never goes back:
+/// a data shard installs it only if `meta_index` is past the index of the
+/// copy it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthSnapshot {
+    /// The metadata shard's applied log index the store is as of.
+    pub meta_index: u64,
+    /// The store.
+    pub store: AuthStore,
+}
 
 /// etcd's `authpb.Permission.Type`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

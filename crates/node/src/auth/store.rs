@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use ringkv_consensus::codec::{CodecError, Decoder, Wire, put_varint};
 use ringkv_consensus::{ShardId, decode_exact, encode_to_vec};
 use ringkv_storage::mvcc::{ApplyBatch, ReadView, RequestOp, StoreError, TxnRequest};
 
@@ -17,6 +18,10 @@ use crate::error::NodeError;
 
 /// Record holding the enabled flag and the auth revision.
 pub(crate) const STATE_RECORD: &str = "auth/state";
+/// Record holding, on a data shard of a sharded cluster, the metadata
+/// shard's log index whose auth store this shard's copy is (see
+/// [`AuthStore::install`]).
+const SYNCED_RECORD: &str = "auth/synced";
 /// Prefix of user records: `auth/user/<name>`.
 const USER_PREFIX: &str = "auth/user/";
 /// Prefix of role records: `auth/role/<name>`.
@@ -33,6 +38,9 @@ pub struct AuthStore {
     revision: u64,
     users: BTreeMap<String, User>,
     roles: BTreeMap<String, Role>,
+    /// On a data shard of a sharded cluster: the metadata shard's log
+    /// index whose store this is a copy of (0: never installed).
+    synced_at: u64,
 }
 
 impl Default for AuthStore {
@@ -42,6 +50,7 @@ impl Default for AuthStore {
             revision: AUTH_REVISION_INITIAL,
             users: BTreeMap::new(),
             roles: BTreeMap::new(),
+            synced_at: 0,
         }
     }
 }
@@ -97,6 +106,10 @@ impl AuthStore {
                 .map_err(|e| corrupt(shard, format!("role record {name}: {e}")))?;
             s.roles.insert(r.name.clone(), r);
         }
+        if let Some(v) = view.record(shard, SYNCED_RECORD)? {
+            s.synced_at = decode_exact::<u64>(v)
+                .map_err(|e| corrupt(shard, format!("auth synced record: {e}")))?;
+        }
         Ok(s)
     }
 
@@ -108,6 +121,22 @@ impl AuthStore {
     /// The auth revision.
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// The metadata shard's log index whose auth store this data shard's
+    /// copy is (0 if none was ever installed; always 0 on the metadata
+    /// shard and on a one-shard cluster).
+    pub fn synced_at(&self) -> u64 {
+        self.synced_at
+    }
+
+    /// Whether both stores hold the same rules: flag, revision, users and
+    /// roles (not where a copy came from).
+    pub fn same_rules(&self, other: &AuthStore) -> bool {
+        self.enabled == other.enabled
+            && self.revision == other.revision
+            && self.users == other.users
+            && self.roles == other.roles
     }
 
     /// A user.
@@ -126,7 +155,8 @@ impl AuthStore {
     ///
     /// # Errors
     /// `user name is empty` without a user, `revision of auth store is old`
-    /// when `who`'s rights predate the store's, `permission denied`.
+    /// when `who`'s rights predate the store's (or, in a data shard's
+    /// copy, are newer than it), `permission denied`.
     pub fn check_op(
         &self,
         who: &AuthInfo,
@@ -140,7 +170,13 @@ impl AuthStore {
         if who.is_anonymous() {
             return Err(AuthError::UserEmpty);
         }
-        if who.revision < self.revision {
+        // A data shard's copy behind the caller's rights (resolved against
+        // a newer metadata store) has not received a change yet: checking
+        // with it could let through what the change forbids, after a
+        // client saw the change in the metadata shard. The caller retries,
+        // as on etcd's "old revision".
+        let copy_behind = self.synced_at > 0 && who.revision > self.revision;
+        if who.revision < self.revision || copy_behind {
             return Err(AuthError::OldRevision { request: who.revision, store: self.revision });
         }
         let Some(user) = self.users.get(&who.user) else {
@@ -406,6 +442,45 @@ impl AuthStore {
         Ok(())
     }
 
+    /// Replaces this store by `from`, the metadata shard's store as of its
+    /// log index `meta_index` (a data shard's copy, see
+    /// [`crate::AuthSnapshot`]): records of users and roles `from` lacks
+    /// are deleted, every other record rewritten. A copy no newer than the
+    /// one held changes nothing (copies proposed by different nodes may
+    /// commit out of order, and a copy must never take a shard back).
+    /// Returns whether it installed `from`.
+    pub(crate) fn install(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        shard: ShardId,
+        from: &AuthStore,
+        meta_index: u64,
+    ) -> Result<bool, StoreError> {
+        if meta_index <= self.synced_at {
+            return Ok(false);
+        }
+        for name in self.users.keys().filter(|n| !from.users.contains_key(*n)) {
+            b.set_record(shard, &format!("{USER_PREFIX}{name}"), None)?;
+        }
+        for name in self.roles.keys().filter(|n| !from.roles.contains_key(*n)) {
+            b.set_record(shard, &format!("{ROLE_PREFIX}{name}"), None)?;
+        }
+        self.users.clear();
+        self.roles.clear();
+        for u in from.users.values() {
+            self.put_user(b, shard, u.clone())?;
+        }
+        for r in from.roles.values() {
+            self.put_role(b, shard, r.clone())?;
+        }
+        self.enabled = from.enabled;
+        self.revision = from.revision;
+        self.write_state(b, shard)?;
+        self.synced_at = meta_index;
+        b.set_record(shard, SYNCED_RECORD, Some(&encode_to_vec(&meta_index)))?;
+        Ok(true)
+    }
+
     /// Applies a change (the caller's rights already checked): the outer
     /// error is the store failing, the inner one the change refused,
     /// deterministically on every replica. The revision grows by one with
@@ -582,5 +657,37 @@ impl AuthStore {
             }
         }
         Ok(Ok(AuthReply::Changed))
+    }
+}
+
+/// The rules travel whole (a data shard's copy; `synced_at` is the
+/// receiver's own bookkeeping and does not travel).
+impl Wire for AuthStore {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.enabled.encode(out);
+        self.revision.encode(out);
+        let users: Vec<&User> = self.users.values().collect();
+        put_varint(out, users.len() as u64);
+        for u in users {
+            u.encode(out);
+        }
+        put_varint(out, self.roles.len() as u64);
+        for r in self.roles.values() {
+            r.encode(out);
+        }
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let enabled = d.bool()?;
+        let revision = u64::decode(d)?;
+        let users: Vec<User> = Vec::decode(d)?;
+        let roles: Vec<Role> = Vec::decode(d)?;
+        Ok(AuthStore {
+            enabled,
+            revision,
+            users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
+            roles: roles.into_iter().map(|r| (r.name.clone(), r)).collect(),
+            synced_at: 0,
+        })
     }
 }

@@ -378,3 +378,35 @@ fn tokens_expire_unless_used_and_are_bounded() {
     t.expire(Duration::from_secs(100));
     assert!(t.is_empty());
 }
+
+/// A data shard's copy of the metadata shard's store: it travels whole,
+/// replaces every record (users and roles the source lacks are gone), is
+/// reloaded as installed with where it came from, and an older copy
+/// arriving later changes nothing.
+#[test]
+fn a_copy_replaces_the_store_and_never_goes_back() {
+    let source = Fixture::enabled();
+    let copy = AuthSnapshot { meta_index: 7, store: source.auth.clone() };
+    let bytes = ringkv_consensus::encode_to_vec(&copy);
+    let copy: AuthSnapshot = ringkv_consensus::decode_exact(bytes).unwrap();
+    assert!(copy.store.same_rules(&source.auth), "the copy travels whole");
+
+    let mut target = Fixture::new();
+    target.ok(AuthChange::UserAdd { name: "zed".into(), password_hash: None, no_password: true });
+    target.ok(AuthChange::RoleAdd { name: "stale".into() });
+    let install = |f: &mut Fixture, copy: &AuthSnapshot| {
+        let auth = &mut f.auth;
+        f.store.write(|b| auth.install(b, SHARD, &copy.store, copy.meta_index)).unwrap().0
+    };
+    assert!(install(&mut target, &copy));
+    assert!(target.auth.same_rules(&source.auth));
+    assert!(target.auth.user("zed").is_none() && target.auth.role("stale").is_none());
+    assert_eq!(target.auth.synced_at(), 7);
+    assert_eq!(target.reloaded(), target.auth, "the store holds exactly the copy");
+
+    // An older copy (of the store before auth was enabled) is ignored.
+    let older = AuthSnapshot { meta_index: 6, store: AuthStore::default() };
+    assert!(!install(&mut target, &older));
+    assert!(target.auth.same_rules(&source.auth) && target.auth.enabled());
+    assert_eq!(target.reloaded(), target.auth);
+}

@@ -60,6 +60,9 @@ struct Outcome {
     /// reaching a data shard that already has the lease, or no longer
     /// has it, leaves that shard as the metadata shard wants it).
     marker: Option<LeaseMarker>,
+    /// A client's auth change the store took (carried to every data
+    /// shard of a sharded cluster before its client is answered).
+    auth_changed: bool,
 }
 
 /// A lease grant or revoke command, whatever its result.
@@ -166,6 +169,7 @@ fn apply_entry(
             ProposalBody::Kv(Command::LeaseRevoke(r)) => Some(LeaseMarker::Revoke(r.id)),
             _ => None,
         },
+        auth_changed: false,
     };
     let members = |t: &ClusterTables, m| Reply::Members { member: m, members: t.member_list() };
     if let Some(caller) = &proposal.auth
@@ -196,7 +200,16 @@ fn apply_entry(
                     _ => TokenEffect::None,
                 };
             }
+            out.auth_changed = applied.is_ok() && !matches!(change, AuthChange::IssueToken { .. });
             out.result = applied.map(Reply::Auth).map_err(NodeError::from);
+        }
+        ProposalBody::AuthSync(snapshot) => {
+            b.skip(shard, e.index)?;
+            // Copies proposed by different nodes may commit out of order:
+            // an older one than the copy held changes nothing.
+            if snapshot.meta_index > auth.current().synced_at() {
+                auth.staged().install(b, shard, &snapshot.store, snapshot.meta_index)?;
+            }
         }
         ProposalBody::Kv(cmd) => {
             let applied = b.apply(shard, e.index, cmd)?;
@@ -339,6 +352,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 (Some((lease, ttl)), Ok(reply)) => {
                     self.start_fanout(p.token, p.deadline, lease, ttl, reply, now);
                 }
+                (None, Ok(reply)) if o.auth_changed && o.shard == meta && self.is_sharded() => {
+                    self.start_auth_fanout(p.token, p.deadline, reply, now);
+                }
                 (_, result) => {
                     if let Some(token) = p.token {
                         self.complete(token, o.shard, result);
@@ -362,6 +378,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         for id in lost {
             self.fail_proposal(id, NodeError::LeaderChanged);
         }
+        self.check_auth_fanouts();
         if removed {
             // Answered its waiters above; now this member stops for good.
             return Err(NodeError::Removed);

@@ -6,7 +6,10 @@
 //! On a sharded cluster also: carrying the metadata shard's lease grants
 //! and revokes to every data shard (markers, see `start_fanout`), and the
 //! metadata leader's repair of data shards whose leases differ from its
-//! table (`sync_lease_markers`).
+//! table (`sync_lease_markers`); likewise carrying the metadata shard's
+//! auth store to every data shard after each auth change
+//! (`start_auth_fanout`) and the metadata leader's repair of data shards
+//! whose copy differs (`sync_auth_stores`).
 //!
 //! Each is a housekeeping proposal nobody waits for; each is retried after
 //! a request timeout if it has not taken effect by then.
@@ -21,7 +24,8 @@ use ringkv_storage::mvcc::{
 };
 
 use super::apply::LeaseMarker;
-use super::{LeaseFanOut, Node};
+use super::{AuthFanOut, LeaseFanOut, Node};
+use crate::auth::AuthSnapshot;
 use crate::config::{LEASE_CHECKPOINT_BATCH_MAX, LEASE_REVOKES_PER_ROUND_MAX, META_SHARD};
 use crate::engine::Engine;
 use crate::io::{Clock, Transport};
@@ -49,6 +53,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         if self.is_sharded() {
             self.retry_fanouts(now);
             self.sync_lease_markers(now);
+            self.retry_auth_fanouts(now);
+            self.sync_auth_stores(now);
         }
     }
 
@@ -259,6 +265,127 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let fixes = fixes.into_iter().filter(|(_, id, _)| !moving.contains(id));
         for (shard, id, ttl) in fixes.take(LEASE_REVOKES_PER_ROUND_MAX) {
             self.propose_internal(shard, marker(id, ttl), now);
+        }
+    }
+
+    /// The metadata shard's auth store as applied here, as a copy for the
+    /// data shards.
+    fn auth_snapshot(&self) -> Option<AuthSnapshot> {
+        let m = self.shards.get(&META_SHARD)?;
+        Some(AuthSnapshot { meta_index: m.applied.0, store: m.auth.clone() })
+    }
+
+    /// Data shards whose copy of the auth store is older than the
+    /// metadata shard's store at `meta_index`, as applied here.
+    fn auth_behind(&self, meta_index: u64) -> Vec<ShardId> {
+        self.cfg
+            .keyspace
+            .shard_ids()
+            .map(|s| ShardId(s.0))
+            .filter(|id| self.shards.get(id).is_some_and(|s| s.auth.synced_at() < meta_index))
+            .collect()
+    }
+
+    /// Starts carrying the auth change the metadata shard just applied
+    /// (in the store as applied here now) to every data shard; `token`'s
+    /// client is answered with `reply` once every data shard holds it.
+    pub(super) fn start_auth_fanout(
+        &mut self,
+        token: Option<Token>,
+        deadline: Duration,
+        reply: Reply,
+        now: Duration,
+    ) {
+        let Some(snapshot) = self.auth_snapshot() else { return };
+        let meta_index = snapshot.meta_index;
+        let mut waiting = BTreeMap::new();
+        for shard in self.auth_behind(meta_index) {
+            let body = ProposalBody::AuthSync(snapshot.clone());
+            waiting.insert(shard, self.propose_internal(shard, body, now));
+        }
+        let seq = self.next_seq();
+        let f = AuthFanOut { token, deadline, meta_index, reply, waiting };
+        self.auth_fanouts.insert(seq, f);
+        self.check_auth_fanouts();
+    }
+
+    /// Answers the auth fan-outs every data shard has caught up with (as
+    /// applied on this node, which hosts every shard in this step).
+    pub(super) fn check_auth_fanouts(&mut self) {
+        let mut done = Vec::new();
+        for (&seq, f) in &mut self.auth_fanouts {
+            let shards = &self.shards;
+            f.waiting
+                .retain(|id, _| shards.get(id).is_some_and(|s| s.auth.synced_at() < f.meta_index));
+            if f.waiting.is_empty() {
+                done.push(seq);
+            }
+        }
+        let meta = self.meta_shard();
+        for seq in done {
+            let f = self.auth_fanouts.remove(&seq).expect("just found");
+            if let Some(token) = f.token {
+                self.complete(token, meta, Ok(f.reply));
+            }
+        }
+    }
+
+    /// Proposes again, with the metadata shard's store as applied now,
+    /// the copies of fan-outs whose proposal was lost before the shard
+    /// applied it.
+    fn retry_auth_fanouts(&mut self, now: Duration) {
+        let lost: Vec<(u64, ShardId)> = self
+            .auth_fanouts
+            .iter()
+            .flat_map(|(&seq, f)| {
+                f.waiting
+                    .iter()
+                    .filter(|(_, id)| !self.proposals.contains_key(id))
+                    .map(move |(&shard, _)| (seq, shard))
+            })
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        let Some(snapshot) = self.auth_snapshot() else { return };
+        for (seq, shard) in lost {
+            let id = self.propose_internal(shard, ProposalBody::AuthSync(snapshot.clone()), now);
+            if let Some(f) = self.auth_fanouts.get_mut(&seq) {
+                f.waiting.insert(shard, id);
+            }
+        }
+    }
+
+    /// The metadata leader's convergence, at most once per request
+    /// timeout: a data shard whose copy of the auth store differs from the
+    /// metadata shard's missed a change (the node carrying it crashed or
+    /// lost its proposal) and gets the whole store as applied here. Run
+    /// only while this leader has applied all it committed, so the copy
+    /// holds every change any client was answered for; a copy that was
+    /// already on its way is harmless (installing is idempotent and never
+    /// goes back).
+    fn sync_auth_stores(&mut self, now: Duration) {
+        if now < self.next_auth_sync {
+            return;
+        }
+        let Some(m) = self.shards.get(&META_SHARD) else { return };
+        if !m.leases_ready() || m.applied < m.replica.status().commit {
+            return;
+        }
+        self.next_auth_sync = now + self.cfg.request_timeout;
+        let stale: Vec<ShardId> = self
+            .cfg
+            .keyspace
+            .shard_ids()
+            .map(|s| ShardId(s.0))
+            .filter(|id| self.shards.get(id).is_some_and(|s| !s.auth.same_rules(&m.auth)))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let Some(snapshot) = self.auth_snapshot() else { return };
+        for shard in stale {
+            self.propose_internal(shard, ProposalBody::AuthSync(snapshot.clone()), now);
         }
     }
 

@@ -166,6 +166,24 @@ struct LeaseFanOut {
     waiting: BTreeMap<ShardId, ProposalId>,
 }
 
+/// A client's auth change the metadata group applied, being carried to
+/// every data shard as a copy of the whole auth store
+/// ([`crate::AuthSnapshot`]): the client is answered once every data
+/// shard holds a copy at least as new as the metadata shard's store right
+/// after the change.
+#[derive(Debug)]
+struct AuthFanOut {
+    token: Option<Token>,
+    deadline: Duration,
+    /// The metadata shard's applied index the change is in.
+    meta_index: u64,
+    /// The metadata group's answer, given once every shard caught up.
+    reply: Reply,
+    /// Data shards whose copy is older, each with the housekeeping
+    /// proposal carrying a newer one there (proposed again if lost).
+    waiting: BTreeMap<ShardId, ProposalId>,
+}
+
 /// A MoveLeader waiting for the target to lead.
 #[derive(Debug)]
 struct PendingTransfer {
@@ -342,6 +360,12 @@ pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     /// When the metadata leader next compares the data shards' leases
     /// with its lease table (see `sync_lease_markers`).
     next_lease_sync: Duration,
+    /// Auth changes being carried to the data shards, keyed by a
+    /// sequence number of this node.
+    auth_fanouts: BTreeMap<u64, AuthFanOut>,
+    /// When the metadata leader next compares the data shards' auth
+    /// stores with its own (see `sync_auth_stores`).
+    next_auth_sync: Duration,
     /// Hibernation of quiet shards and leader balance (see [`quiet`]).
     quiet: quiet::Quiet,
 }
@@ -477,6 +501,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             tokens_from,
             fanouts: BTreeMap::new(),
             next_lease_sync: now,
+            auth_fanouts: BTreeMap::new(),
+            next_auth_sync: now,
             quiet: quiet::Quiet::default(),
         };
         for shard in node.cfg.hosted_shards() {
@@ -586,6 +612,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             .values()
             .map(|p| p.deadline)
             .chain(self.fanouts.values().map(|f| f.deadline))
+            .chain(self.auth_fanouts.values().map(|f| f.deadline))
             .chain(self.reads.values().map(|r| r.deadline))
             .chain(self.calls.values().map(|c| c.deadline))
             .chain(self.transfers.iter().map(|t| t.deadline));
@@ -817,6 +844,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 "a lease fan-out waits for a shard that is not a hosted data shard"
             );
         }
+        assert!(self.is_sharded() || self.auth_fanouts.is_empty(), "auth fan-out on one shard");
+        for f in self.auth_fanouts.values() {
+            assert!(
+                f.waiting.keys().all(|&s| s != META_SHARD && self.shards.contains_key(&s)),
+                "an auth fan-out waits for a shard that is not a hosted data shard"
+            );
+        }
         for s in self.shards.values() {
             let st = s.replica.status();
             assert!(
@@ -834,7 +868,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 + self.reads.len()
                 + self.calls.len()
                 + self.transfers.len()
-                + self.fanouts.len();
+                + self.fanouts.len()
+                + self.auth_fanouts.len();
             assert_eq!(waiting, 0, "a stopped node keeps waiters");
         }
     }
@@ -846,6 +881,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             + self.calls.len()
             + self.transfers.len()
             + self.fanouts.values().filter(|f| f.token.is_some()).count()
+            + self.auth_fanouts.values().filter(|f| f.token.is_some()).count()
     }
 
     fn insert_proposal(&mut self, id: ProposalId, p: PendingProposal) {
@@ -912,6 +948,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// The auth store of the metadata shard as applied here.
     pub fn auth_store(&self) -> Option<&AuthStore> {
         self.shards.get(&self.meta_shard()).map(|s| &s.auth)
+    }
+
+    /// The auth store of `shard` as applied here: on a sharded cluster a
+    /// data shard's is its copy of the metadata shard's.
+    pub fn shard_auth_store(&self, shard: ShardId) -> Option<&AuthStore> {
+        self.shards.get(&shard).map(|s| &s.auth)
     }
 
     /// Simple tokens this node holds.

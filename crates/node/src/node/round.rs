@@ -477,6 +477,16 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 self.complete(token, self.meta_shard(), Err(NodeError::Timeout));
             }
         }
+        let late: Vec<u64> =
+            self.auth_fanouts.iter().filter(|(_, f)| f.deadline <= now).map(|(&k, _)| k).collect();
+        for k in late {
+            // The metadata shard applied the change; the data shards that
+            // have not yet are brought in line by `sync_auth_stores`.
+            let f = self.auth_fanouts.remove(&k).expect("just found");
+            if let Some(token) = f.token {
+                self.complete(token, self.meta_shard(), Err(NodeError::Timeout));
+            }
+        }
         let (late, keep): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.transfers).into_iter().partition(|t| t.deadline <= now);
         self.transfers = keep;
@@ -570,6 +580,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             self.complete(t.token, t.shard, Err(e));
         }
         for f in std::mem::take(&mut self.fanouts).into_values() {
+            if let Some(token) = f.token {
+                let e = self.stop_error();
+                self.complete(token, self.meta_shard(), Err(e));
+            }
+        }
+        for f in std::mem::take(&mut self.auth_fanouts).into_values() {
             if let Some(token) = f.token {
                 let e = self.stop_error();
                 self.complete(token, self.meta_shard(), Err(e));

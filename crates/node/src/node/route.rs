@@ -18,7 +18,7 @@ use super::{
     Node, PendingCall, PendingProposal, PendingRead, PendingTransfer, Placement, ReadKind,
     ReadState, Submitted,
 };
-use crate::auth::{AuthChange, AuthError, AuthInfo, AuthQuery, AuthStore, Credential};
+use crate::auth::{AuthError, AuthInfo, AuthQuery, AuthStore, Credential};
 use crate::cluster::added_member_id;
 use crate::config::{APPLY_GAP_MAX, DATA_SHARD, META_SHARD};
 use crate::engine::Engine;
@@ -398,14 +398,6 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             Request::AuthQuery(q) => {
                 let read = ReadKind::Auth(q);
                 self.start_read(token, shard, read, credential, deadline, now);
-            }
-            Request::AuthChange(AuthChange::Enable) if self.is_sharded() => {
-                // Data shards check rights against their own auth store,
-                // which would stay empty: enabling auth would protect
-                // nothing there.
-                let shard_count = self.cfg.keyspace.shard_count();
-                let e = NodeError::NotShardable { what: "auth", shard_count };
-                self.complete(token, shard, Err(e));
             }
             Request::AuthChange(change) => {
                 self.propose_client(token, shard, ProposalBody::Auth(change), who, deadline, None);

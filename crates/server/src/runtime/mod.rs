@@ -337,10 +337,15 @@ fn direct_range(
         Ok(view) => view,
         Err(e) => return Ok(Err(NodeError::from(e))),
     };
-    match ringkv_node::auth::stored_enabled(&view, auth) {
-        Ok(false) => {}
-        Ok(true) => return Err(req),
-        Err(e) => return Ok(Err(e)),
+    // On a sharded cluster the data shard holds a copy of the metadata
+    // shard's auth store, which on this node may be ahead of the metadata
+    // replica: auth on in either needs the node's check.
+    for holder in [auth, shard] {
+        match ringkv_node::auth::stored_enabled(&view, holder) {
+            Ok(false) => {}
+            Ok(true) => return Err(req),
+            Err(e) => return Ok(Err(e)),
+        }
     }
     let header = state.node_header();
     let read = ReadRequest::Range(req);
