@@ -163,3 +163,31 @@ fn go_durations() {
         assert_eq!(parse_duration(bad), None, "{bad:?}");
     }
 }
+
+fn shard(id: u64, is_leader: bool) -> ringkv_node::ShardStatus {
+    use ringkv_consensus::{LogIndex, NodeId};
+    ringkv_node::ShardStatus {
+        shard: ringkv_consensus::ShardId(id),
+        leader: Some(NodeId(if is_leader { 1 } else { 2 })),
+        is_leader,
+        is_learner: false,
+        term: 1,
+        commit_index: LogIndex(1),
+        applied_index: LogIndex(1),
+        revision: Revision(1),
+        compacted_revision: Revision(0),
+        snapshot_index: LogIndex(0),
+        snapshots_installed: 0,
+    }
+}
+
+#[test]
+fn only_the_leader_of_the_metadata_shard_compacts_a_sharded_cluster() {
+    // Sharded: leading data shards is not enough; leading shard 0 is.
+    assert!(!leads(&[shard(0, false), shard(1, true), shard(2, true)], true));
+    assert!(leads(&[shard(0, true), shard(1, false), shard(2, false)], true));
+    // One shard: its leader compacts.
+    assert!(leads(&[shard(1, true)], false));
+    assert!(!leads(&[shard(1, false)], false));
+    assert!(!leads(&[], false));
+}
