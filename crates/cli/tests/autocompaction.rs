@@ -1,9 +1,9 @@
-//! etcd's auto-compaction through etcdctl, on a one-shard node and on a
-//! three-process `--shards 8` cluster (where it is the only way to compact:
-//! `Compact` by revision is refused there). Both run
-//! `--auto-compaction-mode revision --auto-compaction-retention 10`, with
-//! the hidden `--auto-compaction-revision-interval` shortening etcd's
-//! 5-minute check so the test need not wait for it.
+//! etcd's auto-compaction through etcdctl: on a one-shard node in both
+//! modes, and on a three-process `--shards 8` cluster, where it is the only
+//! way to compact (`Compact` by revision is refused there). The revision
+//! tests run `--auto-compaction-mode revision --auto-compaction-retention
+//! 10`, with the hidden `--auto-compaction-revision-interval` shortening
+//! etcd's 5-minute check; the periodic one a 2 s retention.
 //!
 //! Needs `etcdctl` on `PATH` (`scripts/setup` installs it).
 #![allow(clippy::unwrap_used, reason = "a test")]
@@ -104,4 +104,21 @@ fn revision_auto_compaction_per_shard_on_a_sharded_cluster() {
     }
     let logged = (0..3).any(|i| cluster.full_log(i).contains("finished scheduled compaction"));
     assert!(logged, "no member logged a scheduled compaction");
+}
+
+#[test]
+fn periodic_auto_compaction_on_one_shard() {
+    // Retention 2 s: a sample every 200 ms, compaction every 2 s to the
+    // revision seen 2 s before.
+    let flags = ["--auto-compaction-mode=periodic", "--auto-compaction-retention=2s"];
+    let cluster = ProcessCluster::start_with(1, &flags).unwrap();
+    cluster.wait_leader(WAIT).unwrap();
+    let url = cluster.members[0].client_url();
+    let (first, last) = write_history(&url, "ac/periodic");
+    assert!(
+        wait_until(WAIT, || compacted(&url, "ac/periodic", first)),
+        "revision {first} was never compacted (the shard is at {last})"
+    );
+    let value = format!("v{}\n", WRITES - 1);
+    assert_eq!(ctl(&url, &["get", "ac/periodic", "--print-value-only"]), value);
 }
