@@ -230,8 +230,13 @@ fn leads(statuses: &[ShardStatus], sharded: bool) -> bool {
 }
 
 /// Runs auto-compaction with `policy` until `shutdown`.
+///
+/// # Panics
+/// If `policy` ticks every zero seconds (a zero retention, which
+/// [`policy_from_flags`] turns into no policy at all).
 pub async fn run(handle: NodeHandle, policy: Policy, shutdown: CancellationToken) {
     let every = policy.tick_interval();
+    assert!(!every.is_zero(), "auto-compaction policy {policy:?} ticks every 0 s");
     let start = tokio::time::Instant::now();
     let mut ticker = tokio::time::interval_at(start + every, every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
