@@ -44,6 +44,10 @@ use serde::Deserialize;
 
 pub use url::{HOST_NAME_BYTES_MAX, Host, HttpUrl, UrlError};
 
+use crate::compactor::{
+    AutoCompactionMode, DEFAULT_AUTO_COMPACTION_RETENTION, Policy, RetentionError,
+    policy_from_flags,
+};
 use crate::peer::FRAME_BYTES_MAX;
 
 /// Default `--name`.
@@ -220,6 +224,18 @@ pub struct ServerArgs {
     /// Number of data shards, fixed at cluster creation. [default: 1]
     #[arg(long, value_name = "N")]
     pub shards: Option<u64>,
+
+    /// Auto compaction mode: `periodic` (the retention is a time) or `revision` (a number of revisions). [default: periodic]
+    #[arg(long, value_name = "MODE")]
+    pub auto_compaction_mode: Option<AutoCompactionMode>,
+
+    /// Auto compaction retention: periodic: hours as an integer, or a duration such as `30m`, `5s`; revision: the number of revisions kept. `0` turns it off. The only way to compact a sharded cluster: every data shard is compacted at its own revision. [default: 0]
+    #[arg(long, value_name = "RETENTION")]
+    pub auto_compaction_retention: Option<String>,
+
+    /// How often `revision` auto compaction checks (etcd's fixed 5 minutes; a knob for tests). [default: 5m]
+    #[arg(long, value_name = "DURATION", hide = true)]
+    pub auto_compaction_revision_interval: Option<String>,
 
     /// Hash key of a key: its first N `/`-separated segments decide its shard (0: the whole key); a `{tag}` in them wins, as in Redis Cluster. Fixed at cluster creation. [default: 0]
     #[arg(long, value_name = "N")]
@@ -523,6 +539,9 @@ pub struct ServerConfig {
     pub shards: u64,
     /// Which part of a key decides its shard (`--hash-key-segments`).
     pub hash_key_rule: HashKeyRule,
+    /// Auto-compaction (`--auto-compaction-mode`,
+    /// `--auto-compaction-retention`); `None`: off.
+    pub auto_compaction: Option<Policy>,
     /// Authentication settings (`--auth-token`, `--auth-token-ttl`,
     /// `--bcrypt-cost`; `--client-cert-auth` with TLS).
     pub auth: crate::auth::AuthOptions,
@@ -733,6 +752,9 @@ pub enum ConfigError {
         /// Largest allowed.
         max: u64,
     },
+    /// A bad `--auto-compaction-mode` / `--auto-compaction-retention`.
+    #[error(transparent)]
+    AutoCompaction(#[from] RetentionError),
     /// Heartbeats too sparse for the election timeout.
     #[error(
         "--election-timeout ({election_ms} ms) must be at least {ELECTION_TIMEOUT_HEARTBEATS_MIN} \
@@ -829,6 +851,9 @@ impl ServerArgs {
             log_format,
             engine,
             shards,
+            auto_compaction_mode,
+            auto_compaction_retention,
+            auto_compaction_revision_interval,
             hash_key_segments,
             auth_token,
             auth_token_ttl,
@@ -865,6 +890,11 @@ impl ServerArgs {
             log_format: log_format.or(lower.log_format),
             engine: engine.or(lower.engine),
             shards: shards.or(lower.shards),
+            auto_compaction_mode: auto_compaction_mode.or(lower.auto_compaction_mode),
+            auto_compaction_retention: auto_compaction_retention
+                .or(lower.auto_compaction_retention),
+            auto_compaction_revision_interval: auto_compaction_revision_interval
+                .or(lower.auto_compaction_revision_interval),
             hash_key_segments: hash_key_segments.or(lower.hash_key_segments),
             auth_token: auth_token.or(lower.auth_token),
             auth_token_ttl: auth_token_ttl.or(lower.auth_token_ttl),
@@ -1197,6 +1227,11 @@ fn validate(
         0,
         HASH_KEY_SEGMENTS_MAX,
     )?;
+    let auto_compaction = policy_from_flags(
+        raw.auto_compaction_mode.unwrap_or_default(),
+        raw.auto_compaction_retention.as_deref().unwrap_or(DEFAULT_AUTO_COMPACTION_RETENTION),
+        raw.auto_compaction_revision_interval.as_deref(),
+    )?;
     let hash_key_rule = u32::try_from(segments)
         .ok()
         .and_then(NonZeroU32::new)
@@ -1224,6 +1259,7 @@ fn validate(
         engine: raw.engine.unwrap_or_default(),
         shards,
         hash_key_rule,
+        auto_compaction,
         auth,
         listen_client_urls: needs_tls(
             listen_client,

@@ -14,6 +14,7 @@
 //! | [`auth`] | credentials, passwords, tokens (JWT), login rate limits |
 //! | [`gateway`] | the JSON gateway's routes and codec |
 //! | [`peer`] | the TCP peer transport |
+//! | [`compactor`] | auto-compaction (`--auto-compaction-*`), per data shard, on the leader |
 //! | [`config`] | etcd's flags, `RINGKV_*` variables and a TOML file |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`tls`] | TLS of the client and peer ports: rustls (`ring`), reloaded files, client certificate names |
@@ -21,6 +22,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod compactor;
 pub mod config;
 pub mod dashboard;
 pub mod gateway;

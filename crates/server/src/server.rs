@@ -401,6 +401,9 @@ impl Server {
             config.data_dir.clone(),
             shutdown.clone(),
         ));
+        if let Some(policy) = config.auto_compaction {
+            tasks.spawn(crate::compactor::run(handle.clone(), policy, shutdown.clone()));
+        }
         for (listener, tls_config) in listeners {
             let routes = routes.clone();
             let stop = shutdown.clone();

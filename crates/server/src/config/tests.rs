@@ -571,3 +571,44 @@ fn the_log_format_is_set_like_every_other_setting() {
         "{error}"
     );
 }
+
+#[test]
+fn auto_compaction_comes_from_flags_environment_or_file_and_is_off_by_default() {
+    use crate::compactor::{Policy, REVISION_CHECK_INTERVAL_DEFAULT};
+    assert_eq!(parse(&[], no_env()).unwrap().auto_compaction, None);
+    let config = parse(&["--auto-compaction-retention", "2"], no_env()).unwrap();
+    assert_eq!(
+        config.auto_compaction,
+        Some(Policy::Periodic { retention: Duration::from_secs(2 * 3600) })
+    );
+    let config = parse(
+        &[],
+        env(&[
+            ("RINGKV_AUTO_COMPACTION_MODE", "revision"),
+            ("RINGKV_AUTO_COMPACTION_RETENTION", "10"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        config.auto_compaction,
+        Some(Policy::Revision { retention: 10, check_interval: REVISION_CHECK_INTERVAL_DEFAULT })
+    );
+    let toml = file(
+        "auto-compaction-mode = \"revision\"\nauto-compaction-retention = \"1000\"\n\
+         auto-compaction-revision-interval = \"200ms\"\n",
+    );
+    let path = toml.path().to_str().unwrap();
+    let config = parse(&["--config-file", path], no_env()).unwrap();
+    assert_eq!(
+        config.auto_compaction,
+        Some(Policy::Revision { retention: 1000, check_interval: Duration::from_millis(200) })
+    );
+    let error = parse(
+        &["--auto-compaction-mode", "revision", "--auto-compaction-retention", "1h"],
+        no_env(),
+    )
+    .unwrap_err();
+    assert!(matches!(error, ConfigError::AutoCompaction(_)), "{error}");
+    let error = parse(&["--auto-compaction-mode", "hourly"], no_env()).unwrap_err();
+    assert!(error.to_string().contains("hourly"), "{error}");
+}

@@ -297,3 +297,36 @@ async fn jwts_verify_on_every_member_and_go_stale_with_a_change() {
     let e = kv.range(req).await.unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::Unauthenticated, "etcdserver: invalid auth token"));
 }
+
+/// The compactor's `Compact` is the server's own: it runs with auth
+/// enabled although no client token comes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_compaction_runs_with_auth_enabled() {
+    let m = single_with(&[
+        FAST,
+        "--auto-compaction-mode=revision",
+        "--auto-compaction-retention=5",
+        "--auto-compaction-revision-interval=50ms",
+    ])
+    .await;
+    setup(&m).await;
+    let mut root = as_user(&m, "root", "rootpw").await;
+    let first = root.put("k", "v0", None).await.unwrap().header().unwrap().revision();
+    for n in 1..20 {
+        root.put("k", format!("v{n}"), None).await.unwrap();
+    }
+    eventually("auto-compaction past the first write", || {
+        let mut root = root.clone();
+        async move {
+            match root.get("k", Some(GetOptions::new().with_revision(first))).await {
+                Err(e) => {
+                    status(e).message() == "etcdserver: mvcc: required revision has been compacted"
+                }
+                Ok(_) => false,
+            }
+        }
+    })
+    .await;
+    let current = root.get("k", None).await.unwrap();
+    assert_eq!(current.kvs()[0].value(), b"v19");
+}
