@@ -1,5 +1,6 @@
 //! `ringkv ctl` against real clusters: three `ringkv server` processes for
-//! status, shards, keys and membership; a snapshot saved from one cluster
+//! status, shards, keys and membership, and three with `--shards 4` for
+//! the per-shard rows and counts; a snapshot saved from one cluster
 //! and restored into another; the KV commands against Debian's etcd 3.4.
 //! Every output is read as `-w json` and checked. Needs `etcd` and
 //! `etcdctl` on `PATH` (`scripts/setup` installs them).
@@ -210,6 +211,82 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Data shards of the sharded cluster `ctl shards` and `ctl status` are
+/// checked on.
+const DATA_SHARDS: u64 = 4;
+
+/// Every shard of a cluster: the metadata shard 0 and the data shards.
+const ALL_SHARDS: u64 = DATA_SHARDS + 1;
+
+#[test]
+fn shards_and_status_show_every_shard_of_a_sharded_cluster() {
+    let shards_flag = format!("--shards={DATA_SHARDS}");
+    let mut cluster = ProcessCluster::start_with(3, &[&shards_flag]).unwrap();
+    cluster.wait_leader(WAIT).unwrap();
+    let one = cluster.members[0].client_url();
+
+    // Shard leaders are elected one by one, and then balanced over the
+    // members: wait until every shard shows its leader's own view.
+    let mut shards = Value::Null;
+    let all_led = wait_until(WAIT, || {
+        shards = ctl_json(&one, &["shards"]);
+        shards["shards"].as_array().unwrap().iter().all(|s| {
+            s["leader"].is_string() && s["view_of"] == s["leader"] && s["leader_reachable"] == true
+        })
+    });
+    assert!(all_led, "not every shard got a leader: {shards}");
+    let rows = shards["shards"].as_array().unwrap();
+    let ids: Vec<u64> = rows.iter().map(|s| s["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (0..ALL_SHARDS).collect::<Vec<_>>(), "{shards}");
+    for row in rows {
+        assert_eq!(row["metadata"], row["id"] == 0, "{row}");
+        assert_eq!(row["replicas"], serde_json::json!(["m0", "m1", "m2"]), "{row}");
+        assert_eq!(row["learners"], serde_json::json!([]), "{row}");
+        assert_eq!(row["leader_reachable"], true, "{row}");
+        assert_eq!(row["view_of"], row["leader"], "the leader's own view is shown: {row}");
+        assert!(row["term"].as_u64().unwrap() >= 1, "{row}");
+        assert!(row["applied_index"].as_u64().unwrap() >= 1, "{row}");
+    }
+    let table = ctl(&one, &["shards"]).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 1 + ALL_SHARDS as usize, "{table}");
+    assert!(lines[1].starts_with("0 (meta) "), "{table}");
+
+    // Each member counts the shards it leads by its own view, asked at
+    // slightly different moments: a leadership moving between two asks
+    // can be counted twice or not at all, so wait for a settled count.
+    let mut status = Value::Null;
+    let led = |status: &Value| -> u64 {
+        status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["shards_led"].as_u64().unwrap())
+            .sum()
+    };
+    let settled = wait_until(WAIT, || {
+        status = ctl_json(&one, &["status"]);
+        led(&status) == ALL_SHARDS
+    });
+    assert!(settled, "every shard is led by exactly one member: {status}");
+    for m in status["members"].as_array().unwrap() {
+        assert_eq!(m["shards_held"], ALL_SHARDS, "{m}");
+    }
+
+    // A member that is down: its shards show what the others see, and
+    // neither command fails.
+    cluster.kill(2);
+    let shards = ctl_json(&one, &["shards"]);
+    assert_eq!(shards["shards"].as_array().unwrap().len(), ALL_SHARDS as usize, "{shards}");
+    assert_eq!(shards["unreachable"], serde_json::json!(["m2"]), "{shards}");
+    let status = ctl_json(&one, &["status"]);
+    let down = status["members"].as_array().unwrap().iter().find(|m| m["name"] == "m2").unwrap();
+    assert_eq!(down["health"], "unreachable", "{status}");
+    assert!(down["shards_held"].is_null(), "{status}");
+    let table = ctl(&one, &["shards"]).unwrap();
+    assert!(table.contains("m2: unreachable"), "{table}");
 }
 
 #[test]

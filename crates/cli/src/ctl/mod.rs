@@ -4,7 +4,8 @@
 //! `get`, `del`, `watch`) work against any etcd as well; the cluster
 //! commands (`status`, `shards`, `node`, `snapshot`) use etcd's Cluster and
 //! Maintenance services too, and show what ringkv adds (shards, zones)
-//! where it exists. `-w json` prints one JSON document for scripts (see
+//! where it exists; `status` and `shards` also read each member's own
+//! view of its shards (`GET /dashboard/api/node` on its client URL). `-w json` prints one JSON document for scripts (see
 //! [`output`] for its conventions). Failures print one line naming what
 //! failed and where, and exit with status 1.
 
@@ -62,9 +63,11 @@ pub(crate) struct CtlArgs {
 
 #[derive(Subcommand, Debug)]
 enum CtlCommand {
-    /// A table of the members: health, role, term, applied index, disk use.
+    /// A table of the members: health, role, term, applied index, disk
+    /// use, shards held/led.
     Status,
-    /// A table of the shards: replicas, leader, term, applied index, size.
+    /// A table of the shards (metadata shard 0, then the data shards):
+    /// replicas, learners, leader, term, applied index.
     Shards,
     /// Writes KEY = VALUE.
     Put {

@@ -1,21 +1,29 @@
-//! `ringkv ctl status` and `ringkv ctl shards`: the member list and each
-//! member's own `Maintenance.Status`, asked of every member directly (not
-//! only of the endpoints given), so that one command shows the cluster.
+//! `ringkv ctl status` and `ringkv ctl shards`: the member list, and each
+//! member's own `Maintenance.Status` and dashboard view
+//! (`/dashboard/api/node`: every shard it hosts as it sees it), asked of
+//! every member directly (not only of the endpoints given), so that one
+//! command shows the cluster. A member that does not answer is shown as
+//! unreachable; its shards are shown as the others see them.
+
+use std::collections::BTreeMap;
 
 use futures_util::future::join_all;
 use ringkv_api::etcdserverpb::{Member, StatusResponse};
+use ringkv_server::config::HttpUrl;
+use ringkv_server::dashboard::fetch::fetch_node_view;
+use ringkv_server::dashboard::{NodeView, ShardView};
 use serde_json::{Value, json};
 
 use super::client::Clients;
 use super::error::CtlError;
 use super::output::{OutputFormat, Table, hex_id, human_bytes, print, print_json};
 
-/// The one data shard a cluster has until sharding exists (the node's
-/// `DATA_SHARD`).
-const DATA_SHARD: u64 = ringkv_node::DATA_SHARD.0;
+/// The metadata shard every member hosts beside the data shards (the
+/// node's `META_SHARD`).
+const META_SHARD: u64 = ringkv_node::META_SHARD.0;
 
-/// Shards each member holds: every member replicates the one data shard.
-const SHARDS_PER_MEMBER: u64 = 1;
+/// The role a member's view gives a shard it leads (`ShardView::role`).
+const LEADER_ROLE: &str = "leader";
 
 /// One member and what it said about itself.
 #[derive(Debug)]
@@ -26,6 +34,8 @@ pub(crate) struct MemberView {
     pub(crate) endpoint: Option<String>,
     /// Its status, or why there is none.
     pub(crate) status: Result<StatusResponse, String>,
+    /// Its own view of the shards it hosts, or why there is none.
+    pub(crate) node: Result<NodeView, String>,
 }
 
 impl MemberView {
@@ -33,6 +43,13 @@ impl MemberView {
     /// added but not yet running has no name).
     pub(crate) fn label(&self) -> String {
         label(&self.member)
+    }
+
+    /// Shards it hosts and shards it leads, by its own view.
+    fn shards_held_led(&self) -> Option<(usize, usize)> {
+        let node = self.node.as_ref().ok()?;
+        let led = node.shards.iter().filter(|s| s.role == LEADER_ROLE).count();
+        Some((node.shards.len(), led))
     }
 
     /// How the member is doing, in a word or three.
@@ -71,11 +88,15 @@ impl ClusterView {
         members.sort_by_key(|m| (m.name.is_empty(), m.name.clone(), m.id));
         let asks = members.into_iter().map(|member| async move {
             let endpoint = member.client_urls.first().cloned();
-            let status = match &endpoint {
-                Some(url) => clients.status_of(url).await.map_err(|e| e.to_string()),
-                None => Err("not started".to_owned()),
+            let (status, node) = match &endpoint {
+                Some(url) => {
+                    let (status, node) =
+                        tokio::join!(clients.status_of(url), node_view(clients, url));
+                    (status.map_err(|e| e.to_string()), node)
+                }
+                None => (Err("not started".to_owned()), Err("not started".to_owned())),
             };
-            MemberView { member, endpoint, status }
+            MemberView { member, endpoint, status, node }
         });
         Ok(ClusterView { members: join_all(asks).await })
     }
@@ -100,6 +121,76 @@ impl ClusterView {
     pub(crate) fn member(&self, id: u64) -> Option<&MemberView> {
         self.members.iter().find(|m| m.member.id == id)
     }
+
+    /// The member whose id is `hex` (as the dashboard views write ids).
+    fn member_by_hex(&self, hex: &str) -> Option<&MemberView> {
+        self.members.iter().find(|m| hex_id(m.member.id) == hex)
+    }
+
+    /// A member's label from its hex id; the id itself for one the member
+    /// list does not have.
+    fn label_of(&self, hex: &str) -> String {
+        self.member_by_hex(hex).map_or_else(|| hex.to_owned(), MemberView::label)
+    }
+
+    /// Every shard any reachable member hosts, each as the best-placed
+    /// reachable member sees it.
+    fn shards(&self) -> Vec<ShardRow<'_>> {
+        let mut seen: BTreeMap<u64, Vec<(&MemberView, &ShardView)>> = BTreeMap::new();
+        for m in &self.members {
+            if let Ok(node) = &m.node {
+                for shard in &node.shards {
+                    seen.entry(shard.shard).or_default().push((m, shard));
+                }
+            }
+        }
+        seen.into_iter()
+            .filter_map(|(id, views)| {
+                // The leader's own view when it answered (the highest term
+                // if two claim it); else the most advanced follower's.
+                let best = views
+                    .iter()
+                    .max_by_key(|(_, s)| (s.role == LEADER_ROLE, s.term, s.applied_index))?;
+                let (from, view) = *best;
+                let leader = view.leader.as_deref();
+                let leader_reachable =
+                    leader.and_then(|hex| self.member_by_hex(hex)).is_some_and(|m| m.node.is_ok());
+                Some(ShardRow { id, view, from, leader_reachable })
+            })
+            .collect()
+    }
+}
+
+/// One shard as `ctl shards` shows it.
+struct ShardRow<'a> {
+    /// The shard.
+    id: u64,
+    /// The view shown: its leader's, or the most advanced one that
+    /// answered when the leader did not.
+    view: &'a ShardView,
+    /// The member whose view it is.
+    from: &'a MemberView,
+    /// Whether the leader the view names answered.
+    leader_reachable: bool,
+}
+
+impl ShardRow<'_> {
+    /// The shard's label: the metadata shard is marked as such.
+    fn label(&self) -> String {
+        if self.id == META_SHARD { format!("{META_SHARD} (meta)") } else { self.id.to_string() }
+    }
+
+    /// Whether the view shown is the leader's own.
+    fn is_leaders_view(&self) -> bool {
+        self.view.role == LEADER_ROLE
+    }
+}
+
+/// The dashboard view of the member serving client URL `url`, bounded by
+/// the command timeout.
+async fn node_view(clients: &Clients, url: &str) -> Result<NodeView, String> {
+    let parsed: HttpUrl = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    fetch_node_view(&parsed, clients.command_timeout()).await.map_err(|e| e.to_string())
 }
 
 fn role(view: &MemberView, leader: Option<u64>) -> &'static str {
@@ -143,7 +234,6 @@ pub(crate) async fn status(clients: &Clients, format: OutputFormat) -> Result<()
             ]);
             for m in &view.members {
                 let s = m.status.as_ref().ok();
-                let led = u64::from(Some(m.member.id) == leader);
                 table.row(vec![
                     m.label(),
                     hex_id(m.member.id),
@@ -156,7 +246,8 @@ pub(crate) async fn status(clients: &Clients, format: OutputFormat) -> Result<()
                     or_dash(s.map(|s| human_bytes(s.db_size_in_use.max(0).unsigned_abs()))),
                     // Members carry no zone label yet.
                     "-".to_owned(),
-                    format!("{SHARDS_PER_MEMBER}/{led}"),
+                    m.shards_held_led()
+                        .map_or_else(|| "-".to_owned(), |(held, led)| format!("{held}/{led}")),
                     or_dash(s.map(|s| s.version.clone())),
                 ]);
             }
@@ -164,6 +255,8 @@ pub(crate) async fn status(clients: &Clients, format: OutputFormat) -> Result<()
             for m in &view.members {
                 if let (Err(e), Some(_)) = (&m.status, &m.endpoint) {
                     print(&format!("{}: {e}\n", m.label()));
+                } else if let (Err(e), Some(_)) = (&m.node, &m.endpoint) {
+                    print(&format!("{}: no shard view: {e}\n", m.label()));
                 }
             }
         }
@@ -172,7 +265,7 @@ pub(crate) async fn status(clients: &Clients, format: OutputFormat) -> Result<()
                 .members
                 .iter()
                 .map(|m| {
-                    let led = Some(m.member.id) == leader;
+                    let held_led = m.shards_held_led();
                     let mut out = json!({
                         "id": hex_id(m.member.id),
                         "name": m.member.name,
@@ -182,8 +275,8 @@ pub(crate) async fn status(clients: &Clients, format: OutputFormat) -> Result<()
                         "health": m.health(),
                         "role": role(m, leader),
                         "zone": Value::Null,
-                        "shards_held": SHARDS_PER_MEMBER,
-                        "shards_led": u64::from(led),
+                        "shards_held": held_led.map(|(held, _)| held),
+                        "shards_led": held_led.map(|(_, led)| led),
                     });
                     match &m.status {
                         Ok(s) => {
@@ -197,6 +290,9 @@ pub(crate) async fn status(clients: &Clients, format: OutputFormat) -> Result<()
                             out["errors"] = s.errors.clone().into();
                         }
                         Err(e) => out["error"] = e.clone().into(),
+                    }
+                    if let Err(e) = &m.node {
+                        out["view_error"] = e.clone().into();
                     }
                     out
                 })
@@ -212,48 +308,93 @@ pub(crate) async fn status(clients: &Clients, format: OutputFormat) -> Result<()
 
 /// `ringkv ctl shards`.
 ///
-/// Today a cluster has exactly one data shard, replicated by every
-/// member; its term, applied index and size are its leader's.
+/// One row per shard any reachable member hosts: the metadata shard 0,
+/// then the data shards. Each row is its leader's own view (replicas,
+/// learners, term, applied index) when the leader answered, else the most
+/// advanced view another member gave, with the leader marked unreachable.
+/// The size is the leader's whole store, shown only on a cluster of one
+/// data shard: the shards of a member share one store.
 ///
 /// # Errors
 /// No endpoint gave the member list.
 pub(crate) async fn shards(clients: &Clients, format: OutputFormat) -> Result<(), CtlError> {
     let view = ClusterView::gather(clients).await?;
-    let leader = view.leader();
-    let voters: Vec<String> =
-        view.members.iter().filter(|m| !m.member.is_learner).map(MemberView::label).collect();
-    let learners: Vec<String> =
-        view.members.iter().filter(|m| m.member.is_learner).map(MemberView::label).collect();
-    let leader_view = leader.and_then(|id| view.member(id));
-    let leader_status = leader_view.and_then(|m| m.status.as_ref().ok());
+    let rows = view.shards();
+    let data_shards = rows.iter().filter(|r| r.id != META_SHARD).count();
+    // In the member list's order (by name), as the member list shows them.
+    let labels = |ids: &[String]| {
+        let mut ids: Vec<&String> = ids.iter().collect();
+        ids.sort_by_key(|hex| {
+            let at = view.members.iter().position(|m| hex_id(m.member.id) == **hex);
+            (at.is_none(), at, (*hex).clone())
+        });
+        ids.into_iter().map(|hex| view.label_of(hex)).collect::<Vec<_>>()
+    };
+    // The store's size, where it is one data shard's.
+    let size_of = |row: &ShardRow<'_>| {
+        let leader_status = row.from.status.as_ref().ok();
+        (data_shards == 1 && row.id != META_SHARD && row.is_leaders_view())
+            .then(|| leader_status.map(|s| s.db_size))
+            .flatten()
+    };
+    let leader_label =
+        |row: &ShardRow<'_>| row.view.leader.as_deref().map(|hex| view.label_of(hex));
     match format {
         OutputFormat::Table => {
             let mut table = Table::new(vec![
                 "SHARD", "REPLICAS", "LEARNERS", "LEADER", "TERM", "APPLIED", "SIZE",
             ]);
-            table.row(vec![
-                DATA_SHARD.to_string(),
-                voters.join(","),
-                if learners.is_empty() { "-".to_owned() } else { learners.join(",") },
-                or_dash(leader_view.map(MemberView::label)),
-                or_dash(leader_status.map(|s| s.raft_term)),
-                or_dash(leader_status.map(|s| s.raft_applied_index)),
-                or_dash(leader_status.map(|s| human_bytes(s.db_size.max(0).unsigned_abs()))),
-            ]);
+            for row in &rows {
+                let learners = labels(&row.view.learners);
+                let leader = match leader_label(row) {
+                    Some(name) if row.leader_reachable => name,
+                    Some(name) => format!("{name} (unreachable)"),
+                    None => "-".to_owned(),
+                };
+                table.row(vec![
+                    row.label(),
+                    labels(&row.view.voters).join(","),
+                    if learners.is_empty() { "-".to_owned() } else { learners.join(",") },
+                    leader,
+                    row.view.term.to_string(),
+                    row.view.applied_index.to_string(),
+                    or_dash(size_of(row).map(|b| human_bytes(b.max(0).unsigned_abs()))),
+                ]);
+            }
             print(&table.render());
+            for m in &view.members {
+                if let (Err(e), Some(_)) = (&m.node, &m.endpoint) {
+                    print(&format!("{}: unreachable: {e}\n", m.label()));
+                }
+            }
         }
         OutputFormat::Json => {
-            print_json(&json!({
-                "shards": [{
-                    "id": DATA_SHARD,
-                    "replicas": voters,
-                    "learners": learners,
-                    "leader": leader_view.map(MemberView::label),
-                    "term": leader_status.map(|s| s.raft_term),
-                    "applied_index": leader_status.map(|s| s.raft_applied_index),
-                    "size_bytes": leader_status.map(|s| s.db_size),
-                }],
-            }));
+            let shards: Vec<Value> = rows
+                .iter()
+                .map(|row| {
+                    json!({
+                        "id": row.id,
+                        "metadata": row.id == META_SHARD,
+                        "replicas": labels(&row.view.voters),
+                        "learners": labels(&row.view.learners),
+                        "leader": leader_label(row),
+                        "leader_reachable": row.leader_reachable,
+                        "term": row.view.term,
+                        "applied_index": row.view.applied_index,
+                        "commit_index": row.view.commit_index,
+                        "revision": row.view.revision,
+                        "size_bytes": size_of(row),
+                        "view_of": row.from.label(),
+                    })
+                })
+                .collect();
+            let unreachable: Vec<String> = view
+                .members
+                .iter()
+                .filter(|m| m.endpoint.is_some() && m.node.is_err())
+                .map(MemberView::label)
+                .collect();
+            print_json(&json!({ "shards": shards, "unreachable": unreachable }));
         }
     }
     Ok(())
