@@ -8,27 +8,12 @@ mod common;
 
 use common::*;
 use ringkv_consensus::NodeId;
-use ringkv_node::auth::{AuthQuery, LoginInfo, Permission, PermissionType, ROOT_ROLE};
+use ringkv_node::auth::{AuthQuery, LoginInfo};
 use ringkv_node::testing::Cluster;
 use ringkv_node::{
     AuthChange, AuthError, AuthInfo, AuthReply, Credential, Engine, NodeError, Reply, Request,
 };
 use ringkv_storage::mvcc::{PutRequest, RangeRequest, RequestOp, TxnRequest};
-
-fn change<E: Engine>(c: &mut Cluster<E>, on: NodeId, who: &Credential, ch: AuthChange) {
-    let shown = format!("{ch:?}");
-    match c.call_as(on, Request::AuthChange(ch), who.clone(), STEPS) {
-        Ok(Reply::Auth(AuthReply::Changed)) => {}
-        other => panic!("{shown}: {other:?}"),
-    }
-}
-
-fn auth_err(r: Result<Reply, NodeError>) -> AuthError {
-    match r {
-        Err(NodeError::Auth(e)) => e,
-        other => panic!("expected an auth error, got {other:?}"),
-    }
-}
 
 fn login<E: Engine>(c: &mut Cluster<E>, on: NodeId, name: &str) -> LoginInfo {
     let q = Request::AuthQuery(AuthQuery::Login { name: name.into() });
@@ -67,33 +52,12 @@ fn get_as<E: Engine>(
     c.call_as(on, Request::Range(req), who.clone(), STEPS)
 }
 
-/// Users `root` (root role) and `alice` (read-write on `/app/`), enabled.
-fn setup<E: Engine>(c: &mut Cluster<E>, on: NodeId) {
-    let nobody = Credential::Anonymous;
-    for name in ["root", "alice"] {
-        let ch = AuthChange::UserAdd {
-            name: name.into(),
-            password_hash: Some(format!("hash-of-{name}")),
-            no_password: false,
-        };
-        change(c, on, &nobody, ch);
-    }
-    change(c, on, &nobody, AuthChange::RoleAdd { name: ROOT_ROLE.into() });
-    change(c, on, &nobody, AuthChange::UserGrantRole { user: "root".into(), role: "root".into() });
-    change(c, on, &nobody, AuthChange::RoleAdd { name: "app".into() });
-    let permission =
-        Permission { kind: PermissionType::ReadWrite, key: b("/app/"), range_end: b("/app0") };
-    change(c, on, &nobody, AuthChange::RoleGrantPermission { role: "app".into(), permission });
-    change(c, on, &nobody, AuthChange::UserGrantRole { user: "alice".into(), role: "app".into() });
-    change(c, on, &nobody, AuthChange::Enable);
-}
-
 fn every_replica_enforces_the_same_rules<E: Engine>() {
     let mut c = cluster::<E>(3, 41);
     let leader = c.wait_leader(100);
     let ids = c.running();
     let followers: Vec<NodeId> = ids.iter().copied().filter(|&i| i != leader).collect();
-    setup(&mut c, followers[0]);
+    auth_setup(&mut c, followers[0], &[]);
     settle(&mut c);
     for &id in &ids {
         let auth = c.node(id).auth_store().unwrap();
@@ -138,7 +102,7 @@ fn every_replica_enforces_the_same_rules<E: Engine>() {
         key: b("/app/"),
         range_end: b("/app0"),
     };
-    change(&mut c, followers[1], &root, revoke);
+    auth_change(&mut c, followers[1], &root, revoke);
     for &id in &ids {
         assert_eq!(
             auth_err(get_as(&mut c, id, &alice, "/app/x")),
@@ -163,13 +127,13 @@ fn every_replica_enforces_the_same_rules<E: Engine>() {
     );
 
     // Deleting a user voids its tokens everywhere.
-    change(&mut c, leader, &root, AuthChange::UserDelete { name: "alice".into() });
+    auth_change(&mut c, leader, &root, AuthChange::UserDelete { name: "alice".into() });
     settle(&mut c);
     for &id in &ids {
         assert_eq!(auth_err(get_as(&mut c, id, &alice, "/app/x")), AuthError::InvalidAuthToken);
     }
     // Disabling lets everyone in again, and forgets every token.
-    change(&mut c, leader, &root, AuthChange::Disable);
+    auth_change(&mut c, leader, &root, AuthChange::Disable);
     put_as(&mut c, followers[0], &nobody, "/etc/x").unwrap();
     settle(&mut c);
     for &id in &ids {
@@ -184,7 +148,7 @@ fn every_replica_enforces_the_same_rules<E: Engine>() {
 fn a_write_applied_after_an_auth_change_is_refused<E: Engine>() {
     let mut c = cluster::<E>(3, 42);
     let leader = c.wait_leader(100);
-    setup(&mut c, leader);
+    auth_setup(&mut c, leader, &[]);
     let alice = token(&mut c, leader, "alice", "tok-alice");
     let root = token(&mut c, leader, "root", "tok-root");
     let revoke = AuthChange::UserRevokeRole { user: "alice".into(), role: "app".into() };
@@ -210,7 +174,7 @@ fn a_write_applied_after_an_auth_change_is_refused<E: Engine>() {
 fn a_restarted_member_forgets_tokens<E: Engine>() {
     let mut c = cluster::<E>(3, 43);
     let leader = c.wait_leader(100);
-    setup(&mut c, leader);
+    auth_setup(&mut c, leader, &[]);
     let alice = token(&mut c, leader, "alice", "tok-alice");
     settle(&mut c);
     let follower = c.running().into_iter().find(|&i| i != leader).unwrap();

@@ -13,28 +13,11 @@ use std::collections::BTreeMap;
 
 use common::*;
 use ringkv_consensus::{NodeId, ShardId};
-use ringkv_node::auth::{Permission, PermissionType, ROOT_ROLE};
 use ringkv_node::testing::Cluster;
 use ringkv_node::{
-    AuthChange, AuthError, AuthInfo, AuthReply, Credential, Engine, META_SHARD, NodeError, Reply,
-    Request,
+    AuthChange, AuthError, AuthInfo, Credential, Engine, META_SHARD, NodeError, Reply, Request,
 };
-use ringkv_ring::{HashKeyRule, Keyspace};
 use ringkv_storage::mvcc::RangeRequest;
-
-const SHARDS: u32 = 4;
-
-fn keyspace() -> Keyspace {
-    Keyspace::new(SHARDS, HashKeyRule::WholeKey).unwrap()
-}
-
-fn sharded<E: Engine>(n: usize, seed: u64) -> Cluster<E> {
-    cluster_with::<E>(n, seed, &|c| c.keyspace = keyspace())
-}
-
-fn data_shards() -> Vec<ShardId> {
-    (1..=u64::from(SHARDS)).map(ShardId).collect()
-}
 
 /// One key under `prefix` in each data shard.
 fn key_per_shard(prefix: &str) -> BTreeMap<ShardId, String> {
@@ -47,30 +30,6 @@ fn key_per_shard(prefix: &str) -> BTreeMap<ShardId, String> {
         }
     }
     unreachable!()
-}
-
-fn wait_leaders<E: Engine>(c: &mut Cluster<E>) -> NodeId {
-    let leader = c.wait_leader(200);
-    let ok = c.run_until(STEPS * 2, |c| {
-        std::iter::once(META_SHARD).chain(data_shards()).all(|s| c.leader_of(s).is_some())
-    });
-    assert!(ok, "a shard without a leader");
-    leader
-}
-
-fn change<E: Engine>(c: &mut Cluster<E>, on: NodeId, who: &Credential, ch: AuthChange) {
-    let shown = format!("{ch:?}");
-    match c.call_as(on, Request::AuthChange(ch), who.clone(), STEPS) {
-        Ok(Reply::Auth(AuthReply::Changed)) => {}
-        other => panic!("{shown}: {other:?}"),
-    }
-}
-
-fn auth_err(r: Result<Reply, NodeError>) -> AuthError {
-    match r {
-        Err(NodeError::Auth(e)) => e,
-        other => panic!("expected an auth error, got {other:?}"),
-    }
 }
 
 fn user(name: &str) -> Credential {
@@ -88,28 +47,6 @@ fn copies_agree<E: Engine>(c: &Cluster<E>, on: NodeId) -> bool {
     })
 }
 
-/// Users `root` (root role), `alice` (read-write on `/app/`) and `bob` (no
-/// role), auth enabled, every change made through `on`.
-fn setup<E: Engine>(c: &mut Cluster<E>, on: NodeId) {
-    let nobody = Credential::Anonymous;
-    for name in ["root", "alice", "bob"] {
-        let ch = AuthChange::UserAdd {
-            name: name.into(),
-            password_hash: Some(format!("hash-of-{name}")),
-            no_password: false,
-        };
-        change(c, on, &nobody, ch);
-    }
-    change(c, on, &nobody, AuthChange::RoleAdd { name: ROOT_ROLE.into() });
-    change(c, on, &nobody, AuthChange::UserGrantRole { user: "root".into(), role: "root".into() });
-    change(c, on, &nobody, AuthChange::RoleAdd { name: "app".into() });
-    let permission =
-        Permission { kind: PermissionType::ReadWrite, key: b("/app/"), range_end: b("/app0") };
-    change(c, on, &nobody, AuthChange::RoleGrantPermission { role: "app".into(), permission });
-    change(c, on, &nobody, AuthChange::UserGrantRole { user: "alice".into(), role: "app".into() });
-    change(c, on, &nobody, AuthChange::Enable);
-}
-
 fn get_as<E: Engine>(
     c: &mut Cluster<E>,
     on: NodeId,
@@ -125,7 +62,7 @@ fn every_data_shard_enforces_the_metadata_shards_rules<E: Engine>() {
     let mut c = sharded::<E>(3, 91);
     let leader = wait_leaders(&mut c);
     let on = c.running().into_iter().find(|&id| id != leader).unwrap();
-    setup(&mut c, on);
+    auth_setup(&mut c, on, &["bob"]);
     // Answered only once every data shard holds the change: the node that
     // answered has applied every copy already.
     assert!(copies_agree(&c, on), "setup answered before every data shard had it");
@@ -170,7 +107,7 @@ fn every_data_shard_enforces_the_metadata_shards_rules<E: Engine>() {
     // auth store is old" in every data shard (their revision agrees).
     let before = c.node(on).auth_store().unwrap().revision();
     let root = user("root");
-    change(
+    auth_change(
         &mut c,
         leader,
         &root,
@@ -193,7 +130,7 @@ fn a_metadata_leader_crash_mid_fan_out_converges<E: Engine>() {
     let mut c = sharded::<E>(3, 93);
     wait_leaders(&mut c);
     let meta_leader = c.leader_of(META_SHARD).unwrap();
-    setup(&mut c, meta_leader);
+    auth_setup(&mut c, meta_leader, &["bob"]);
     let keys = key_per_shard("/app/");
     let alice = user("alice");
     for key in keys.values() {

@@ -25,20 +25,6 @@ use ringkv_storage::mvcc::{
     RequestOp, Response, Revision, TxnRequest,
 };
 
-const SHARDS: u32 = 4;
-
-fn keyspace() -> Keyspace {
-    Keyspace::new(SHARDS, HashKeyRule::WholeKey).unwrap()
-}
-
-fn sharded<E: Engine>(n: usize, seed: u64) -> Cluster<E> {
-    cluster_with::<E>(n, seed, &|c| c.keyspace = keyspace())
-}
-
-fn data_shards() -> Vec<ShardId> {
-    (1..=u64::from(SHARDS)).map(ShardId).collect()
-}
-
 fn shard_of(key: &str) -> ShardId {
     ShardId(keyspace().shard_of(key.as_bytes()).0)
 }
@@ -81,16 +67,6 @@ fn settle_all<E: Engine>(c: &mut Cluster<E>) {
         })
     });
     assert!(ok, "shards did not converge");
-}
-
-/// Steps until every shard has a leader known to the running nodes.
-fn wait_leaders<E: Engine>(c: &mut Cluster<E>) -> NodeId {
-    let leader = c.wait_leader(200);
-    let ok = c.run_until(STEPS * 2, |c| {
-        std::iter::once(META_SHARD).chain(data_shards()).all(|s| c.leader_of(s).is_some())
-    });
-    assert!(ok, "a shard without a leader");
-    leader
 }
 
 fn lease_grant<E: Engine>(c: &mut Cluster<E>, on: NodeId, ttl: i64) -> LeaseId {

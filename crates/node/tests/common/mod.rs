@@ -149,3 +149,83 @@ pub(crate) fn assert_same_shards<E: Engine>(c: &Cluster<E>, shards: &[ShardId]) 
         }
     }
 }
+
+/// Data shards of the sharded scenarios (beside the metadata shard).
+pub(crate) const SHARDS: u32 = 4;
+
+/// The keyspace of the sharded scenarios: [`SHARDS`] shards by whole key.
+pub(crate) fn keyspace() -> ringkv_ring::Keyspace {
+    ringkv_ring::Keyspace::new(SHARDS, ringkv_ring::HashKeyRule::WholeKey).unwrap()
+}
+
+/// A cluster of `n` nodes hosting the metadata shard and [`SHARDS`] data
+/// shards.
+pub(crate) fn sharded<E: Engine>(n: usize, seed: u64) -> Cluster<E> {
+    cluster_with::<E>(n, seed, &|c| c.keyspace = keyspace())
+}
+
+/// The data shards of [`sharded`] clusters.
+pub(crate) fn data_shards() -> Vec<ShardId> {
+    (1..=u64::from(SHARDS)).map(ShardId).collect()
+}
+
+/// Waits until the metadata shard and every data shard have a leader;
+/// returns the metadata shard's.
+pub(crate) fn wait_leaders<E: Engine>(c: &mut Cluster<E>) -> NodeId {
+    let leader = c.wait_leader(200);
+    let ok = c.run_until(STEPS * 2, |c| {
+        std::iter::once(ringkv_node::META_SHARD)
+            .chain(data_shards())
+            .all(|s| c.leader_of(s).is_some())
+    });
+    assert!(ok, "a shard without a leader");
+    leader
+}
+
+/// Makes an auth change through `on` as `who`; it must be taken.
+pub(crate) fn auth_change<E: Engine>(
+    c: &mut Cluster<E>,
+    on: NodeId,
+    who: &ringkv_node::Credential,
+    ch: ringkv_node::AuthChange,
+) {
+    let shown = format!("{ch:?}");
+    match c.call_as(on, Request::AuthChange(ch), who.clone(), STEPS) {
+        Ok(Reply::Auth(ringkv_node::AuthReply::Changed)) => {}
+        other => panic!("{shown}: {other:?}"),
+    }
+}
+
+/// The auth error of a refused request.
+pub(crate) fn auth_err(r: Result<Reply, NodeError>) -> ringkv_node::AuthError {
+    match r {
+        Err(NodeError::Auth(e)) => e,
+        other => panic!("expected an auth error, got {other:?}"),
+    }
+}
+
+/// Users `root` (root role), `alice` (read-write on `/app/`) and each of
+/// `without_role`, auth enabled, every change made through `on`.
+pub(crate) fn auth_setup<E: Engine>(c: &mut Cluster<E>, on: NodeId, without_role: &[&str]) {
+    use ringkv_node::AuthChange;
+    use ringkv_node::auth::{Permission, PermissionType, ROOT_ROLE};
+    let nobody = ringkv_node::Credential::Anonymous;
+    for name in ["root", "alice"].iter().chain(without_role) {
+        let ch = AuthChange::UserAdd {
+            name: (*name).into(),
+            password_hash: Some(format!("hash-of-{name}")),
+            no_password: false,
+        };
+        auth_change(c, on, &nobody, ch);
+    }
+    auth_change(c, on, &nobody, AuthChange::RoleAdd { name: ROOT_ROLE.into() });
+    let root = AuthChange::UserGrantRole { user: "root".into(), role: "root".into() };
+    auth_change(c, on, &nobody, root);
+    auth_change(c, on, &nobody, AuthChange::RoleAdd { name: "app".into() });
+    let permission =
+        Permission { kind: PermissionType::ReadWrite, key: b("/app/"), range_end: b("/app0") };
+    auth_change(c, on, &nobody, AuthChange::RoleGrantPermission { role: "app".into(), permission });
+    let alice = AuthChange::UserGrantRole { user: "alice".into(), role: "app".into() };
+    auth_change(c, on, &nobody, alice);
+    auth_change(c, on, &nobody, AuthChange::Enable);
+}
