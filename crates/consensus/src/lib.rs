@@ -42,8 +42,8 @@ pub use membership::{
 pub use ready::{Envelope, ReadState, Ready, Role, SoftState};
 pub use replica::{
     Config, ConfigError, LEADER_DOWN_CAMPAIGN_TICKS_MAX, LEADER_DOWN_MISSED_HEARTBEATS,
-    PeerProgress, ProgressState, Proposal, ProposeError, ReadMode, Replica, Status, StepError,
-    leader_down_campaign_at,
+    LeaderDownHint, PeerProgress, ProgressState, Proposal, ProposeError, ReadMode, Replica, Status,
+    StepError,
 };
 pub use rng::DetRng;
 pub use storage::{LogError, LogStorage, MemoryLog};

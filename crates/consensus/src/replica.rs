@@ -134,20 +134,58 @@ pub const LEADER_DOWN_CAMPAIGN_TICKS_MAX: u32 = 3;
 /// the hint (Multi-Paxos has no pre-vote to stop a wrong campaign).
 pub const LEADER_DOWN_MISSED_HEARTBEATS: u32 = 2;
 
-/// The `election_elapsed` at which a follower that just took a leader-down
-/// hint campaigns (the rule of [`Replica::report_unreachable`], shared by
-/// both engines): a wait drawn from `[1, LEADER_DOWN_CAMPAIGN_TICKS_MAX]`,
-/// and no earlier than [`LEADER_DOWN_MISSED_HEARTBEATS`] heartbeats of
-/// silence (`election_elapsed` counts ticks since the leader's last
-/// message, and a message cancels the hint).
-pub fn leader_down_campaign_at(
-    rng: &mut DetRng,
-    election_elapsed: u32,
-    heartbeat_ticks: u32,
-) -> u32 {
-    let wait = rng.range(1, u64::from(LEADER_DOWN_CAMPAIGN_TICKS_MAX) + 1) as u32;
-    let silence = LEADER_DOWN_MISSED_HEARTBEATS.saturating_mul(heartbeat_ticks);
-    election_elapsed.saturating_add(wait).max(silence)
+/// A follower's leader-down hint (see [`Replica::report_unreachable`]),
+/// kept the same way by both engines: once the transport reports our
+/// leader unreachable we no longer defend its lease, and we campaign at a
+/// drawn `election_elapsed` unless the leader or another candidate reaches
+/// us first.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum LeaderDownHint {
+    /// No hint: the leader, if any, is presumed alive.
+    #[default]
+    None,
+    /// The leader was reported unreachable since we last heard from it.
+    Down {
+        /// The `election_elapsed` at which we campaign; `None` once another
+        /// survivor campaigns first (ours would split the vote).
+        campaign_at: Option<u32>,
+    },
+}
+
+impl LeaderDownHint {
+    /// Whether the leader was reported unreachable since we last heard from it.
+    pub fn is_down(&self) -> bool {
+        matches!(self, LeaderDownHint::Down { .. })
+    }
+
+    /// Takes the hint now: the campaign is drawn by the rule of
+    /// [`Replica::report_unreachable`], shared by both engines — a wait from
+    /// `[1, LEADER_DOWN_CAMPAIGN_TICKS_MAX]`, and no earlier than
+    /// [`LEADER_DOWN_MISSED_HEARTBEATS`] heartbeats of silence
+    /// (`election_elapsed` counts ticks since the leader's last message, and
+    /// a message cancels the hint).
+    pub fn suspect(&mut self, rng: &mut DetRng, election_elapsed: u32, heartbeat_ticks: u32) {
+        let wait = rng.range(1, u64::from(LEADER_DOWN_CAMPAIGN_TICKS_MAX) + 1) as u32;
+        let silence = LEADER_DOWN_MISSED_HEARTBEATS.saturating_mul(heartbeat_ticks);
+        let at = election_elapsed.saturating_add(wait).max(silence);
+        *self = LeaderDownHint::Down { campaign_at: Some(at) };
+    }
+
+    /// Another survivor campaigns already: keep the hint, drop our campaign.
+    pub fn give_way(&mut self) {
+        if let LeaderDownHint::Down { campaign_at } = self {
+            *campaign_at = None;
+        }
+    }
+
+    /// The `election_elapsed` at which to campaign: the hinted campaign if
+    /// it comes before the regular `election_timeout`.
+    pub fn campaign_due(&self, election_timeout: u32) -> u32 {
+        match self {
+            LeaderDownHint::Down { campaign_at: Some(at) } => (*at).min(election_timeout),
+            _ => election_timeout,
+        }
+    }
 }
 
 /// Where a proposal was placed in the log.

@@ -46,10 +46,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use ringkv_consensus::{
-    Config, DetRng, Entry, EntryKind, Envelope, Epoch, HardState, LogError, LogIndex, LogStorage,
-    Membership, MembershipChange, NodeId, ProgressState, Proposal, ProposeError, ReadMode,
-    ReadState, Ready, ReadyNumber, Replica, RequestId, Role, ShardId, Snapshot, SnapshotMeta,
-    SoftState, Status, StepError, VoteResult, decode_exact, encode_to_vec, leader_down_campaign_at,
+    Config, DetRng, Entry, EntryKind, Envelope, Epoch, HardState, LeaderDownHint, LogError,
+    LogIndex, LogStorage, Membership, MembershipChange, NodeId, ProgressState, Proposal,
+    ProposeError, ReadMode, ReadState, Ready, ReadyNumber, Replica, RequestId, Role, ShardId,
+    Snapshot, SnapshotMeta, SoftState, Status, StepError, VoteResult, decode_exact, encode_to_vec,
 };
 
 use crate::log::{PaxosLog, is_vacant, vacant};
@@ -178,15 +178,11 @@ pub struct Paxos<S: LogStorage> {
     /// before crashing by ignoring prepares for one election timeout.
     boot_lease_guard: bool,
     /// Followers: the transport reported our leader unreachable since we
-    /// last heard from it (a leader-down hint, see
-    /// [`Replica::report_unreachable`]), so we no longer defend its lease.
-    /// Invariant: only set on a follower with a leader, check-quorum on and
+    /// last heard from it, so we no longer defend its lease, and when we
+    /// campaign (see [`Replica::report_unreachable`]).
+    /// Invariant: only down on a follower with a leader, check-quorum on and
     /// ReadIndex reads.
-    leader_down: bool,
-    /// Followers with a leader-down hint: the `election_elapsed` at which we
-    /// campaign, unless the leader or another proposer reaches us first.
-    /// Invariant: `Some` only while `leader_down`.
-    leader_down_campaign_at: Option<u32>,
+    leader_down: LeaderDownHint,
     /// We refused a prepare because we know more chosen slots than the
     /// candidate, and we cannot normally lead (we vote in no configuration
     /// ahead): we campaign anyway when our timer fires, so the knowledge we
@@ -296,8 +292,7 @@ impl<S: LogStorage> Paxos<S> {
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_ticks,
-            leader_down: false,
-            leader_down_campaign_at: None,
+            leader_down: LeaderDownHint::None,
             take_over: false,
             campaign: None,
             peers: Vec::new(),
@@ -402,12 +397,8 @@ impl<S: LogStorage> Paxos<S> {
         self.log.check_invariants();
         assert!(self.durable_hard.epoch <= self.promised, "durable promise above the promise");
         assert!(
-            !self.leader_down || (self.role == Role::Follower && self.leader.is_some()),
+            !self.leader_down.is_down() || (self.role == Role::Follower && self.leader.is_some()),
             "only a follower with a leader suspects it"
-        );
-        assert!(
-            self.leader_down_campaign_at.is_none() || self.leader_down,
-            "a hinted campaign needs the hint"
         );
         match self.role {
             Role::Leader => {
@@ -778,7 +769,7 @@ impl<S: LogStorage> Paxos<S> {
     fn in_lease(&self) -> bool {
         self.election_elapsed < self.cfg.election_ticks
             && (self.leader.is_some() || self.boot_lease_guard)
-            && !self.leader_down
+            && !self.leader_down.is_down()
     }
 
     /// Takes a leader-down hint about `to` (see [`Replica::report_unreachable`]).
@@ -788,23 +779,17 @@ impl<S: LogStorage> Paxos<S> {
     fn maybe_suspect_leader(&mut self, to: NodeId) {
         if self.role != Role::Follower
             || self.leader != Some(to)
-            || self.leader_down
+            || self.leader_down.is_down()
             || !self.cfg.check_quorum
             || self.cfg.read_mode != ReadMode::ReadIndex
         {
             return;
         }
-        self.leader_down = true;
-        self.leader_down_campaign_at = Some(leader_down_campaign_at(
-            &mut self.rng,
-            self.election_elapsed,
-            self.cfg.heartbeat_ticks,
-        ));
+        self.leader_down.suspect(&mut self.rng, self.election_elapsed, self.cfg.heartbeat_ticks);
     }
 
     fn clear_leader_down(&mut self) {
-        self.leader_down = false;
-        self.leader_down_campaign_at = None;
+        self.leader_down = LeaderDownHint::None;
     }
 
     // ---------------------------------------------------------------- sending
@@ -1178,9 +1163,7 @@ impl<S: LogStorage> Paxos<S> {
         if self.election_elapsed >= self.cfg.election_ticks {
             self.boot_lease_guard = false;
         }
-        let due = self
-            .leader_down_campaign_at
-            .map_or(self.randomized_election_ticks, |at| at.min(self.randomized_election_ticks));
+        let due = self.leader_down.campaign_due(self.randomized_election_ticks);
         if (self.promotable() || self.take_over)
             && self.knows_config()
             && self.election_elapsed >= due

@@ -41,10 +41,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use ringkv_consensus::DetRng;
 use ringkv_consensus::{
-    Config, Entry, EntryKind, Envelope, Epoch, HardState, LogError, LogIndex, LogStorage,
-    Membership, MembershipChange, NodeId, ProgressState, Proposal, ProposeError, ReadMode,
-    ReadState, Ready, ReadyNumber, Replica, RequestId, Role, ShardId, Snapshot, SoftState, Status,
-    StepError, VoteResult, decode_exact, encode_to_vec, leader_down_campaign_at,
+    Config, Entry, EntryKind, Envelope, Epoch, HardState, LeaderDownHint, LogError, LogIndex,
+    LogStorage, Membership, MembershipChange, NodeId, ProgressState, Proposal, ProposeError,
+    ReadMode, ReadState, Ready, ReadyNumber, Replica, RequestId, Role, ShardId, Snapshot,
+    SoftState, Status, StepError, VoteResult, decode_exact, encode_to_vec,
 };
 
 use crate::log::RaftLog;
@@ -156,15 +156,11 @@ pub struct Raft<S: LogStorage> {
     /// before crashing by refusing votes for one election timeout.
     boot_lease_guard: bool,
     /// Followers: the transport reported our leader unreachable since we
-    /// last heard from it (a leader-down hint, see
-    /// [`Replica::report_unreachable`]), so we no longer defend its lease.
-    /// Invariant: only set on a follower with a leader, pre-vote on and
+    /// last heard from it, so we no longer defend its lease, and when we
+    /// campaign (see [`Replica::report_unreachable`]).
+    /// Invariant: only down on a follower with a leader, pre-vote on and
     /// ReadIndex reads.
-    leader_down: bool,
-    /// Followers with a leader-down hint: the `election_elapsed` at which we
-    /// campaign, unless the leader or another candidate reaches us first.
-    /// Invariant: `Some` only while `leader_down`.
-    leader_down_campaign_at: Option<u32>,
+    leader_down: LeaderDownHint,
 
     /// Candidates: answers received in this campaign.
     votes: BTreeMap<NodeId, bool>,
@@ -247,8 +243,7 @@ impl<S: LogStorage> Raft<S> {
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_ticks,
-            leader_down: false,
-            leader_down_campaign_at: None,
+            leader_down: LeaderDownHint::None,
             votes: BTreeMap::new(),
             peers: Vec::new(),
             transfer: None,
@@ -334,12 +329,8 @@ impl<S: LogStorage> Raft<S> {
             }
         }
         assert!(
-            !self.leader_down || (self.role == Role::Follower && self.leader.is_some()),
+            !self.leader_down.is_down() || (self.role == Role::Follower && self.leader.is_some()),
             "only a follower with a leader suspects it"
-        );
-        assert!(
-            self.leader_down_campaign_at.is_none() || self.leader_down,
-            "a hinted campaign needs the hint"
         );
         for (id, p) in &self.peers {
             assert!(p.matched < p.next, "peer {id}: matched {} >= next {}", p.matched, p.next);
@@ -539,7 +530,7 @@ impl<S: LogStorage> Raft<S> {
     fn in_lease(&self) -> bool {
         self.election_elapsed < self.cfg.election_ticks
             && (self.leader.is_some() || self.boot_lease_guard)
-            && !self.leader_down
+            && !self.leader_down.is_down()
     }
 
     /// Takes a leader-down hint about `to` (see [`Replica::report_unreachable`]).
@@ -548,23 +539,17 @@ impl<S: LogStorage> Raft<S> {
     fn maybe_suspect_leader(&mut self, to: NodeId) {
         if self.role != Role::Follower
             || self.leader != Some(to)
-            || self.leader_down
+            || self.leader_down.is_down()
             || !self.cfg.pre_vote
             || self.cfg.read_mode != ReadMode::ReadIndex
         {
             return;
         }
-        self.leader_down = true;
-        self.leader_down_campaign_at = Some(leader_down_campaign_at(
-            &mut self.rng,
-            self.election_elapsed,
-            self.cfg.heartbeat_ticks,
-        ));
+        self.leader_down.suspect(&mut self.rng, self.election_elapsed, self.cfg.heartbeat_ticks);
     }
 
     fn clear_leader_down(&mut self) {
-        self.leader_down = false;
-        self.leader_down_campaign_at = None;
+        self.leader_down = LeaderDownHint::None;
     }
 
     // ---------------------------------------------------------------- sending
@@ -971,9 +956,7 @@ impl<S: LogStorage> Raft<S> {
         if self.election_elapsed >= self.cfg.election_ticks {
             self.boot_lease_guard = false;
         }
-        let due = self
-            .leader_down_campaign_at
-            .map_or(self.randomized_election_ticks, |at| at.min(self.randomized_election_ticks));
+        let due = self.leader_down.campaign_due(self.randomized_election_ticks);
         if self.promotable() && self.election_elapsed >= due {
             self.hup();
         }
@@ -1052,7 +1035,7 @@ impl<S: LogStorage> Raft<S> {
         if can_vote && up_to_date && !leader_alive {
             if pre_vote {
                 // Another survivor campaigns already: ours would split the vote.
-                self.leader_down_campaign_at = None;
+                self.leader_down.give_way();
                 self.send_with_term(from, term, Body::VoteResponse { pre_vote, granted: true });
             } else {
                 self.election_elapsed = 0;
