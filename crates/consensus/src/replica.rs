@@ -111,6 +111,14 @@ pub trait Replica {
     /// A snapshot of the replica's state for metrics, routing and tests.
     fn status(&self) -> Status;
 
+    /// Highest index known committed: [`Status::commit`] without building
+    /// a whole status (which clones the configuration and the progress).
+    fn commit_index(&self) -> LogIndex;
+
+    /// The configuration in effect: [`Status::membership`], borrowed. A
+    /// node hosting many shards asks for it every round.
+    fn membership(&self) -> &Membership;
+
     /// The log storage, for reads by the caller (e.g. to build snapshots).
     fn storage(&self) -> &Self::Storage;
 

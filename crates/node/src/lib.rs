@@ -130,7 +130,7 @@ pub use engine::{
 pub use error::{ErrorClass, MemberError, NodeError, RemoteError, SpanningRequest};
 pub use frame::{LeaderReply, LeaderRequest, LeaseTtl, NodeMessage, PeerFrame};
 pub use io::{Clock, Transport, Unreachable};
-pub use node::Node;
+pub use node::{Node, ShardStamp};
 pub use proposal::{
     AlarmChange, AlarmMember, AlarmType, ClusterInit, Member, MemberChange, Proposal, ProposalBody,
     ProposalId,

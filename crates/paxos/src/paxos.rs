@@ -1894,6 +1894,14 @@ impl<S: LogStorage> Replica for Paxos<S> {
         }
     }
 
+    fn commit_index(&self) -> LogIndex {
+        self.log.committed
+    }
+
+    fn membership(&self) -> &Membership {
+        self.memberships.config_for(self.log.committed.next())
+    }
+
     fn status(&self) -> Status {
         Status {
             id: self.id,

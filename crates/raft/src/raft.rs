@@ -1611,6 +1611,14 @@ impl<S: LogStorage> Replica for Raft<S> {
         }
     }
 
+    fn commit_index(&self) -> LogIndex {
+        self.log.committed
+    }
+
+    fn membership(&self) -> &Membership {
+        self.membership.current()
+    }
+
     fn status(&self) -> Status {
         Status {
             id: self.id,

@@ -99,8 +99,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             &s.tables
         } else {
             let Some(m) = self.shards.get(&meta) else { return };
-            let mst = m.replica.status();
-            if m.applied < mst.commit || m.soft.leader.is_none() {
+            if m.applied < m.replica.commit_index() || m.soft.leader.is_none() {
                 return;
             }
             &m.tables
@@ -108,12 +107,11 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         if table.cluster_id.is_none() {
             return;
         }
-        let st = s.replica.status();
         // The table is current only once everything committed is applied.
-        if s.applied < st.commit || st.membership.is_joint() {
+        if s.applied < s.replica.commit_index() || s.replica.membership().is_joint() {
             return;
         }
-        let current = &st.membership;
+        let current = s.replica.membership();
         let role = |id: NodeId| {
             if current.voters.contains(&id) {
                 Some(false)
@@ -132,7 +130,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 // promoted only once it has caught up in this shard too,
                 // so that the promotion cannot stall this shard's quorum.
                 (Some(true), false)
-                    if shard != meta && super::route::learner_ready(&st, m.id).is_err() => {}
+                    if shard != meta
+                        && super::route::learner_ready(&s.replica.status(), m.id).is_err() => {}
                 (_, false) => adds.push(ChangeOp::AddVoter(m.id)),
                 (_, true) => adds.push(ChangeOp::AddLearner(m.id)),
             }
@@ -242,7 +241,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             return;
         }
         let Some(m) = self.shards.get(&META_SHARD) else { return };
-        if !m.leases_ready() || m.applied < m.replica.status().commit {
+        if !m.leases_ready() || m.applied < m.replica.commit_index() {
             return;
         }
         self.next_lease_sync = now + self.cfg.request_timeout;
@@ -369,7 +368,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             return;
         }
         let Some(m) = self.shards.get(&META_SHARD) else { return };
-        if !m.leases_ready() || m.applied < m.replica.status().commit {
+        if !m.leases_ready() || m.applied < m.replica.commit_index() {
             return;
         }
         self.next_auth_sync = now + self.cfg.request_timeout;

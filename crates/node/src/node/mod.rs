@@ -4,6 +4,7 @@ mod apply;
 mod housekeeping;
 mod leases;
 mod quiet;
+pub use quiet::ShardStamp;
 mod round;
 mod route;
 mod snapshot;

@@ -52,7 +52,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use ringkv_consensus::{NodeId, Replica, Role, ShardId};
+use ringkv_consensus::{LogIndex, NodeId, Replica, Role, ShardId};
 use ringkv_storage::Disk;
 
 use super::{HostedShard, Node};
@@ -244,7 +244,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let peers: BTreeSet<NodeId> = self
             .shards
             .get(&META_SHARD)
-            .map(|s| s.replica.status().membership.members())
+            .map(|s| s.replica.membership().members())
             .unwrap_or_default();
         let me = self.id;
         for peer in peers.into_iter().filter(|&p| p != me) {
@@ -301,7 +301,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
         self.quiet.next_balance = ticks + LEADER_BALANCE_INTERVAL_TICKS;
         let Some(meta) = self.shards.get(&META_SHARD) else { return };
-        let voters = meta.replica.status().membership.voters;
+        let voters = meta.replica.membership().voters.clone();
         if !voters.contains(&self.id) {
             return;
         }
@@ -355,6 +355,20 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.shards.iter().filter(|(_, s)| s.hibernating).map(|(&id, _)| id).collect()
     }
 
+    /// What a shard's status depends on, cheaply (no engine status, no
+    /// store read): while a shard hibernates and its stamp is unchanged,
+    /// its [`Node::shard_status`] is too, so a periodic refresh can skip it.
+    pub fn shard_stamp(&self, shard: ShardId) -> Option<ShardStamp> {
+        let s = self.shards.get(&shard)?;
+        Some(ShardStamp {
+            asleep: s.hibernating,
+            applied: s.applied,
+            leader: s.soft.leader,
+            role: s.soft.role,
+            snapshots_installed: s.snapshots_installed,
+        })
+    }
+
     /// Leadership transfers the leader balancer started on this node.
     pub fn balance_transfers(&self) -> u64 {
         self.quiet.transfers_started
@@ -376,4 +390,20 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             assert_ne!(b.shard, META_SHARD, "the metadata shard is not balanced");
         }
     }
+}
+
+/// A shard's cheap state (see [`Node::shard_stamp`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ShardStamp {
+    /// The replica hibernates: it neither ticks nor has work, so nothing
+    /// but a message (which wakes it or moves `applied`) changes its state.
+    pub asleep: bool,
+    /// Highest index applied to the store.
+    pub applied: LogIndex,
+    /// The leader the engine last reported.
+    pub leader: Option<NodeId>,
+    /// This replica's role as last reported.
+    pub role: Role,
+    /// Snapshots installed since the node opened.
+    pub snapshots_installed: u64,
 }

@@ -214,7 +214,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             apply_gap: self
                 .shards
                 .values()
-                .map(|s| s.replica.status().commit.0.saturating_sub(s.applied.0))
+                .map(|s| s.replica.commit_index().0.saturating_sub(s.applied.0))
                 .max()
                 .unwrap_or(0),
         };
@@ -679,11 +679,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         // this node's replica of each to have caught up, so that no group
         // is left behind by two quick changes (e.g. two removals).
         let data_settled = shard != META_SHARD
-            || self
-                .shards
-                .range(DATA_SHARD..)
-                .all(|(_, d)| matches(&d.replica.status().membership));
-        matches(&s.replica.status().membership) && data_settled
+            || self.shards.range(DATA_SHARD..).all(|(_, d)| matches(d.replica.membership()));
+        matches(s.replica.membership()) && data_settled
     }
 
     /// A learner may be promoted once it holds at least 90% of the

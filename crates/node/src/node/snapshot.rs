@@ -77,6 +77,13 @@ impl<D: Disk> SnapshotState<D> {
     pub(super) fn new(applied: LogIndex) -> SnapshotState<D> {
         SnapshotState { taken_at: applied, taking: None }
     }
+
+    /// Whether [`Node::maybe_snapshot`] has anything to do for a shard
+    /// applied up to `applied`: a snapshot in progress, or one due every
+    /// `count` entries. Cheap, so a round asks it of every shard.
+    pub(super) fn has_work(&self, applied: LogIndex, count: u64) -> bool {
+        self.taking.is_some() || applied.0.saturating_sub(self.taken_at.0) >= count
+    }
 }
 
 impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
@@ -139,8 +146,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let (count, margin) = (self.cfg.snapshot_count, self.cfg.snapshot_catch_up_entries);
         let Some(s) = self.shards.get(&shard) else { return Ok(()) };
         let applied = s.applied;
-        let due =
-            s.snapshot.taking.is_none() && applied.0.saturating_sub(s.snapshot.taken_at.0) >= count;
+        let due = s.snapshot.taking.is_none() && s.snapshot.has_work(applied, count);
         if due && let Some(membership) = E::membership_at(&s.replica, applied) {
             self.store.checkpoint()?;
             let export = Box::new(self.store.snapshot(shard)?);

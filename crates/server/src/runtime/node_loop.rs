@@ -45,7 +45,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         let mut more = false;
         let mut last_refresh: Option<Duration> = None;
         let mut peers = KnownPeers::default();
-        let mut snapshots_installed = BTreeMap::new();
+        let mut cache = RefreshCache::default();
         'outer: loop {
             // Wait for input, the next wakeup, or nothing if work is queued.
             let first = if more {
@@ -165,7 +165,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             let now = self.clock.now();
             if last_refresh.is_none_or(|at| now.saturating_sub(at) >= STATUS_REFRESH_INTERVAL) {
                 last_refresh = Some(now);
-                self.refresh(&mut peers, &mut snapshots_installed, waiting.len());
+                self.refresh(&mut peers, &mut cache, waiting.len());
             } else {
                 // Cheap, and what the hasleader rule needs promptly.
                 self.state.set_leader(self.node.leader());
@@ -180,12 +180,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
     /// Publishes the node's state and keeps the transport's address book in
     /// step with the member table. Logs the snapshots installed since the
     /// last refresh (`installed` counts those already logged).
-    fn refresh(
-        &mut self,
-        peers: &mut KnownPeers,
-        installed: &mut BTreeMap<ShardId, u64>,
-        pending: usize,
-    ) {
+    fn refresh(&mut self, peers: &mut KnownPeers, cache: &mut RefreshCache, pending: usize) {
         let node = &self.node;
         self.state.set_leader(node.leader());
         if node.stopped().is_some() && !self.state.is_stopped() {
@@ -193,9 +188,21 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             self.state.set_stopped();
         }
         let mut shards = Vec::new();
+        let mut changed = Vec::new();
         for shard in hosted_shards(node.keyspace()) {
+            let Some(stamp) = node.shard_stamp(shard) else { continue };
+            // A sleeping shard whose stamp is unchanged has the status it
+            // had: skip the engine status, the store read and the gauges
+            // (with 64 shards these dominated an idle node's CPU).
+            if let Some((seen, report)) = cache.reports.get(&shard)
+                && stamp.asleep
+                && *seen == stamp
+            {
+                shards.push(report.clone());
+                continue;
+            }
             let Some(status) = node.shard_status(shard) else { continue };
-            let logged = installed.entry(shard).or_insert(0);
+            let logged = cache.installed.entry(shard).or_insert(0);
             if status.snapshots_installed > *logged {
                 *logged = status.snapshots_installed;
                 // Rare and worth knowing: this member fell behind a
@@ -211,19 +218,45 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                 self.state.advance_revision(status.revision);
             }
             let replica = node.replica_status(shard);
-            shards.push(ShardReport::new(status, replica.as_ref()));
+            let report = ShardReport::new(status, replica.as_ref());
+            cache.reports.insert(shard, (stamp, report.clone()));
+            changed.push(report.clone());
+            shards.push(report);
         }
-        if !shards.is_empty() {
-            self.metrics.observe_shards(&shards);
+        let hosted: Vec<ShardId> = shards.iter().map(|r| r.status.shard).collect();
+        if !changed.is_empty() || hosted != cache.published {
+            cache.reports.retain(|id, _| hosted.contains(id));
+            self.metrics.observe_shards(&changed);
             self.state.set_shards(shards);
+            cache.published = hosted;
         }
         self.state.set_alarms(node.alarms());
         self.metrics.set_requests_pending(pending);
         self.metrics.upkeep();
         let members = node.members();
-        sync_peers(&self.link, node.id(), &members, peers, self.clock.now());
-        self.state.set_members(members);
+        let now = self.clock.now();
+        if members != cache.members {
+            sync_peers(&self.link, node.id(), &members, peers, now);
+            self.state.set_members(members.clone());
+            cache.members = members;
+        } else {
+            expire_leaving(&self.link, peers, now);
+        }
     }
+}
+
+/// What the last status refresh published, so that the next one redoes
+/// only what changed.
+#[derive(Debug, Default)]
+struct RefreshCache {
+    /// Each shard's report and the stamp it was taken at.
+    reports: BTreeMap<ShardId, (ringkv_node::ShardStamp, ShardReport)>,
+    /// Snapshots installed per shard as already logged.
+    installed: BTreeMap<ShardId, u64>,
+    /// The shards of the last published reports, in order.
+    published: Vec<ShardId>,
+    /// The member table as last published.
+    members: Vec<Member>,
 }
 
 /// Hands a request to the node: routed by the node when `shard` is `None`,
@@ -266,6 +299,19 @@ struct KnownPeers {
     leaving: BTreeMap<NodeId, Duration>,
 }
 
+/// Drops from the transport the removed members whose grace has run out
+/// (see [`REMOVED_PEER_GRACE`]).
+fn expire_leaving(link: &PeerLink, peers: &mut KnownPeers, now: Duration) {
+    let Some(transport) = link.transport() else { return };
+    peers.leaving.retain(|id, until| {
+        let keep = now < *until;
+        if !keep {
+            transport.remove_peer(*id);
+        }
+        keep
+    });
+}
+
 /// Sets the transport's address book to the member table (every member but
 /// this one, at its peer URLs).
 ///
@@ -282,15 +328,9 @@ fn sync_peers(
     peers: &mut KnownPeers,
     now: Duration,
 ) {
+    expire_leaving(link, peers, now);
     let Some(transport) = link.transport() else { return };
     let KnownPeers { known, leaving } = peers;
-    leaving.retain(|id, until| {
-        let keep = now < *until;
-        if !keep {
-            transport.remove_peer(*id);
-        }
-        keep
-    });
     let wanted: BTreeMap<NodeId, Vec<HttpUrl>> = members
         .iter()
         .filter(|m| m.id != me)
