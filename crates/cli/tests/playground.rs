@@ -115,7 +115,10 @@ fn three_nodes_start_serve_and_stop_on_sigint() {
     let cwd = tempfile::tempdir().unwrap();
     let mut playground = Playground::start(&["--nodes", "3"], cwd.path());
     let up = playground.wait_line("ringkv playground is up");
-    assert!(up.contains("3 nodes, raft, 1 shard, leader n"), "{up}");
+    assert!(
+        up.contains("3 nodes, raft, 8 shards (a key's first 1 '/' segment(s) pick its shard)"),
+        "{up}"
+    );
     let mut pids = Vec::new();
     for name in ["n1", "n2", "n3"] {
         let line = playground.wait_line(&format!("  {name}  client http://127.0.0.1:"));
@@ -136,6 +139,8 @@ fn three_nodes_start_serve_and_stop_on_sigint() {
     let data_dir = PathBuf::from(data_line["Data: ".len()..].trim().split(" (").next().unwrap());
     assert!(data_dir.join("n1").is_dir(), "{}", data_dir.display());
     playground.wait_line("Press Ctrl-C to stop the cluster.");
+    let sharded = playground.wait_line("Sharded: ");
+    assert!(sharded.contains("--shards 1 is exactly an etcd"), "{sharded}");
 
     // etcdctl writes through one member and reads through another; our
     // client reads it back through the third.
@@ -148,6 +153,29 @@ fn three_nodes_start_serve_and_stop_on_sigint() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(got["kvs"][0]["value"], "world");
+    // Keys spread over the shards, and etcdctl's lock recipe (a txn on
+    // `NAME/<lease>` with a read of the `NAME/` prefix) still works: the
+    // playground's first-segment hash key keeps one lock on one shard.
+    // (One store would be at revision 8 after these 7 puts; each shard
+    // counts only its own.)
+    let keys = ["a", "b", "c", "d", "e", "f"];
+    for key in keys {
+        assert_eq!(etcdctl(&endpoints[0], &["put", key, "v"]), "OK\n");
+    }
+    let revisions: Vec<i64> = keys
+        .iter()
+        .map(|key| {
+            let out = etcdctl(&endpoints[0], &["get", key, "-w", "json"]);
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            v["header"]["revision"].as_i64().unwrap()
+        })
+        .collect();
+    assert!(
+        revisions.iter().all(|&r| r < 8),
+        "the keys share one revision sequence: {revisions:?}"
+    );
+    let locked = etcdctl(&endpoints[1], &["lock", "build", "echo", "held"]);
+    assert_eq!(locked, "held\n");
 
     for &pid in &pids {
         assert_eq!(kill(pid, None), Ok(()), "node pid {pid} runs");

@@ -50,6 +50,15 @@ use log::Style;
 /// Most nodes a playground starts (loopback, one machine).
 pub(crate) const NODES_MAX: u16 = 9;
 
+/// Default `--shards` of the playground: several, so that a newcomer sees
+/// keys spread over shards (issue #7); `--shards 1` is exactly an etcd.
+const PLAYGROUND_SHARDS: u64 = 8;
+
+/// Default `--hash-key-segments` of the playground: a key's first segment
+/// picks its shard, so that etcdctl's lock and election recipes (keys
+/// `NAME/<lease>` read back by prefix) stay on one shard.
+const PLAYGROUND_HASH_KEY_SEGMENTS: u32 = 1;
+
 /// How long the members may take to agree on a leader before the
 /// playground gives up (bounds a hang; elections take about a second).
 pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -90,9 +99,17 @@ pub(crate) struct PlaygroundArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=i64::from(NODES_MAX)))]
     nodes: u16,
 
-    /// Number of data shards, passed to every node's --shards. [default: the server's, 1]
-    #[arg(long, value_name = "N")]
-    shards: Option<u64>,
+    /// Number of data shards, passed to every node's --shards (1 is exactly
+    /// an etcd: one revision for the whole store).
+    #[arg(long, value_name = "N", default_value_t = PLAYGROUND_SHARDS)]
+    shards: u64,
+
+    /// Leading `/`-separated segments of a key that pick its shard, passed to
+    /// every node's --hash-key-segments when there are several shards (0:
+    /// the whole key). With 1, the keys of one `etcdctl lock` or `elect`
+    /// name share a shard, so those recipes work.
+    #[arg(long, value_name = "K", default_value_t = PLAYGROUND_HASH_KEY_SEGMENTS)]
+    hash_key_segments: u32,
 
     /// Consensus engine of every node.
     #[arg(long, value_enum, default_value_t)]
@@ -360,8 +377,9 @@ fn server_args(args: &PlaygroundArgs, state: &State, spec: &NodeSpec, data: &Pat
             }
         ),
     ];
-    if let Some(shards) = args.shards {
-        out.push(format!("--shards={shards}"));
+    out.push(format!("--shards={}", args.shards));
+    if args.shards > 1 && args.hash_key_segments > 0 {
+        out.push(format!("--hash-key-segments={}", args.hash_key_segments));
     }
     out
 }
@@ -634,9 +652,10 @@ fn banner(args: &PlaygroundArgs, cluster: &Cluster, data: &DataDir, leader: &str
         EngineKind::Raft => "raft",
         EngineKind::Paxos => "paxos",
     };
-    let shards = match args.shards {
-        Some(n) => format!("{n} shards"),
-        None => "1 shard".to_owned(),
+    let shards = match (args.shards, args.hash_key_segments) {
+        (1, _) => "1 shard".to_owned(),
+        (n, 0) => format!("{n} shards"),
+        (n, k) => format!("{n} shards (a key's first {k} '/' segment(s) pick its shard)"),
     };
     let mut text = format!(
         "\nringkv playground is up: {} nodes, {engine}, {shards}, leader {leader}\n",
@@ -662,10 +681,19 @@ fn banner(args: &PlaygroundArgs, cluster: &Cluster, data: &DataDir, leader: &str
          \x20          ringkv ctl --endpoints={endpoints} status\n\
          Dashboard: http://127.0.0.1:{}/dashboard\n\
          Data:      {} ({kept})\n\
-         Press Ctrl-C to stop the cluster.\n\n",
+         Press Ctrl-C to stop the cluster.\n",
         first.client_port,
         data.path().display(),
     ));
+    if args.shards > 1 {
+        // What differs from one etcd, said where a newcomer looks first.
+        text.push_str(
+            "Sharded:   each shard has its own revisions; a txn's keys must share a shard, \
+             and `etcdctl compact` is refused (auto-compaction works). \
+             --shards 1 is exactly an etcd.\n",
+        );
+    }
+    text.push('\n');
     text
 }
 
