@@ -78,8 +78,9 @@ pub const MEMBER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// before it is SIGKILLed (a graceful stop drains its connections).
 pub const GRACEFUL_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a restarted node may take to be healthy again (see
-/// [`Nemesis::probe_health`]) before the rolling restart reports it.
+/// How long a restarted node may take to be healthy again (its status, a
+/// linearizable member list and a linearizable read answered) before the
+/// rolling restart reports it.
 pub const RESTART_HEALTHY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long one health probe request may take.
