@@ -9,15 +9,15 @@
 //! ringkv chaos --cleanup                  # remove what a harness killed with SIGKILL left behind
 //! ```
 //!
-//! The long rolling-restart soak (issue #7; not in CI, which runs a 20 s
-//! round on 8 shards per engine in `crates/cli/tests/chaos.rs`): every
+//! The long rolling-restart soak (issue #7; not in CI, which runs 20 s of
+//! it on 8 shards per engine in `crates/cli/tests/chaos.rs`): every
 //! node restarted in turn, by SIGTERM or SIGKILL, mixed with plain kills,
 //! on 64 shards, for ten minutes, once per engine:
 //!
 //! ```text
-//! ringkv chaos --workload register --nemesis rolling-restart,kill --shards 64 --keys 64 --time-limit 10m --engine raft
-//! ringkv chaos --workload register --nemesis rolling-restart,kill --shards 64 --keys 64 --time-limit 10m --engine paxos
-//! ringkv chaos --workload set --nemesis rolling-restart --shards 64 --keys 16 --time-limit 10m
+//! ringkv chaos --workload register --nemesis rolling-restart,kill --shards 64 --keys 64 --time-limit 10m --ops 1000000 --engine raft
+//! ringkv chaos --workload register --nemesis rolling-restart,kill --shards 64 --keys 64 --time-limit 10m --ops 1000000 --engine paxos
+//! ringkv chaos --workload set --nemesis rolling-restart --shards 64 --keys 16 --time-limit 10m --ops 1000000
 //! ```
 //!
 //! # A run

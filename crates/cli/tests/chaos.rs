@@ -231,6 +231,10 @@ fn register_under_rolling_restart(engine: &str, seed: u64) {
         (0..NODES).collect(),
         "not every node was restarted and healthy again: {report}"
     );
+    // The seeds draw both ways of stopping a node (SIGTERM and SIGKILL).
+    for how in ["rolling-restart-term", "rolling-restart-kill"] {
+        assert!(run.verdict["faults"][how].as_u64().unwrap_or(0) > 0, "no {how}: {report}");
+    }
     assert!(
         writes > 0 && during > 0,
         "{writes} writes acknowledged, {during} of them while a node restarted: {report}"
