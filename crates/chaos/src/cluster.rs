@@ -553,6 +553,95 @@ mod tests {
         ));
     }
 
+    /// Polls of 25 ms before a scripted node is declared stuck (a minute:
+    /// a bound for a broken test, not a speed requirement).
+    const WAIT_POLLS: usize = 2400;
+
+    /// A cluster of one "node" that is a shell script: it ignores the
+    /// server flags and exits with `term_status` on SIGTERM, or by itself
+    /// at once when `crash` is set.
+    fn scripted(dir: &Path, term_status: u8, crash: bool) -> Cluster {
+        let script = dir.join("node.sh");
+        let body = if crash {
+            "exit 3".to_owned()
+        } else {
+            let ready = dir.join("ready");
+            let _ = std::fs::remove_file(&ready);
+            format!(
+                "trap 'exit {term_status}' TERM\ntouch {}\nwhile :; do sleep 0.05; done",
+                ready.display()
+            )
+        };
+        std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut spec = spec(dir);
+        spec.binary = script;
+        spec.faketime = FakeClock::Off;
+        spec.addrs.truncate(1);
+        spec.addrs[0].netns = None;
+        Cluster::new(spec).unwrap()
+    }
+
+    /// Waits until the script has set its SIGTERM trap.
+    fn wait_ready(dir: &Path) {
+        for _ in 0..WAIT_POLLS {
+            if dir.join("ready").exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the scripted node never started");
+    }
+
+    fn wait_terminated(c: &mut Cluster) -> String {
+        for _ in 0..WAIT_POLLS {
+            // The crash watcher's call first: once the node has exited, it
+            // must leave it to `reap_terminated`.
+            assert!(c.reap_exited().is_empty(), "a terminated node is not a crash");
+            if let Some(status) = c.reap_terminated(0) {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the node did not exit within a minute of SIGTERM");
+    }
+
+    #[test]
+    fn a_terminated_node_is_reaped_as_a_graceful_stop_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = scripted(dir.path(), 0, false);
+        c.start(0).unwrap();
+        wait_ready(dir.path());
+        c.pause(0);
+        // A paused node is resumed so that it can act on SIGTERM.
+        c.terminate(0);
+        assert_eq!(wait_terminated(&mut c), "exit status: 0");
+        assert!(!c.is_running(0));
+        // It starts again, and its unclean exit status is reported too.
+        let mut c = scripted(dir.path(), 7, false);
+        c.start(0).unwrap();
+        wait_ready(dir.path());
+        c.terminate(0);
+        assert_eq!(wait_terminated(&mut c), "exit status: 7");
+    }
+
+    #[test]
+    fn a_node_that_exits_by_itself_is_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = scripted(dir.path(), 0, true);
+        c.start(0).unwrap();
+        for _ in 0..WAIT_POLLS {
+            let exited = c.reap_exited();
+            if !exited.is_empty() {
+                assert_eq!(exited, vec![(0, "exit status: 3".to_owned())]);
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the crashing node was never reaped");
+    }
+
     #[test]
     fn only_odd_nodes_fake_the_monotonic_clock_in_split_mode() {
         assert!(!fakes_monotonic(FakeClock::Split, 0));
