@@ -23,6 +23,9 @@
 //! A rolling restart is one fault per node in the timeline
 //! (`rolling-restart-term` or `rolling-restart-kill`, ending when the node
 //! is healthy again); it takes as long as it takes, with no hold after it.
+//! Its detail names the node `leader` when it led the metadata group (the
+//! leader `Status` reports); on several shards the data shards' leaders
+//! are spread over the nodes, and each round restarts every node.
 //! A node not healthy within [`RESTART_HEALTHY_TIMEOUT`] is an
 //! `unhealthy-after-restart` anomaly and ends the round (restarting the
 //! next node then could take a quorum away). The end of the clients'
