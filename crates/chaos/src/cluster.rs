@@ -64,6 +64,11 @@ pub struct ClusterSpec {
     pub election_ms: Option<u64>,
     /// `--snapshot-count`; `None` keeps the binary's default.
     pub snapshot_count: Option<u64>,
+    /// `--shards`: data shards of the cluster (1 is not passed, so a
+    /// binary without sharding runs too).
+    pub shards: u32,
+    /// `--hash-key-segments` (0, the whole key, is not passed).
+    pub hash_key_segments: u32,
     /// Whether and how nodes run under libfaketime, so the clock nemesis
     /// can move their clocks.
     pub faketime: FakeClock,
@@ -76,6 +81,8 @@ pub struct ClusterSpec {
 struct Node {
     child: Option<Child>,
     paused: bool,
+    /// Sent SIGTERM by the harness and not yet reaped: its exit is not a crash.
+    terminating: bool,
     /// `Some` once the node has been removed and is to join again as a new
     /// member: the `--initial-cluster` it joins with.
     join: Option<String>,
@@ -109,6 +116,7 @@ impl Cluster {
             .map(|i| Node {
                 child: None,
                 paused: false,
+                terminating: false,
                 join: None,
                 member: true,
                 data_dir: node_dir(&spec.dir, i).join("data"),
@@ -201,6 +209,13 @@ impl Cluster {
         if let Some(n) = self.spec.snapshot_count {
             args.push(format!("--snapshot-count={n}"));
         }
+        // Every node of a cluster must agree on both: each is passed to all.
+        if self.spec.shards != 1 {
+            args.push(format!("--shards={}", self.spec.shards));
+        }
+        if self.spec.hash_key_segments != 0 {
+            args.push(format!("--hash-key-segments={}", self.spec.hash_key_segments));
+        }
         args
     }
 
@@ -245,6 +260,7 @@ impl Cluster {
         tracing::debug!(node = i, pid = child.id(), "started");
         self.nodes[i].child = Some(child);
         self.nodes[i].paused = false;
+        self.nodes[i].terminating = false;
         Ok(())
     }
 
@@ -255,6 +271,47 @@ impl Cluster {
             let _ = child.wait();
         }
         self.nodes[i].paused = false;
+        self.nodes[i].terminating = false;
+    }
+
+    /// SIGTERMs node `i`: a graceful stop, which [`Cluster::reap_terminated`]
+    /// collects (the crash watcher leaves it alone). A paused node is
+    /// resumed first, or it could not act on the signal.
+    pub fn terminate(&mut self, i: usize) {
+        if let Some(child) = &self.nodes[i].child {
+            let pid = child.id();
+            if self.nodes[i].paused {
+                sys::signal(pid, Signal::Cont);
+                self.nodes[i].paused = false;
+            }
+            sys::signal(pid, Signal::Term);
+            self.nodes[i].terminating = true;
+        }
+    }
+
+    /// The exit status of node `i` once it has exited after
+    /// [`Cluster::terminate`] (it is then reaped and down); `None` while it
+    /// still runs.
+    pub fn reap_terminated(&mut self, i: usize) -> Option<String> {
+        let node = &mut self.nodes[i];
+        let Some(child) = &mut node.child else {
+            node.terminating = false;
+            return Some("already down".to_owned());
+        };
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                node.child = None;
+                node.paused = false;
+                node.terminating = false;
+                Some(status.to_string())
+            }
+            Ok(None) => None,
+            Err(e) => {
+                // It cannot be waited for: make sure it is gone.
+                self.kill(i);
+                Some(format!("could not be waited for ({e}): SIGKILLed"))
+            }
+        }
     }
 
     /// SIGSTOPs node `i`.
@@ -318,12 +375,15 @@ impl Cluster {
     }
 
     /// Nodes whose process exited by itself since the last call (a crash:
-    /// the harness never stops a node but with SIGKILL through
-    /// [`Cluster::kill`]), with their exit status. They are reaped and
-    /// marked down.
+    /// the harness stops a node only with SIGKILL through [`Cluster::kill`]
+    /// or SIGTERM through [`Cluster::terminate`], whose exits are not
+    /// listed), with their exit status. They are reaped and marked down.
     pub fn reap_exited(&mut self) -> Vec<(usize, String)> {
         let mut exited = Vec::new();
         for (i, node) in self.nodes.iter_mut().enumerate() {
+            if node.terminating {
+                continue;
+            }
             if let Some(child) = &mut node.child
                 && let Ok(Some(status)) = child.try_wait()
             {
@@ -446,6 +506,8 @@ mod tests {
             heartbeat_ms: Some(50),
             election_ms: None,
             snapshot_count: None,
+            shards: 8,
+            hash_key_segments: 0,
             faketime: FakeClock::Split,
             token: "t".to_owned(),
         }
@@ -468,6 +530,8 @@ mod tests {
             !args.iter().any(|a| a.starts_with("--election-timeout")),
             "the binary's default is kept"
         );
+        assert!(args.contains(&"--shards=8".to_owned()));
+        assert!(!args.iter().any(|a| a.starts_with("--hash-key-segments")), "0 is the default");
         // The clock nemesis's offset files exist from the start.
         assert_eq!(std::fs::read_to_string(clock_offset_path(dir.path(), 2)).unwrap(), "+0\n");
 
@@ -487,6 +551,95 @@ mod tests {
         assert!(args.contains(
             &"--initial-cluster=n0=http://10.201.7.11:2380,n1=http://10.201.7.12:2380".to_owned()
         ));
+    }
+
+    /// Polls of 25 ms before a scripted node is declared stuck (a minute:
+    /// a bound for a broken test, not a speed requirement).
+    const WAIT_POLLS: usize = 2400;
+
+    /// A cluster of one "node" that is a shell script: it ignores the
+    /// server flags and exits with `term_status` on SIGTERM, or by itself
+    /// at once when `crash` is set.
+    fn scripted(dir: &Path, term_status: u8, crash: bool) -> Cluster {
+        let script = dir.join("node.sh");
+        let body = if crash {
+            "exit 3".to_owned()
+        } else {
+            let ready = dir.join("ready");
+            let _ = std::fs::remove_file(&ready);
+            format!(
+                "trap 'exit {term_status}' TERM\ntouch {}\nwhile :; do sleep 0.05; done",
+                ready.display()
+            )
+        };
+        std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut spec = spec(dir);
+        spec.binary = script;
+        spec.faketime = FakeClock::Off;
+        spec.addrs.truncate(1);
+        spec.addrs[0].netns = None;
+        Cluster::new(spec).unwrap()
+    }
+
+    /// Waits until the script has set its SIGTERM trap.
+    fn wait_ready(dir: &Path) {
+        for _ in 0..WAIT_POLLS {
+            if dir.join("ready").exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the scripted node never started");
+    }
+
+    fn wait_terminated(c: &mut Cluster) -> String {
+        for _ in 0..WAIT_POLLS {
+            // The crash watcher's call first: once the node has exited, it
+            // must leave it to `reap_terminated`.
+            assert!(c.reap_exited().is_empty(), "a terminated node is not a crash");
+            if let Some(status) = c.reap_terminated(0) {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the node did not exit within a minute of SIGTERM");
+    }
+
+    #[test]
+    fn a_terminated_node_is_reaped_as_a_graceful_stop_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = scripted(dir.path(), 0, false);
+        c.start(0).unwrap();
+        wait_ready(dir.path());
+        c.pause(0);
+        // A paused node is resumed so that it can act on SIGTERM.
+        c.terminate(0);
+        assert_eq!(wait_terminated(&mut c), "exit status: 0");
+        assert!(!c.is_running(0));
+        // It starts again, and its unclean exit status is reported too.
+        let mut c = scripted(dir.path(), 7, false);
+        c.start(0).unwrap();
+        wait_ready(dir.path());
+        c.terminate(0);
+        assert_eq!(wait_terminated(&mut c), "exit status: 7");
+    }
+
+    #[test]
+    fn a_node_that_exits_by_itself_is_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = scripted(dir.path(), 0, true);
+        c.start(0).unwrap();
+        for _ in 0..WAIT_POLLS {
+            let exited = c.reap_exited();
+            if !exited.is_empty() {
+                assert_eq!(exited, vec![(0, "exit status: 3".to_owned())]);
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the crashing node was never reaped");
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub const DEFAULT_KEYS: usize = 3;
 pub const CLIENTS_MAX: usize = 64;
 /// Most `--keys`.
 pub const KEYS_MAX: usize = 64;
+/// Default `--shards`: one shard, which is exactly an etcd.
+pub const DEFAULT_SHARDS: u32 = 1;
+/// Default `--hash-key-segments`: the whole key decides its shard.
+pub const DEFAULT_HASH_KEY_SEGMENTS: u32 = 0;
+/// Largest `--hash-key-segments` (the server's own limit).
+pub const HASH_KEY_SEGMENTS_MAX: u32 = 64;
 
 /// What the clients do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -83,6 +89,10 @@ pub enum NemesisKind {
     Member,
     /// A killed node's last WAL batch torn or bit-flipped before it restarts.
     Wal,
+    /// Every member restarted one at a time (the leader too, in an order
+    /// drawn from the seed), each by SIGTERM or SIGKILL, each healthy again
+    /// before the next.
+    RollingRestart,
 }
 
 impl NemesisKind {
@@ -100,6 +110,7 @@ impl NemesisKind {
             NemesisKind::ClockBack => "clock-back",
             NemesisKind::Member => "member",
             NemesisKind::Wal => "wal",
+            NemesisKind::RollingRestart => "rolling-restart",
         }
     }
 
@@ -118,7 +129,8 @@ pub struct ChaosArgs {
     #[arg(long, value_enum, default_value = "register")]
     pub workload: WorkloadKind,
     /// Faults to inject, comma-separated (kill, kill-leader, pause,
-    /// partition, loss, disk, clock, member, wal, none).
+    /// partition, loss, disk, clock, clock-back, member, wal,
+    /// rolling-restart, none).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,pause,partition")]
     pub nemesis: Vec<NemesisKind>,
     /// Number of ringkv nodes (3 or 5 are the useful ones).
@@ -136,6 +148,14 @@ pub struct ChaosArgs {
     /// Consensus engine of the cluster.
     #[arg(long, value_enum, default_value = "raft")]
     pub engine: Engine,
+    /// The nodes' --shards: data shards of the cluster (the register, set
+    /// and lease workloads run on any number; watch and append need one).
+    #[arg(long, default_value_t = DEFAULT_SHARDS, value_parser = clap::value_parser!(u32).range(1..=i64::from(ringkv_ring::SHARD_COUNT_MAX)))]
+    pub shards: u32,
+    /// The nodes' --hash-key-segments: the first K `/`-separated segments
+    /// of a key decide its shard (0: the whole key).
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_HASH_KEY_SEGMENTS, value_parser = clap::value_parser!(u32).range(0..=i64::from(HASH_KEY_SEGMENTS_MAX)))]
+    pub hash_key_segments: u32,
     /// Run every node on loopback (no root needed; no partitions or loss).
     #[arg(long)]
     pub no_netns: bool,
@@ -188,6 +208,8 @@ impl ChaosArgs {
             ops: DEFAULT_OPS_LIMIT,
             seed: None,
             engine: Engine::Raft,
+            shards: DEFAULT_SHARDS,
+            hash_key_segments: DEFAULT_HASH_KEY_SEGMENTS,
             no_netns: false,
             out: None,
             binary: None,
@@ -212,6 +234,15 @@ impl ChaosArgs {
         n
     }
 
+    /// The cluster's key space as the nodes compute it (which shard holds
+    /// which key), for the report's per-shard key counts.
+    pub fn keyspace(&self) -> ringkv_ring::Keyspace {
+        let rule = std::num::NonZeroU32::new(self.hash_key_segments)
+            .map_or(ringkv_ring::HashKeyRule::WholeKey, ringkv_ring::HashKeyRule::Segments);
+        ringkv_ring::Keyspace::new(self.shards, rule)
+            .expect("--shards is parsed within 1..=SHARD_COUNT_MAX")
+    }
+
     /// Client workers.
     pub fn client_count(&self) -> usize {
         self.clients.unwrap_or(2 * self.nodes).clamp(1, CLIENTS_MAX)
@@ -230,6 +261,12 @@ impl ChaosArgs {
             self.ops,
             self.engine.as_str(),
         );
+        if self.shards != DEFAULT_SHARDS {
+            cmd.push_str(&format!(" --shards {}", self.shards));
+        }
+        if self.hash_key_segments != DEFAULT_HASH_KEY_SEGMENTS {
+            cmd.push_str(&format!(" --hash-key-segments {}", self.hash_key_segments));
+        }
         if self.no_netns {
             cmd.push_str(" --no-netns");
         }
@@ -338,6 +375,9 @@ mod tests {
         args.no_netns = true;
         args.keys = 5;
         args.election_timeout = Some(500);
+        args.nemesis.push(NemesisKind::RollingRestart);
+        args.shards = 8;
+        args.hash_key_segments = 2;
         let cmd = args.rerun_command(42);
         let words: Vec<&str> = cmd.split_whitespace().collect();
         assert_eq!(&words[..2], ["ringkv", "chaos"]);
@@ -349,5 +389,7 @@ mod tests {
         assert_eq!(parsed.seed, Some(42));
         assert_eq!(parsed.workload, WorkloadKind::Set);
         assert_eq!(parsed.time_limit, Duration::from_millis(1500));
+        assert_eq!((parsed.shards, parsed.hash_key_segments), (8, 2));
+        assert!(parsed.nemeses().contains(&NemesisKind::RollingRestart));
     }
 }

@@ -9,6 +9,17 @@
 //! ringkv chaos --cleanup                  # remove what a harness killed with SIGKILL left behind
 //! ```
 //!
+//! The long rolling-restart soak (issue #7; not in CI, which runs 20 s of
+//! it on 8 shards per engine in `crates/cli/tests/chaos.rs`): every
+//! node restarted in turn, by SIGTERM or SIGKILL, mixed with plain kills,
+//! on 64 shards, for ten minutes, once per engine:
+//!
+//! ```text
+//! ringkv chaos --workload register --nemesis rolling-restart,kill --shards 64 --keys 64 --time-limit 10m --ops 1000000 --engine raft
+//! ringkv chaos --workload register --nemesis rolling-restart,kill --shards 64 --keys 64 --time-limit 10m --ops 1000000 --engine paxos
+//! ringkv chaos --workload set --nemesis rolling-restart --shards 64 --keys 16 --time-limit 10m --ops 1000000
+//! ```
+//!
 //! # A run
 //!
 //! 1. **Layout** ([`net`]): a bridge and one network namespace per node,
@@ -16,8 +27,10 @@
 //!    (`--no-netns`: every node on loopback, for machines without root;
 //!    partitions and loss are then refused).
 //! 2. **Cluster** ([`cluster`]): `--nodes` processes of the binary
-//!    (`--binary`, default this one) with etcd's flags, `--engine`, and the
-//!    node timeouts given (default: the binary's own). Every process is
+//!    (`--binary`, default this one) with etcd's flags, `--engine`,
+//!    `--shards` and `--hash-key-segments` (see [`workload`] for what each
+//!    workload checks on a sharded cluster), and the node timeouts given
+//!    (default: the binary's own). Every process is
 //!    killed, every namespace, rule and mount removed when the run ends:
 //!    normally, on an error, on a panic (drop guards) or on Ctrl-C/SIGTERM.
 //! 3. **Clients** ([`workload`]): workers (`--clients`, default two per
@@ -39,14 +52,15 @@
 //!
 //! | workload | checks |
 //! | --- | --- |
-//! | `register` | reads, writes, CAS on a few keys: linearizability with `ringkv-lincheck`, revisions included |
+//! | `register` | reads, writes, CAS on a few keys: linearizability with `ringkv-lincheck`, revisions included (per key, so on any number of shards) |
 //! | `set` | CAS-appended unique elements: none acknowledged lost, none unexpected or duplicated, none definitely failed yet present |
 //! | `lease` | keys on expired or revoked leases are gone, never resurrected, and every lease expires |
-//! | `watch` | watchers on every node see the same dense, ordered revisions across reconnects, every acknowledged put among them |
-//! | `append` | list-append transactions: G0, G1a, G1c, G-single, G2, and their real-time variants (strict serializability), with [`elle`] |
+//! | `watch` | watchers on every node see the same dense, ordered revisions across reconnects, every acknowledged put among them (one shard only) |
+//! | `append` | list-append transactions: G0, G1a, G1c, G-single, G2, and their real-time variants (strict serializability), with [`elle`] (one shard only) |
 //!
 //! The nemeses are listed in [`nemesis`]: `kill`, `kill-leader`, `pause`,
-//! `partition`, `loss`, `disk`, `clock`, `clock-back`, `member`, `wal`.
+//! `partition`, `loss`, `disk`, `clock`, `clock-back`, `member`, `wal`,
+//! `rolling-restart`.
 //!
 //! # Output
 //!

@@ -108,6 +108,10 @@ pub struct Report {
     pub nemesis: Vec<String>,
     /// Number of nodes.
     pub nodes: usize,
+    /// Data shards of the cluster.
+    pub shards: u32,
+    /// How many of the workload's keys each data shard holds.
+    pub keys_per_shard: BTreeMap<u64, usize>,
     /// Operations issued, by outcome.
     pub ops: OpCounts,
     /// Operations the checkers examined.
@@ -146,9 +150,11 @@ impl fmt::Display for Report {
         writeln!(f, "verdict: {:?}", self.verdict)?;
         writeln!(
             f,
-            "workload {} on {} nodes, nemesis {}: {} ops ({} ok, {} fail, {} unknown), {} checked",
+            "workload {} on {} nodes ({} shards), nemesis {}: {} ops ({} ok, {} fail, {} unknown), \
+             {} checked",
             self.workload,
             self.nodes,
+            self.shards,
             self.nemesis.join(","),
             self.ops.total,
             self.ops.ok,
@@ -310,6 +316,8 @@ pub fn write(
         workload: ctx.args.workload.as_str().to_owned(),
         nemesis: ctx.args.nemeses().iter().map(|n| n.as_str().to_owned()).collect(),
         nodes: ctx.args.nodes,
+        shards: ctx.args.shards,
+        keys_per_shard: outcome.keys_per_shard.clone(),
         ops: count(&ops),
         checked: outcome.checked,
         faults: fault_counts,

@@ -228,6 +228,18 @@ async fn run_async(mut args: ChaosArgs) -> Result<Report, ChaosError> {
             ),
         });
     }
+    if args.shards > 1
+        && let Some(why) = workload::unsharded_only(args.workload)
+    {
+        return Err(ChaosError::Config {
+            setting: "--shards",
+            why: format!(
+                "the {} workload runs on one shard only: {why}; use --shards 1, or the register, \
+                 set or lease workload",
+                args.workload.as_str()
+            ),
+        });
+    }
     let out = match &args.out {
         Some(out) => out.clone(),
         None => PathBuf::from("chaos-runs").join(format!("{}-{seed}", args.workload.as_str())),
@@ -252,6 +264,8 @@ async fn run_async(mut args: ChaosArgs) -> Result<Report, ChaosError> {
         heartbeat_ms: args.heartbeat_interval,
         election_ms: args.election_timeout,
         snapshot_count: args.snapshot_count,
+        shards: args.shards,
+        hash_key_segments: args.hash_key_segments,
         faketime: if nemeses.contains(&NemesisKind::ClockBack) {
             FakeClock::Everything
         } else if nemeses.contains(&NemesisKind::Clock) {

@@ -1,8 +1,9 @@
 //! `ringkv chaos` on real processes, a short mix for CI: the register
 //! workload under kill + pause + partition, the set workload under
-//! partition, the watch workload under kill. Each run's verdict must be
-//! valid (the watch run may instead be skipped while the server has no
-//! Watch service).
+//! partition, the watch workload under kill, and the register workload on
+//! 8 shards under a rolling restart, with each engine. Each run's verdict
+//! must be valid (the watch run may instead be skipped while the server
+//! has no Watch service).
 //!
 //! Network namespaces need root. Without it the runs fall back to
 //! `--no-netns` with the kill and pause nemeses only, and say so. The runs
@@ -149,6 +150,110 @@ fn watch_under_kill() {
         return;
     }
     assert_valid("watch", &run);
+}
+
+/// Nodes of the CI clusters.
+const NODES: u64 = 3;
+
+/// Register workload on `--shards 8` while every node is restarted one at
+/// a time (issue #7): valid, writes acknowledged while nodes restarted,
+/// every node restarted and healthy again, keys on several shards.
+fn register_under_rolling_restart(engine: &str, seed: u64) {
+    let _turn = TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let name = format!("rolling-restart-{engine}");
+    // Rounds of 3 restarts take about 5 s here; 20 s leaves room for a
+    // slow machine to finish at least one.
+    let run = chaos(
+        &name,
+        seed,
+        &[
+            "--workload",
+            "register",
+            "--nemesis",
+            "rolling-restart",
+            "--engine",
+            engine,
+            "--shards",
+            "8",
+            "--keys",
+            "8",
+            "--time-limit",
+            "20s",
+            "--nemesis-interval",
+            "2s",
+        ],
+    );
+    let lines = |file: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(run.out.join(file))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (faults, ops) = (lines("faults.jsonl"), lines("ops.jsonl"));
+    // Each node's restart, from its start to its healthy end.
+    let mut restarted = std::collections::BTreeSet::new();
+    let mut windows = Vec::new();
+    let mut open = None;
+    for f in &faults {
+        let fault = f["fault"].as_str().unwrap();
+        if !fault.starts_with("rolling-restart-") {
+            continue;
+        }
+        match f["phase"].as_str().unwrap() {
+            "start" => open = Some(f["at_ns"].as_u64().unwrap()),
+            "end" if f["detail"].as_str().unwrap().contains("healthy again") => {
+                restarted.insert(f["nodes"][0].as_u64().unwrap());
+                windows.push((open.take().unwrap(), f["at_ns"].as_u64().unwrap()));
+            }
+            _ => {}
+        }
+    }
+    let written = |o: &&serde_json::Value| {
+        o["outcome"] == "ok"
+            && (o["f"] == "write" || (o["f"] == "cas" && o["value"]["answer"]["succeeded"] == true))
+    };
+    let writes = ops.iter().filter(written).count();
+    let during = ops
+        .iter()
+        .filter(written)
+        .filter(|o| {
+            let t = o["completed_ns"].as_u64().unwrap();
+            windows.iter().any(|&(a, b)| a <= t && t <= b)
+        })
+        .count();
+    let spread = run.verdict["keys_per_shard"].as_object().unwrap().len();
+    let report = format!("{}\noutput kept in {}", run.stdout, run.out.display());
+    assert_eq!(run.verdict["shards"], 8, "{report}");
+    assert!(spread >= 2, "the 8 keys are on {spread} shard(s): {report}");
+    assert_eq!(
+        restarted,
+        (0..NODES).collect(),
+        "not every node was restarted and healthy again: {report}"
+    );
+    // The seeds draw both ways of stopping a node (SIGTERM and SIGKILL).
+    for how in ["rolling-restart-term", "rolling-restart-kill"] {
+        assert!(run.verdict["faults"][how].as_u64().unwrap_or(0) > 0, "no {how}: {report}");
+    }
+    assert!(
+        writes > 0 && during > 0,
+        "{writes} writes acknowledged, {during} of them while a node restarted: {report}"
+    );
+    eprintln!(
+        "{name}: {} restarts, {writes} writes acknowledged, {during} while a node restarted, keys on {spread} shards",
+        windows.len()
+    );
+    assert_valid(&name, &run);
+}
+
+#[test]
+fn register_on_8_shards_under_rolling_restart_raft() {
+    register_under_rolling_restart("raft", 5);
+}
+
+#[test]
+fn register_on_8_shards_under_rolling_restart_paxos() {
+    register_under_rolling_restart("paxos", 6);
 }
 
 #[test]

@@ -5,6 +5,25 @@
 //! agreed), makes its final reads, and checks. Worker `w` sends to node
 //! `w % nodes`, as Jepsen binds clients to nodes, so a dead node's workers
 //! see fast connection failures while the others carry on.
+//!
+//! # Sharded clusters (`--shards N`)
+//!
+//! Every operation of the register and set workloads touches one key, and
+//! a one-key operation has exactly etcd's semantics on a sharded cluster
+//! (the shard is its own consensus group and its own revision sequence).
+//! Their checkers are per key: lincheck is P-compositional, each key is
+//! checked alone and its revisions are compared only with the same key's;
+//! each set is one key, read back with a one-key read, not a prefix range.
+//! So both checks keep their full meaning on any number of shards. The
+//! report lists how many of the workload's keys each shard holds
+//! ([`keys_per_shard`]), as the nodes compute it, so a run shows it did
+//! spread over several shards. The lease workload's last read is a prefix
+//! range, a scatter-gather that is no single snapshot; it only asks that
+//! no key is left once every lease expired, which holds per shard.
+//! The watch and append workloads need one revision sequence (a watch
+//! over a prefix is one stream merging every shard's revisions; append's
+//! transactions span keys, which a sharded cluster refuses across shards):
+//! they refuse `--shards` above 1 ([`unsharded_only`]).
 
 pub mod append;
 pub mod lease;
@@ -12,6 +31,7 @@ pub mod register;
 pub mod set;
 pub mod watch;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +72,52 @@ pub struct WorkloadOutcome {
     pub artifacts: Vec<(String, String)>,
     /// Lines for the report.
     pub summary: Vec<String>,
+    /// How many of the workload's keys each data shard holds (empty for a
+    /// workload whose keys are not fixed in advance).
+    pub keys_per_shard: BTreeMap<u64, usize>,
+}
+
+/// Why a workload cannot run on more than one shard, if it cannot.
+pub fn unsharded_only(kind: WorkloadKind) -> Option<&'static str> {
+    match kind {
+        WorkloadKind::Register | WorkloadKind::Set | WorkloadKind::Lease => None,
+        WorkloadKind::Watch => Some(
+            "its checker compares every watcher's events by one revision sequence, while a \
+             prefix watch over several shards carries each shard's own revisions",
+        ),
+        WorkloadKind::Append => {
+            Some("its transactions span keys, and a sharded cluster refuses those across shards")
+        }
+    }
+}
+
+/// How many of `keys` each data shard of the run's key space holds.
+pub fn keys_per_shard<'k>(
+    ctx: &Ctx,
+    keys: impl IntoIterator<Item = &'k [u8]>,
+) -> BTreeMap<u64, usize> {
+    let keyspace = ctx.args.keyspace();
+    let mut counts = BTreeMap::new();
+    for key in keys {
+        *counts.entry(keyspace.shard_of(key).0).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The report line of [`keys_per_shard`]'s counts.
+pub fn describe_spread(shards: u32, counts: &BTreeMap<u64, usize>) -> String {
+    let per: Vec<String> = counts.iter().map(|(s, n)| format!("s{s}:{n}")).collect();
+    let mut line = format!(
+        "shards: {shards}; the workload's keys are on {} of them ({})",
+        counts.len(),
+        per.join(" ")
+    );
+    if shards > 1 && counts.len() < 2 {
+        line.push_str(
+            "; every key on one shard: more --keys, or fewer --hash-key-segments, spread them",
+        );
+    }
+    line
 }
 
 /// Runs the workload the flags name.
@@ -182,5 +248,25 @@ mod tests {
         assert_eq!(prefix_end(b"a/"), b"a0".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+
+    #[test]
+    fn only_one_key_workloads_run_sharded() {
+        assert_eq!(unsharded_only(WorkloadKind::Register), None);
+        assert_eq!(unsharded_only(WorkloadKind::Set), None);
+        assert!(unsharded_only(WorkloadKind::Watch).is_some());
+        assert!(unsharded_only(WorkloadKind::Append).is_some());
+    }
+
+    #[test]
+    fn a_spread_over_one_shard_is_called_out() {
+        let one = BTreeMap::from([(3, 8)]);
+        assert!(describe_spread(8, &one).contains("every key on one shard"));
+        assert!(!describe_spread(1, &one).contains("every key on one shard"));
+        let two = BTreeMap::from([(1, 5), (7, 3)]);
+        assert_eq!(
+            describe_spread(8, &two),
+            "shards: 8; the workload's keys are on 2 of them (s1:5 s7:3)"
+        );
     }
 }

@@ -26,7 +26,7 @@ use serde_json::json;
 
 use super::{
     FINAL_READ_ATTEMPTS, FINAL_READ_RETRY, KEY_PREFIX, WorkloadOutcome, backoff, compare_mod,
-    compare_value, outcome_of, put_op, range, record, text,
+    compare_value, describe_spread, keys_per_shard, outcome_of, put_op, range, record, text,
 };
 use crate::client::{OpError, call};
 use crate::error::ChaosError;
@@ -73,6 +73,9 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<WorkloadOutcome, ChaosError> {
         ..WorkloadOutcome::default()
     };
     let ok = history.ops().iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count();
+    let keys: Vec<Bytes> = (0..ctx.args.keys).map(key).collect();
+    outcome.keys_per_shard = keys_per_shard(&ctx, keys.iter().map(|k| &k[..]));
+    outcome.summary.push(describe_spread(ctx.args.shards, &outcome.keys_per_shard));
     let (history, result) = tokio::task::spawn_blocking(move || {
         let result = ringkv_lincheck::check(&history, &Options::default());
         (history, result)

@@ -15,6 +15,13 @@
 //!
 //! Elements whose add ended unknown may or may not be present; the summary
 //! counts how many were.
+//!
+//! Every check is about one set, which is one key, written by one-key
+//! transactions and read back by one-key reads: on a sharded cluster each
+//! set lives on one shard and the checks hold as they are. No check
+//! compares sets with each other at one instant, so no snapshot across
+//! shards is assumed (the final reads of different sets are separate
+//! linearizable reads, not one snapshot).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -25,7 +32,7 @@ use serde_json::json;
 
 use super::{
     FINAL_READ_ATTEMPTS, FINAL_READ_RETRY, KEY_PREFIX, WorkloadOutcome, backoff, compare_mod,
-    outcome_of, put_op, range, record, text,
+    describe_spread, keys_per_shard, outcome_of, put_op, range, record, text,
 };
 use crate::client::{OpError, call};
 use crate::error::ChaosError;
@@ -73,6 +80,9 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<WorkloadOutcome, ChaosError> {
     ctx.quiesce().await;
     let adds = adds.lock().expect("no panic while holding the lock").clone();
     let mut outcome = WorkloadOutcome::default();
+    let keys: Vec<Vec<u8>> = (0..ctx.args.keys).map(key).collect();
+    outcome.keys_per_shard = keys_per_shard(&ctx, keys.iter().map(Vec::as_slice));
+    outcome.summary.push(describe_spread(ctx.args.shards, &outcome.keys_per_shard));
     let mut finals = BTreeMap::new();
     for k in 0..ctx.args.keys {
         match final_read(&ctx, workers, k).await {
