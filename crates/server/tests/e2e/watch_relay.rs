@@ -36,12 +36,21 @@ struct Stream {
 
 impl Stream {
     async fn open(member: &Member) -> Stream {
+        Stream::open_as(member, None).await
+    }
+
+    /// A stream sending `token` (etcd's `token` metadata), if given.
+    async fn open_as(member: &Member, token: Option<&str>) -> Stream {
         let (tx, queue) = mpsc::unbounded_channel::<WatchRequest>();
         let requests = futures_util::stream::unfold(queue, |mut queue| async move {
             queue.recv().await.map(|r| (r, queue))
         });
+        let mut request = tonic::Request::new(requests);
+        if let Some(token) = token {
+            request.metadata_mut().insert("token", token.parse().unwrap());
+        }
         let mut client = WatchClient::connect(member.endpoint.clone()).await.unwrap();
-        let rx = client.watch(requests).await.unwrap().into_inner();
+        let rx = client.watch(request).await.unwrap().into_inner();
         Stream { tx, rx }
     }
 
@@ -316,4 +325,56 @@ async fn a_relayed_watch_from_a_compacted_revision_is_canceled_as_etcd_does() {
         assert!(Instant::now() < deadline, "the shard was never compacted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_watch_carries_the_clients_credentials() {
+    use etcd_client::{Permission, PermissionType};
+    let members = relaying_cluster(&[]).await;
+    let mut c = members[0].etcd().await;
+    c.user_add("root", "rootpw", None).await.unwrap();
+    c.role_add("root").await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.role_add("app").await.unwrap();
+    let perm = Permission::new(PermissionType::Readwrite, "/app/").with_prefix();
+    c.role_grant_permission("app", perm).await.unwrap();
+    c.user_add("alice", "alicepw", None).await.unwrap();
+    c.user_grant_role("alice", "app").await.unwrap();
+    c.auth_enable().await.unwrap();
+    let token = c.auth_client().authenticate("alice".into(), "alicepw".into()).await.unwrap();
+    let token = token.token().to_owned();
+    // Every member knows the token once it applied its issue.
+    for m in &members[1..] {
+        eventually("the token is known everywhere", || async {
+            let mut kv = m.kv().await;
+            let mut request = tonic::Request::new(ringkv_api::etcdserverpb::RangeRequest {
+                key: "/app/x".into(),
+                serializable: true,
+                ..Default::default()
+            });
+            request.metadata_mut().insert("token", token.parse().unwrap());
+            kv.range(request).await.is_ok()
+        })
+        .await;
+    }
+
+    // The hosting members check alice's rights with her token: a watch she
+    // may read is created there (without the token they would refuse it).
+    let mut stream = Stream::open_as(&members[0], Some(&token)).await;
+    let spread = stream.created(prefix("/app/")).await;
+    let mut alice = etcd_client::Client::connect(
+        [members[1].endpoint.as_str()],
+        Some(etcd_client::ConnectOptions::new().with_user("alice", "alicepw")),
+    )
+    .await
+    .unwrap();
+    let revision = alice.put("/app/x", "1", None).await.unwrap().header().unwrap().revision();
+    let response = stream.next().await;
+    assert_eq!(response.watch_id, spread, "{response:?}");
+    assert_eq!(response.events[0].kv.as_ref().unwrap().mod_revision, revision);
+    // One she may not read is refused, as etcd refuses it.
+    stream.create(prefix("/other/"));
+    let response = stream.next().await;
+    assert!(response.created && response.canceled && response.watch_id == -1, "{response:?}");
+    assert!(response.cancel_reason.contains("permission denied"), "{response:?}");
 }
