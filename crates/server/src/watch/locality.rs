@@ -37,8 +37,14 @@ pub enum ShardHome {
 
 /// What the watch layer asks about each shard it serves.
 pub trait ShardLocality: Send + Sync + std::fmt::Debug + 'static {
-    /// Where `shard`'s watch events come from now.
+    /// Where `shard`'s watch events come from for this member's clients.
     fn locate(&self, shard: ShardId) -> ShardHome;
+
+    /// Whether this member applies `shard`, so that it may serve another
+    /// member's relay of it (a member that does not would serve a stream
+    /// that never hears an event; it refuses, and the relay tries the next
+    /// candidate).
+    fn hosts(&self, shard: ShardId) -> bool;
 }
 
 /// Every shard is local: every member hosts every shard (today's
@@ -49,6 +55,10 @@ pub struct AllLocal;
 impl ShardLocality for AllLocal {
     fn locate(&self, _shard: ShardId) -> ShardHome {
         ShardHome::Local
+    }
+
+    fn hosts(&self, _shard: ShardId) -> bool {
+        true
     }
 }
 
@@ -81,5 +91,11 @@ impl ShardLocality for DebugRelayEverything {
             .map(|m| RelayCandidate { member: m.id, client_urls: m.client_urls })
             .collect();
         ShardHome::Remote(candidates)
+    }
+
+    /// It does host every shard: it only pretends not to for its own
+    /// clients.
+    fn hosts(&self, _shard: ShardId) -> bool {
+        true
     }
 }

@@ -146,6 +146,11 @@ impl WatchRelay {
         self.locality.locate(shard)
     }
 
+    /// Whether this member may serve another member's relay of `shard`.
+    pub fn hosts(&self, shard: ShardId) -> bool {
+        self.locality.hosts(shard)
+    }
+
     /// The relay for one client stream, forwarding the metadata of
     /// [`RELAY_FORWARDED_METADATA`] that `metadata` carries.
     pub fn for_client(self: &Arc<Self>, metadata: &MetadataMap) -> RelayStream {

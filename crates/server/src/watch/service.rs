@@ -72,6 +72,11 @@ impl WatchService {
         }
     }
 
+    /// The service for `hubs`, with no permission checks (tests).
+    pub fn from_hubs(hubs: Arc<WatchHubs>) -> WatchService {
+        WatchService { hubs, auth: None, relay: None, shutdown: CancellationToken::new() }
+    }
+
     /// The service for `hubs`, checking with the node through `ctx` that a
     /// client may read what it asks to watch (etcd's `isWatchPermitted`).
     pub fn with_auth(hubs: Arc<WatchHubs>, ctx: Context) -> WatchService {
@@ -124,6 +129,12 @@ impl Watch for WatchService {
         }
         let auth = self.auth.as_ref().map(|ctx| ctx.for_request(&request));
         let stream = match relayed_shard(request.metadata())? {
+            Some(shard) if self.relay.as_ref().is_some_and(|r| !r.hosts(shard)) => {
+                return Err(Status::unavailable(format!(
+                    "ringkv: this member does not host shard {}; relay it from one that does",
+                    shard.0
+                )));
+            }
             // Another member relays this shard: its own hub serves it.
             Some(shard) => self.hubs.open_shard_stream(shard).ok_or_else(|| {
                 Status::invalid_argument(format!(
