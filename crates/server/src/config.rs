@@ -284,6 +284,12 @@ pub struct ServerArgs {
     /// Require a certificate from --peer-trusted-ca-file of every dialing peer.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub peer_client_cert_auth: Option<bool>,
+
+    /// TEST ONLY: serve every watch on a data shard by relaying it from another member, as if
+    /// this member hosted no data shard (exercises the watch relay while every member hosts
+    /// every shard). Hidden: never for production. [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", hide = true)]
+    pub debug_relay_watches: Option<bool>,
 }
 
 /// Whether this member creates the cluster or joins an existing one
@@ -554,6 +560,10 @@ pub struct ServerConfig {
     pub client_tls: Option<crate::tls::TlsFiles>,
     /// TLS of the peer port (`--peer-cert-file`, ...), if configured.
     pub peer_tls: Option<crate::tls::TlsFiles>,
+    /// Test only (`--debug-relay-watches`, hidden): every data shard's
+    /// watches are relayed from another member
+    /// ([`crate::watch::DebugRelayEverything`]).
+    pub debug_relay_watches: bool,
     /// Things worth a log line once logging is up (unknown `RINGKV_*`
     /// variables, shadowed variables, a very large quota).
     pub warnings: Vec<ConfigWarning>,
@@ -866,6 +876,7 @@ impl ServerArgs {
             peer_key_file,
             peer_trusted_ca_file,
             peer_client_cert_auth,
+            debug_relay_watches,
         } = self;
         ServerArgs {
             config_file: config_file.or(lower.config_file),
@@ -907,6 +918,7 @@ impl ServerArgs {
             peer_key_file: peer_key_file.or(lower.peer_key_file),
             peer_trusted_ca_file: peer_trusted_ca_file.or(lower.peer_trusted_ca_file),
             peer_client_cert_auth: peer_client_cert_auth.or(lower.peer_client_cert_auth),
+            debug_relay_watches: debug_relay_watches.or(lower.debug_relay_watches),
         }
     }
 }
@@ -1275,6 +1287,7 @@ fn validate(
         )?,
         client_tls,
         peer_tls,
+        debug_relay_watches: raw.debug_relay_watches.unwrap_or(false),
         warnings,
     })
 }

@@ -35,7 +35,7 @@ use crate::services::{
     MaintenanceService, refuse_on_learner,
 };
 use crate::tls::{self, ReloadingServerConfig, TlsConn};
-use crate::watch::WatchService;
+use crate::watch::{AllLocal, DebugRelayEverything, ShardLocality, WatchRelay, WatchService};
 
 /// How long a shutdown waits for client connections to finish: long-lived
 /// streams (keep-alives, observers, watches) would otherwise hold it
@@ -341,11 +341,26 @@ impl Server {
             request_bytes_max: usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
             lease_ttl_min_seconds,
         };
+        let shutdown = CancellationToken::new();
         let leader_loss_grace = config.election_timeout * crate::watch::LEADERLESS_CHECKS_MAX;
         let authenticator = Arc::new(Authenticator::new(config.auth.clone())?);
         let ctx = Context::new(handle.clone(), limits, authenticator)
             .with_leader_loss_grace(leader_loss_grace);
-        let watch = Arc::new(WatchService::with_auth(Arc::clone(handle.watch_hubs()), ctx.clone()));
+        // Where placement plugs in: a locality answering `hosts(shard)`.
+        let locality: Arc<dyn ShardLocality> = if config.debug_relay_watches {
+            tracing::warn!(
+                "--debug-relay-watches: every watch is relayed from another member (test only)"
+            );
+            Arc::new(DebugRelayEverything::new(Arc::clone(handle.state()), member))
+        } else {
+            Arc::new(AllLocal)
+        };
+        let relay = WatchRelay::new(locality, config.client_tls.clone());
+        let watch = Arc::new(
+            WatchService::with_auth(Arc::clone(handle.watch_hubs()), ctx.clone())
+                .with_relay(relay)
+                .with_shutdown(shutdown.clone()),
+        );
         let services = gateway::Services {
             kv: Arc::new(KvService::new(ctx.clone())),
             lease: Arc::new(LeaseService::new(ctx.clone())),
@@ -392,7 +407,6 @@ impl Server {
             let secure = config.listen_client_urls.get(i).is_some_and(HttpUrl::is_tls);
             listeners.push((listener, if secure { client_tls.clone() } else { None }));
         }
-        let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(sample_counters(metrics.clone(), shutdown.clone()));
         tasks.spawn(refresh_slow_metrics(

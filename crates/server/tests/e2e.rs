@@ -24,3 +24,5 @@ mod kv;
 mod lease;
 #[path = "e2e/observability.rs"]
 mod observability;
+#[path = "e2e/watch_relay.rs"]
+mod watch_relay;

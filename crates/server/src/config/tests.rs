@@ -612,3 +612,13 @@ fn auto_compaction_comes_from_flags_environment_or_file_and_is_off_by_default() 
     let error = parse(&["--auto-compaction-mode", "hourly"], no_env()).unwrap_err();
     assert!(error.to_string().contains("hourly"), "{error}");
 }
+
+#[test]
+fn the_test_only_relay_flag_is_off_by_default_and_hidden() {
+    assert!(!parse(&[], no_env()).unwrap().debug_relay_watches);
+    assert!(parse(&["--debug-relay-watches"], no_env()).unwrap().debug_relay_watches);
+    let command = ServerArgs::command();
+    let arg =
+        command.get_arguments().find(|a| a.get_long() == Some("debug-relay-watches")).unwrap();
+    assert!(arg.is_hide_set(), "--debug-relay-watches must stay out of --help");
+}

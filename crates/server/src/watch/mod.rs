@@ -112,9 +112,17 @@
 //! one spanning shards is served by every shard it spans, their events
 //! interleaved, each response carrying its own shard's revision, and it
 //! may only start from now (`sharded.rs` has the rules).
+//!
+//! A shard this member does not host is watched through [`WatchRelay`]: an
+//! etcd `Watch` stream to a member that hosts it, resumed from the next
+//! revision on another member if it breaks (`relay.rs`). Which shards are
+//! remote is [`ShardLocality`]'s answer: none today ([`AllLocal`]), all
+//! with the test-only `--debug-relay-watches` ([`DebugRelayEverything`]).
 
 mod hub;
 mod index;
+mod locality;
+mod relay;
 mod response;
 mod service;
 mod sharded;
@@ -129,9 +137,15 @@ use ringkv_api::etcdserverpb::ResponseHeader;
 use ringkv_storage::mvcc::{Revision, StoreError};
 
 pub use hub::{WatchHub, WatchStats};
+pub use locality::{AllLocal, DebugRelayEverything, RelayCandidate, ShardHome, ShardLocality};
+pub use relay::{
+    RELAY_BACKOFF_INITIAL, RELAY_BACKOFF_MAX, RELAY_CONNECT_TIMEOUT, RELAY_FORWARDED_METADATA,
+    RELAY_FRAGMENTS_HELD_MAX, RELAY_KEEPALIVE_INTERVAL, RELAY_KEEPALIVE_TIMEOUT,
+    RELAY_RESPONSES_QUEUED, RELAY_SHARD_METADATA, RelayStream, WatchRelay,
+};
 pub use ringkv_api::etcdserverpb::WatchResponse;
 pub use service::{REQUIRE_LEADER_KEY, REQUIRE_LEADER_VALUE, WatchService};
-pub use sharded::{ClientStream, ShardedStream, WatchHubs};
+pub use sharded::{ClientStream, HELD_RESPONSES_PER_CREATE_MAX, ShardedStream, WatchHubs};
 pub use stream::WatchStream;
 
 use crate::api::limits::{GRPC_OVERHEAD_BYTES, REQUEST_BYTES_MAX_DEFAULT};

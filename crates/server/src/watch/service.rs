@@ -22,14 +22,17 @@ use ringkv_api::etcdserverpb::watch_server::{Watch, WatchServer};
 use ringkv_api::etcdserverpb::{WatchRequest, WatchResponse};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 use tonic::codegen::BoxStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use ringkv_api::etcdserverpb::watch_request::RequestUnion;
+use ringkv_consensus::ShardId;
 use ringkv_node::Request as NodeRequest;
 use ringkv_node::auth::{AccessCheck, AuthQuery};
 
+use super::relay::{RELAY_SHARD_METADATA, WatchRelay};
 use super::{ClientStream, STREAM_SEND_QUEUE_RESPONSES, WatchHub, WatchHubs};
 use crate::api::EtcdError;
 use crate::services::Context;
@@ -41,24 +44,56 @@ pub const REQUIRE_LEADER_KEY: &str = "hasleader";
 /// The value that key carries (etcd's `rpctypes.MetadataHasLeader`).
 pub const REQUIRE_LEADER_VALUE: &str = "true";
 
+/// The message of the `Unavailable` status a stream ends with when the
+/// member shuts down: clients (and relaying members) resume elsewhere.
+const SHUTTING_DOWN: &str = "ringkv: this member is shutting down; watch through another member";
+
 /// The etcd `Watch` service over the hubs of every data shard.
 #[derive(Clone, Debug)]
 pub struct WatchService {
     hubs: Arc<WatchHubs>,
     /// Checks a client's right to read what it watches, when auth is on.
     auth: Option<Context>,
+    /// Serves the shards this member does not host; `None`: it hosts all.
+    relay: Option<Arc<WatchRelay>>,
+    /// Ends every stream when the member shuts down (its clients, and
+    /// members relaying from it, then resume elsewhere).
+    shutdown: CancellationToken,
 }
 
 impl WatchService {
     /// The service for the one shard of `hub`, with no permission checks.
     pub fn new(hub: Arc<WatchHub>) -> WatchService {
-        WatchService { hubs: WatchHubs::single(hub), auth: None }
+        WatchService {
+            hubs: WatchHubs::single(hub),
+            auth: None,
+            relay: None,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The service for `hubs`, with no permission checks (tests).
+    pub fn from_hubs(hubs: Arc<WatchHubs>) -> WatchService {
+        WatchService { hubs, auth: None, relay: None, shutdown: CancellationToken::new() }
     }
 
     /// The service for `hubs`, checking with the node through `ctx` that a
     /// client may read what it asks to watch (etcd's `isWatchPermitted`).
     pub fn with_auth(hubs: Arc<WatchHubs>, ctx: Context) -> WatchService {
-        WatchService { hubs, auth: Some(ctx) }
+        WatchService { hubs, auth: Some(ctx), relay: None, shutdown: CancellationToken::new() }
+    }
+
+    /// This service, ending its streams with `Unavailable` once `shutdown`
+    /// is canceled.
+    #[must_use]
+    pub fn with_shutdown(self, shutdown: CancellationToken) -> WatchService {
+        WatchService { shutdown, ..self }
+    }
+
+    /// This service, relaying the shards `relay` locates elsewhere.
+    #[must_use]
+    pub fn with_relay(self, relay: Arc<WatchRelay>) -> WatchService {
+        WatchService { relay: Some(relay), ..self }
     }
 
     /// The tonic service to mount (message size limits are the caller's).
@@ -74,6 +109,14 @@ fn requires_leader(metadata: &MetadataMap) -> bool {
         .is_some_and(|v| v.as_bytes() == REQUIRE_LEADER_VALUE.as_bytes())
 }
 
+/// The shard a relaying member's upstream stream names, if it is one.
+fn relayed_shard(metadata: &MetadataMap) -> Result<Option<ShardId>, Status> {
+    let Some(value) = metadata.get(RELAY_SHARD_METADATA) else { return Ok(None) };
+    value.to_str().ok().and_then(|v| v.parse().ok()).map(|s| Some(ShardId(s))).ok_or_else(|| {
+        Status::invalid_argument(format!("ringkv: {RELAY_SHARD_METADATA} is not a shard number"))
+    })
+}
+
 #[tonic::async_trait]
 impl Watch for WatchService {
     async fn watch(
@@ -85,12 +128,34 @@ impl Watch for WatchService {
             return Err(EtcdError::NoLeader.to_status());
         }
         let auth = self.auth.as_ref().map(|ctx| ctx.for_request(&request));
+        let stream = match relayed_shard(request.metadata())? {
+            Some(shard) if self.relay.as_ref().is_some_and(|r| !r.hosts(shard)) => {
+                return Err(Status::unavailable(format!(
+                    "ringkv: this member does not host shard {}; relay it from one that does",
+                    shard.0
+                )));
+            }
+            // Another member relays this shard: its own hub serves it.
+            Some(shard) => self.hubs.open_shard_stream(shard).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "ringkv: {RELAY_SHARD_METADATA} names shard {}, not a data shard of this                      cluster",
+                    shard.0
+                ))
+            })?,
+            None => self
+                .hubs
+                .open_relayed_stream(self.relay.as_ref().map(|r| r.for_client(request.metadata()))),
+        };
         let inbound = request.into_inner();
         let (tx, mut rx) = mpsc::channel(STREAM_SEND_QUEUE_RESPONSES);
         let failure = Arc::new(Mutex::new(None::<Status>));
-        let stream = self.hubs.open_stream();
-        let task =
-            Stream { hub: Arc::clone(self.hubs.first()), tx, failure: Arc::clone(&failure), auth };
+        let task = Stream {
+            hub: Arc::clone(self.hubs.first()),
+            tx,
+            failure: Arc::clone(&failure),
+            auth,
+            shutdown: self.shutdown.clone(),
+        };
         tokio::spawn(task.serve(stream, inbound, require_leader));
         let mut ended = false;
         let responses = futures_util::stream::poll_fn(move |cx| {
@@ -126,6 +191,8 @@ struct Stream {
     failure: Arc<Mutex<Option<Status>>>,
     /// The node, acting for this stream's client, to check its rights.
     auth: Option<Context>,
+    /// Canceled when the member shuts down.
+    shutdown: CancellationToken,
 }
 
 impl Stream {
@@ -151,6 +218,11 @@ impl Stream {
             tokio::select! {
                 biased;
                 () = self.tx.closed() => break,
+                () = self.shutdown.cancelled() => {
+                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Status::unavailable(SHUTTING_DOWN));
+                    break;
+                }
                 _ = leader.tick(), if require_leader => {
                     if self.hub.context().has_leader() {
                         leaderless = 0;

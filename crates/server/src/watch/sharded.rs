@@ -22,6 +22,20 @@
 //!   shard the stream watches, each with its own revision; with no watcher
 //!   at all, once, at the largest published revision.
 //!
+//! # Remote shards
+//!
+//! A shard this member does not host ([`super::ShardLocality`]) is watched
+//! through the relay (`relay.rs`): the stream's part on it is an upstream
+//! stream to a member that hosts it, under the same watch ids, and its
+//! responses mix with the local parts' as above. A remote part is
+//! registered only when its upstream answers `created`, so a watch with a
+//! remote part is announced `created` once every part has answered, and
+//! whatever its parts say before that is held until then (at most
+//! [`HELD_RESPONSES_PER_CREATE_MAX`] responses; beyond, the create is
+//! refused rather than memory grown). A remote part that refuses the create
+//! (the hosting member found the client may not read the range) makes the
+//! whole create refused.
+//!
 //! Watch ids are chosen here for the whole client stream (etcd 3.5's rule:
 //! from 0, skipping ids in use) and handed to the shards' streams
 //! explicitly, so that one id names one watch across them.
@@ -39,6 +53,8 @@ use ringkv_ring::Keyspace;
 use ringkv_storage::mvcc::{MvccStore, Revision};
 
 use super::index::WatchRange;
+use super::locality::ShardHome;
+use super::relay::{RelayStream, RemoteShard};
 use super::stream::INVALID_WATCH_ID;
 use super::{WatchConfig, WatchContext, WatchError, WatchHub, WatchStats, WatchStream};
 use crate::api::EtcdError;
@@ -49,6 +65,10 @@ const EMPTY_RANGE_REASON: &str = "mvcc: watcher range is empty";
 
 /// etcd's cancel reason for a client-chosen id already in use.
 const DUPLICATE_ID_REASON: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+
+/// Most responses of a watch held while its remote parts have not all
+/// answered `created` (see the module docs): one stream's event buffer.
+pub const HELD_RESPONSES_PER_CREATE_MAX: usize = super::EVENTS_BUFFERED_PER_STREAM_MAX;
 
 /// The watch hubs of every data shard this member serves.
 #[derive(Debug)]
@@ -129,18 +149,32 @@ impl WatchHubs {
         }
     }
 
-    /// A new, empty client stream.
+    /// A new, empty client stream, served by the local hubs alone.
     pub fn open_stream(self: &Arc<Self>) -> ClientStream {
-        if self.hubs.len() == 1 {
+        self.open_relayed_stream(None)
+    }
+
+    /// A new, empty client stream that watches the shards `relay` calls
+    /// remote through it (see the module docs).
+    pub fn open_relayed_stream(self: &Arc<Self>, relay: Option<RelayStream>) -> ClientStream {
+        let first_local = relay.as_ref().is_none_or(|r| r.locate(ShardId(1)) == ShardHome::Local);
+        if self.hubs.len() == 1 && first_local {
             return ClientStream::One(self.first().open_stream());
         }
         ClientStream::Sharded(ShardedStream {
             hubs: Arc::clone(self),
+            relay,
             streams: BTreeMap::new(),
             watches: HashMap::new(),
             ready: VecDeque::new(),
             next_auto_id: 0,
         })
+    }
+
+    /// The stream of data shard `shard` alone, from its local hub: what a
+    /// relaying member's upstream stream is served by.
+    pub fn open_shard_stream(&self, shard: ShardId) -> Option<ClientStream> {
+        Some(ClientStream::One(self.hub(shard)?.open_stream()))
     }
 }
 
@@ -176,7 +210,7 @@ impl ClientStream {
     pub fn progress_tick(&mut self) {
         match self {
             ClientStream::One(s) => s.progress_tick(),
-            ClientStream::Sharded(s) => s.streams.values_mut().for_each(WatchStream::progress_tick),
+            ClientStream::Sharded(s) => s.streams.values_mut().for_each(Part::progress_tick),
         }
     }
 
@@ -193,8 +227,10 @@ impl ClientStream {
 #[derive(Debug)]
 pub struct ShardedStream {
     hubs: Arc<WatchHubs>,
+    /// Where remote shards' parts come from; `None`: every shard is local.
+    relay: Option<RelayStream>,
     /// The shards' streams, opened when a watch first needs them.
-    streams: BTreeMap<ShardId, WatchStream>,
+    streams: BTreeMap<ShardId, Part>,
     /// The client's watches, by id.
     watches: HashMap<i64, Watch>,
     /// Responses made here (creates, refusals), sent before anything the
@@ -202,6 +238,53 @@ pub struct ShardedStream {
     ready: VecDeque<WatchResponse>,
     /// Next server-chosen id.
     next_auto_id: i64,
+}
+
+/// One shard's part of a client stream.
+#[derive(Debug)]
+enum Part {
+    /// From this member's hub.
+    Local(WatchStream),
+    /// Relayed from a member that hosts the shard.
+    Remote(RemoteShard),
+}
+
+impl Part {
+    fn create(&mut self, req: WatchCreateRequest) {
+        match self {
+            Part::Local(s) => s.create(req),
+            Part::Remote(s) => s.create(req),
+        }
+    }
+
+    fn cancel(&mut self, watch_id: i64) {
+        match self {
+            Part::Local(s) => s.cancel(watch_id),
+            Part::Remote(s) => s.cancel(watch_id),
+        }
+    }
+
+    fn request_progress(&mut self) {
+        match self {
+            Part::Local(s) => s.request_progress(),
+            Part::Remote(s) => s.request_progress(),
+        }
+    }
+
+    fn progress_tick(&mut self) {
+        match self {
+            Part::Local(s) => s.progress_tick(),
+            // The hosting member ticks the watches that asked for progress.
+            Part::Remote(_) => {}
+        }
+    }
+
+    async fn next_response(&mut self) -> WatchResponse {
+        match self {
+            Part::Local(s) => s.next_response().await,
+            Part::Remote(s) => s.next_response().await,
+        }
+    }
 }
 
 /// One client watch and the shards it is on.
@@ -212,8 +295,11 @@ struct Watch {
     /// Whether it is being canceled, and how.
     cancel: Cancel,
     /// `created` answers of the shards still to swallow (a watch over
-    /// several shards was answered `created` here at once).
+    /// several shards is answered `created` here, once).
     creates_to_swallow: usize,
+    /// `Some` while the client has not heard `created` and a remote part
+    /// has not answered yet: what its parts said meanwhile, in order.
+    held: Option<Vec<WatchResponse>>,
 }
 
 /// Where a watch is in being canceled.
@@ -315,22 +401,36 @@ impl ShardedStream {
             req.watch_id
         };
         req.watch_id = watch_id;
+        let mut remote = false;
         for &shard in &shards {
             let Some(hub) = self.hubs.hub(shard) else { continue };
-            let stream = self.streams.entry(shard).or_insert_with(|| hub.open_stream());
-            stream.create(req.clone());
+            let part = self.streams.entry(shard).or_insert_with(|| {
+                match self.relay.as_ref().map(|r| (r, r.locate(shard))) {
+                    Some((relay, ShardHome::Remote(candidates))) => {
+                        Part::Remote(relay.open(shard, candidates, Arc::clone(hub.context())))
+                    }
+                    _ => Part::Local(hub.open_stream()),
+                }
+            });
+            remote |= matches!(part, Part::Remote(_));
+            part.create(req.clone());
         }
-        let creates_to_swallow = if shards.len() > 1 {
+        let (creates_to_swallow, held) = if shards.len() > 1 && remote {
+            // A remote part is registered only when it answers: the client
+            // hears `created` once every part has.
+            (shards.len(), Some(Vec::new()))
+        } else if shards.len() > 1 {
             // Every part is registered (synced, from now on) before the
             // client hears it is created, as with one shard.
             let response =
                 WatchResponse { watch_id, created: true, ..self.response(self.revision()) };
             self.ready.push_back(response);
-            shards.len()
+            (shards.len(), None)
         } else {
-            0
+            (0, None)
         };
-        self.watches.insert(watch_id, Watch { shards, cancel: Cancel::Live, creates_to_swallow });
+        let watch = Watch { shards, cancel: Cancel::Live, creates_to_swallow, held };
+        self.watches.insert(watch_id, watch);
     }
 
     fn cancel(&mut self, watch_id: i64) {
@@ -377,15 +477,16 @@ impl ShardedStream {
             });
             let ((shard, response), _, _) = select_all(next).await;
             if let Some(response) = self.pass(shard, response) {
-                return response;
+                // Behind anything `pass` released first.
+                self.ready.push_back(response);
             }
         }
     }
 
     /// What the client sees of `response` from `shard`'s stream: it as it
     /// is, or nothing (a part's `created` or `canceled` the client hears
-    /// once).
-    fn pass(&mut self, shard: ShardId, response: WatchResponse) -> Option<WatchResponse> {
+    /// once, or a response held until the watch is announced).
+    fn pass(&mut self, shard: ShardId, mut response: WatchResponse) -> Option<WatchResponse> {
         let id = response.watch_id;
         if id == INVALID_WATCH_ID {
             return Some(response);
@@ -394,8 +495,59 @@ impl ShardedStream {
         let watch = self.watches.get_mut(&id)?;
         if response.created && !response.canceled && watch.creates_to_swallow > 0 {
             watch.creates_to_swallow -= 1;
+            if watch.creates_to_swallow == 0
+                && let Some(held) = watch.held.take()
+            {
+                // Every part answered: announce it, then what they said.
+                let created = WatchResponse { created: true, events: Vec::new(), ..response };
+                self.ready.push_back(created);
+                self.ready.extend(held);
+            }
             return None;
         }
+        if response.created && response.canceled {
+            // A remote part refused the create: the client hears etcd's
+            // refusal (id -1) unless it heard `created` already.
+            if watch.held.take().is_some() || watch.creates_to_swallow == 0 {
+                response.watch_id = INVALID_WATCH_ID;
+            } else {
+                response.created = false;
+            }
+        } else if let Some(held) = watch.held.as_mut() {
+            if !response.canceled {
+                if held.len() < HELD_RESPONSES_PER_CREATE_MAX {
+                    held.push(response);
+                    return None;
+                }
+                // Too much said before every part answered: refuse, and
+                // every part goes quietly.
+                watch.held = None;
+                watch.cancel = Cancel::Quiet { pending: watch.shards.len() };
+                for part in &watch.shards {
+                    if let Some(stream) = self.streams.get_mut(part) {
+                        stream.cancel(id);
+                    }
+                }
+                return Some(WatchResponse {
+                    watch_id: INVALID_WATCH_ID,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: format!(
+                        "ringkv: watch {id} got over {HELD_RESPONSES_PER_CREATE_MAX} responses                          before its remote shards confirmed it; create it again"
+                    ),
+                    ..self.response(self.revision())
+                });
+            } else {
+                // A part canceled itself before the watch was announced:
+                // the client hears `created`, what came before, the cancel.
+                let held = watch.held.take().unwrap_or_default();
+                let created =
+                    WatchResponse { watch_id: id, created: true, ..self.response(self.revision()) };
+                self.ready.push_back(created);
+                self.ready.extend(held);
+            }
+        }
+        let watch = self.watches.get_mut(&id)?;
         if !response.canceled {
             return Some(response);
         }

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use ringkv_api::etcdserverpb::watch_request::RequestUnion;
 use ringkv_api::etcdserverpb::{WatchCancelRequest, WatchProgressRequest, WatchRequest};
 use ringkv_ring::{HashKeyRule, Keyspace};
+use tokio::sync::mpsc;
+use tonic::Streaming;
 
 use super::*;
 use crate::api::status::REVISION_SPANS_SHARDS;
@@ -291,4 +293,107 @@ async fn the_counts_sum_over_the_shards() {
     assert_eq!(stats.streams, SHARDS as usize);
     assert_eq!(stats.watchers, SHARDS as usize + 1);
     assert_eq!(stats.synced, stats.watchers);
+}
+
+/// A locality for the relay tests: shards in `remote` are relayed from
+/// `candidates`; `hosted` answers `hosts`.
+#[derive(Debug)]
+struct FixedLocality {
+    remote: Vec<ShardId>,
+    candidates: Vec<String>,
+    hosted: bool,
+}
+
+impl crate::watch::ShardLocality for FixedLocality {
+    fn locate(&self, shard: ShardId) -> crate::watch::ShardHome {
+        if !self.remote.contains(&shard) {
+            return crate::watch::ShardHome::Local;
+        }
+        let candidates = self
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, url)| crate::watch::RelayCandidate {
+                member: ringkv_consensus::NodeId(u64::try_from(i).unwrap() + 2),
+                client_urls: vec![url.clone()],
+            })
+            .collect();
+        crate::watch::ShardHome::Remote(candidates)
+    }
+
+    fn hosts(&self, _shard: ShardId) -> bool {
+        self.hosted
+    }
+}
+
+/// Serves `hubs` through a `WatchService` relaying with `locality`, on a
+/// loopback port; returns its URL.
+async fn serve_relaying(hubs: &Arc<WatchHubs>, locality: FixedLocality) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let relay = crate::watch::WatchRelay::new(Arc::new(locality), None);
+    let service = crate::watch::WatchService::from_hubs(Arc::clone(hubs)).with_relay(relay);
+    let server = tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+    tokio::spawn(server);
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_skips_a_dead_candidate_and_members_refuse_shards_they_do_not_host() {
+    use ringkv_api::etcdserverpb::watch_client::WatchClient;
+    let (hubs, mut w) = setup_sharded(WatchConfig::default());
+    // A member that hosts nothing refuses to serve a relay.
+    let idle = FixedLocality { remote: Vec::new(), candidates: Vec::new(), hosted: false };
+    let idle_url = serve_relaying(&hubs, idle).await;
+    let mut request = tonic::Request::new(futures_util::stream::pending::<WatchRequest>());
+    request.metadata_mut().insert(crate::watch::RELAY_SHARD_METADATA, 1u64.into());
+    let refused = WatchClient::connect(idle_url.clone()).await.unwrap().watch(request).await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::Unavailable);
+
+    // A member hosting every shard, and one relaying all of them from a
+    // dead address first, then from it.
+    let host = FixedLocality { remote: Vec::new(), candidates: Vec::new(), hosted: true };
+    let host_url = serve_relaying(&hubs, host).await;
+    let dead = format!("http://{}", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    });
+    let all: Vec<ShardId> = (1..=u64::from(SHARDS)).map(ShardId).collect();
+    let relaying = FixedLocality { remote: all, candidates: vec![dead, host_url], hosted: true };
+    let relaying_url = serve_relaying(&hubs, relaying).await;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<WatchRequest>();
+    let requests = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut client = WatchClient::connect(relaying_url).await.unwrap();
+    tx.send(create_request(WatchCreateRequest {
+        key: b"k/".to_vec(),
+        range_end: b"k0".to_vec(),
+        ..WatchCreateRequest::default()
+    }))
+    .unwrap();
+    let mut responses = client.watch(requests).await.unwrap().into_inner();
+    let next = async |r: &mut Streaming<WatchResponse>| {
+        tokio::time::timeout(WAIT, r.message()).await.unwrap().unwrap().unwrap()
+    };
+    let created = next(&mut responses).await;
+    assert!(created.created && !created.canceled, "{created:?}");
+    let keys = spread_keys(&w, "k/", 12);
+    let mut expected = Vec::new();
+    for key in &keys {
+        expected.push((key.clone(), w.put(key, "v")));
+    }
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        let response = next(&mut responses).await;
+        assert_eq!(response.watch_id, created.watch_id, "{response:?}");
+        for e in response.events {
+            let kv = e.kv.unwrap();
+            seen.push((String::from_utf8(kv.key).unwrap(), Revision(kv.mod_revision)));
+        }
+    }
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected);
 }
