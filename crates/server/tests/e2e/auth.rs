@@ -5,10 +5,7 @@
 //! `crates/cli/tests/auth.rs`.
 
 use base64::Engine as _;
-use etcd_client::{
-    Client, ConnectOptions, GetOptions, LockOptions, Permission, PermissionType, Txn, TxnOp,
-    WatchOptions,
-};
+use etcd_client::{Client, ConnectOptions, GetOptions, LockOptions, Txn, TxnOp, WatchOptions};
 use ringkv_api::etcdserverpb::auth_client::AuthClient;
 use ringkv_api::etcdserverpb::{AuthStatusRequest, AuthUserAddRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,25 +37,10 @@ async fn as_user(m: &Member, user: &str, password: &str) -> Client {
     Client::connect([m.endpoint.as_str()], Some(options)).await.unwrap()
 }
 
-/// `root` (root role), `alice` (read-write on `/app/`), auth enabled, as
-/// etcdctl would set it up.
-async fn setup(m: &Member) {
-    let mut c = m.etcd().await;
-    c.user_add("root", "rootpw", None).await.unwrap();
-    c.role_add("root").await.unwrap();
-    c.user_grant_role("root", "root").await.unwrap();
-    c.role_add("app").await.unwrap();
-    let perm = Permission::new(PermissionType::Readwrite, "/app/").with_prefix();
-    c.role_grant_permission("app", perm).await.unwrap();
-    c.user_add("alice", "alicepw", None).await.unwrap();
-    c.user_grant_role("alice", "app").await.unwrap();
-    c.auth_enable().await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rules_hold_for_every_kind_of_request() {
     let m = single_with(&[FAST]).await;
-    setup(&m).await;
+    auth_setup(&m).await;
 
     // Nobody: refused with etcd's message.
     let mut anon = m.etcd().await;
@@ -157,7 +139,7 @@ async fn logins_fail_alike_and_are_rate_limited() {
     let c = m.etcd().await;
     let e = status(c.auth_client().authenticate("root".into(), "x".into()).await.unwrap_err());
     assert_eq!(e.message(), "etcdserver: authentication is not enabled");
-    setup(&m).await;
+    auth_setup(&m).await;
     let mut auth = c.auth_client();
     for (user, password) in [("alice", "wrong"), ("nobody", "alicepw")] {
         let e = status(auth.authenticate(user.into(), password.into()).await.unwrap_err());
@@ -251,7 +233,7 @@ async fn jwts_verify_on_every_member_and_go_stale_with_a_change() {
     );
     let members = cluster_with(3, &[FAST, &token_flag]).await;
     wait_leader(&members).await;
-    setup(&members[0]).await;
+    auth_setup(&members[0]).await;
     let mut auth = members[0].etcd().await.auth_client();
     let token = auth.authenticate("alice".into(), "alicepw".into()).await.unwrap();
     let token = token.token().to_owned();
@@ -309,7 +291,7 @@ async fn auto_compaction_runs_with_auth_enabled() {
         "--auto-compaction-revision-interval=50ms",
     ])
     .await;
-    setup(&m).await;
+    auth_setup(&m).await;
     let mut root = as_user(&m, "root", "rootpw").await;
     let first = root.put("k", "v0", None).await.unwrap().header().unwrap().revision();
     for n in 1..20 {

@@ -211,3 +211,19 @@ pub async fn local_value(member: &Member, key: &str) -> Option<Vec<u8>> {
 pub async fn status(member: &Member) -> ringkv_api::etcdserverpb::StatusResponse {
     member.maintenance().await.status(StatusRequest {}).await.unwrap().into_inner()
 }
+
+/// `root` (root role), `alice` (read-write on `/app/`), auth enabled, as
+/// etcdctl would set it up.
+pub async fn auth_setup(m: &Member) {
+    use etcd_client::{Permission, PermissionType};
+    let mut c = m.etcd().await;
+    c.user_add("root", "rootpw", None).await.unwrap();
+    c.role_add("root").await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.role_add("app").await.unwrap();
+    let perm = Permission::new(PermissionType::Readwrite, "/app/").with_prefix();
+    c.role_grant_permission("app", perm).await.unwrap();
+    c.user_add("alice", "alicepw", None).await.unwrap();
+    c.user_grant_role("alice", "app").await.unwrap();
+    c.auth_enable().await.unwrap();
+}

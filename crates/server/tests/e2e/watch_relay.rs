@@ -16,7 +16,7 @@ use ringkv_ring::{HashKeyRule, Keyspace};
 use tokio::sync::mpsc;
 use tonic::Streaming;
 
-use crate::common::{Member, WAIT, cluster_with, eventually, wait_leader};
+use crate::common::{Member, WAIT, auth_setup, cluster_with, eventually, wait_leader};
 
 /// Data shards of the test clusters.
 const SHARDS: u32 = 8;
@@ -329,18 +329,9 @@ async fn a_relayed_watch_from_a_compacted_revision_is_canceled_as_etcd_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relayed_watch_carries_the_clients_credentials() {
-    use etcd_client::{Permission, PermissionType};
     let members = relaying_cluster(&[]).await;
+    auth_setup(&members[0]).await;
     let mut c = members[0].etcd().await;
-    c.user_add("root", "rootpw", None).await.unwrap();
-    c.role_add("root").await.unwrap();
-    c.user_grant_role("root", "root").await.unwrap();
-    c.role_add("app").await.unwrap();
-    let perm = Permission::new(PermissionType::Readwrite, "/app/").with_prefix();
-    c.role_grant_permission("app", perm).await.unwrap();
-    c.user_add("alice", "alicepw", None).await.unwrap();
-    c.user_grant_role("alice", "app").await.unwrap();
-    c.auth_enable().await.unwrap();
     let token = c.auth_client().authenticate("alice".into(), "alicepw".into()).await.unwrap();
     let token = token.token().to_owned();
     // Every member knows the token once it applied its issue.
