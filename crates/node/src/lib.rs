@@ -96,7 +96,19 @@
 //! engine's command limit, [`NodeConfig::request_bytes_max`] plus
 //! room for the envelope).
 //!
-//! Not yet: placement on more than R nodes, moves.
+//! Placement (ADR 0002, step 2, begun): the replicas per data shard
+//! ([`NodeConfig::replicas`], `--replicas`) are fixed at creation like the
+//! keyspace ([`NodeError::ReplicasMismatch`]). Once more than R members
+//! vote, the metadata leader records each data shard's target replica set
+//! ([`ProposalBody::ShardTargets`]; [`Node::shard_targets`],
+//! [`Node::hosts`], [`Node::shard_replica_nodes`]), never putting a shard
+//! back on a node a target moved it off ([`Node::placement_blocked`]):
+//! replica ids are still node ids.
+//!
+//! Not yet: acting on the targets (data shards still follow the member
+//! table, so every member keeps every shard), forwarding requests for a
+//! shard a node does not hold, fresh replica ids, down-timeout
+//! re-replication.
 
 pub mod auth;
 mod cluster;
