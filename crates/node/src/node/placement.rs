@@ -15,9 +15,11 @@
 //!
 //! A replica's consensus id is its node's id, so a shard must never come
 //! back to a node a target once moved it off (see
-//! `ClusterTables::retired`): the leader leaves such a shard's target as
-//! it is and reports it ([`Node::placement_blocked`]); every replica
-//! refuses such a target when it applies, whoever proposed it.
+//! `ClusterTables::retired`): when the ring would put it back, the leader
+//! reports it ([`Node::placement_blocked`]) and keeps the live members of
+//! its target, filling in for departed ones with other members (or leaves
+//! the target as it is when too few are left); every replica refuses a
+//! target naming a retired node when it applies, whoever proposed it.
 //!
 //! Not built yet (ADR 0002, "Status"): data shards still follow the member
 //! table, so a recorded target does not move replicas yet.
@@ -85,15 +87,44 @@ pub(crate) fn next_targets(
             continue;
         }
         let retired = tables.retired.get(&shard);
-        if let Some(&node) = nodes.iter().find(|n| retired.is_some_and(|r| r.contains(n))) {
-            blocked.insert(shard, node);
-            continue;
-        }
+        let nodes = match nodes.iter().find(|n| retired.is_some_and(|r| r.contains(n))) {
+            None => nodes.clone(),
+            Some(&node) => {
+                blocked.insert(shard, node);
+                match fallback(tables, shard, nodes) {
+                    Some(other) if other != tables.target_of(shard) => other,
+                    _ => continue,
+                }
+            }
+        };
         if changes.len() < max {
-            changes.push(ShardTarget { shard, nodes: nodes.clone() });
+            changes.push(ShardTarget { shard, nodes });
         }
     }
     (changes, blocked)
+}
+
+/// A target for `shard` of as many nodes as its `ideal` one, none of
+/// them retired for it, when the ideal names a retired node: the members
+/// of its current target first (no move), then the ideal's, then the
+/// other voting members by id. `None` if too few members are left.
+fn fallback(tables: &ClusterTables, shard: ShardId, ideal: &[NodeId]) -> Option<Vec<NodeId>> {
+    let retired = tables.retired.get(&shard);
+    let usable =
+        |n: &NodeId| tables.members.contains_key(n) && !retired.is_some_and(|r| r.contains(n));
+    let voters = tables.members.values().filter(|m| !m.is_learner).map(|m| m.id);
+    let current = tables.target_of(shard);
+    let mut out: Vec<NodeId> = Vec::with_capacity(ideal.len());
+    for n in current.into_iter().chain(ideal.iter().copied()).chain(voters) {
+        if out.len() == ideal.len() {
+            break;
+        }
+        if usable(&n) && !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    (out.len() == ideal.len()).then_some(out)
 }
 
 impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
@@ -231,6 +262,32 @@ mod tests {
         t.members.get_mut(&NodeId(5)).unwrap().is_learner = true;
         let ideal = ideal_targets(&t, 16, 3).unwrap();
         assert!(ideal.values().all(|n| n.len() == 3 && !n.contains(&NodeId(5))));
+    }
+
+    /// A shard whose ideal target names a node it left keeps the live
+    /// members of its target and takes another member in place of a
+    /// removed one, never the retired node.
+    #[test]
+    fn a_blocked_shard_is_placed_on_other_members_when_its_own_are_gone() {
+        let mut t = tables(&[1, 2, 3, 4, 5]);
+        t.targets.insert(ShardId(1), vec![NodeId(1), NodeId(2), NodeId(5)]);
+        t.retired.insert(ShardId(1), [NodeId(3)].into());
+        let ideal: BTreeMap<ShardId, Vec<NodeId>> =
+            [(ShardId(1), vec![NodeId(1), NodeId(2), NodeId(3)])].into();
+        // Its replicas live: it stays where it is.
+        let (changes, blocked) = next_targets(&t, &ideal, 4);
+        assert!(changes.is_empty());
+        assert_eq!(blocked, [(ShardId(1), NodeId(3))].into());
+        // Node 5 removed: 4 replaces it, not the retired 3.
+        t.members.remove(&NodeId(5));
+        let (changes, _) = next_targets(&t, &ideal, 4);
+        let want = ShardTarget { shard: ShardId(1), nodes: vec![NodeId(1), NodeId(2), NodeId(4)] };
+        assert_eq!(changes, vec![want]);
+        // And 4 retired too: too few members left, the target stays.
+        t.retired.get_mut(&ShardId(1)).unwrap().insert(NodeId(4));
+        let (changes, blocked) = next_targets(&t, &ideal, 4);
+        assert!(changes.is_empty());
+        assert_eq!(blocked.len(), 1);
     }
 
     #[test]
