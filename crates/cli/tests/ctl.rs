@@ -1,6 +1,7 @@
 //! `ringkv ctl` against real clusters: three `ringkv server` processes for
 //! status, shards, keys and membership, and three with `--shards 4` for
-//! the per-shard rows and counts; a snapshot saved from one cluster
+//! the per-shard rows and counts (and, with `--replicas 2`, the targets
+//! the metadata leader records); a snapshot saved from one cluster
 //! and restored into another; the KV commands against Debian's etcd 3.4.
 //! Every output is read as `-w json` and checked. Needs `etcd` and
 //! `etcdctl` on `PATH` (`scripts/setup` installs them).
@@ -244,6 +245,10 @@ fn shards_and_status_show_every_shard_of_a_sharded_cluster() {
         assert_eq!(row["metadata"], row["id"] == 0, "{row}");
         assert_eq!(row["replicas"], serde_json::json!(["m0", "m1", "m2"]), "{row}");
         assert_eq!(row["learners"], serde_json::json!([]), "{row}");
+        // Three members, three replicas: every member holds every shard,
+        // no target is recorded.
+        assert_eq!(row["target"], serde_json::json!([]), "{row}");
+        assert_eq!(row["moving"], false, "{row}");
         assert_eq!(row["leader_reachable"], true, "{row}");
         assert_eq!(row["view_of"], row["leader"], "the leader's own view is shown: {row}");
         assert!(row["term"].as_u64().unwrap() >= 1, "{row}");
@@ -287,6 +292,45 @@ fn shards_and_status_show_every_shard_of_a_sharded_cluster() {
     assert!(down["shards_held"].is_null(), "{status}");
     let table = ctl(&one, &["shards"]).unwrap();
     assert!(table.contains("m2: unreachable"), "{table}");
+}
+
+/// Three members and `--replicas 2`: the metadata leader records a target
+/// of two members for every data shard (none for the metadata shard,
+/// which stays on every member), and `ctl shards` shows it. Replicas do
+/// not move yet (ADR 0002, step 2), so every data shard still has three
+/// and shows as moving.
+#[test]
+fn shards_shows_each_data_shards_target_beyond_the_replication_factor() {
+    let shards_flag = format!("--shards={DATA_SHARDS}");
+    let cluster = ProcessCluster::start_with(3, &[&shards_flag, "--replicas=2"]).unwrap();
+    cluster.wait_leader(WAIT).unwrap();
+    let one = cluster.members[0].client_url();
+    let mut shards = Value::Null;
+    let recorded = wait_until(WAIT, || {
+        shards = ctl_json(&one, &["shards"]);
+        let rows = shards["shards"].as_array().unwrap();
+        rows.len() == ALL_SHARDS as usize
+            && rows.iter().all(|s| {
+                let targets = s["target"].as_array().unwrap().len();
+                if s["metadata"] == true { targets == 0 } else { targets == 2 }
+            })
+    });
+    assert!(recorded, "targets not recorded: {shards}");
+    let mut used = std::collections::BTreeSet::new();
+    for row in shards["shards"].as_array().unwrap() {
+        let members = serde_json::json!(["m0", "m1", "m2"]);
+        assert_eq!(row["replicas"], members, "{row}");
+        let target: Vec<&str> =
+            row["target"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        assert!(target.windows(2).all(|w| w[0] != w[1]), "{row}");
+        assert!(target.iter().all(|t| ["m0", "m1", "m2"].contains(t)), "{row}");
+        assert_eq!(row["moving"], row["metadata"] == false, "{row}");
+        used.extend(target);
+    }
+    assert!(used.len() >= 2, "{shards}");
+    let table = ctl(&one, &["shards"]).unwrap();
+    assert!(table.lines().next().unwrap().contains("TARGET"), "{table}");
+    assert!(table.contains("(moving)"), "{table}");
 }
 
 #[test]

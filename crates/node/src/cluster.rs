@@ -51,6 +51,19 @@ const MEMBER_PREFIX: &str = "member/";
 const ALARM_PREFIX: &str = "alarm/";
 /// Prefix of removed-member records: `removed/<id as 16 hex digits>`.
 const REMOVED_PREFIX: &str = "removed/";
+/// Record holding a sharded cluster's replicas per data shard (metadata
+/// group only; absent on clusters made before `--replicas`).
+const REPLICAS_RECORD: &str = "replicas";
+/// Prefix of target records: `target/<data shard as 16 hex digits>`.
+const TARGET_PREFIX: &str = "target/";
+/// Prefix of retired-holder records: `retired/<data shard as 16 hex
+/// digits>`, the nodes a target once dropped from the shard.
+const RETIRED_PREFIX: &str = "retired/";
+
+/// The replicas per data shard of a sharded cluster created before
+/// `--replicas` existed (every node held every shard; 3 was the number
+/// the design named).
+pub(crate) const REPLICAS_BEFORE_RECORD: u32 = crate::config::REPLICAS_DEFAULT;
 
 fn hash_parts(domain: &str, parts: &[&[u8]]) -> u64 {
     let mut buf = Vec::new();
@@ -107,6 +120,14 @@ fn removed_record(id: NodeId) -> String {
     format!("{REMOVED_PREFIX}{:016x}", id.0)
 }
 
+fn target_record(shard: ShardId) -> String {
+    format!("{TARGET_PREFIX}{:016x}", shard.0)
+}
+
+fn retired_record(shard: ShardId) -> String {
+    format!("{RETIRED_PREFIX}{:016x}", shard.0)
+}
+
 fn alarm_record(a: AlarmMember) -> String {
     format!("{ALARM_PREFIX}{:016x}/{}", a.member.0, a.alarm.name())
 }
@@ -128,6 +149,36 @@ pub(crate) struct ClusterTables {
     /// A sharded cluster's keyspace, once its record is applied (`None`
     /// for a one-shard cluster, which never records one).
     pub(crate) keyspace: Option<Keyspace>,
+    /// A sharded cluster's replicas per data shard, once its layout is
+    /// applied (`None` before, on a one-shard cluster, and on sharded
+    /// clusters made before `--replicas`: see [`REPLICAS_BEFORE_RECORD`]).
+    pub(crate) replicas: Option<u32>,
+    /// Each data shard's target replica set, as the metadata leader last
+    /// chose it. A shard without one belongs on every member (the cluster
+    /// never had more members than replicas since it was created).
+    pub(crate) targets: BTreeMap<ShardId, Vec<NodeId>>,
+    /// Per data shard, the nodes a target change dropped from it. A
+    /// replica's consensus id is its node's id, so a node that once held a
+    /// shard must never hold it again: a new, empty replica under the old
+    /// id could be counted with promises or votes its predecessor made and
+    /// lose a committed entry (the simulator's seed 18, ADR 0002). A
+    /// target naming a retired node is refused when it applies.
+    pub(crate) retired: BTreeMap<ShardId, BTreeSet<NodeId>>,
+}
+
+/// Why a target change was refused when it applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum TargetRefusal {
+    /// The shard is not one of the cluster's data shards.
+    NotADataShard(ShardId),
+    /// The target names a node that held the shard before and was moved
+    /// off it: it cannot hold it again under the same replica id.
+    Retired {
+        /// The shard.
+        shard: ShardId,
+        /// The node.
+        node: NodeId,
+    },
 }
 
 impl ClusterTables {
@@ -154,6 +205,22 @@ impl ClusterTables {
             let id = decode_exact::<NodeId>(v)
                 .map_err(|e| corrupt(shard, format!("removed-member record {name}: {e}")))?;
             t.removed.insert(id);
+        }
+        if let Some(v) = view.record(shard, REPLICAS_RECORD)? {
+            let r = decode_exact::<u64>(v)
+                .map_err(|e| corrupt(shard, format!("replicas record: {e}")))?;
+            let r = u32::try_from(r).map_err(|_| corrupt(shard, format!("replicas record {r}")))?;
+            t.replicas = Some(r);
+        }
+        for (name, v) in view.records(shard, TARGET_PREFIX)? {
+            let target = decode_exact::<crate::proposal::ShardTarget>(v)
+                .map_err(|e| corrupt(shard, format!("target record {name}: {e}")))?;
+            t.targets.insert(target.shard, target.nodes);
+        }
+        for (name, v) in view.records(shard, RETIRED_PREFIX)? {
+            let target = decode_exact::<crate::proposal::ShardTarget>(v)
+                .map_err(|e| corrupt(shard, format!("retired record {name}: {e}")))?;
+            t.retired.insert(target.shard, target.nodes.into_iter().collect());
         }
         for (name, v) in view.records(shard, ALARM_PREFIX)? {
             let a = decode_exact::<AlarmMember>(v)
@@ -205,6 +272,73 @@ impl ClusterTables {
         b.set_record(shard, KEYSPACE_RECORD, Some(&v))?;
         self.keyspace = Some(*keyspace);
         Ok(())
+    }
+
+    /// Applies a sharded cluster's layout: its keyspace and replicas.
+    pub(crate) fn apply_layout(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        shard: ShardId,
+        layout: &crate::proposal::Layout,
+    ) -> Result<(), StoreError> {
+        self.apply_keyspace(b, shard, &layout.keyspace)?;
+        let r = u64::from(layout.replicas);
+        b.set_record(shard, REPLICAS_RECORD, Some(&encode_to_vec(&r)))?;
+        self.replicas = Some(layout.replicas);
+        Ok(())
+    }
+
+    /// The replicas per data shard this cluster places with.
+    pub(crate) fn replicas_per_shard(&self) -> u32 {
+        self.replicas.unwrap_or(REPLICAS_BEFORE_RECORD)
+    }
+
+    /// The nodes `shard` belongs on: its target, or every member while it
+    /// has none.
+    pub(crate) fn target_of(&self, shard: ShardId) -> Vec<NodeId> {
+        match self.targets.get(&shard) {
+            Some(nodes) => nodes.clone(),
+            None => self.members.keys().copied().collect(),
+        }
+    }
+
+    /// Applies target changes, each on its own: one naming a retired node
+    /// or a shard that is not a data shard is refused (the others apply).
+    /// Nodes a new target drops from its shard's current one are retired
+    /// for that shard. Returns the refusals.
+    pub(crate) fn apply_targets(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        shard: ShardId,
+        targets: &[crate::proposal::ShardTarget],
+    ) -> Result<Vec<TargetRefusal>, StoreError> {
+        let mut refused = Vec::new();
+        let count = self.keyspace.map_or(0, |k| u64::from(k.shard_count()));
+        for t in targets {
+            if t.shard.0 == 0 || t.shard.0 > count {
+                refused.push(TargetRefusal::NotADataShard(t.shard));
+                continue;
+            }
+            let retired = self.retired.get(&t.shard);
+            if let Some(&node) = t.nodes.iter().find(|n| retired.is_some_and(|r| r.contains(n))) {
+                refused.push(TargetRefusal::Retired { shard: t.shard, node });
+                continue;
+            }
+            let dropped: Vec<NodeId> =
+                self.target_of(t.shard).into_iter().filter(|n| !t.nodes.contains(n)).collect();
+            if !dropped.is_empty() {
+                let set = self.retired.entry(t.shard).or_default();
+                set.extend(dropped);
+                let record = crate::proposal::ShardTarget {
+                    shard: t.shard,
+                    nodes: set.iter().copied().collect(),
+                };
+                b.set_record(shard, &retired_record(t.shard), Some(&encode_to_vec(&record)))?;
+            }
+            b.set_record(shard, &target_record(t.shard), Some(&encode_to_vec(t)))?;
+            self.targets.insert(t.shard, t.nodes.clone());
+        }
+        Ok(refused)
     }
 
     fn url_taken(&self, by_other_than: NodeId, urls: &[String]) -> Option<String> {
@@ -320,6 +454,58 @@ impl ClusterTables {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proposal::{Layout, ShardTarget};
+    use ringkv_storage::SimDisk;
+    use ringkv_storage::mvcc::{MvccStore, StoreOptions};
+
+    /// Every replica refuses, when it applies, a target that would put a
+    /// shard back on a node a target moved it off (whoever proposed it),
+    /// and the tables reload as applied.
+    #[test]
+    fn a_target_naming_a_retired_node_is_refused_when_it_applies() {
+        let shard = crate::config::META_SHARD;
+        let store =
+            MvccStore::open_on(&SimDisk::new(1), crate::STORE_FILE, StoreOptions::default())
+                .unwrap();
+        let mut t = ClusterTables::default();
+        let members: Vec<Member> =
+            (1..=4).map(|i| Member { id: NodeId(i), ..Member::default() }).collect();
+        let init = ClusterInit { cluster_id: 9, members };
+        let target = |s: u64, nodes: &[u64]| ShardTarget {
+            shard: ShardId(s),
+            nodes: nodes.iter().copied().map(NodeId).collect(),
+        };
+        let keyspace = Keyspace::new(2, ringkv_ring::HashKeyRule::WholeKey).unwrap();
+        let (refused, _) = store
+            .write(|b| {
+                t.apply_init(b, shard, &init)?;
+                t.apply_layout(b, shard, &Layout { keyspace, replicas: 3 })?;
+                // Every member held shard 1: the first target retires node 4.
+                let first = t.apply_targets(b, shard, &[target(1, &[1, 2, 3])])?;
+                assert!(first.is_empty());
+                // Back onto 4: refused; shard 2 (no target yet) and an
+                // unknown shard 3 in the same batch are judged alone.
+                t.apply_targets(
+                    b,
+                    shard,
+                    &[target(1, &[1, 2, 4]), target(2, &[2, 3, 4]), target(3, &[1, 2, 3])],
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            refused,
+            vec![
+                TargetRefusal::Retired { shard: ShardId(1), node: NodeId(4) },
+                TargetRefusal::NotADataShard(ShardId(3)),
+            ]
+        );
+        assert_eq!(t.target_of(ShardId(1)), vec![NodeId(1), NodeId(2), NodeId(3)]);
+        assert_eq!(t.target_of(ShardId(2)), vec![NodeId(2), NodeId(3), NodeId(4)]);
+        assert_eq!(t.retired[&ShardId(2)], [NodeId(1)].into());
+        assert_eq!(t.replicas_per_shard(), 3);
+        let reloaded = ClusterTables::load(&store.read().unwrap(), shard).unwrap();
+        assert_eq!(reloaded, t);
+    }
 
     #[test]
     fn ids_are_stable_and_depend_on_every_input() {

@@ -100,6 +100,15 @@ pub const TICKS_PER_ROUND_MAX: u32 = 3;
 /// `leaseCheckpointInterval`).
 pub const LEASE_CHECKPOINT_INTERVAL_DEFAULT: Duration = Duration::from_secs(300);
 
+/// Default replicas per data shard (`--replicas`): while a sharded
+/// cluster has at most this many members every node holds every shard.
+pub const REPLICAS_DEFAULT: u32 = 3;
+
+/// Default `--max-concurrent-moves`: how many data shards' target replica
+/// sets the metadata leader changes in one placement pass, so that moves
+/// (snapshots to new replicas) cannot swamp foreground traffic.
+pub const MAX_CONCURRENT_MOVES_DEFAULT: u32 = 4;
+
 /// Most leases in one checkpoint proposal (etcd's
 /// `maxLeaseCheckpointBatchSize`).
 pub const LEASE_CHECKPOINT_BATCH_MAX: usize = 1_000;
@@ -210,6 +219,14 @@ pub struct NodeConfig {
     /// [`ReadMode::ReadIndex`]: the metadata shard, a one-shard cluster and
     /// lease reads never hibernate.
     pub hibernate_quiet_shards: bool,
+    /// Replicas per data shard (`--replicas`) once a sharded cluster has
+    /// more members than that, fixed at creation like the keyspace (a node
+    /// configured otherwise refuses to start,
+    /// [`NodeError::ReplicasMismatch`]); ignored with one shard.
+    pub replicas: u32,
+    /// Most data shards whose target replica set one placement pass of the
+    /// metadata leader changes (`--max-concurrent-moves`).
+    pub max_concurrent_moves: u32,
 }
 
 /// The keyspace of a cluster created without `--shards`: one data shard,
@@ -251,6 +268,8 @@ impl NodeConfig {
             store: StoreOptions::default(),
             keyspace: single_shard_keyspace(),
             hibernate_quiet_shards: true,
+            replicas: REPLICAS_DEFAULT,
+            max_concurrent_moves: MAX_CONCURRENT_MOVES_DEFAULT,
         }
     }
 
@@ -328,6 +347,13 @@ impl NodeConfig {
         if self.auth_token_ttl.is_zero() {
             return bad("auth_token_ttl", "must be positive");
         }
+        if !(1..=ringkv_ring::REPLICAS_MAX).contains(&self.replicas) {
+            let why = format!("must be between 1 and {}", ringkv_ring::REPLICAS_MAX);
+            return Err(NodeError::Config { field: "replicas", why });
+        }
+        if self.max_concurrent_moves == 0 {
+            return bad("max_concurrent_moves", "must be positive");
+        }
         if let Bootstrap::NewCluster { members } = &self.bootstrap {
             let Some(me) = members.iter().find(|m| m.name == self.name) else {
                 return bad("bootstrap", "the initial cluster must include this member's name");
@@ -396,8 +422,16 @@ mod tests {
         let mut c = ok.clone();
         c.request_timeout = Duration::from_millis(10);
         assert!(c.validate().is_err());
-        let mut c = ok;
+        let mut c = ok.clone();
         c.snapshot_chunks_per_round = 0;
+        assert!(c.validate().is_err());
+        for replicas in [0, ringkv_ring::REPLICAS_MAX + 1] {
+            let mut c = ok.clone();
+            c.replicas = replicas;
+            assert!(matches!(c.validate(), Err(NodeError::Config { field: "replicas", .. })));
+        }
+        let mut c = ok;
+        c.max_concurrent_moves = 0;
         assert!(c.validate().is_err());
     }
 }

@@ -268,6 +268,19 @@ pub enum NodeError {
         /// The node's configured keyspace.
         configured: String,
     },
+    /// The node's replicas per data shard (`--replicas`) differ from the
+    /// cluster's: nodes placing shards with another replication factor
+    /// would disagree about where every shard belongs.
+    #[error(
+        "the cluster was created with --replicas {stored}, but this node is configured with \
+         --replicas {configured}: start it with the cluster's --replicas (fixed at creation)"
+    )]
+    ReplicasMismatch {
+        /// The cluster's replication factor, as recorded.
+        stored: u32,
+        /// The node's configured one.
+        configured: u32,
+    },
     /// The node's configuration cannot work.
     #[error("invalid node configuration: {field} {why}")]
     Config {
@@ -373,6 +386,7 @@ impl NodeError {
             | NodeError::FrameRefused { .. }
             | NodeError::EngineMismatch { .. }
             | NodeError::KeyspaceMismatch { .. }
+            | NodeError::ReplicasMismatch { .. }
             | NodeError::Corrupt { .. } => ErrorClass::Internal,
         }
     }

@@ -96,7 +96,19 @@
 //! engine's command limit, [`NodeConfig::request_bytes_max`] plus
 //! room for the envelope).
 //!
-//! Not yet: placement on more than R nodes, moves.
+//! Placement (ADR 0002, step 2, begun): the replicas per data shard
+//! ([`NodeConfig::replicas`], `--replicas`) are fixed at creation like the
+//! keyspace ([`NodeError::ReplicasMismatch`]). Once more than R members
+//! vote, the metadata leader records each data shard's target replica set
+//! ([`ProposalBody::ShardTargets`]; [`Node::shard_targets`],
+//! [`Node::hosts`], [`Node::shard_replica_nodes`]), never putting a shard
+//! back on a node a target moved it off ([`Node::placement_blocked`]):
+//! replica ids are still node ids.
+//!
+//! Not yet: acting on the targets (data shards still follow the member
+//! table, so every member keeps every shard), forwarding requests for a
+//! shard a node does not hold, fresh replica ids, down-timeout
+//! re-replication.
 
 pub mod auth;
 mod cluster;
@@ -118,10 +130,11 @@ pub use config::{
     Bootstrap, DATA_SHARD, ELECTION_TICKS_DEFAULT, HEARTBEAT_TICKS_DEFAULT, HIBERNATE_AFTER_TICKS,
     INBOX_FRAMES_MAX, InitialMember, LEADER_BALANCE_INTERVAL_TICKS, LEADER_BALANCE_TRANSFER_TICKS,
     LEASE_CHECKPOINT_BATCH_MAX, LEASE_CHECKPOINT_INTERVAL_DEFAULT, LEASE_REVOKES_PER_ROUND_MAX,
-    META_SHARD, NodeConfig, PENDING_REQUESTS_MAX_DEFAULT, QUOTA_BACKEND_BYTES_DEFAULT,
-    REQUEST_BYTES_MAX_DEFAULT, REQUEST_TIMEOUT_DEFAULT, SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT,
-    SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT, SNAPSHOT_COUNT_DEFAULT, STORE_FILE, TICK_INTERVAL_DEFAULT,
-    TICKS_PER_ROUND_MAX, single_shard_keyspace,
+    MAX_CONCURRENT_MOVES_DEFAULT, META_SHARD, NodeConfig, PENDING_REQUESTS_MAX_DEFAULT,
+    QUOTA_BACKEND_BYTES_DEFAULT, REPLICAS_DEFAULT, REQUEST_BYTES_MAX_DEFAULT,
+    REQUEST_TIMEOUT_DEFAULT, SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT, SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT,
+    SNAPSHOT_COUNT_DEFAULT, STORE_FILE, TICK_INTERVAL_DEFAULT, TICKS_PER_ROUND_MAX,
+    single_shard_keyspace,
 };
 pub use engine::{
     Engine, EngineError, EngineKind, PaxosEngine, RaftEngine, UnknownEngine, WithEngine,
@@ -132,8 +145,8 @@ pub use frame::{LeaderReply, LeaderRequest, LeaseTtl, NodeMessage, PeerFrame};
 pub use io::{Clock, Transport, Unreachable};
 pub use node::{Node, ShardStamp};
 pub use proposal::{
-    AlarmChange, AlarmMember, AlarmType, ClusterInit, Member, MemberChange, Proposal, ProposalBody,
-    ProposalId,
+    AlarmChange, AlarmMember, AlarmType, ClusterInit, Layout, Member, MemberChange, Proposal,
+    ProposalBody, ProposalId, ShardTarget,
 };
 pub use request::{
     AlarmAction, Completion, Header, NodeStatus, ReadRequest, Reply, Request, RoundOutput,

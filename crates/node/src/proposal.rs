@@ -21,7 +21,7 @@
 
 use bytes::Bytes;
 use ringkv_consensus::codec::{CodecError, Decoder, Wire, put_str, put_varint};
-use ringkv_consensus::{NodeId, decode_exact, encode_to_vec};
+use ringkv_consensus::{NodeId, ShardId, decode_exact, encode_to_vec};
 use ringkv_ring::{HashKeyRule, Keyspace};
 use ringkv_storage::mvcc::Command;
 
@@ -164,6 +164,34 @@ pub enum ProposalBody {
     /// A data shard's copy of the metadata shard's auth store (sharded
     /// clusters only; proposed by nodes, never by clients).
     AuthSync(AuthSnapshot),
+    /// A sharded cluster's keyspace and replication factor, recorded by
+    /// the metadata group's second entry (clusters made before
+    /// `--replicas` recorded [`ProposalBody::Keyspace`] instead).
+    Layout(Layout),
+    /// New target replica sets of some data shards, chosen by the
+    /// metadata leader (ADR 0002, "Placement changes"; sharded clusters
+    /// only; proposed by nodes, never by clients).
+    ShardTargets(Vec<ShardTarget>),
+}
+
+/// A sharded cluster's fixed shape: its keyspace and how many replicas
+/// each data shard has once the cluster has more members than that.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The data shards and the hash-key rule (`--shards`).
+    pub keyspace: Keyspace,
+    /// Replicas per data shard (`--replicas`), `1..=REPLICAS_MAX`.
+    pub replicas: u32,
+}
+
+/// The nodes a data shard should be on: its target replica set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardTarget {
+    /// The data shard (never the metadata shard, which stays on every
+    /// node).
+    pub shard: ShardId,
+    /// Its replicas, ascending, distinct, non-empty.
+    pub nodes: Vec<NodeId>,
 }
 
 /// Encodes a keyspace: shard count, rule tag (0 whole key, 1 segments and
@@ -366,6 +394,43 @@ impl Wire for ClusterInit {
     }
 }
 
+impl Wire for Layout {
+    fn encode(&self, out: &mut Vec<u8>) {
+        encode_keyspace(&self.keyspace, out);
+        put_varint(out, u64::from(self.replicas));
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let keyspace = decode_keyspace(d)?;
+        let replicas = u32::try_from(d.varint()?)
+            .ok()
+            .filter(|r| (1..=ringkv_ring::REPLICAS_MAX).contains(r))
+            .ok_or_else(|| d.invalid("replicas per shard"))?;
+        Ok(Layout { keyspace, replicas })
+    }
+}
+
+impl Wire for ShardTarget {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.shard.0);
+        self.nodes.encode(out);
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let shard = ShardId(d.varint()?);
+        let nodes = Vec::<NodeId>::decode(d)?;
+        // Applied by every replica: a malformed set must not reach a table.
+        if shard == crate::config::META_SHARD
+            || nodes.is_empty()
+            || !nodes.windows(2).all(|w| w[0] < w[1])
+            || nodes.iter().any(|n| !n.is_valid())
+        {
+            return Err(d.invalid("shard target"));
+        }
+        Ok(ShardTarget { shard, nodes })
+    }
+}
+
 impl Wire for Proposal {
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(PROPOSAL_FORMAT);
@@ -400,6 +465,14 @@ impl Wire for Proposal {
                 out.push(6);
                 a.encode(out);
             }
+            ProposalBody::Layout(l) => {
+                out.push(7);
+                l.encode(out);
+            }
+            ProposalBody::ShardTargets(t) => {
+                out.push(8);
+                t.encode(out);
+            }
         }
     }
 
@@ -411,14 +484,16 @@ impl Wire for Proposal {
         }
         let id = Option::<ProposalId>::decode(d)?;
         let auth = if format == PROPOSAL_FORMAT { Option::<AuthInfo>::decode(d)? } else { None };
-        let body = match d.tag("proposal body", 6)? {
+        let body = match d.tag("proposal body", 8)? {
             0 => ProposalBody::Kv(Command::decode(d)?),
             1 => ProposalBody::Member(MemberChange::decode(d)?),
             2 => ProposalBody::Alarm(AlarmChange::decode(d)?),
             3 => ProposalBody::InitCluster(ClusterInit::decode(d)?),
             4 => ProposalBody::Auth(AuthChange::decode(d)?),
             5 => ProposalBody::Keyspace(decode_keyspace(d)?),
-            _ => ProposalBody::AuthSync(AuthSnapshot::decode(d)?),
+            6 => ProposalBody::AuthSync(AuthSnapshot::decode(d)?),
+            7 => ProposalBody::Layout(Layout::decode(d)?),
+            _ => ProposalBody::ShardTargets(Vec::<ShardTarget>::decode(d)?),
         };
         Ok(Proposal { id, auth, body })
     }
@@ -496,6 +571,25 @@ mod tests {
                     .map_or(HashKeyRule::WholeKey, HashKeyRule::Segments);
                 ProposalBody::Keyspace(Keyspace::new(count, rule).unwrap())
             }),
+            (2u32..=64, 1u32..=ringkv_ring::REPLICAS_MAX).prop_map(|(count, replicas)| {
+                let keyspace = Keyspace::new(count, HashKeyRule::WholeKey).unwrap();
+                ProposalBody::Layout(Layout { keyspace, replicas })
+            }),
+            prop::collection::vec(
+                (1u64..1000, prop::collection::btree_set(1u64..u64::MAX, 1..5)),
+                0..4
+            )
+            .prop_map(|targets| {
+                ProposalBody::ShardTargets(
+                    targets
+                        .into_iter()
+                        .map(|(shard, nodes)| ShardTarget {
+                            shard: ShardId(shard),
+                            nodes: nodes.into_iter().map(NodeId).collect(),
+                        })
+                        .collect(),
+                )
+            }),
         ]
     }
 
@@ -559,6 +653,20 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..128)) {
             let _ = Proposal::from_bytes(Bytes::from(bytes));
+        }
+    }
+
+    #[test]
+    fn a_malformed_shard_target_is_refused() {
+        let bad = [
+            ShardTarget { shard: crate::config::META_SHARD, nodes: vec![NodeId(1)] },
+            ShardTarget { shard: ShardId(1), nodes: vec![] },
+            ShardTarget { shard: ShardId(1), nodes: vec![NodeId(2), NodeId(1)] },
+            ShardTarget { shard: ShardId(1), nodes: vec![NodeId(1), NodeId(1)] },
+        ];
+        for t in bad {
+            let p = Proposal { id: None, auth: None, body: ProposalBody::ShardTargets(vec![t]) };
+            assert!(Proposal::from_bytes(p.to_bytes()).is_err(), "{p:?}");
         }
     }
 

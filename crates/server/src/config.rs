@@ -83,6 +83,17 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 1024 * 1024 + 512 * 1024;
 pub const DEFAULT_MAX_TXN_OPS: u64 = 128;
 /// Default `--shards`: one shard is exactly an etcd.
 pub const DEFAULT_SHARDS: u64 = 1;
+/// Default `--replicas`: replicas per data shard once a sharded cluster has
+/// more members than that.
+pub const DEFAULT_REPLICAS: u64 = ringkv_node::REPLICAS_DEFAULT as u64;
+/// Largest `--replicas` (the ring's limit).
+pub const REPLICAS_MAX: u64 = ringkv_ring::REPLICAS_MAX as u64;
+/// Default `--max-concurrent-moves`.
+pub const DEFAULT_MAX_CONCURRENT_MOVES: u64 = ringkv_node::MAX_CONCURRENT_MOVES_DEFAULT as u64;
+/// Largest `--max-concurrent-moves`: more shards moving at once than any
+/// cluster has would only turn the throttle off, which a large number
+/// below this says as plainly.
+pub const MAX_CONCURRENT_MOVES_LIMIT: u64 = ringkv_ring::SHARD_COUNT_MAX as u64;
 /// Default `--hash-key-segments`: 0, the whole key (or its `{tag}`)
 /// decides its shard.
 pub const DEFAULT_HASH_KEY_SEGMENTS: u64 = 0;
@@ -224,6 +235,14 @@ pub struct ServerArgs {
     /// Number of data shards, fixed at cluster creation. [default: 1]
     #[arg(long, value_name = "N")]
     pub shards: Option<u64>,
+
+    /// Replicas per data shard once a sharded cluster has more members than that (with fewer, every member holds every shard), fixed at cluster creation. [default: 3]
+    #[arg(long, value_name = "R")]
+    pub replicas: Option<u64>,
+
+    /// Most data shards whose placement the metadata leader changes at once. [default: 4]
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_moves: Option<u64>,
 
     /// Auto compaction mode: `periodic` (the retention is a time) or `revision` (a number of revisions). [default: periodic]
     #[arg(long, value_name = "MODE")]
@@ -543,6 +562,10 @@ pub struct ServerConfig {
     pub engine: EngineKind,
     /// Number of data shards (`--shards`), in `1..=SHARDS_MAX`.
     pub shards: u64,
+    /// Replicas per data shard (`--replicas`), in `1..=REPLICAS_MAX`.
+    pub replicas: u32,
+    /// Most shards moving at once (`--max-concurrent-moves`).
+    pub max_concurrent_moves: u32,
     /// Which part of a key decides its shard (`--hash-key-segments`).
     pub hash_key_rule: HashKeyRule,
     /// Auto-compaction (`--auto-compaction-mode`,
@@ -861,6 +884,8 @@ impl ServerArgs {
             log_format,
             engine,
             shards,
+            replicas,
+            max_concurrent_moves,
             auto_compaction_mode,
             auto_compaction_retention,
             auto_compaction_revision_interval,
@@ -901,6 +926,8 @@ impl ServerArgs {
             log_format: log_format.or(lower.log_format),
             engine: engine.or(lower.engine),
             shards: shards.or(lower.shards),
+            replicas: replicas.or(lower.replicas),
+            max_concurrent_moves: max_concurrent_moves.or(lower.max_concurrent_moves),
             auto_compaction_mode: auto_compaction_mode.or(lower.auto_compaction_mode),
             auto_compaction_retention: auto_compaction_retention
                 .or(lower.auto_compaction_retention),
@@ -1233,6 +1260,13 @@ fn validate(
         MAX_TXN_OPS_LIMIT,
     )?;
     let shards = in_range("shards", raw.shards.unwrap_or(DEFAULT_SHARDS), 1, SHARDS_MAX)?;
+    let replicas = in_range("replicas", raw.replicas.unwrap_or(DEFAULT_REPLICAS), 1, REPLICAS_MAX)?;
+    let max_concurrent_moves = in_range(
+        "max-concurrent-moves",
+        raw.max_concurrent_moves.unwrap_or(DEFAULT_MAX_CONCURRENT_MOVES),
+        1,
+        MAX_CONCURRENT_MOVES_LIMIT,
+    )?;
     let segments = in_range(
         "hash-key-segments",
         raw.hash_key_segments.unwrap_or(DEFAULT_HASH_KEY_SEGMENTS),
@@ -1270,6 +1304,9 @@ fn validate(
         log_format: raw.log_format.unwrap_or_default(),
         engine: raw.engine.unwrap_or_default(),
         shards,
+        replicas: u32::try_from(replicas).expect("--replicas is checked against REPLICAS_MAX"),
+        max_concurrent_moves: u32::try_from(max_concurrent_moves)
+            .expect("--max-concurrent-moves is checked against MAX_CONCURRENT_MOVES_LIMIT"),
         hash_key_rule,
         auto_compaction,
         auth,

@@ -214,6 +214,8 @@ pub fn node_config(config: &ServerConfig, start: Start) -> Result<NodeConfig, Se
     node.request_bytes_max = config.max_request_bytes;
     node.seed = rand::random();
     node.keyspace = config.keyspace();
+    node.replicas = config.replicas;
+    node.max_concurrent_moves = config.max_concurrent_moves;
     Ok(node)
 }
 

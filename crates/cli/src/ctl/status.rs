@@ -306,10 +306,37 @@ pub(crate) async fn status(clients: &Clients, format: OutputFormat) -> Result<()
     Ok(())
 }
 
+/// Whether a shard's replicas differ from the target the metadata shard
+/// records for it (a move under way, or not started yet).
+fn is_moving(row: &ShardRow<'_>) -> bool {
+    if row.view.target.is_empty() {
+        return false;
+    }
+    let mut have: Vec<&String> = row.view.voters.iter().chain(&row.view.learners).collect();
+    have.sort();
+    have.dedup();
+    let mut want: Vec<&String> = row.view.target.iter().collect();
+    want.sort();
+    have != want
+}
+
+/// The TARGET cell: `-` while every member holds the shard (no target),
+/// else the target's members, marked `(moving)` while the replicas differ.
+fn target_cell(row: &ShardRow<'_>, labels: &dyn Fn(&[String]) -> Vec<String>) -> String {
+    if row.view.target.is_empty() {
+        return "-".to_owned();
+    }
+    let target = labels(&row.view.target).join(",");
+    if is_moving(row) { format!("{target} (moving)") } else { target }
+}
+
 /// `ringkv ctl shards`.
 ///
 /// One row per shard any reachable member hosts: the metadata shard 0,
-/// then the data shards. Each row is its leader's own view (replicas,
+/// then the data shards. TARGET is the replica set the metadata shard
+/// records for a data shard once the cluster has more members than
+/// `--replicas` (`-` while every member holds it), marked `(moving)`
+/// while the shard's replicas differ from it. Each row is its leader's own view (replicas,
 /// learners, term, applied index) when the leader answered, else the most
 /// advanced view another member gave, with the leader marked unreachable.
 /// The size is the leader's whole store, shown only on a cluster of one
@@ -342,7 +369,7 @@ pub(crate) async fn shards(clients: &Clients, format: OutputFormat) -> Result<()
     match format {
         OutputFormat::Table => {
             let mut table = Table::new(vec![
-                "SHARD", "REPLICAS", "LEARNERS", "LEADER", "TERM", "APPLIED", "SIZE",
+                "SHARD", "REPLICAS", "LEARNERS", "TARGET", "LEADER", "TERM", "APPLIED", "SIZE",
             ]);
             for row in &rows {
                 let learners = labels(&row.view.learners);
@@ -355,6 +382,7 @@ pub(crate) async fn shards(clients: &Clients, format: OutputFormat) -> Result<()
                     row.label(),
                     labels(&row.view.voters).join(","),
                     if learners.is_empty() { "-".to_owned() } else { learners.join(",") },
+                    target_cell(row, &labels),
                     leader,
                     row.view.term.to_string(),
                     row.view.applied_index.to_string(),
@@ -377,6 +405,8 @@ pub(crate) async fn shards(clients: &Clients, format: OutputFormat) -> Result<()
                         "metadata": row.id == META_SHARD,
                         "replicas": labels(&row.view.voters),
                         "learners": labels(&row.view.learners),
+                        "target": labels(&row.view.target),
+                        "moving": is_moving(row),
                         "leader": leader_label(row),
                         "leader_reachable": row.leader_reachable,
                         "term": row.view.term,

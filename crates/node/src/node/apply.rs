@@ -18,7 +18,7 @@ use ringkv_storage::mvcc::{ApplyBatch, Command, Event, LeaseId, Response, Revisi
 use super::Node;
 use super::route::{KvCheck, check_command, needs_space};
 use crate::auth::{AuthChange, AuthInfo, AuthStore};
-use crate::cluster::ClusterTables;
+use crate::cluster::{ClusterTables, TargetRefusal};
 use crate::engine::Engine;
 use crate::error::NodeError;
 use crate::io::{Clock, Transport};
@@ -63,6 +63,8 @@ struct Outcome {
     /// A client's auth change the store took (carried to every data
     /// shard of a sharded cluster before its client is answered).
     auth_changed: bool,
+    /// Target changes refused as they applied.
+    refused_targets: Vec<TargetRefusal>,
 }
 
 /// A lease grant or revoke command, whatever its result.
@@ -170,6 +172,7 @@ fn apply_entry(
             _ => None,
         },
         auth_changed: false,
+        refused_targets: Vec::new(),
     };
     let members = |t: &ClusterTables, m| Reply::Members { member: m, members: t.member_list() };
     if let Some(caller) = &proposal.auth
@@ -245,6 +248,14 @@ fn apply_entry(
         ProposalBody::Keyspace(keyspace) => {
             b.skip(shard, e.index)?;
             tables.apply_keyspace(b, shard, keyspace)?;
+        }
+        ProposalBody::Layout(layout) => {
+            b.skip(shard, e.index)?;
+            tables.apply_layout(b, shard, layout)?;
+        }
+        ProposalBody::ShardTargets(targets) => {
+            b.skip(shard, e.index)?;
+            out.refused_targets = tables.apply_targets(b, shard, targets)?;
         }
     }
     Ok(Some(out))
@@ -330,6 +341,11 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                     revision: o.revision,
                     events: o.events,
                 });
+            }
+            for refusal in &o.refused_targets {
+                if let TargetRefusal::Retired { shard, node } = *refusal {
+                    self.placement_blocked.insert(shard, node);
+                }
             }
             let meta = self.meta_shard();
             if let Some(marker) = o.marker

@@ -55,6 +55,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             self.sync_lease_markers(now);
             self.retry_auth_fanouts(now);
             self.sync_auth_stores(now);
+            self.plan_placement(now);
         }
     }
 

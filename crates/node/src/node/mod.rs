@@ -3,6 +3,7 @@
 mod apply;
 mod housekeeping;
 mod leases;
+mod placement;
 mod quiet;
 pub use quiet::ShardStamp;
 mod round;
@@ -48,6 +49,11 @@ const BOOT_RECORD: &str = "boots";
 /// Node record holding the keyspace a sharded node was created with
 /// (absent: one shard, as every data directory made before sharding).
 const KEYSPACE_NODE_RECORD: &str = "keyspace";
+
+/// Node record holding the replicas per data shard a sharded node was
+/// created with (absent on sharded directories made before `--replicas`:
+/// [`crate::cluster::REPLICAS_BEFORE_RECORD`]).
+const REPLICAS_NODE_RECORD: &str = "replicas";
 
 /// Request sequence numbers start at `boot << SEQ_BOOT_SHIFT`, so numbers
 /// never repeat across restarts: an entry proposed before a crash may
@@ -369,6 +375,15 @@ pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     next_auth_sync: Duration,
     /// Hibernation of quiet shards and leader balance (see [`quiet`]).
     quiet: quiet::Quiet,
+    /// Data shards whose placement the retired-node rule holds back, with
+    /// the node it would have put back (see `ClusterTables::retired`).
+    placement_blocked: BTreeMap<ShardId, NodeId>,
+    /// When the metadata leader next compares the recorded targets with
+    /// the placement of the current members (see [`placement`]).
+    next_placement: Duration,
+    /// The target change this node proposed last, until it applies or is
+    /// lost.
+    placement_proposal: Option<ProposalId>,
 }
 
 /// A request queued by [`Node::submit_as`] or [`Node::submit_to`].
@@ -505,6 +520,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             auth_fanouts: BTreeMap::new(),
             next_auth_sync: now,
             quiet: quiet::Quiet::default(),
+            placement_blocked: BTreeMap::new(),
+            next_placement: now,
+            placement_proposal: None,
         };
         for shard in node.cfg.hosted_shards() {
             node.provide_snapshot_data(shard)?;
@@ -569,10 +587,18 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 None => return Ok(()),
             }
         };
-        if stored == configured {
-            return Ok(());
+        if stored != configured {
+            return Err(keyspace_mismatch(&stored, &configured));
         }
-        Err(keyspace_mismatch(&stored, &configured))
+        if let Some(t) = self.shards.get(&META_SHARD).filter(|t| t.tables.keyspace.is_some())
+            && self.is_sharded()
+        {
+            let stored = t.tables.replicas_per_shard();
+            if stored != self.cfg.replicas {
+                return Err(NodeError::ReplicasMismatch { stored, configured: self.cfg.replicas });
+            }
+        }
+        Ok(())
     }
 
     /// The state machine, shared with the threads that execute reads
@@ -1008,6 +1034,21 @@ fn check_keyspace(store: &MvccStore, cfg: &NodeConfig, existing: bool) -> Result
         let mut v = Vec::new();
         crate::proposal::encode_keyspace(&cfg.keyspace, &mut v);
         store.set_node_record(KEYSPACE_NODE_RECORD, Some(&v))?;
+        let r = u64::from(cfg.replicas);
+        store.set_node_record(REPLICAS_NODE_RECORD, Some(&encode_to_vec(&r)))?;
+    }
+    if cfg.is_sharded() {
+        let stored = match store.node_record(REPLICAS_NODE_RECORD)? {
+            Some(v) => {
+                let r = decode_exact::<u64>(v)
+                    .map_err(|source| NodeError::Codec { what: "stored replicas", source })?;
+                u32::try_from(r).unwrap_or(u32::MAX)
+            }
+            None => crate::cluster::REPLICAS_BEFORE_RECORD,
+        };
+        if stored != cfg.replicas {
+            return Err(NodeError::ReplicasMismatch { stored, configured: cfg.replicas });
+        }
     }
     Ok(())
 }
@@ -1068,7 +1109,8 @@ fn bootstrap_new_cluster<D: Disk>(
             };
             vec![noop]
         } else if cfg.is_sharded() {
-            vec![command(1, init.clone()), command(2, ProposalBody::Keyspace(cfg.keyspace))]
+            let layout = crate::proposal::Layout { keyspace: cfg.keyspace, replicas: cfg.replicas };
+            vec![command(1, init.clone()), command(2, ProposalBody::Layout(layout))]
         } else {
             vec![command(1, init.clone())]
         };

@@ -434,6 +434,22 @@ fn shards_and_the_hash_key_rule_make_the_keyspace() {
 }
 
 #[test]
+fn replicas_and_concurrent_moves_reach_the_node() {
+    let config = parse(&[], no_env()).unwrap();
+    assert_eq!(u64::from(config.replicas), DEFAULT_REPLICAS);
+    assert_eq!(u64::from(config.max_concurrent_moves), DEFAULT_MAX_CONCURRENT_MOVES);
+    let config = parse(&["--replicas=5", "--max-concurrent-moves=2"], no_env()).unwrap();
+    let node = crate::server::node_config(&config, crate::server::Start::Found).unwrap();
+    assert_eq!((node.replicas, node.max_concurrent_moves), (5, 2));
+    let env = vec![("RINGKV_REPLICAS".to_owned(), "1".to_owned())];
+    assert_eq!(parse(&[], env).unwrap().replicas, 1);
+    for bad in ["--replicas=0", "--replicas=8", "--max-concurrent-moves=0"] {
+        let error = parse(&[bad], no_env()).unwrap_err();
+        assert!(matches!(error, ConfigError::OutOfRange { .. }), "{bad}: {error}");
+    }
+}
+
+#[test]
 fn the_backend_cache_bound_reaches_the_store() {
     let config = parse(&[], no_env()).unwrap();
     assert_eq!(config.backend_cache_bytes, DEFAULT_BACKEND_CACHE_BYTES);
@@ -511,6 +527,8 @@ fn help_states_each_default_and_the_precedence() {
         ("max-request-bytes", DEFAULT_MAX_REQUEST_BYTES.to_string()),
         ("max-txn-ops", DEFAULT_MAX_TXN_OPS.to_string()),
         ("shards", DEFAULT_SHARDS.to_string()),
+        ("replicas", DEFAULT_REPLICAS.to_string()),
+        ("max-concurrent-moves", DEFAULT_MAX_CONCURRENT_MOVES.to_string()),
         ("hash-key-segments", DEFAULT_HASH_KEY_SEGMENTS.to_string()),
         ("initial-cluster-state", "new".to_owned()),
         ("log-level", "info".to_owned()),

@@ -66,6 +66,10 @@ pub struct ShardView {
     pub voters: Vec<String>,
     /// Learners.
     pub learners: Vec<String>,
+    /// The replicas the metadata shard's target names for it (empty while
+    /// every member holds it, and for the metadata shard).
+    #[serde(default)]
+    pub target: Vec<String>,
     /// Where its keys sit on the key-hash circle, as fractions of a turn:
     /// `[start, end)` (see [`keyspace_arc`]).
     pub keyspace: [f64; 2],
@@ -173,6 +177,7 @@ pub fn node_view(ctx: &Context, shard_count: u32) -> NodeView {
                 revision: s.revision.0,
                 voters: hex_ids(&r.voters),
                 learners: hex_ids(&r.learners),
+                target: state.shard_target(s.shard).as_deref().map(hex_ids).unwrap_or_default(),
                 keyspace: keyspace_arc(s.shard.0, shard_count),
             }
         })

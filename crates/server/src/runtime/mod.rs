@@ -228,12 +228,18 @@ impl NodeHandle {
     ///
     /// Gives the request back ([`DirectRead::NeedsNode`]) when the node
     /// must serve it: auth is enabled (it resolves the caller's token and
-    /// checks their rights at the auth revision it runs with), or
+    /// checks their rights at the auth revision it runs with), this node
+    /// does not hold `shard` (as of its last published state), or
     /// [`NodeState::set_direct_serializable_reads`] turned this off.
     ///
     /// `shard` is the data shard that holds every key of the range.
     pub async fn range_serializable(&self, shard: ShardId, req: RangeRequest) -> DirectRead {
-        if !self.state.direct_serializable_reads() || self.state.auth_enabled() {
+        // A shard this node does not hold (placed elsewhere) has no rows
+        // in its store: the node forwards the read to a node that holds it.
+        if !self.state.direct_serializable_reads()
+            || self.state.auth_enabled()
+            || !self.state.hosts(shard)
+        {
             return DirectRead::NeedsNode(req);
         }
         if self.state.is_closed() {
@@ -262,6 +268,25 @@ impl NodeHandle {
     /// The cluster's shards and hash-key rule.
     pub fn keyspace(&self) -> &Keyspace {
         &self.keyspace
+    }
+
+    /// Whether this node holds a replica of `shard` (the metadata shard
+    /// included), as of the node thread's last refresh.
+    pub fn hosts(&self, shard: ShardId) -> bool {
+        self.state.hosts(shard)
+    }
+
+    /// The nodes holding `shard`, ascending, as of the node thread's last
+    /// refresh (see [`NodeState::shard_replica_nodes`]); empty for a shard
+    /// that is not the cluster's.
+    pub fn shard_replica_nodes(&self, shard: ShardId) -> Vec<NodeId> {
+        let data = (1..=u64::from(self.keyspace.shard_count())).contains(&shard.0);
+        let meta = self.keyspace.shard_count() > 1 && shard == auth_shard(&self.keyspace);
+        if data || meta || self.state.hosts(shard) {
+            self.state.shard_replica_nodes(shard)
+        } else {
+            Vec::new()
+        }
     }
 
     /// The node's published state.

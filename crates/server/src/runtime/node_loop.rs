@@ -231,6 +231,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             cache.published = hosted;
         }
         self.state.set_alarms(node.alarms());
+        self.state.set_targets(node.shard_targets());
         self.metrics.set_requests_pending(pending);
         self.metrics.upkeep();
         let members = node.members();

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use ringkv_api::etcdserverpb::ResponseHeader;
-use ringkv_consensus::NodeId;
+use std::collections::BTreeMap;
+
+use ringkv_consensus::{NodeId, ShardId};
 use ringkv_node::{AlarmMember, Header, Member, ShardStatus};
 use ringkv_storage::mvcc::Revision;
 use tokio::sync::watch;
@@ -73,6 +75,9 @@ pub struct NodeState {
     shards: Mutex<Vec<ShardReport>>,
     alarms: Mutex<Vec<AlarmMember>>,
     members: Mutex<Vec<Member>>,
+    /// Each data shard's target replica set the metadata shard records, as
+    /// applied here (empty while every member holds every shard).
+    targets: Mutex<BTreeMap<ShardId, Vec<NodeId>>>,
     /// Whether this member is a learner in its member table: read on
     /// every client call (etcd refuses most of them on a learner), so
     /// kept apart from `members` and its lock.
@@ -95,6 +100,7 @@ impl NodeState {
             shards: Mutex::new(Vec::new()),
             alarms: Mutex::new(Vec::new()),
             members: Mutex::new(Vec::new()),
+            targets: Mutex::new(BTreeMap::new()),
             learner: AtomicBool::new(false),
         }
     }
@@ -252,6 +258,45 @@ impl NodeState {
             *current = leader;
             changed
         });
+    }
+
+    /// Whether this node holds a replica of `shard`, as of the last
+    /// refresh.
+    pub fn hosts(&self, shard: ShardId) -> bool {
+        let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        shards.iter().any(|r| r.status.shard == shard)
+    }
+
+    /// The nodes holding `shard`, ascending, as of the last refresh: the
+    /// voters and learners of this node's replica of it, or, for a shard
+    /// it does not hold, the metadata shard's target for it (every member
+    /// while there is none). The caller checks that `shard` is one of the
+    /// cluster's.
+    pub fn shard_replica_nodes(&self, shard: ShardId) -> Vec<NodeId> {
+        let shards = self.shards.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = shards.iter().find(|r| r.status.shard == shard) {
+            let mut nodes: Vec<NodeId> = r.voters.iter().chain(&r.learners).copied().collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            return nodes;
+        }
+        drop(shards);
+        if let Some(target) = self.shard_target(shard) {
+            return target;
+        }
+        let mut nodes: Vec<NodeId> = self.members().iter().map(|m| m.id).collect();
+        nodes.sort_unstable();
+        nodes
+    }
+
+    /// The target replica set the metadata shard records for `shard`, as
+    /// of the last refresh: `None` while it has none.
+    pub fn shard_target(&self, shard: ShardId) -> Option<Vec<NodeId>> {
+        self.targets.lock().unwrap_or_else(PoisonError::into_inner).get(&shard).cloned()
+    }
+
+    pub(crate) fn set_targets(&self, targets: BTreeMap<ShardId, Vec<NodeId>>) {
+        *self.targets.lock().unwrap_or_else(PoisonError::into_inner) = targets;
     }
 
     pub(crate) fn set_shards(&self, shards: Vec<ShardReport>) {
