@@ -330,7 +330,7 @@ fn shards_shows_each_data_shards_target_beyond_the_replication_factor() {
     assert!(used.len() >= 2, "{shards}");
     let table = ctl(&one, &["shards"]).unwrap();
     assert!(table.lines().next().unwrap().contains("TARGET"), "{table}");
-    assert!(table.contains("(moving)"), "{table}");
+    assert!(table.contains("(pending)"), "{table}");
 }
 
 #[test]

@@ -321,13 +321,14 @@ fn is_moving(row: &ShardRow<'_>) -> bool {
 }
 
 /// The TARGET cell: `-` while every member holds the shard (no target),
-/// else the target's members, marked `(moving)` while the replicas differ.
+/// else the target's members, marked `(pending)` while the replicas differ (moves are not built yet:
+/// a target beyond `--replicas` members stays pending).
 fn target_cell(row: &ShardRow<'_>, labels: &dyn Fn(&[String]) -> Vec<String>) -> String {
     if row.view.target.is_empty() {
         return "-".to_owned();
     }
     let target = labels(&row.view.target).join(",");
-    if is_moving(row) { format!("{target} (moving)") } else { target }
+    if is_moving(row) { format!("{target} (pending)") } else { target }
 }
 
 /// `ringkv ctl shards`.
@@ -335,7 +336,7 @@ fn target_cell(row: &ShardRow<'_>, labels: &dyn Fn(&[String]) -> Vec<String>) ->
 /// One row per shard any reachable member hosts: the metadata shard 0,
 /// then the data shards. TARGET is the replica set the metadata shard
 /// records for a data shard once the cluster has more members than
-/// `--replicas` (`-` while every member holds it), marked `(moving)`
+/// `--replicas` (`-` while every member holds it), marked `(pending)`
 /// while the shard's replicas differ from it. Each row is its leader's own view (replicas,
 /// learners, term, applied index) when the leader answered, else the most
 /// advanced view another member gave, with the leader marked unreachable.
