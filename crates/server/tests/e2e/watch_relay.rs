@@ -331,7 +331,7 @@ async fn a_relayed_watch_from_a_compacted_revision_is_canceled_as_etcd_does() {
 async fn a_relayed_watch_carries_the_clients_credentials() {
     let members = relaying_cluster(&[]).await;
     auth_setup(&members[0]).await;
-    let mut c = members[0].etcd().await;
+    let c = members[0].etcd().await;
     let token = c.auth_client().authenticate("alice".into(), "alicepw".into()).await.unwrap();
     let token = token.token().to_owned();
     // Every member knows the token once it applied its issue.
