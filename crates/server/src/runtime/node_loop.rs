@@ -231,7 +231,12 @@ impl<E: Engine, D: Disk> Loop<E, D> {
             cache.published = hosted;
         }
         self.state.set_alarms(node.alarms());
-        self.state.set_targets(node.shard_targets());
+        // Targets change only when the metadata shard applies something.
+        let meta_applied = node.shard_stamp(node.meta_shard()).map(|s| s.applied);
+        if meta_applied != cache.targets_at {
+            self.state.set_targets(node.shard_targets());
+            cache.targets_at = meta_applied;
+        }
         self.metrics.set_requests_pending(pending);
         self.metrics.upkeep();
         let members = node.members();
@@ -258,6 +263,8 @@ struct RefreshCache {
     published: Vec<ShardId>,
     /// The member table as last published.
     members: Vec<Member>,
+    /// The metadata shard's applied index when the targets were last published.
+    targets_at: Option<ringkv_consensus::LogIndex>,
 }
 
 /// Hands a request to the node: routed by the node when `shard` is `None`,
