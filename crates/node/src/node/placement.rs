@@ -264,16 +264,25 @@ mod tests {
         assert!(ideal.values().all(|n| n.len() == 3 && !n.contains(&NodeId(5))));
     }
 
+    /// Members `members`; shard 1 targeted at 1, 2 and `third`, having left
+    /// node 3, which the ring would pick again (the returned ideal).
+    fn shard_1_left_node_3(
+        members: &[u64],
+        third: u64,
+    ) -> (ClusterTables, BTreeMap<ShardId, Vec<NodeId>>) {
+        let mut t = tables(members);
+        t.targets.insert(ShardId(1), vec![NodeId(1), NodeId(2), NodeId(third)]);
+        t.retired.insert(ShardId(1), [NodeId(3)].into());
+        let ideal = [(ShardId(1), vec![NodeId(1), NodeId(2), NodeId(3)])].into();
+        (t, ideal)
+    }
+
     /// A shard whose ideal target names a node it left keeps the live
     /// members of its target and takes another member in place of a
     /// removed one, never the retired node.
     #[test]
     fn a_blocked_shard_is_placed_on_other_members_when_its_own_are_gone() {
-        let mut t = tables(&[1, 2, 3, 4, 5]);
-        t.targets.insert(ShardId(1), vec![NodeId(1), NodeId(2), NodeId(5)]);
-        t.retired.insert(ShardId(1), [NodeId(3)].into());
-        let ideal: BTreeMap<ShardId, Vec<NodeId>> =
-            [(ShardId(1), vec![NodeId(1), NodeId(2), NodeId(3)])].into();
+        let (mut t, ideal) = shard_1_left_node_3(&[1, 2, 3, 4, 5], 5);
         // Its replicas live: it stays where it is.
         let (changes, blocked) = next_targets(&t, &ideal, 4);
         assert!(changes.is_empty());
@@ -292,11 +301,7 @@ mod tests {
 
     #[test]
     fn a_shard_is_never_targeted_back_onto_a_node_it_left() {
-        let mut t = tables(&[1, 2, 3, 4]);
-        t.targets.insert(ShardId(1), vec![NodeId(1), NodeId(2), NodeId(4)]);
-        t.retired.insert(ShardId(1), [NodeId(3)].into());
-        let ideal: BTreeMap<ShardId, Vec<NodeId>> =
-            [(ShardId(1), vec![NodeId(1), NodeId(2), NodeId(3)])].into();
+        let (t, ideal) = shard_1_left_node_3(&[1, 2, 3, 4], 4);
         let (changes, blocked) = next_targets(&t, &ideal, 4);
         assert!(changes.is_empty());
         assert_eq!(blocked, [(ShardId(1), NodeId(3))].into());
