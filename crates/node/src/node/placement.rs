@@ -142,7 +142,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             return;
         }
         let Some(m) = self.shards.get(&META_SHARD) else { return };
-        let caught_up = m.applied >= m.replica.status().commit && m.applied >= m.leases_ready_at;
+        let caught_up = m.applied >= m.replica.commit_index() && m.applied >= m.leases_ready_at;
         if !m.is_leader() || !caught_up || m.tables.keyspace.is_none() {
             return;
         }
@@ -167,6 +167,11 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.shards.contains_key(&shard)
     }
 
+    /// The shards this node holds a replica of, ascending.
+    pub fn hosted_shards(&self) -> Vec<ShardId> {
+        self.shards.keys().copied().collect()
+    }
+
     /// The nodes holding `shard`, ascending: the voters and learners of
     /// the shard's configuration as this node's replica knows it, or,
     /// for a shard it does not hold, the metadata shard's target as
@@ -174,7 +179,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// that is not the cluster's.
     pub fn shard_replica_nodes(&self, shard: ShardId) -> Vec<NodeId> {
         if let Some(s) = self.shards.get(&shard) {
-            return s.replica.status().membership.members().into_iter().collect();
+            return s.replica.membership().members().into_iter().collect();
         }
         let in_keyspace = (1..=u64::from(self.cfg.keyspace.shard_count())).contains(&shard.0);
         match self.meta_tables() {

@@ -189,7 +189,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         }
         let mut shards = Vec::new();
         let mut changed = Vec::new();
-        for shard in hosted_shards(node.keyspace()) {
+        for shard in node.hosted_shards() {
             let Some(stamp) = node.shard_stamp(shard) else { continue };
             // A sleeping shard whose stamp is unchanged has the status it
             // had: skip the engine status, the store read and the gauges
@@ -279,18 +279,6 @@ fn submit<E: Engine, D: Disk>(
     match shard {
         None => node.submit_as(token, request, credential),
         Some(shard) => node.submit_to(token, shard, request, credential),
-    }
-}
-
-/// Every shard a node of `keyspace` hosts: the metadata group (shard 0)
-/// beside the data shards when there are several, the one data shard
-/// otherwise (ADR 0002).
-fn hosted_shards(keyspace: &ringkv_ring::Keyspace) -> Vec<ShardId> {
-    let data = keyspace.shard_ids().map(|s| ShardId(s.0));
-    if keyspace.shard_count() > 1 {
-        std::iter::once(ringkv_node::META_SHARD).chain(data).collect()
-    } else {
-        data.collect()
     }
 }
 
