@@ -211,6 +211,20 @@ pub enum NodeError {
         /// The shard.
         shard: ShardId,
     },
+    /// A request for a data shard this member holds no replica of (the
+    /// shard is placed on other members): the server sends it on to one of
+    /// `hosts`.
+    #[error(
+        "shard {shard} is not on this member (it is on members {}); send the request to one of them",
+        fmt_hosts(hosts)
+    )]
+    NotHosted {
+        /// The shard.
+        shard: ShardId,
+        /// The members holding it, as this member knows them (may be stale
+        /// or empty while placement changes).
+        hosts: Vec<NodeId>,
+    },
     /// A KV request whose keys live on several data shards, refused: a
     /// transaction must stay within one shard, and a multi-shard range is
     /// the caller's to scatter over the shards ([`crate::Node::submit_to`]).
@@ -358,7 +372,8 @@ impl NodeError {
             | NodeError::Timeout
             | NodeError::Stopped { .. }
             | NodeError::Removed
-            | NodeError::UnknownShard { .. } => ErrorClass::Unavailable,
+            | NodeError::UnknownShard { .. }
+            | NodeError::NotHosted { .. } => ErrorClass::Unavailable,
             NodeError::TooManyRequests { .. } | NodeError::NoSpace => ErrorClass::ResourceExhausted,
             NodeError::RequestTooLarge { .. } => ErrorClass::InvalidArgument,
             NodeError::NotLeader { .. }
@@ -463,6 +478,14 @@ impl RemoteError {
             RemoteError::Retry => NodeError::NoLeader,
         }
     }
+}
+
+/// Member ids as a comma-separated list (`none known` when empty).
+fn fmt_hosts(hosts: &[NodeId]) -> String {
+    if hosts.is_empty() {
+        return "none known".to_string();
+    }
+    hosts.iter().map(|h| format!("{:x}", h.0)).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

@@ -557,6 +557,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.cfg.is_sharded()
     }
 
+    /// Whether `shard` is one of the keyspace's data shards on a sharded
+    /// cluster (placement applies to those only).
+    fn is_data_shard(&self, shard: ShardId) -> bool {
+        self.is_sharded() && (1..=u64::from(self.cfg.keyspace.shard_count())).contains(&shard.0)
+    }
+
     /// The metadata shard's tables as applied here.
     fn meta_tables(&self) -> Option<&ClusterTables> {
         self.shards.get(&self.meta_shard()).map(|s| &s.tables)

@@ -230,6 +230,14 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 Ok((shard, caller))
             });
             match checked {
+                // A data shard placed on other members: the server sends
+                // the request on to one of them.
+                Ok((shard, _))
+                    if !self.shards.contains_key(&shard) && self.is_data_shard(shard) =>
+                {
+                    let hosts = self.shard_replica_nodes(shard);
+                    self.complete(token, shard, Err(NodeError::NotHosted { shard, hosts }));
+                }
                 Ok((shard, caller)) => {
                     self.route(token, shard, request, caller, credential, deadline, now);
                 }
