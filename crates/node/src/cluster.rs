@@ -56,6 +56,9 @@ const REMOVED_PREFIX: &str = "removed/";
 const REPLICAS_RECORD: &str = "replicas";
 /// Prefix of target records: `target/<data shard as 16 hex digits>`.
 const TARGET_PREFIX: &str = "target/";
+/// Prefix of reported-configuration records: `config/<data shard as 16
+/// hex digits>`, the shard's configuration as its leader last reported it.
+const CONFIG_PREFIX: &str = "config/";
 /// Prefix of retired-holder records: `retired/<data shard as 16 hex
 /// digits>`, the nodes a target once dropped from the shard.
 const RETIRED_PREFIX: &str = "retired/";
@@ -124,6 +127,10 @@ fn target_record(shard: ShardId) -> String {
     format!("{TARGET_PREFIX}{:016x}", shard.0)
 }
 
+fn config_record(shard: ShardId) -> String {
+    format!("{CONFIG_PREFIX}{:016x}", shard.0)
+}
+
 fn retired_record(shard: ShardId) -> String {
     format!("{RETIRED_PREFIX}{:016x}", shard.0)
 }
@@ -164,6 +171,10 @@ pub(crate) struct ClusterTables {
     /// lose a committed entry (the simulator's seed 18, ADR 0002). A
     /// target naming a retired node is refused when it applies.
     pub(crate) retired: BTreeMap<ShardId, BTreeSet<NodeId>>,
+    /// Each data shard's configuration as its leader last reported it
+    /// (absent until the first report): where the shard really is, while
+    /// its target says where it is going.
+    pub(crate) configs: BTreeMap<ShardId, crate::proposal::ShardConfig>,
 }
 
 /// Why a target change was refused when it applied.
@@ -221,6 +232,11 @@ impl ClusterTables {
             let target = decode_exact::<crate::proposal::ShardTarget>(v)
                 .map_err(|e| corrupt(shard, format!("retired record {name}: {e}")))?;
             t.retired.insert(target.shard, target.nodes.into_iter().collect());
+        }
+        for (name, v) in view.records(shard, CONFIG_PREFIX)? {
+            let c = decode_exact::<crate::proposal::ShardConfig>(v)
+                .map_err(|e| corrupt(shard, format!("shard configuration record {name}: {e}")))?;
+            t.configs.insert(c.shard, c);
         }
         for (name, v) in view.records(shard, ALARM_PREFIX)? {
             let a = decode_exact::<AlarmMember>(v)
@@ -300,6 +316,46 @@ impl ClusterTables {
             Some(nodes) => nodes.clone(),
             None => self.members.keys().copied().collect(),
         }
+    }
+
+    /// The nodes holding `shard` as far as the metadata group knows: its
+    /// reported configuration, else its target (every member while it has
+    /// none).
+    pub(crate) fn holders_of(&self, shard: ShardId) -> Vec<NodeId> {
+        match self.configs.get(&shard) {
+            Some(c) => c.nodes(),
+            None => self.target_of(shard),
+        }
+    }
+
+    /// Whether a data shard's reported configuration is its target: no
+    /// move is under way (a shard never reported counts as settled while
+    /// it has no target).
+    pub(crate) fn shard_settled(&self, shard: ShardId) -> bool {
+        match (self.configs.get(&shard), self.targets.get(&shard)) {
+            (Some(c), Some(t)) => c.learners.is_empty() && c.voters == *t,
+            (None, Some(_)) => false,
+            (_, None) => true,
+        }
+    }
+
+    /// Records a data shard's reported configuration unless the recorded
+    /// one is as new or newer (reports of different leaders may commit out
+    /// of order). Returns whether it was taken.
+    pub(crate) fn apply_config(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        shard: ShardId,
+        config: &crate::proposal::ShardConfig,
+    ) -> Result<bool, StoreError> {
+        let count = self.keyspace.map_or(0, |k| u64::from(k.shard_count()));
+        let newer = self.configs.get(&config.shard).is_none_or(|c| config.applied > c.applied);
+        if config.shard.0 == 0 || config.shard.0 > count || !newer {
+            return Ok(false);
+        }
+        b.set_record(shard, &config_record(config.shard), Some(&encode_to_vec(config)))?;
+        self.configs.insert(config.shard, config.clone());
+        Ok(true)
     }
 
     /// Applies target changes, each on its own: one naming a retired node

@@ -227,6 +227,14 @@ pub struct NodeConfig {
     /// Most data shards whose target replica set one placement pass of the
     /// metadata leader changes (`--max-concurrent-moves`).
     pub max_concurrent_moves: u32,
+    /// Whether data shards move to their targets (`--placement-moves`,
+    /// off by default): replicas are created, caught up and dropped so
+    /// that each shard ends on its target's nodes. Off, targets are only
+    /// recorded and every member holds every shard. Off by default because
+    /// replica ids are still node ids: a shard can never return to a node
+    /// it left, so a cluster that shrinks back to R members after growing
+    /// past R cannot refill every shard (ADR 0002).
+    pub placement_moves: bool,
 }
 
 /// The keyspace of a cluster created without `--shards`: one data shard,
@@ -270,6 +278,7 @@ impl NodeConfig {
             hibernate_quiet_shards: true,
             replicas: REPLICAS_DEFAULT,
             max_concurrent_moves: MAX_CONCURRENT_MOVES_DEFAULT,
+            placement_moves: false,
         }
     }
 

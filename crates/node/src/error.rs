@@ -211,6 +211,22 @@ pub enum NodeError {
         /// The shard.
         shard: ShardId,
     },
+    /// A member removal refused because a data shard would lose its
+    /// quorum: the member is one of too few voters of that shard.
+    #[error(
+        "member {member:x} is one of {voters} voters of shard {shard}; removing it now would leave \
+         that shard without a quorum: add a member first or wait until the shard's replicas have \
+         moved (ringkv ctl shards)",
+        member = member.0
+    )]
+    RemoveStrandsShard {
+        /// The member.
+        member: NodeId,
+        /// The shard.
+        shard: ShardId,
+        /// How many voters the shard has.
+        voters: usize,
+    },
     /// A request for a data shard this member holds no replica of (the
     /// shard is placed on other members): the server sends it on to one of
     /// `hosts`.
@@ -379,6 +395,7 @@ impl NodeError {
             NodeError::NotLeader { .. }
             | NodeError::BadTransferee { .. }
             | NodeError::SpansShards { .. }
+            | NodeError::RemoveStrandsShard { .. }
             | NodeError::ShardRequired { .. }
             | NodeError::NotShardable { .. } => ErrorClass::FailedPrecondition,
             NodeError::WrongShard { .. } => ErrorClass::InvalidArgument,

@@ -143,6 +143,10 @@ pub enum LeaderRequest {
         /// The encoded promotion [`crate::Proposal`].
         proposal: Bytes,
     },
+    /// Append this encoded [`crate::Proposal`] for a node that holds no
+    /// replica of the shard, and tell it ([`LeaderReply::Applied`]) when
+    /// the entry applies here (it cannot see the apply itself).
+    ProposeNotify(Bytes),
 }
 
 /// A lease's state as the leader sees it (etcd's LeaseTimeToLive answer).
@@ -172,6 +176,9 @@ pub enum LeaderReply {
     LeaseTimeToLive(LeaseTtl),
     /// LeaseLeases' answer, in id order.
     LeaseLeases(Vec<LeaseId>),
+    /// The entry of a [`LeaderRequest::ProposeNotify`] applied on the
+    /// leader that appended it.
+    Applied,
 }
 
 fn decode_format(d: &mut Decoder) -> Result<(), CodecError> {
@@ -321,19 +328,24 @@ impl Wire for LeaderRequest {
                 member.encode(out);
                 proposal.encode(out);
             }
+            LeaderRequest::ProposeNotify(p) => {
+                out.push(5);
+                p.encode(out);
+            }
         }
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        Ok(match d.tag("leader request", 4)? {
+        Ok(match d.tag("leader request", 5)? {
             0 => LeaderRequest::Propose(Bytes::decode(d)?),
             1 => LeaderRequest::LeaseKeepAlive(LeaseId(d.i64()?)),
             2 => LeaderRequest::LeaseTimeToLive { id: LeaseId(d.i64()?), keys: d.bool()? },
             3 => LeaderRequest::LeaseLeases,
-            _ => LeaderRequest::MemberPromote {
+            4 => LeaderRequest::MemberPromote {
                 member: NodeId::decode(d)?,
                 proposal: Bytes::decode(d)?,
             },
+            _ => LeaderRequest::ProposeNotify(Bytes::decode(d)?),
         })
     }
 }
@@ -375,13 +387,15 @@ impl Wire for LeaderReply {
                     put_i64(out, id.0);
                 }
             }
+            LeaderReply::Applied => out.push(3),
         }
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        Ok(match d.tag("leader reply", 2)? {
+        Ok(match d.tag("leader reply", 3)? {
             0 => LeaderReply::LeaseKeepAlive { id: LeaseId(d.i64()?), ttl: d.i64()? },
             1 => LeaderReply::LeaseTimeToLive(LeaseTtl::decode(d)?),
+            3 => LeaderReply::Applied,
             _ => {
                 let n = d.len(1)?;
                 let ids = (0..n).map(|_| d.i64().map(LeaseId)).collect::<Result<_, _>>()?;

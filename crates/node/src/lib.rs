@@ -146,7 +146,7 @@ pub use io::{Clock, Transport, Unreachable};
 pub use node::{Node, ShardStamp};
 pub use proposal::{
     AlarmChange, AlarmMember, AlarmType, ClusterInit, Layout, Member, MemberChange, Proposal,
-    ProposalBody, ProposalId, ShardTarget,
+    ProposalBody, ProposalId, ShardConfig, ShardTarget,
 };
 pub use request::{
     AlarmAction, Completion, Header, NodeStatus, ReadRequest, Reply, Request, RoundOutput,

@@ -21,7 +21,7 @@
 
 use bytes::Bytes;
 use ringkv_consensus::codec::{CodecError, Decoder, Wire, put_str, put_varint};
-use ringkv_consensus::{NodeId, ShardId, decode_exact, encode_to_vec};
+use ringkv_consensus::{LogIndex, NodeId, ShardId, decode_exact, encode_to_vec};
 use ringkv_ring::{HashKeyRule, Keyspace};
 use ringkv_storage::mvcc::Command;
 
@@ -172,6 +172,38 @@ pub enum ProposalBody {
     /// metadata leader (ADR 0002, "Placement changes"; sharded clusters
     /// only; proposed by nodes, never by clients).
     ShardTargets(Vec<ShardTarget>),
+    /// A data shard's configuration as its leader applied it, recorded by
+    /// the metadata group so that every node knows where a shard really
+    /// is (sharded clusters only; proposed by nodes, never by clients).
+    ShardConfig(ShardConfig),
+}
+
+/// A data shard's consensus configuration as its leader applied it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardConfig {
+    /// The data shard (never the metadata shard).
+    pub shard: ShardId,
+    /// The shard's applied index when its leader reported it: a report
+    /// older than the recorded one changes nothing.
+    pub applied: LogIndex,
+    /// Its voters, ascending, distinct, non-empty.
+    pub voters: Vec<NodeId>,
+    /// Its learners, ascending, distinct, none a voter.
+    pub learners: Vec<NodeId>,
+}
+
+impl ShardConfig {
+    /// Whether `node` holds a replica of the shard in this configuration.
+    pub fn holds(&self, node: NodeId) -> bool {
+        self.voters.contains(&node) || self.learners.contains(&node)
+    }
+
+    /// Every node holding a replica, ascending.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        let mut all: Vec<NodeId> = self.voters.iter().chain(&self.learners).copied().collect();
+        all.sort_unstable();
+        all
+    }
 }
 
 /// A sharded cluster's fixed shape: its keyspace and how many replicas
@@ -431,6 +463,34 @@ impl Wire for ShardTarget {
     }
 }
 
+impl Wire for ShardConfig {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.shard.0);
+        put_varint(out, self.applied.0);
+        self.voters.encode(out);
+        self.learners.encode(out);
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let shard = ShardId(d.varint()?);
+        let applied = LogIndex(d.varint()?);
+        let voters = Vec::<NodeId>::decode(d)?;
+        let learners = Vec::<NodeId>::decode(d)?;
+        let sorted = |v: &[NodeId]| v.windows(2).all(|w| w[0] < w[1]);
+        // Applied by every replica: a malformed set must not reach a table.
+        if shard == crate::config::META_SHARD
+            || voters.is_empty()
+            || !sorted(&voters)
+            || !sorted(&learners)
+            || voters.iter().chain(&learners).any(|n| !n.is_valid())
+            || learners.iter().any(|l| voters.contains(l))
+        {
+            return Err(d.invalid("shard configuration"));
+        }
+        Ok(ShardConfig { shard, applied, voters, learners })
+    }
+}
+
 impl Wire for Proposal {
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(PROPOSAL_FORMAT);
@@ -473,6 +533,10 @@ impl Wire for Proposal {
                 out.push(8);
                 t.encode(out);
             }
+            ProposalBody::ShardConfig(c) => {
+                out.push(9);
+                c.encode(out);
+            }
         }
     }
 
@@ -484,7 +548,7 @@ impl Wire for Proposal {
         }
         let id = Option::<ProposalId>::decode(d)?;
         let auth = if format == PROPOSAL_FORMAT { Option::<AuthInfo>::decode(d)? } else { None };
-        let body = match d.tag("proposal body", 8)? {
+        let body = match d.tag("proposal body", 9)? {
             0 => ProposalBody::Kv(Command::decode(d)?),
             1 => ProposalBody::Member(MemberChange::decode(d)?),
             2 => ProposalBody::Alarm(AlarmChange::decode(d)?),
@@ -493,7 +557,8 @@ impl Wire for Proposal {
             5 => ProposalBody::Keyspace(decode_keyspace(d)?),
             6 => ProposalBody::AuthSync(AuthSnapshot::decode(d)?),
             7 => ProposalBody::Layout(Layout::decode(d)?),
-            _ => ProposalBody::ShardTargets(Vec::<ShardTarget>::decode(d)?),
+            8 => ProposalBody::ShardTargets(Vec::<ShardTarget>::decode(d)?),
+            _ => ProposalBody::ShardConfig(ShardConfig::decode(d)?),
         };
         Ok(Proposal { id, auth, body })
     }
@@ -590,6 +655,21 @@ mod tests {
                         .collect(),
                 )
             }),
+            (
+                1u64..1000,
+                any::<u64>(),
+                prop::collection::btree_set(1u64..u64::MAX, 1..5),
+                prop::collection::btree_set(1u64..u64::MAX, 0..3)
+            )
+                .prop_map(|(shard, applied, voters, learners)| {
+                    let learners = learners.difference(&voters).copied().map(NodeId).collect();
+                    ProposalBody::ShardConfig(ShardConfig {
+                        shard: ShardId(shard),
+                        applied: LogIndex(applied),
+                        voters: voters.into_iter().map(NodeId).collect(),
+                        learners,
+                    })
+                }),
         ]
     }
 

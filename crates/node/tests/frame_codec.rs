@@ -76,6 +76,8 @@ fn node_message() -> impl Strategy<Value = NodeMessage> {
         (1u64..100, prop::collection::vec(any::<u8>(), 0..16)).prop_map(|(m, p)| {
             LeaderRequest::MemberPromote { member: NodeId(m), proposal: Bytes::from(p) }
         }),
+        prop::collection::vec(any::<u8>(), 0..32)
+            .prop_map(|p| LeaderRequest::ProposeNotify(Bytes::from(p))),
     ];
     let reply = prop_oneof![
         (any::<i64>(), any::<i64>())
@@ -91,6 +93,7 @@ fn node_message() -> impl Strategy<Value = NodeMessage> {
             }),
         prop::collection::vec(any::<i64>(), 0..5)
             .prop_map(|ids| LeaderReply::LeaseLeases(ids.into_iter().map(LeaseId).collect())),
+        Just(LeaderReply::Applied),
     ];
     prop_oneof![
         (any::<u64>(), any::<u64>(), request).prop_map(|(s, seq, body)| NodeMessage::Request {

@@ -21,6 +21,7 @@ use crate::auth::{AuthChange, AuthInfo, AuthStore};
 use crate::cluster::{ClusterTables, TargetRefusal};
 use crate::engine::Engine;
 use crate::error::NodeError;
+use crate::frame::{LeaderReply, NodeMessage};
 use crate::io::{Clock, Transport};
 use crate::proposal::{MemberChange, Proposal, ProposalBody, ProposalId};
 use crate::request::{Reply, WatchEvents};
@@ -257,6 +258,10 @@ fn apply_entry(
             b.skip(shard, e.index)?;
             out.refused_targets = tables.apply_targets(b, shard, targets)?;
         }
+        ProposalBody::ShardConfig(config) => {
+            b.skip(shard, e.index)?;
+            tables.apply_config(b, shard, config)?;
+        }
     }
     Ok(Some(out))
 }
@@ -353,6 +358,14 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 && o.shard != meta
             {
                 self.on_marker_applied(o.shard, marker);
+            }
+            // A proposal forwarded by a node that does not hold the shard:
+            // tell it the entry applied (it cannot see the apply).
+            if let Some(id) = o.id.filter(|id| id.node != self.id)
+                && self.remote_notify.remove(&id).is_some()
+            {
+                let reply = NodeMessage::Reply { seq: id.seq, result: Ok(LeaderReply::Applied) };
+                self.push_node_message(id.node, reply);
             }
             let Some(id) = o.id.filter(|id| id.node == self.id) else { continue };
             let Some(p) = self.remove_proposal(id) else { continue };

@@ -29,7 +29,9 @@ use crate::auth::AuthSnapshot;
 use crate::config::{LEASE_CHECKPOINT_BATCH_MAX, LEASE_REVOKES_PER_ROUND_MAX, META_SHARD};
 use crate::engine::Engine;
 use crate::io::{Clock, Transport};
-use crate::proposal::{AlarmChange, AlarmMember, AlarmType, MemberChange, ProposalBody};
+use crate::proposal::{
+    AlarmChange, AlarmMember, AlarmType, MemberChange, ProposalBody, ProposalId,
+};
 use crate::request::{Reply, Token};
 
 /// The data-shard command carrying a lease grant (`grant_ttl`) or revoke.
@@ -46,7 +48,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         for shard in shards {
             self.expire_leases(shard, now);
             self.reconcile_membership(shard, now);
+            self.report_config(shard, now);
         }
+        self.remote_notify.retain(|_, until| now < *until);
         let meta = self.meta_shard();
         self.publish_attributes(meta, now);
         self.check_quota(meta, now);
@@ -78,17 +82,26 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
     }
 
-    /// Brings the consensus group's membership one step closer to the
-    /// member table: adds and promotions first, then removals of others,
-    /// this node's own removal last (so it leads the others through).
+    /// Brings the consensus group's membership one step closer to where
+    /// it belongs: adds and promotions first, then removals of others.
     ///
-    /// A data shard of a sharded cluster follows the metadata shard's
-    /// table as applied on this node, and only while that replica has
-    /// applied all it knows committed; it never adds a member the table
-    /// lists as removed. (A replica can lag without knowing it: a member
-    /// re-added from such a stale view stays a dead voter until a leader
-    /// with a fresh view removes it again; it costs availability, never
-    /// safety.)
+    /// The metadata shard (and a one-shard cluster's data shard) follows
+    /// the member table; this node's own removal comes last (so it leads
+    /// the others through).
+    ///
+    /// A data shard of a sharded cluster follows the metadata shard as
+    /// applied on this node, and only while that replica has applied all
+    /// it knows committed: its target if the metadata group recorded one
+    /// (voters only; members only), else the member table. It never adds a
+    /// member the table lists as removed. A new replica joins as a learner
+    /// and is promoted once it has caught up (snapshot, then log), so
+    /// that the promotion cannot stall the shard's quorum; replicas leave
+    /// only once every replica the shard should have is a voter. A leader
+    /// that must leave hands leadership to a caught-up voter that stays,
+    /// which then removes it. (A replica can lag without knowing it: a
+    /// member re-added from such a stale view stays a dead voter until a
+    /// leader with a fresh view removes it again; it costs availability,
+    /// never safety.)
     fn reconcile_membership(&mut self, shard: ShardId, now: Duration) {
         let me = self.id;
         let meta = self.meta_shard();
@@ -112,6 +125,22 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         if s.applied < s.replica.commit_index() || s.replica.membership().is_joint() {
             return;
         }
+        // A data shard whose target it moves to (`--placement-moves`).
+        let data = shard != meta && self.cfg.placement_moves;
+        // Who should hold the shard, and whether as a learner.
+        let desired: Vec<(NodeId, bool)> = match table.targets.get(&shard) {
+            Some(target) if data => target
+                .iter()
+                .filter(|n| table.members.contains_key(n) && !table.removed.contains(n))
+                .map(|&n| (n, false))
+                .collect(),
+            _ => table
+                .members
+                .values()
+                .filter(|m| !table.removed.contains(&m.id))
+                .map(|m| (m.id, m.is_learner))
+                .collect(),
+        };
         let current = s.replica.membership();
         let role = |id: NodeId| {
             if current.voters.contains(&id) {
@@ -123,32 +152,43 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             }
         };
         let mut adds = Vec::new();
-        let mut removes = Vec::new();
-        for m in table.members.values().filter(|m| !table.removed.contains(&m.id)) {
-            match (role(m.id), m.is_learner) {
+        let mut catching_up = false;
+        for &(id, learner) in &desired {
+            match (role(id), learner) {
                 (Some(have), want) if have == want => {}
-                // A data shard promotes a learner the metadata shard
-                // promoted only once it has caught up in this shard too,
-                // so that the promotion cannot stall this shard's quorum.
+                // A data shard takes a new replica as a learner first and
+                // promotes it once it has caught up in this shard.
+                (None, false) if data => adds.push(ChangeOp::AddLearner(id)),
                 (Some(true), false)
                     if shard != meta
-                        && super::route::learner_ready(&s.replica.status(), m.id).is_err() => {}
-                (_, false) => adds.push(ChangeOp::AddVoter(m.id)),
-                (_, true) => adds.push(ChangeOp::AddLearner(m.id)),
+                        && super::route::learner_ready(&s.replica.status(), id).is_err() =>
+                {
+                    catching_up = true;
+                }
+                (_, false) => adds.push(ChangeOp::AddVoter(id)),
+                (_, true) => adds.push(ChangeOp::AddLearner(id)),
             }
         }
-        for id in current.members() {
-            if !table.members.contains_key(&id) {
-                removes.push(ChangeOp::Remove(id));
+        let mut removes = Vec::new();
+        // A data shard keeps its old replicas until the new ones vote.
+        if !(data && catching_up) {
+            for id in current.members() {
+                if !desired.iter().any(|&(d, _)| d == id) {
+                    removes.push(ChangeOp::Remove(id));
+                }
             }
         }
         removes.sort_by_key(|op| op.node() == me);
         let Some(op) = adds.into_iter().chain(removes).next() else { return };
         let retry = self.cfg.request_timeout;
+        if data && op == ChangeOp::Remove(me) {
+            self.hand_over(shard, &desired, now);
+            return;
+        }
         let s = self.shards.get_mut(&shard).expect("checked above");
         s.wake();
         match s.replica.change_membership(MembershipChange { ops: vec![op] }) {
-            Ok(_) => {}
+            Ok(placed) => s.config_change_at = Some(placed.index),
             // One change at a time: the next round tries again.
             Err(
                 ProposeError::MembershipChangeInProgress | ProposeError::TransferInProgress { .. },
@@ -156,6 +196,27 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             // The engine refuses this change (e.g. it would leave no voter):
             // do not hammer it every round.
             Err(_) => s.retry_membership_at = now + retry,
+        }
+    }
+
+    /// A data shard's leader that must leave the shard hands leadership to
+    /// a voter that stays and has caught up (the new leader removes this
+    /// one); at most once per request timeout.
+    fn hand_over(&mut self, shard: ShardId, desired: &[(NodeId, bool)], now: Duration) {
+        let retry = self.cfg.request_timeout;
+        let Some(s) = self.shards.get_mut(&shard) else { return };
+        s.retry_membership_at = now + retry;
+        let status = s.replica.status();
+        let to = desired.iter().find(|&&(id, learner)| {
+            !learner
+                && status.membership.voters.contains(&id)
+                && super::route::learner_ready(&status, id).is_ok()
+        });
+        if let Some(&(to, _)) = to {
+            s.wake();
+            // Refused (a transfer under way, the target lagging): retried
+            // after the timeout.
+            let _ = s.replica.transfer_leadership(to);
         }
     }
 
@@ -199,6 +260,33 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 }
             }
         }
+        self.finish_fanouts(done);
+    }
+
+    /// A proposal this node forwarded for data shard `shard`, which it
+    /// does not hold, applied on the shard's leader: the lease or auth
+    /// fan-out waiting for it is one shard closer.
+    pub(super) fn on_remote_applied(&mut self, shard: ShardId, id: ProposalId) {
+        let mut done = Vec::new();
+        for (&seq, f) in &mut self.fanouts {
+            if f.waiting.get(&shard) == Some(&id) {
+                f.waiting.remove(&shard);
+                if f.waiting.is_empty() {
+                    done.push(seq);
+                }
+            }
+        }
+        self.finish_fanouts(done);
+        for f in self.auth_fanouts.values_mut() {
+            if f.waiting.get(&shard) == Some(&id) {
+                f.waiting.remove(&shard);
+            }
+        }
+        self.check_auth_fanouts();
+    }
+
+    /// Answers the clients of lease fan-outs every data shard applied.
+    fn finish_fanouts(&mut self, done: Vec<u64>) {
         let meta = self.meta_shard();
         for seq in done {
             let f = self.fanouts.remove(&seq).expect("just found");
@@ -251,7 +339,10 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let table: BTreeMap<LeaseId, i64> = table.iter().map(|l| (l.id, l.granted_ttl)).collect();
         let moving: BTreeSet<LeaseId> = self.fanouts.values().map(|f| f.lease).collect();
         let mut fixes = Vec::new();
-        for shard in self.cfg.keyspace.shard_ids().map(|s| ShardId(s.0)) {
+        // Only the shards this node holds: a lagging view of another
+        // shard could revoke a lease it should keep.
+        let hosted = self.cfg.keyspace.shard_ids().map(|s| ShardId(s.0));
+        for shard in hosted.filter(|s| self.shards.contains_key(s)) {
             let Ok(local) = view.leases(shard) else { return };
             let local: BTreeSet<LeaseId> = local.iter().map(|l| l.id).collect();
             for id in local.iter().filter(|id| !table.contains_key(id)) {
@@ -276,13 +367,15 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     }
 
     /// Data shards whose copy of the auth store is older than the
-    /// metadata shard's store at `meta_index`, as applied here.
+    /// metadata shard's store at `meta_index`, as applied here; every data
+    /// shard this node does not hold (it cannot tell: the copy is sent, and
+    /// a copy no newer than the shard's changes nothing).
     fn auth_behind(&self, meta_index: u64) -> Vec<ShardId> {
         self.cfg
             .keyspace
             .shard_ids()
             .map(|s| ShardId(s.0))
-            .filter(|id| self.shards.get(id).is_some_and(|s| s.auth.synced_at() < meta_index))
+            .filter(|id| self.shards.get(id).is_none_or(|s| s.auth.synced_at() < meta_index))
             .collect()
     }
 
@@ -309,14 +402,15 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.check_auth_fanouts();
     }
 
-    /// Answers the auth fan-outs every data shard has caught up with (as
-    /// applied on this node, which hosts every shard in this step).
+    /// Answers the auth fan-outs every data shard has caught up with: as
+    /// applied on this node for a shard it holds, as its leader said
+    /// (`on_remote_applied`) for one it does not.
     pub(super) fn check_auth_fanouts(&mut self) {
         let mut done = Vec::new();
         for (&seq, f) in &mut self.auth_fanouts {
             let shards = &self.shards;
             f.waiting
-                .retain(|id, _| shards.get(id).is_some_and(|s| s.auth.synced_at() < f.meta_index));
+                .retain(|id, _| shards.get(id).is_none_or(|s| s.auth.synced_at() < f.meta_index));
             if f.waiting.is_empty() {
                 done.push(seq);
             }
@@ -356,29 +450,35 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
     }
 
-    /// The metadata leader's convergence, at most once per request
-    /// timeout: a data shard whose copy of the auth store differs from the
-    /// metadata shard's missed a change (the node carrying it crashed or
-    /// lost its proposal) and gets the whole store as applied here. Run
-    /// only while this leader has applied all it committed, so the copy
-    /// holds every change any client was answered for; a copy that was
-    /// already on its way is harmless (installing is idempotent and never
-    /// goes back).
+    /// Convergence of the data shards' auth copies, at most once per
+    /// request timeout: a data shard whose copy of the auth store differs
+    /// from the metadata shard's missed a change (the node carrying it
+    /// crashed or lost its proposal) and gets the whole store as applied
+    /// here. The metadata leader, once it has applied all it committed (so
+    /// the copy holds every change any client was answered for), repairs
+    /// the shards it holds; a data shard's leader repairs its own shard
+    /// (the metadata leader may not hold it). Only a copy newer than the
+    /// shard's is sent, and installing is idempotent and never goes back,
+    /// so a lagging view sends nothing harmful.
     fn sync_auth_stores(&mut self, now: Duration) {
         if now < self.next_auth_sync {
             return;
         }
         let Some(m) = self.shards.get(&META_SHARD) else { return };
-        if !m.leases_ready() || m.applied < m.replica.commit_index() {
-            return;
-        }
         self.next_auth_sync = now + self.cfg.request_timeout;
+        let meta_leader = m.leases_ready() && m.applied >= m.replica.commit_index();
         let stale: Vec<ShardId> = self
             .cfg
             .keyspace
             .shard_ids()
             .map(|s| ShardId(s.0))
-            .filter(|id| self.shards.get(id).is_some_and(|s| !s.auth.same_rules(&m.auth)))
+            .filter(|id| {
+                self.shards.get(id).is_some_and(|s| {
+                    (meta_leader || s.is_leader())
+                        && s.auth.synced_at() < m.applied.0
+                        && !s.auth.same_rules(&m.auth)
+                })
+            })
             .collect();
         if stale.is_empty() {
             return;

@@ -1,6 +1,7 @@
 //! The node loop; see [`Node`].
 
 mod apply;
+mod hosting;
 mod housekeeping;
 mod leases;
 mod placement;
@@ -10,7 +11,7 @@ mod round;
 mod route;
 mod snapshot;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use crate::request::{
     Completion, Header, NodeStatus, ReadRequest, Reply, Request, RoundOutput, ShardStatus, Token,
 };
 
+use hosting::{load_tombstones, opened_shards};
 use leases::LeaseTracker;
 use snapshot::SnapshotState;
 
@@ -254,6 +256,13 @@ struct HostedShard<E: Engine, D: Disk> {
     retry_membership_at: Duration,
     retry_publish_at: Duration,
     retry_alarm_at: Duration,
+    /// The index of the last membership change this node's housekeeping
+    /// appended as the shard's leader (see `reconcile_membership`): the
+    /// configuration is reported to the metadata group only once that is
+    /// applied, so that a report never names an uncommitted configuration.
+    config_change_at: Option<LogIndex>,
+    /// Not before this time: another report of the shard's configuration.
+    retry_report_at: Duration,
     /// Leader: consecutive ticks the shard was quiet (see [`quiet`]).
     quiet_ticks: u32,
     /// The replica does not tick (see [`quiet`]).
@@ -261,6 +270,45 @@ struct HostedShard<E: Engine, D: Disk> {
 }
 
 impl<E: Engine, D: Disk> HostedShard<E, D> {
+    /// Starts the replica of `shard` from what the WAL and the store hold
+    /// (nothing, for a replica created to join its shard).
+    fn open(
+        cfg: &NodeConfig,
+        id: NodeId,
+        shard: ShardId,
+        store: &MvccStore,
+        wal: &Wal<D>,
+        now: Duration,
+    ) -> Result<Self, NodeError> {
+        let applied = store.applied_index(shard);
+        let replica = E::create(engine_config(cfg, id, shard), applied, wal.log(shard))?;
+        let view = store.read()?;
+        let tables = ClusterTables::load(&view, shard)?;
+        let auth = AuthStore::load(&view, shard)?;
+        drop(view);
+        let soft = SoftState { role: Role::Follower, leader: None, epoch: replica.status().epoch };
+        Ok(HostedShard {
+            id: shard,
+            soft,
+            applied,
+            tables,
+            auth,
+            leases: LeaseTracker::default(),
+            leases_ready_at: LogIndex::ZERO,
+            snapshot: SnapshotState::new(applied),
+            reconfigured_at: None,
+            replica,
+            retry_membership_at: now,
+            retry_publish_at: now,
+            retry_alarm_at: now,
+            snapshots_installed: 0,
+            config_change_at: None,
+            retry_report_at: now,
+            quiet_ticks: 0,
+            hibernating: false,
+        })
+    }
+
     fn is_leader(&self) -> bool {
         self.soft.role == Role::Leader
     }
@@ -384,6 +432,19 @@ pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     /// The target change this node proposed last, until it applies or is
     /// lost.
     placement_proposal: Option<ProposalId>,
+    /// Data shards this node dropped its replica of (see [`hosting`]):
+    /// never hosted again (the replica id is the node id).
+    tombstones: BTreeSet<ShardId>,
+    /// Proposals another node forwarded for a shard it does not host,
+    /// which this node appended as leader: it tells the forwarder when it
+    /// applies one (kept until the deadline, then forgotten).
+    remote_notify: BTreeMap<ProposalId, Duration>,
+    /// For a data shard this node does not host: the node that last said
+    /// it leads it (forwarded proposals go there first).
+    remote_hint: BTreeMap<ShardId, NodeId>,
+    /// When the node next compares the shards it hosts with where the
+    /// metadata group places them (see [`hosting`]).
+    next_hosting_check: Duration,
 }
 
 /// A request queued by [`Node::submit_as`] or [`Node::submit_to`].
@@ -456,37 +517,21 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             bootstrap_new_cluster(&mut wal, &config, members)?;
         }
         let now = clock.now();
+        let tombstones = load_tombstones(&store, &config)?;
         let mut shards = BTreeMap::new();
-        for shard in config.hosted_shards() {
+        for shard in opened_shards(&config, &wal, &store, &tombstones) {
             reconcile_restored_snapshot(&mut wal, &store, shard, E::SNAPSHOT_KEEPS_LATER_ENTRIES)?;
-            let applied = store.applied_index(shard);
-            let engine_config = engine_config(&config, id, shard);
-            let replica = E::create(engine_config, applied, wal.log(shard))?;
-            let view = store.read()?;
-            let tables = ClusterTables::load(&view, shard)?;
-            let auth = AuthStore::load(&view, shard)?;
-            drop(view);
-            let soft =
-                SoftState { role: Role::Follower, leader: None, epoch: replica.status().epoch };
-            let hosted = HostedShard {
-                id: shard,
-                soft,
-                applied,
-                tables,
-                auth,
-                leases: LeaseTracker::default(),
-                leases_ready_at: LogIndex::ZERO,
-                snapshot: SnapshotState::new(applied),
-                reconfigured_at: None,
-                replica,
-                retry_membership_at: now,
-                retry_publish_at: now,
-                retry_alarm_at: now,
-                snapshots_installed: 0,
-                quiet_ticks: 0,
-                hibernating: false,
-            };
-            shards.insert(shard, hosted);
+            shards.insert(shard, HostedShard::open(&config, id, shard, &store, &wal, now)?);
+        }
+        // A drop that crashed part way: finish it.
+        for &shard in &tombstones {
+            if wal.shards().contains(&shard) {
+                wal.remove_shard(shard)?;
+                wal.sync()?;
+            }
+            if store.shards().contains(&shard) {
+                store.remove_shard(shard)?;
+            }
         }
         let tokens_from = wal.log(meta_shard).last_index();
         let mut node = Node {
@@ -523,8 +568,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             placement_blocked: BTreeMap::new(),
             next_placement: now,
             placement_proposal: None,
+            tombstones,
+            remote_notify: BTreeMap::new(),
+            remote_hint: BTreeMap::new(),
+            next_hosting_check: now,
         };
-        for shard in node.cfg.hosted_shards() {
+        for shard in node.hosted_shards() {
             node.provide_snapshot_data(shard)?;
         }
         node.check_recorded_keyspace()?;
@@ -868,21 +917,32 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             assert!(seq < self.next_seq, "request number {seq} not yet handed out");
         }
         for p in self.proposals.values() {
-            assert!(self.shards.contains_key(&p.shard), "a proposal for an unhosted shard");
+            assert!(
+                self.shards.contains_key(&p.shard) || self.is_data_shard(p.shard),
+                "a proposal for a shard that is neither hosted nor a data shard"
+            );
+            assert!(
+                self.shards.contains_key(&p.shard)
+                    || matches!(p.placement, Placement::Unplaced | Placement::Forwarded { .. }),
+                "a proposal for a shard this node does not hold is placed locally"
+            );
         }
         assert!(self.is_sharded() || self.fanouts.is_empty(), "lease fan-out on one shard");
         for f in self.fanouts.values() {
             assert!(
-                f.waiting.keys().all(|&s| s != META_SHARD && self.shards.contains_key(&s)),
-                "a lease fan-out waits for a shard that is not a hosted data shard"
+                f.waiting.keys().all(|&s| self.is_data_shard(s)),
+                "a lease fan-out waits for a shard that is not a data shard"
             );
         }
         assert!(self.is_sharded() || self.auth_fanouts.is_empty(), "auth fan-out on one shard");
         for f in self.auth_fanouts.values() {
             assert!(
-                f.waiting.keys().all(|&s| s != META_SHARD && self.shards.contains_key(&s)),
-                "an auth fan-out waits for a shard that is not a hosted data shard"
+                f.waiting.keys().all(|&s| self.is_data_shard(s)),
+                "an auth fan-out waits for a shard that is not a data shard"
             );
+        }
+        for &t in &self.tombstones {
+            assert!(!self.shards.contains_key(&t), "shard {t} hosted after it was dropped");
         }
         for s in self.shards.values() {
             let st = s.replica.status();

@@ -21,8 +21,11 @@
 //! the target as it is when too few are left); every replica refuses a
 //! target naming a retired node when it applies, whoever proposed it.
 //!
-//! Not built yet (ADR 0002, "Status"): data shards still follow the member
-//! table, so a recorded target does not move replicas yet.
+//! Targets are acted on by the data shards' leaders (membership changes
+//! toward the target: `housekeeping::reconcile_membership`) and by every
+//! node (creating and dropping replicas: [`hosting`](super::hosting)); a
+//! move counts against `--max-concurrent-moves` until the shard's leader
+//! reports the target as its configuration.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -151,7 +154,14 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let Some(ideal) = ideal_targets(&m.tables, shard_count, self.cfg.replicas) else {
             return;
         };
-        let max = self.cfg.max_concurrent_moves as usize;
+        // Moves under way (a shard whose reported configuration is not
+        // yet its target) count against the limit.
+        let moving = if self.cfg.placement_moves {
+            ideal.keys().filter(|&&s| !m.tables.shard_settled(s)).count()
+        } else {
+            0
+        };
+        let max = (self.cfg.max_concurrent_moves as usize).saturating_sub(moving);
         let (changes, blocked) = next_targets(&m.tables, &ideal, max);
         self.placement_blocked = blocked;
         if changes.is_empty() {
@@ -174,18 +184,26 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
 
     /// The nodes holding `shard`, ascending: the voters and learners of
     /// the shard's configuration as this node's replica knows it, or,
-    /// for a shard it does not hold, the metadata shard's target as
-    /// applied here (every member while there is none). Empty for a shard
-    /// that is not the cluster's.
+    /// for a shard it does not hold, the configuration its leader last
+    /// reported to the metadata group (its target before any report;
+    /// every member while there is none), as applied here. Empty for a
+    /// shard that is not the cluster's.
     pub fn shard_replica_nodes(&self, shard: ShardId) -> Vec<NodeId> {
         if let Some(s) = self.shards.get(&shard) {
             return s.replica.membership().members().into_iter().collect();
         }
         let in_keyspace = (1..=u64::from(self.cfg.keyspace.shard_count())).contains(&shard.0);
         match self.meta_tables() {
-            Some(t) if in_keyspace => t.target_of(shard),
+            Some(t) if in_keyspace => t.holders_of(shard),
             _ => Vec::new(),
         }
+    }
+
+    /// Data shards whose replicas are not yet where their target puts
+    /// them (as the metadata group last heard from their leaders).
+    pub fn shards_moving(&self) -> Vec<ShardId> {
+        let Some(t) = self.meta_tables() else { return Vec::new() };
+        t.targets.keys().copied().filter(|&s| !t.shard_settled(s)).collect()
     }
 
     /// The target replica set the metadata shard records for data shard

@@ -109,16 +109,17 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.route_submitted(now);
         self.retry_waiting(now);
         self.housekeeping(now);
-        let result = self.process_readies(now).and_then(|()| {
-            let count = self.cfg.snapshot_count;
-            let shards: Vec<ShardId> = self
-                .shards
-                .iter()
-                .filter(|(_, s)| s.snapshot.has_work(s.applied, count))
-                .map(|(&id, _)| id)
-                .collect();
-            shards.into_iter().try_for_each(|s| self.maybe_snapshot(s))
-        });
+        let result =
+            self.sync_hosting(now).and_then(|()| self.process_readies(now)).and_then(|()| {
+                let count = self.cfg.snapshot_count;
+                let shards: Vec<ShardId> = self
+                    .shards
+                    .iter()
+                    .filter(|(_, s)| s.snapshot.has_work(s.applied, count))
+                    .map(|(&id, _)| id)
+                    .collect();
+                shards.into_iter().try_for_each(|s| self.maybe_snapshot(s))
+            });
         if let Err(e) = result {
             self.stop(e);
             return std::mem::take(&mut self.out);

@@ -448,6 +448,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 let body = member(MemberChange::Add(m));
                 self.propose_client(token, shard, body, who, deadline, None);
             }
+            Request::MemberRemove(id) if let Some(e) = self.removal_strands(id) => {
+                self.complete(token, shard, Err(e));
+            }
             Request::MemberRemove(id) => {
                 let body = member(MemberChange::Remove(id));
                 self.propose_client(token, shard, body, who, deadline, None);
@@ -503,6 +506,22 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             // size in use in Status.
             Request::Defragment => self.complete(token, shard, Ok(Reply::Done)),
         }
+    }
+
+    /// With placement moves on, the refusal of removing `member` while it
+    /// is one of too few voters of some data shard (a removed member stops,
+    /// and the shard could no longer reach a quorum to replace it), judged
+    /// by the configurations the shards' leaders last reported.
+    fn removal_strands(&self, member: NodeId) -> Option<NodeError> {
+        if !self.cfg.placement_moves {
+            return None;
+        }
+        let t = self.meta_tables()?;
+        t.configs.values().find_map(|c| {
+            let n = c.voters.len();
+            (c.voters.contains(&member) && n - 1 < n / 2 + 1)
+                .then_some(NodeError::RemoveStrandsShard { member, shard: c.shard, voters: n })
+        })
     }
 
     /// Answers an auth query for `caller` from the auth store as applied.
@@ -607,6 +626,10 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     fn place(&mut self, id: ProposalId) {
         let Some(p) = self.proposals.get(&id) else { return };
         let shard = p.shard;
+        if !self.shards.contains_key(&shard) && self.is_data_shard(shard) {
+            self.place_remote(id);
+            return;
+        }
         let (bytes, promote, reconfigures) = (p.bytes.clone(), p.promote, p.reconfigures);
         let Some(s) = self.shards.get_mut(&shard) else { return };
         if s.is_leader() {
@@ -652,6 +675,28 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
     }
 
+    /// Forwards a proposal for a data shard this node holds no replica of
+    /// (a lease marker, an auth copy) to a node that does: the one that
+    /// last said it leads the shard, else the next holder. The leader that
+    /// appends it says when it applied it; a proposal whose forward is
+    /// lost expires, and its fan-out proposes it again.
+    fn place_remote(&mut self, id: ProposalId) {
+        let Some(p) = self.proposals.get(&id) else { return };
+        let shard = p.shard;
+        let hosts: Vec<NodeId> =
+            self.shard_replica_nodes(shard).into_iter().filter(|&n| n != self.id).collect();
+        let to = match self.remote_hint.get(&shard) {
+            Some(&hint) => Some(hint),
+            None if hosts.is_empty() => None,
+            None => Some(hosts[(id.seq % hosts.len() as u64) as usize]),
+        };
+        let Some(to) = to else { return };
+        let body = LeaderRequest::ProposeNotify(p.bytes.clone());
+        self.push_node_message(to, NodeMessage::Request { shard, seq: id.seq, body });
+        let p = self.proposals.get_mut(&id).expect("checked above");
+        p.placement = Placement::Forwarded { to };
+    }
+
     /// Whether this leader may append a change of the group's membership:
     /// the consensus group's membership matches the member table with no
     /// change under way (one at a time, as etcd's strict reconfiguration
@@ -684,10 +729,28 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         };
         // On a sharded cluster every data shard follows the metadata
         // shard's table (see `reconcile_membership`): the table waits for
-        // this node's replica of each to have caught up, so that no group
-        // is left behind by two quick changes (e.g. two removals).
+        // each to have caught up, so that no group is left behind by two
+        // quick changes (e.g. two removals leaving a shard two dead voters
+        // of three). A shard placed by a target has caught up once it holds
+        // no replica on a node the table no longer lists (its move may go
+        // on); a shard this node does not hold is judged by the
+        // configuration its leader last reported.
+        let tables = &s.tables;
+        let listed = |n: &NodeId| tables.members.contains_key(n) && !tables.removed.contains(n);
         let data_settled = shard != META_SHARD
-            || self.shards.range(DATA_SHARD..).all(|(_, d)| matches(d.replica.membership()));
+            || self.cfg.keyspace.shard_ids().map(|d| ShardId(d.0)).all(|d| {
+                let placed = self.cfg.placement_moves && tables.targets.contains_key(&d);
+                match (self.shards.get(&d), placed) {
+                    (Some(h), true) => {
+                        let m = h.replica.membership();
+                        !m.is_joint() && m.members().iter().all(listed)
+                    }
+                    (Some(h), false) => matches(h.replica.membership()),
+                    (None, _) => {
+                        tables.configs.get(&d).is_none_or(|c| c.nodes().iter().all(listed))
+                    }
+                }
+            });
         matches(s.replica.membership()) && data_settled
     }
 
@@ -807,9 +870,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             }
             LeaderRequest::LeaseLeases => Ok(LeaderReply::LeaseLeases(s.leases.ids())),
             // Proposals are served by `propose_forwarded`, not here.
-            LeaderRequest::Propose(_) | LeaderRequest::MemberPromote { .. } => {
-                Err(RemoteError::Malformed)
-            }
+            LeaderRequest::Propose(_)
+            | LeaderRequest::ProposeNotify(_)
+            | LeaderRequest::MemberPromote { .. } => Err(RemoteError::Malformed),
         }
     }
 
@@ -899,14 +962,18 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         match m {
             NodeMessage::Request { shard, seq, body } => {
                 let result = match body {
-                    LeaderRequest::Propose(bytes) => self.propose_forwarded(shard, bytes),
+                    LeaderRequest::Propose(bytes) => self.propose_forwarded(shard, bytes, None),
+                    LeaderRequest::ProposeNotify(bytes) => {
+                        let until = now + self.cfg.request_timeout;
+                        self.propose_forwarded(shard, bytes, Some(until))
+                    }
                     LeaderRequest::MemberPromote { member, proposal } => {
                         let leads = self.shards.get(&shard).is_some_and(|s| s.is_leader());
                         if leads && !self.reconfiguration_settled(shard) {
                             Err(RemoteError::Retry)
                         } else {
                             self.check_promotable(shard, member)
-                                .and_then(|()| self.propose_forwarded(shard, proposal))
+                                .and_then(|()| self.propose_forwarded(shard, proposal, None))
                         }
                     }
                     call => self.answer_call(shard, &call, now).map(Some),
@@ -936,11 +1003,15 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     }
 
     /// Appends a proposal another node forwarded. `Ok(None)`: appended, no
-    /// reply (the forwarding node answers when it applies the entry).
+    /// reply (the forwarding node answers when it applies the entry; or,
+    /// when it holds no replica of the shard and asked to be told
+    /// (`notify_until`), this node tells it when it applies the entry, if
+    /// that happens before then).
     fn propose_forwarded(
         &mut self,
         shard: ShardId,
         bytes: Bytes,
+        notify_until: Option<Duration>,
     ) -> Result<Option<LeaderReply>, RemoteError> {
         if self.stopped.is_some() {
             return Err(RemoteError::Stopped);
@@ -965,6 +1036,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 if reconfigures {
                     s.reconfigured_at = Some(placed.index);
                 }
+                if let (Some(until), Some(id)) = (notify_until, proposal.id) {
+                    self.remote_notify.insert(id, until);
+                }
                 Ok(None)
             }
             Err(ProposeError::NotLeader { leader }) => Err(RemoteError::NotLeader { leader }),
@@ -976,10 +1050,50 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
     }
 
+    /// The answer to a proposal forwarded for a shard this node does not
+    /// hold (see `place_remote`).
+    fn on_remote_reply(
+        &mut self,
+        pid: ProposalId,
+        from: NodeId,
+        result: Result<LeaderReply, RemoteError>,
+    ) {
+        let Some(p) = self.proposals.get_mut(&pid) else { return };
+        let shard = p.shard;
+        match result {
+            Ok(_) => {
+                self.remove_proposal(pid);
+                self.on_remote_applied(shard, pid);
+            }
+            // Refused before appending: try the leader it names, else the
+            // next holder, next round.
+            Err(RemoteError::NotLeader { leader }) => {
+                p.placement = Placement::Unplaced;
+                let hosts: Vec<NodeId> =
+                    self.shard_replica_nodes(shard).into_iter().filter(|&n| n != self.id).collect();
+                let next = leader.filter(|&l| l != from && l != self.id).or_else(|| {
+                    let at = hosts.iter().position(|&h| h == from).map_or(0, |i| i + 1);
+                    hosts.get(at % hosts.len().max(1)).copied()
+                });
+                match next {
+                    Some(n) => self.remote_hint.insert(shard, n),
+                    None => self.remote_hint.remove(&shard),
+                };
+            }
+            Err(RemoteError::Retry) => p.placement = Placement::Deferred,
+            Err(e) => self.fail_proposal(pid, e.into_node_error()),
+        }
+    }
+
     fn on_reply(&mut self, from: NodeId, seq: u64, result: Result<LeaderReply, RemoteError>) {
         let pid = ProposalId { node: self.id, seq };
         if let Some(p) = self.proposals.get_mut(&pid) {
             if p.placement != (Placement::Forwarded { to: from }) {
+                return;
+            }
+            let shard = p.shard;
+            if !self.shards.contains_key(&shard) {
+                self.on_remote_reply(pid, from, result);
                 return;
             }
             match result {
@@ -1013,5 +1127,6 @@ fn reply_of(r: LeaderReply) -> Reply {
         LeaderReply::LeaseKeepAlive { id, ttl } => Reply::LeaseKeepAlive { id, ttl },
         LeaderReply::LeaseTimeToLive(t) => Reply::LeaseTimeToLive(t),
         LeaderReply::LeaseLeases(ids) => Reply::LeaseLeases(ids),
+        LeaderReply::Applied => Reply::Done,
     }
 }

@@ -1,0 +1,228 @@
+//! Which data shards this node holds a replica of, once placement acts
+//! (ADR 0002, step 2): a node creates an empty replica of a shard whose
+//! target names it (the shard's leader then adds it as a learner and
+//! catches it up by snapshot), and drops its replica of a shard that no
+//! longer names it once the metadata group records a configuration of
+//! the shard without it (reported by the shard's leader, so committed in
+//! the shard: nothing the shard counts on is lost with the replica).
+//!
+//! A dropped shard is tombstoned on the node's disk: the replica id is
+//! the node id, so the node must never hold the shard again (the
+//! metadata group never targets it back: `ClusterTables::retired`). A
+//! replica that never joined its shard (created for a target that moved
+//! on before the leader added it, or a joining node's before any target
+//! named it) is unloaded without a tombstone.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use ringkv_consensus::{LogIndex, LogStorage, NodeId, Replica, ShardId};
+use ringkv_storage::mvcc::MvccStore;
+use ringkv_storage::{Disk, Wal};
+
+use super::{HostedShard, Node};
+use crate::config::{META_SHARD, NodeConfig};
+use crate::engine::Engine;
+use crate::error::NodeError;
+use crate::io::{Clock, Transport};
+use crate::proposal::{ProposalBody, ShardConfig};
+
+/// Prefix of the node records naming the data shards this node dropped.
+const TOMBSTONE_PREFIX: &str = "dropped_shard/";
+
+fn tombstone_record(shard: ShardId) -> String {
+    format!("{TOMBSTONE_PREFIX}{}", shard.0)
+}
+
+/// The data shards of `cfg`'s keyspace this node dropped (see the
+/// module docs).
+pub(super) fn load_tombstones(
+    store: &MvccStore,
+    cfg: &NodeConfig,
+) -> Result<BTreeSet<ShardId>, NodeError> {
+    let mut out = BTreeSet::new();
+    if !cfg.is_sharded() {
+        return Ok(out);
+    }
+    for shard in cfg.keyspace.shard_ids().map(|s| ShardId(s.0)) {
+        if store.node_record(&tombstone_record(shard))?.is_some() {
+            out.insert(shard);
+        }
+    }
+    Ok(out)
+}
+
+/// The shards a node starts replicas of when it opens: every shard of its
+/// keyspace it has not dropped. With placement moves on, of a node that
+/// held data before only the metadata shard and the data shards its WAL
+/// or store holds (a new cluster's bootstrap wrote every data shard into
+/// the WAL; the others are created as placement names the node); an empty
+/// node (a joining one) opens them all, as it needs to hear from whichever
+/// its cluster has (a one-shard cluster's only shard tells it the cluster
+/// is not sharded), and drops those placement does not give it once it
+/// knows.
+pub(super) fn opened_shards<D: Disk>(
+    cfg: &NodeConfig,
+    wal: &Wal<D>,
+    store: &MvccStore,
+    tombstones: &BTreeSet<ShardId>,
+) -> Vec<ShardId> {
+    let in_wal = wal.shards();
+    let in_store = store.shards();
+    if !cfg.is_sharded() || !cfg.placement_moves || (in_wal.is_empty() && in_store.is_empty()) {
+        return cfg.hosted_shards().into_iter().filter(|s| !tombstones.contains(s)).collect();
+    }
+    cfg.hosted_shards()
+        .into_iter()
+        .filter(|s| {
+            *s == META_SHARD
+                || (!tombstones.contains(s) && (in_wal.contains(s) || in_store.contains(s)))
+        })
+        .collect()
+}
+
+impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
+    /// Creates and drops data-shard replicas as the metadata group's
+    /// targets and reported configurations say (see the module docs); at
+    /// most once per tick interval. Only from metadata tables this node
+    /// applied, so only from committed decisions.
+    pub(super) fn sync_hosting(&mut self, now: Duration) -> Result<(), NodeError> {
+        if !self.is_sharded() || now < self.next_hosting_check {
+            return Ok(());
+        }
+        self.next_hosting_check = now + self.cfg.tick_interval;
+        let me = self.id;
+        let Some(t) = self.meta_tables() else { return Ok(()) };
+        if t.cluster_id.is_none() || !t.members.contains_key(&me) || t.removed.contains(&me) {
+            return Ok(());
+        }
+        let mut create = Vec::new();
+        let mut drop = Vec::new();
+        let mut unload = Vec::new();
+        for shard in self.cfg.keyspace.shard_ids().map(|s| ShardId(s.0)) {
+            // Without moves every member holds every shard (a joining
+            // node creates them here).
+            let wanted = !self.cfg.placement_moves || t.target_of(shard).contains(&me);
+            match self.shards.get(&shard) {
+                None if wanted && !self.tombstones.contains(&shard) => create.push(shard),
+                Some(s) if !wanted => {
+                    let last = s.replica.storage().last_index();
+                    let joined = s.applied > LogIndex::ZERO
+                        || last > LogIndex::ZERO
+                        || s.replica.membership().contains(me);
+                    // The recorded configuration must be at least as new
+                    // as everything in this replica's log: the entry (or
+                    // snapshot) that added this replica is in that log, so
+                    // a configuration without it that is newer still was
+                    // made by removing it. An older one may predate the
+                    // replica's joining.
+                    let recorded_out =
+                        t.configs.get(&shard).is_some_and(|c| !c.holds(me) && c.applied >= last);
+                    if recorded_out && joined {
+                        drop.push(shard);
+                    } else if !joined {
+                        unload.push(shard);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for shard in create {
+            let hosted: HostedShard<E, D> =
+                HostedShard::open(&self.cfg, me, shard, &self.store, &self.wal, now)?;
+            self.shards.insert(shard, hosted);
+            self.provide_snapshot_data(shard)?;
+        }
+        for shard in unload {
+            self.release(shard);
+        }
+        for shard in drop {
+            self.drop_replica(shard)?;
+        }
+        Ok(())
+    }
+
+    /// Drops this node's replica of `shard` for good: tombstone first
+    /// (durable), then the replica, its WAL records and its store rows. A
+    /// crash part way is finished by the next open.
+    fn drop_replica(&mut self, shard: ShardId) -> Result<(), NodeError> {
+        self.store.set_node_record(&tombstone_record(shard), Some(&[1]))?;
+        self.tombstones.insert(shard);
+        self.release(shard);
+        self.wal.remove_shard(shard)?;
+        self.store.remove_shard(shard)?;
+        Ok(())
+    }
+
+    /// Forgets the replica of `shard` and answers whoever waits on it
+    /// here: a client is told the shard is elsewhere.
+    fn release(&mut self, shard: ShardId) {
+        self.shards.remove(&shard);
+        let hosts = self.shard_replica_nodes(shard);
+        let not_hosted = || NodeError::NotHosted { shard, hosts: hosts.clone() };
+        let proposals: Vec<_> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| {
+                p.shard == shard && matches!(p.placement, super::Placement::Local { .. })
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in proposals {
+            // Appended here, not known to have committed: ambiguous.
+            self.fail_proposal(id, NodeError::LeaderChanged);
+        }
+        let reads: Vec<u64> =
+            self.reads.iter().filter(|(_, r)| r.shard == shard).map(|(&k, _)| k).collect();
+        for k in reads {
+            let r = self.reads.remove(&k).expect("listed");
+            self.complete(r.token, shard, Err(not_hosted()));
+        }
+        let calls: Vec<u64> =
+            self.calls.iter().filter(|(_, c)| c.shard == shard).map(|(&k, _)| k).collect();
+        for k in calls {
+            let c = self.calls.remove(&k).expect("listed");
+            self.complete(c.token, shard, Err(not_hosted()));
+        }
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.transfers).into_iter().partition(|t| t.shard == shard);
+        self.transfers = kept;
+        for t in gone {
+            self.complete(t.token, shard, Err(not_hosted()));
+        }
+    }
+
+    /// A data shard's leader reports its configuration to the metadata
+    /// group when the recorded one differs, once the configuration is
+    /// committed: every entry of earlier leaders is applied (one of them
+    /// may change it) and so is this leader's own last change.
+    pub(super) fn report_config(&mut self, shard: ShardId, now: Duration) {
+        if !self.is_data_shard(shard) {
+            return;
+        }
+        let Some(s) = self.shards.get(&shard) else { return };
+        if !s.is_leader()
+            || now < s.retry_report_at
+            || s.applied < s.leases_ready_at
+            || s.config_change_at.is_some_and(|at| s.applied < at)
+        {
+            return;
+        }
+        let m = s.replica.membership();
+        if m.is_joint() {
+            return;
+        }
+        let voters: Vec<NodeId> = m.voters.iter().copied().collect();
+        let learners: Vec<NodeId> = m.learners.iter().copied().collect();
+        let recorded = self.meta_tables().and_then(|t| t.configs.get(&shard));
+        if recorded.is_some_and(|c| c.voters == voters && c.learners == learners) {
+            return;
+        }
+        let applied = s.applied;
+        let retry = self.cfg.request_timeout;
+        let s = self.shards.get_mut(&shard).expect("checked above");
+        s.retry_report_at = now + retry;
+        let config = ShardConfig { shard, applied, voters, learners };
+        self.propose_internal(META_SHARD, ProposalBody::ShardConfig(config), now);
+    }
+}

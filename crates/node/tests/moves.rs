@@ -1,0 +1,206 @@
+//! Placement acted on (ADR 0002, step 2, `--placement-moves`): beyond R
+//! voting members each data shard moves to its target's nodes (a new
+//! replica joins as a learner, catches up, is promoted; the old one is
+//! removed and its node drops its data), and no write is lost; a member
+//! that holds no replica of a shard answers `NotHosted` with the shard's
+//! holders; lease grants reach shards the granting member does not hold;
+//! a member cannot be removed while a shard would lose its quorum.
+#![allow(clippy::unwrap_used)]
+
+#[macro_use]
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use ringkv_consensus::{NodeId, ShardId};
+use ringkv_node::testing::{Cluster, test_config};
+use ringkv_node::{Engine, NodeError, Reply, Request};
+use ringkv_storage::mvcc::{PutRequest, RangeRequest, Response};
+
+/// Keys written before the moves, read back after.
+const KEYS: usize = 40;
+
+fn moving<E: Engine>(n: usize, seed: u64) -> Cluster<E> {
+    cluster_with::<E>(n, seed, &|c| {
+        c.keyspace = keyspace();
+        c.placement_moves = true;
+        c.snapshot_count = 50;
+        c.snapshot_catch_up_entries = 10;
+    })
+}
+
+fn shard_of(key: &str) -> ShardId {
+    ShardId(keyspace().shard_of(key.as_bytes()).0)
+}
+
+/// Whether every data shard's replicas are on exactly its target's nodes,
+/// as every running node sees it, with a leader whose configuration is
+/// the target and every holder caught up.
+fn placed<E: Engine>(c: &Cluster<E>) -> bool {
+    let running = c.running();
+    let Some(any) = running.first() else { return false };
+    let targets = c.node(*any).shard_targets();
+    if targets.len() != data_shards().len() {
+        return false;
+    }
+    targets.iter().all(|(&s, target)| {
+        let Some(l) = c.leader_of(s) else { return false };
+        let st = c.node(l).replica_status(s).unwrap();
+        let voters: Vec<NodeId> = st.membership.voters.iter().copied().collect();
+        voters == *target
+            && st.membership.learners.is_empty()
+            && running.iter().all(|&id| c.node(id).hosts(s) == target.contains(&id))
+            && target.iter().all(|&id| {
+                c.node(id).shard_status(s).is_some_and(|h| h.applied_index == st.applied)
+            })
+    })
+}
+
+fn write_keys<E: Engine>(c: &mut Cluster<E>, tag: &str) -> BTreeMap<String, String> {
+    let leader = c.wait_leader(STEPS);
+    (0..KEYS)
+        .map(|i| {
+            let (k, v) = (format!("k{i}"), format!("{tag}-{i}"));
+            // A shard whose leadership moves is briefly unavailable.
+            let mut tries = 0;
+            while let Err(e) = put_routed(c, leader, &k, &v) {
+                tries += 1;
+                assert!(e.is_indeterminate() && tries < 5, "{k}: {e}");
+            }
+            (k, v)
+        })
+        .collect()
+}
+
+/// Every key reads back with its value, linearizably, from every node
+/// that holds its shard, and `NotHosted` naming those nodes elsewhere.
+fn check_keys<E: Engine>(c: &mut Cluster<E>, keys: &BTreeMap<String, String>) {
+    for (k, v) in keys {
+        let shard = shard_of(k);
+        for id in c.running() {
+            let got = get_on(c, id, k, false);
+            if c.node(id).hosts(shard) {
+                assert_eq!(got.unwrap().unwrap().value, b(v), "{k} on {id}");
+            } else {
+                let Err(NodeError::NotHosted { shard: s, hosts }) = got else {
+                    panic!("{k} on {id}, which does not hold {shard}: {got:?}")
+                };
+                assert_eq!(s, shard);
+                assert_eq!(hosts, c.node(id).shard_target(shard).unwrap(), "{k} on {id}");
+            }
+        }
+    }
+}
+
+fn add_voter<E: Engine>(c: &mut Cluster<E>, i: usize, seed: u64) -> NodeId {
+    let leader = c.wait_leader(STEPS);
+    let add = Request::MemberAdd { peer_urls: vec![format!("http://n{i}:2380")], is_learner: true };
+    let Reply::Members { member: Some(added), .. } = c.call(leader, add, STEPS).unwrap() else {
+        panic!("no member")
+    };
+    let mut cfg = test_config(i, 3, seed);
+    cfg.keyspace = keyspace();
+    cfg.placement_moves = true;
+    c.add_joining(added.id, cfg).unwrap();
+    let promoted = (0..STEPS).any(|_| {
+        c.run(20);
+        let Some(leader) = c.leader() else { return false };
+        c.call(leader, Request::MemberPromote(added.id), STEPS).is_ok()
+    });
+    assert!(promoted, "the new member was not promoted");
+    added.id
+}
+
+fn four_members_move_every_shard_to_its_target_and_lose_nothing<E: Engine>() {
+    let mut c = moving::<E>(4, 101);
+    wait_leaders(&mut c);
+    let keys = write_keys(&mut c, "four");
+    assert!(c.run_until(STEPS * 20, placed), "shards never reached their targets");
+    // Each data shard on R = 3 of the 4 nodes: 12 replicas, not 16.
+    let held: usize = c
+        .running()
+        .iter()
+        .map(|&id| data_shards().into_iter().filter(|&s| c.node(id).hosts(s)).count())
+        .sum();
+    assert_eq!(held, data_shards().len() * 3, "replicas held");
+    check_keys(&mut c, &keys);
+    // A restart keeps the shards a node dropped dropped.
+    let victim = c.running()[1];
+    let before: Vec<bool> = data_shards().iter().map(|&s| c.node(victim).hosts(s)).collect();
+    c.crash(victim);
+    c.restart(victim).unwrap();
+    c.run(STEPS);
+    let after: Vec<bool> = data_shards().iter().map(|&s| c.node(victim).hosts(s)).collect();
+    assert_eq!(before, after, "{victim} holds other shards after a restart");
+    assert!(c.run_until(STEPS * 10, placed));
+    check_keys(&mut c, &keys);
+}
+
+fn a_fifth_member_takes_its_share_and_nothing_is_lost<E: Engine>() {
+    let mut c = moving::<E>(4, 102);
+    wait_leaders(&mut c);
+    assert!(c.run_until(STEPS * 20, placed), "four-member placement");
+    let mut keys = write_keys(&mut c, "before");
+    let fifth = add_voter(&mut c, 5, 102);
+    keys.extend(write_keys(&mut c, "during"));
+    let settled = c.run_until(STEPS * 30, |c| {
+        placed(c) && c.node(fifth).shard_targets().values().any(|t| t.contains(&fifth))
+    });
+    assert!(settled, "shards never reached their five-member targets");
+    assert!(
+        data_shards().iter().any(|&s| c.node(fifth).hosts(s)),
+        "the fifth member holds nothing"
+    );
+    check_keys(&mut c, &keys);
+    // A lease granted through any member reaches every shard, those the
+    // granting member does not hold too: a put with it works on each.
+    let granter = c.running()[0];
+    let Reply::Kv(Response::LeaseGrant(g)) =
+        c.call(granter, Request::LeaseGrant { id: Default::default(), ttl: 60 }, STEPS).unwrap()
+    else {
+        panic!("no lease")
+    };
+    for i in 0..KEYS {
+        let key = format!("leased{i}");
+        let holder = c.node(granter).shard_replica_nodes(shard_of(&key))[0];
+        let put = PutRequest { key: b(&key), value: b("v"), lease: g.id, ..PutRequest::default() };
+        c.call(holder, Request::Put(put), STEPS).unwrap_or_else(|e| panic!("{key}: {e}"));
+    }
+    let req = RangeRequest { key: b("leased0"), ..RangeRequest::default() };
+    let holder = c.node(granter).shard_replica_nodes(shard_of("leased0"))[0];
+    let Reply::Range(r) = c.call(holder, Request::Range(req), STEPS).unwrap() else { panic!() };
+    assert_eq!(r.kvs[0].lease, g.id);
+}
+
+fn a_member_whose_removal_would_strand_a_shard_is_refused<E: Engine>() {
+    let mut c = moving::<E>(4, 103);
+    wait_leaders(&mut c);
+    assert!(c.run_until(STEPS * 20, placed));
+    // Every shard has 3 voters: removing any one member is safe.
+    let leader = c.wait_leader(STEPS);
+    let victim = c.running().into_iter().find(|&id| id != leader).unwrap();
+    c.call(leader, Request::MemberRemove(victim), STEPS).unwrap();
+    assert!(c.run_until(STEPS * 3, |c| c.node(victim).stopped().is_some()));
+    c.crash(victim);
+    // Three members left: the shards the victim held are refilled where
+    // the retired-node rule allows, else keep two voters; removing a
+    // member that is one of two voters of a shard is refused.
+    c.run(STEPS * 10);
+    let leader = c.wait_leader(STEPS);
+    let two_voter = data_shards().into_iter().find_map(|s| {
+        let l = c.leader_of(s)?;
+        let voters = c.node(l).replica_status(s)?.membership.voters;
+        (voters.len() == 2).then(|| *voters.iter().next().unwrap())
+    });
+    let member = two_voter.expect("a shard the victim held keeps two voters (retired-node rule)");
+    let err = c.call(leader, Request::MemberRemove(member), STEPS).unwrap_err();
+    assert!(matches!(err, NodeError::RemoveStrandsShard { .. }), "{err:?}");
+    assert!(err.to_string().contains("without a quorum"), "{err}");
+}
+
+engine_tests!(
+    four_members_move_every_shard_to_its_target_and_lose_nothing,
+    a_fifth_member_takes_its_share_and_nothing_is_lost,
+    a_member_whose_removal_would_strand_a_shard_is_refused,
+);
