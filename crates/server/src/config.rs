@@ -244,6 +244,10 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N")]
     pub max_concurrent_moves: Option<u64>,
 
+    /// Move data shards to the members placement targets (beyond --replicas members each shard then lives on R of them, not on every member). Off by default: a shard can never return to a member it left, so a cluster that shrinks back after growing cannot refill every shard (docs/adr/0002-sharding.md). [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub placement_moves: Option<bool>,
+
     /// Auto compaction mode: `periodic` (the retention is a time) or `revision` (a number of revisions). [default: periodic]
     #[arg(long, value_name = "MODE")]
     pub auto_compaction_mode: Option<AutoCompactionMode>,
@@ -566,6 +570,8 @@ pub struct ServerConfig {
     pub replicas: u32,
     /// Most shards moving at once (`--max-concurrent-moves`).
     pub max_concurrent_moves: u32,
+    /// Whether data shards move to their targets (`--placement-moves`).
+    pub placement_moves: bool,
     /// Which part of a key decides its shard (`--hash-key-segments`).
     pub hash_key_rule: HashKeyRule,
     /// Auto-compaction (`--auto-compaction-mode`,
@@ -886,6 +892,7 @@ impl ServerArgs {
             shards,
             replicas,
             max_concurrent_moves,
+            placement_moves,
             auto_compaction_mode,
             auto_compaction_retention,
             auto_compaction_revision_interval,
@@ -928,6 +935,7 @@ impl ServerArgs {
             shards: shards.or(lower.shards),
             replicas: replicas.or(lower.replicas),
             max_concurrent_moves: max_concurrent_moves.or(lower.max_concurrent_moves),
+            placement_moves: placement_moves.or(lower.placement_moves),
             auto_compaction_mode: auto_compaction_mode.or(lower.auto_compaction_mode),
             auto_compaction_retention: auto_compaction_retention
                 .or(lower.auto_compaction_retention),
@@ -1324,6 +1332,7 @@ fn validate(
         )?,
         client_tls,
         peer_tls,
+        placement_moves: raw.placement_moves.unwrap_or(false),
         debug_relay_watches: raw.debug_relay_watches.unwrap_or(false),
         warnings,
     })

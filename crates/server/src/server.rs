@@ -216,6 +216,7 @@ pub fn node_config(config: &ServerConfig, start: Start) -> Result<NodeConfig, Se
     node.keyspace = config.keyspace();
     node.replicas = config.replicas;
     node.max_concurrent_moves = config.max_concurrent_moves;
+    node.placement_moves = config.placement_moves;
     Ok(node)
 }
 

@@ -361,7 +361,9 @@ impl From<NodeError> for EtcdError {
             NodeError::Mvcc(e) => e.into(),
             NodeError::Member(e) => e.into(),
             NodeError::Auth(e) => e.into(),
-            e @ (NodeError::SpansShards { .. } | NodeError::ShardRequired { .. }) => {
+            e @ (NodeError::SpansShards { .. }
+            | NodeError::ShardRequired { .. }
+            | NodeError::RemoveStrandsShard { .. }) => {
                 EtcdError::ShardRefused { message: e.to_string() }
             }
             other => EtcdError::Unknown { message: other.to_string() },
