@@ -358,6 +358,26 @@ impl ClusterTables {
         Ok(true)
     }
 
+    /// Applies a new cluster's initial placement: targets for shards that
+    /// have none, retiring nobody (no founder held a shard its target
+    /// leaves out).
+    pub(crate) fn apply_initial_targets(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        shard: ShardId,
+        targets: &[crate::proposal::ShardTarget],
+    ) -> Result<(), StoreError> {
+        let count = self.keyspace.map_or(0, |k| u64::from(k.shard_count()));
+        for t in targets {
+            if t.shard.0 == 0 || t.shard.0 > count || self.targets.contains_key(&t.shard) {
+                continue;
+            }
+            b.set_record(shard, &target_record(t.shard), Some(&encode_to_vec(t)))?;
+            self.targets.insert(t.shard, t.nodes.clone());
+        }
+        Ok(())
+    }
+
     /// Applies target changes, each on its own: one naming a retired node
     /// or a shard that is not a data shard is refused (the others apply).
     /// Nodes a new target drops from its shard's current one are retired

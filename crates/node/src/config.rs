@@ -109,6 +109,11 @@ pub const REPLICAS_DEFAULT: u32 = 3;
 /// (snapshots to new replicas) cannot swamp foreground traffic.
 pub const MAX_CONCURRENT_MOVES_DEFAULT: u32 = 4;
 
+/// Default `--down-timeout`: how long a member goes unheard before, with
+/// placement moves on, its data shards are placed on the other members
+/// (issue #7: five minutes; tests set seconds).
+pub const DOWN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5 * 60);
+
 /// Most leases in one checkpoint proposal (etcd's
 /// `maxLeaseCheckpointBatchSize`).
 pub const LEASE_CHECKPOINT_BATCH_MAX: usize = 1_000;
@@ -235,6 +240,11 @@ pub struct NodeConfig {
     /// it left, so a cluster that shrinks back to R members after growing
     /// past R cannot refill every shard (ADR 0002).
     pub placement_moves: bool,
+    /// With placement moves on, how long the metadata leader goes without
+    /// a node-level heartbeat from a member before it places that
+    /// member's shards on the others (`--down-timeout`); only while enough
+    /// other members are up to hold R replicas of every shard.
+    pub down_timeout: Duration,
 }
 
 /// The keyspace of a cluster created without `--shards`: one data shard,
@@ -279,6 +289,7 @@ impl NodeConfig {
             replicas: REPLICAS_DEFAULT,
             max_concurrent_moves: MAX_CONCURRENT_MOVES_DEFAULT,
             placement_moves: false,
+            down_timeout: DOWN_TIMEOUT_DEFAULT,
         }
     }
 
@@ -334,6 +345,9 @@ impl NodeConfig {
         let bad = |field, why: &str| Err(NodeError::Config { field, why: why.to_owned() });
         if self.tick_interval.is_zero() {
             return bad("tick_interval", "must be positive");
+        }
+        if self.down_timeout < self.election_timeout() {
+            return bad("down_timeout", "must be at least the election timeout");
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return bad("election_ticks", "must exceed heartbeat_ticks, which must be positive");

@@ -176,6 +176,12 @@ pub enum ProposalBody {
     /// the metadata group so that every node knows where a shard really
     /// is (sharded clusters only; proposed by nodes, never by clients).
     ShardConfig(ShardConfig),
+    /// The placement a sharded cluster created with placement moves on
+    /// and more founders than replicas starts with: the metadata group's
+    /// third entry, written by every founder's bootstrap (each data shard
+    /// starts on its target's founders only, so no founder held it and
+    /// none is retired for it).
+    InitialTargets(Vec<ShardTarget>),
 }
 
 /// A data shard's consensus configuration as its leader applied it.
@@ -537,6 +543,10 @@ impl Wire for Proposal {
                 out.push(9);
                 c.encode(out);
             }
+            ProposalBody::InitialTargets(t) => {
+                out.push(10);
+                t.encode(out);
+            }
         }
     }
 
@@ -548,7 +558,7 @@ impl Wire for Proposal {
         }
         let id = Option::<ProposalId>::decode(d)?;
         let auth = if format == PROPOSAL_FORMAT { Option::<AuthInfo>::decode(d)? } else { None };
-        let body = match d.tag("proposal body", 9)? {
+        let body = match d.tag("proposal body", 10)? {
             0 => ProposalBody::Kv(Command::decode(d)?),
             1 => ProposalBody::Member(MemberChange::decode(d)?),
             2 => ProposalBody::Alarm(AlarmChange::decode(d)?),
@@ -558,7 +568,8 @@ impl Wire for Proposal {
             6 => ProposalBody::AuthSync(AuthSnapshot::decode(d)?),
             7 => ProposalBody::Layout(Layout::decode(d)?),
             8 => ProposalBody::ShardTargets(Vec::<ShardTarget>::decode(d)?),
-            _ => ProposalBody::ShardConfig(ShardConfig::decode(d)?),
+            9 => ProposalBody::ShardConfig(ShardConfig::decode(d)?),
+            _ => ProposalBody::InitialTargets(Vec::<ShardTarget>::decode(d)?),
         };
         Ok(Proposal { id, auth, body })
     }
@@ -670,6 +681,14 @@ mod tests {
                         learners,
                     })
                 }),
+            (1u64..1000, prop::collection::btree_set(1u64..u64::MAX, 1..5)).prop_map(
+                |(shard, nodes)| {
+                    ProposalBody::InitialTargets(vec![ShardTarget {
+                        shard: ShardId(shard),
+                        nodes: nodes.into_iter().map(NodeId).collect(),
+                    }])
+                }
+            ),
         ]
     }
 

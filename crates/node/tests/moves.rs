@@ -4,7 +4,9 @@
 //! removed and its node drops its data), and no write is lost; a member
 //! that holds no replica of a shard answers `NotHosted` with the shard's
 //! holders; lease grants reach shards the granting member does not hold;
-//! a member cannot be removed while a shard would lose its quorum.
+//! a member cannot be removed while a shard would lose its quorum; a
+//! member unheard for `--down-timeout` has its shards re-created on the
+//! others and drops them when it returns.
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]
@@ -27,6 +29,7 @@ fn moving<E: Engine>(n: usize, seed: u64) -> Cluster<E> {
         c.placement_moves = true;
         c.snapshot_count = 50;
         c.snapshot_catch_up_entries = 10;
+        c.down_timeout = c.election_timeout() * 4;
     })
 }
 
@@ -52,7 +55,8 @@ fn placed<E: Engine>(c: &Cluster<E>) -> bool {
             && st.membership.learners.is_empty()
             && running.iter().all(|&id| c.node(id).hosts(s) == target.contains(&id))
             && target.iter().all(|&id| {
-                c.node(id).shard_status(s).is_some_and(|h| h.applied_index == st.applied)
+                running.contains(&id)
+                    && c.node(id).shard_status(s).is_some_and(|h| h.applied_index == st.applied)
             })
     })
 }
@@ -87,7 +91,11 @@ fn check_keys<E: Engine>(c: &mut Cluster<E>, keys: &BTreeMap<String, String>) {
                     panic!("{k} on {id}, which does not hold {shard}: {got:?}")
                 };
                 assert_eq!(s, shard);
-                assert_eq!(hosts, c.node(id).shard_target(shard).unwrap(), "{k} on {id}");
+                // The holders as the shard's leader last reported them: a
+                // request sent on to them finds the shard.
+                let holding: Vec<NodeId> =
+                    c.running().into_iter().filter(|&h| c.node(h).hosts(shard)).collect();
+                assert!(hosts.iter().any(|h| holding.contains(h)), "{k} on {id}: {hosts:?}");
             }
         }
     }
@@ -112,10 +120,14 @@ fn add_voter<E: Engine>(c: &mut Cluster<E>, i: usize, seed: u64) -> NodeId {
     added.id
 }
 
-fn four_members_move_every_shard_to_its_target_and_lose_nothing<E: Engine>() {
-    let mut c = moving::<E>(4, 101);
+fn a_fourth_member_moves_every_shard_to_its_target_and_loses_nothing<E: Engine>() {
+    // Three founders hold every shard; a fourth voter makes the metadata
+    // leader place each on three of the four.
+    let mut c = moving::<E>(3, 101);
     wait_leaders(&mut c);
-    let keys = write_keys(&mut c, "four");
+    let mut keys = write_keys(&mut c, "three");
+    add_voter(&mut c, 4, 101);
+    keys.extend(write_keys(&mut c, "four"));
     assert!(c.run_until(STEPS * 20, placed), "shards never reached their targets");
     // Each data shard on R = 3 of the 4 nodes: 12 replicas, not 16.
     let held: usize = c
@@ -138,6 +150,7 @@ fn four_members_move_every_shard_to_its_target_and_lose_nothing<E: Engine>() {
 }
 
 fn a_fifth_member_takes_its_share_and_nothing_is_lost<E: Engine>() {
+    // Four founders: each shard starts on three of them (no move).
     let mut c = moving::<E>(4, 102);
     wait_leaders(&mut c);
     assert!(c.run_until(STEPS * 20, placed), "four-member placement");
@@ -174,33 +187,70 @@ fn a_fifth_member_takes_its_share_and_nothing_is_lost<E: Engine>() {
 }
 
 fn a_member_whose_removal_would_strand_a_shard_is_refused<E: Engine>() {
-    let mut c = moving::<E>(4, 103);
-    wait_leaders(&mut c);
-    assert!(c.run_until(STEPS * 20, placed));
-    // Every shard has 3 voters: removing any one member is safe.
-    let leader = c.wait_leader(STEPS);
-    let victim = c.running().into_iter().find(|&id| id != leader).unwrap();
-    c.call(leader, Request::MemberRemove(victim), STEPS).unwrap();
-    assert!(c.run_until(STEPS * 3, |c| c.node(victim).stopped().is_some()));
-    c.crash(victim);
-    // Three members left: the shards the victim held are refilled where
-    // the retired-node rule allows, else keep two voters; removing a
-    // member that is one of two voters of a shard is refused.
-    c.run(STEPS * 10);
-    let leader = c.wait_leader(STEPS);
-    let two_voter = data_shards().into_iter().find_map(|s| {
-        let l = c.leader_of(s)?;
-        let voters = c.node(l).replica_status(s)?.membership.voters;
-        (voters.len() == 2).then(|| *voters.iter().next().unwrap())
+    // Two replicas per shard: every shard a member holds has one other
+    // voter, which cannot make a quorum alone.
+    let mut c = cluster_with::<E>(3, 103, &|c| {
+        c.keyspace = keyspace();
+        c.placement_moves = true;
+        c.replicas = 2;
     });
-    let member = two_voter.expect("a shard the victim held keeps two voters (retired-node rule)");
-    let err = c.call(leader, Request::MemberRemove(member), STEPS).unwrap_err();
-    assert!(matches!(err, NodeError::RemoveStrandsShard { .. }), "{err:?}");
+    wait_leaders(&mut c);
+    assert!(c.run_until(STEPS * 20, |c| {
+        c.running().iter().all(|&id| c.node(id).shard_targets().len() == data_shards().len())
+            && data_shards().iter().all(|&s| {
+                c.leader_of(s).is_some_and(|l| {
+                    c.node(l).replica_status(s).unwrap().membership.voters.len() == 2
+                })
+            })
+    }));
+    let leader = c.wait_leader(STEPS);
+    let victim = c
+        .running()
+        .into_iter()
+        .find(|&id| id != leader && data_shards().iter().any(|&s| c.node(id).hosts(s)))
+        .unwrap();
+    // Once every shard's leader has reported its configuration.
+    assert!(c.run_until(STEPS * 10, |c| c.node(leader).shards_moving().is_empty()));
+    let err = c.call(leader, Request::MemberRemove(victim), STEPS).unwrap_err();
+    assert!(matches!(err, NodeError::RemoveStrandsShard { voters: 2, .. }), "{err:?}");
     assert!(err.to_string().contains("without a quorum"), "{err}");
+    assert!(c.node(victim).stopped().is_none());
+}
+
+fn a_member_down_past_the_timeout_has_its_shards_re_created_elsewhere<E: Engine>() {
+    let mut c = moving::<E>(5, 104);
+    wait_leaders(&mut c);
+    assert!(c.run_until(STEPS * 20, placed), "five-member placement");
+    let keys = write_keys(&mut c, "before");
+    let leader = c.wait_leader(STEPS);
+    let victim = c
+        .running()
+        .into_iter()
+        .find(|&id| id != leader && data_shards().iter().any(|&s| c.node(id).hosts(s)))
+        .unwrap();
+    let held: Vec<ShardId> =
+        data_shards().into_iter().filter(|&s| c.node(victim).hosts(s)).collect();
+    c.crash(victim);
+    // Every shard gets three live replicas again, none on the victim.
+    let healed = c.run_until(STEPS * 40, |c| {
+        placed(c)
+            && c.running().iter().all(|&id| {
+                c.node(id).shard_targets().values().all(|t| t.len() == 3 && !t.contains(&victim))
+            })
+    });
+    assert!(healed, "{victim}'s shards {held:?} were not re-created elsewhere");
+    check_keys(&mut c, &keys);
+    // Back, the victim learns its replicas moved and drops them.
+    c.restart(victim).unwrap();
+    let dropped = c.run_until(STEPS * 20, |c| held.iter().all(|&s| !c.node(victim).hosts(s)));
+    assert!(dropped, "{victim} still holds a shard that moved");
+    assert!(c.run_until(STEPS * 10, placed));
+    check_keys(&mut c, &keys);
 }
 
 engine_tests!(
-    four_members_move_every_shard_to_its_target_and_lose_nothing,
+    a_member_down_past_the_timeout_has_its_shards_re_created_elsewhere,
+    a_fourth_member_moves_every_shard_to_its_target_and_loses_nothing,
     a_fifth_member_takes_its_share_and_nothing_is_lost,
     a_member_whose_removal_would_strand_a_shard_is_refused,
 );

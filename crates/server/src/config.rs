@@ -244,6 +244,10 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N")]
     pub max_concurrent_moves: Option<u64>,
 
+    /// With --placement-moves: how long a member goes unheard before the metadata leader places its data shards on the other members (while at least --replicas others are up). [default: 5m]
+    #[arg(long, value_name = "DURATION")]
+    pub down_timeout: Option<String>,
+
     /// Move data shards to the members placement targets (beyond --replicas members each shard then lives on R of them, not on every member). Off by default: a shard can never return to a member it left, so a cluster that shrinks back after growing cannot refill every shard (docs/adr/0002-sharding.md). [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub placement_moves: Option<bool>,
@@ -572,6 +576,9 @@ pub struct ServerConfig {
     pub max_concurrent_moves: u32,
     /// Whether data shards move to their targets (`--placement-moves`).
     pub placement_moves: bool,
+    /// How long a member goes unheard before its shards are placed
+    /// elsewhere (`--down-timeout`).
+    pub down_timeout: Duration,
     /// Which part of a key decides its shard (`--hash-key-segments`).
     pub hash_key_rule: HashKeyRule,
     /// Auto-compaction (`--auto-compaction-mode`,
@@ -791,6 +798,17 @@ pub enum ConfigError {
         /// Largest allowed.
         max: u64,
     },
+    /// A bad `--down-timeout`.
+    #[error(
+        "--down-timeout is {value:?}: give a duration such as 5m or 30s, at least the election \
+         timeout ({election_ms} ms)"
+    )]
+    BadDownTimeout {
+        /// The value given.
+        value: String,
+        /// The election timeout it must not be below.
+        election_ms: u64,
+    },
     /// A bad `--auto-compaction-mode` / `--auto-compaction-retention`.
     #[error(transparent)]
     AutoCompaction(#[from] RetentionError),
@@ -893,6 +911,7 @@ impl ServerArgs {
             replicas,
             max_concurrent_moves,
             placement_moves,
+            down_timeout,
             auto_compaction_mode,
             auto_compaction_retention,
             auto_compaction_revision_interval,
@@ -936,6 +955,7 @@ impl ServerArgs {
             replicas: replicas.or(lower.replicas),
             max_concurrent_moves: max_concurrent_moves.or(lower.max_concurrent_moves),
             placement_moves: placement_moves.or(lower.placement_moves),
+            down_timeout: down_timeout.or(lower.down_timeout),
             auto_compaction_mode: auto_compaction_mode.or(lower.auto_compaction_mode),
             auto_compaction_retention: auto_compaction_retention
                 .or(lower.auto_compaction_retention),
@@ -1286,6 +1306,12 @@ fn validate(
         raw.auto_compaction_retention.as_deref().unwrap_or(DEFAULT_AUTO_COMPACTION_RETENTION),
         raw.auto_compaction_revision_interval.as_deref(),
     )?;
+    let down_timeout = match raw.down_timeout.as_deref() {
+        None => ringkv_node::DOWN_TIMEOUT_DEFAULT,
+        Some(text) => crate::compactor::parse_duration(text)
+            .filter(|d| *d >= Duration::from_millis(election_ms))
+            .ok_or_else(|| ConfigError::BadDownTimeout { value: text.to_owned(), election_ms })?,
+    };
     let hash_key_rule = u32::try_from(segments)
         .ok()
         .and_then(NonZeroU32::new)
@@ -1333,6 +1359,7 @@ fn validate(
         client_tls,
         peer_tls,
         placement_moves: raw.placement_moves.unwrap_or(false),
+        down_timeout,
         debug_relay_watches: raw.debug_relay_watches.unwrap_or(false),
         warnings,
     })

@@ -262,6 +262,10 @@ fn apply_entry(
             b.skip(shard, e.index)?;
             tables.apply_config(b, shard, config)?;
         }
+        ProposalBody::InitialTargets(targets) => {
+            b.skip(shard, e.index)?;
+            tables.apply_initial_targets(b, shard, targets)?;
+        }
     }
     Ok(Some(out))
 }

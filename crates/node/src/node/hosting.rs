@@ -81,6 +81,38 @@ pub(super) fn opened_shards<D: Disk>(
         .collect()
 }
 
+/// What a node does with its replica of a shard its target no longer
+/// names.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Leave {
+    /// Keep it: the shard may still count on it.
+    Keep,
+    /// Drop it for good (tombstone): the shard removed it.
+    Drop,
+    /// Forget it: it never joined the shard (nothing to tombstone).
+    Unload,
+}
+
+/// The rule for a replica whose target left it out: `joined` says whether
+/// it ever took part (a log, an applied entry, or a configuration naming
+/// it), `recorded` is the shard's configuration as its leader last
+/// reported it, `last` the replica's last log index.
+///
+/// The recorded configuration must leave `me` out *and* be at least as new
+/// as everything in the replica's log: the entry (or snapshot) that added
+/// the replica is in that log, so a newer configuration without it was
+/// made by removing it. An older one may predate its joining (a report
+/// made before the replica was added, still recorded while it votes).
+fn leave(joined: bool, recorded: Option<&ShardConfig>, me: NodeId, last: LogIndex) -> Leave {
+    if !joined {
+        return Leave::Unload;
+    }
+    match recorded {
+        Some(c) if !c.holds(me) && c.applied >= last => Leave::Drop,
+        _ => Leave::Keep,
+    }
+}
+
 impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// Creates and drops data-shard replicas as the metadata group's
     /// targets and reported configurations say (see the module docs); at
@@ -92,7 +124,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
         self.next_hosting_check = now + self.cfg.tick_interval;
         let me = self.id;
-        let Some(t) = self.meta_tables() else { return Ok(()) };
+        let Some(m) = self.shards.get(&META_SHARD) else { return Ok(()) };
+        // Decide from a metadata shard that has applied what it knows
+        // committed (after a start: the bootstrap's initial placement).
+        if m.applied < m.replica.commit_index() {
+            return Ok(());
+        }
+        let t = &m.tables;
         if t.cluster_id.is_none() || !t.members.contains_key(&me) || t.removed.contains(&me) {
             return Ok(());
         }
@@ -110,18 +148,10 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                     let joined = s.applied > LogIndex::ZERO
                         || last > LogIndex::ZERO
                         || s.replica.membership().contains(me);
-                    // The recorded configuration must be at least as new
-                    // as everything in this replica's log: the entry (or
-                    // snapshot) that added this replica is in that log, so
-                    // a configuration without it that is newer still was
-                    // made by removing it. An older one may predate the
-                    // replica's joining.
-                    let recorded_out =
-                        t.configs.get(&shard).is_some_and(|c| !c.holds(me) && c.applied >= last);
-                    if recorded_out && joined {
-                        drop.push(shard);
-                    } else if !joined {
-                        unload.push(shard);
+                    match leave(joined, t.configs.get(&shard), me, last) {
+                        Leave::Drop => drop.push(shard),
+                        Leave::Unload => unload.push(shard),
+                        Leave::Keep => {}
                     }
                 }
                 _ => {}
@@ -224,5 +254,36 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         s.retry_report_at = now + retry;
         let config = ShardConfig { shard, applied, voters, learners };
         self.propose_internal(META_SHARD, ProposalBody::ShardConfig(config), now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(applied: u64, voters: &[u64]) -> ShardConfig {
+        ShardConfig {
+            shard: ShardId(1),
+            applied: LogIndex(applied),
+            voters: voters.iter().copied().map(NodeId).collect(),
+            learners: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_replica_is_dropped_only_by_a_configuration_newer_than_its_log() {
+        let me = NodeId(4);
+        // Removed at 20; the replica's log ends at 12 (it missed the
+        // removal): dropped.
+        assert_eq!(leave(true, Some(&config(20, &[1, 2, 3])), me, LogIndex(12)), Leave::Drop);
+        // A report from before the replica joined (at 2) while its log
+        // holds the entries that added it (up to 7): kept, it may vote.
+        assert_eq!(leave(true, Some(&config(2, &[1, 2, 3])), me, LogIndex(7)), Leave::Keep);
+        // Still listed: kept.
+        assert_eq!(leave(true, Some(&config(30, &[1, 2, 4])), me, LogIndex(7)), Leave::Keep);
+        // Nothing reported yet: kept.
+        assert_eq!(leave(true, None, me, LogIndex(7)), Leave::Keep);
+        // Never joined: forgotten, not tombstoned.
+        assert_eq!(leave(false, Some(&config(2, &[1, 2, 3])), me, LogIndex(0)), Leave::Unload);
     }
 }

@@ -445,6 +445,9 @@ pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     /// When the node next compares the shards it hosts with where the
     /// metadata group places them (see [`hosting`]).
     next_hosting_check: Duration,
+    /// The clock when the node opened (a peer never heard from since is
+    /// counted as down from then).
+    started_at: Duration,
 }
 
 /// A request queued by [`Node::submit_as`] or [`Node::submit_to`].
@@ -514,7 +517,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             && store.applied_index(meta_shard) == LogIndex::ZERO
             && let Bootstrap::NewCluster { members } = &config.bootstrap
         {
-            bootstrap_new_cluster(&mut wal, &config, members)?;
+            bootstrap_new_cluster(&mut wal, &config, id, members)?;
         }
         let now = clock.now();
         let tombstones = load_tombstones(&store, &config)?;
@@ -572,6 +575,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             remote_notify: BTreeMap::new(),
             remote_hint: BTreeMap::new(),
             next_hosting_check: now,
+            started_at: now,
         };
         for shard in node.hosted_shards() {
             node.provide_snapshot_data(shard)?;
@@ -1126,9 +1130,16 @@ fn check_keyspace(store: &MvccStore, cfg: &NodeConfig, existing: bool) -> Result
 /// entries). A sharded cluster's metadata shard records its keyspace as
 /// entry 2; each data shard starts with a committed no-op, so every group
 /// starts from the same shape of log.
+///
+/// With placement moves on and more founders than replicas, each data
+/// shard starts on the founders the ring places it on (its configuration
+/// names only them, and only they write it), and the metadata shard's
+/// third entry records that placement as the initial targets: no founder
+/// held a shard it is not placed on, so none is retired for one.
 fn bootstrap_new_cluster<D: Disk>(
     wal: &mut Wal<D>,
     cfg: &NodeConfig,
+    me: NodeId,
     members: &[crate::config::InitialMember],
 ) -> Result<(), NodeError> {
     let meta_shard = cfg.meta_shard();
@@ -1155,6 +1166,16 @@ fn bootstrap_new_cluster<D: Disk>(
         kind: EntryKind::Command,
         payload: Proposal { id: None, auth: None, body }.to_bytes(),
     };
+    let placed = if cfg.is_sharded() && cfg.placement_moves && table.len() > cfg.replicas as usize {
+        let founders = ClusterTables {
+            members: table.iter().map(|m| (m.id, m.clone())).collect(),
+            ..ClusterTables::default()
+        };
+        let shards = cfg.keyspace.shard_count();
+        placement::ideal_targets(&founders, shards, cfg.replicas, &BTreeSet::new())
+    } else {
+        None
+    };
     let init = ProposalBody::InitCluster(ClusterInit { cluster_id: cluster, members: table });
     let meta = SnapshotMeta { index: LogIndex::ZERO, epoch: Epoch::ZERO, membership };
     // The metadata shard last: a directory whose WAL holds it holds every
@@ -1166,6 +1187,16 @@ fn bootstrap_new_cluster<D: Disk>(
         if present.contains(&shard) {
             continue;
         }
+        let placed_on = placed.as_ref().and_then(|p| p.get(&shard));
+        if placed_on.is_some_and(|nodes| !nodes.contains(&me)) {
+            continue;
+        }
+        let meta = match placed_on {
+            Some(nodes) => {
+                SnapshotMeta { membership: Membership::new(nodes.iter().copied()), ..meta.clone() }
+            }
+            None => meta.clone(),
+        };
         let entries = if shard != meta_shard {
             let noop = Entry {
                 index: LogIndex(1),
@@ -1176,7 +1207,19 @@ fn bootstrap_new_cluster<D: Disk>(
             vec![noop]
         } else if cfg.is_sharded() {
             let layout = crate::proposal::Layout { keyspace: cfg.keyspace, replicas: cfg.replicas };
-            vec![command(1, init.clone()), command(2, ProposalBody::Layout(layout))]
+            let mut entries =
+                vec![command(1, init.clone()), command(2, ProposalBody::Layout(layout))];
+            if let Some(p) = &placed {
+                let targets = p
+                    .iter()
+                    .map(|(&shard, nodes)| crate::proposal::ShardTarget {
+                        shard,
+                        nodes: nodes.clone(),
+                    })
+                    .collect();
+                entries.push(command(3, ProposalBody::InitialTargets(targets)));
+            }
+            entries
         } else {
             vec![command(1, init.clone())]
         };
@@ -1290,7 +1333,7 @@ mod tests {
             WalOptions { batch_bytes_max: 2048, record_bytes_max: 2048, ..WalOptions::default() };
         // One whole bootstrap, in batches of a few shards each.
         let mut wal = Wal::open(SimDisk::new(3), cfg.wal).unwrap();
-        bootstrap_new_cluster(&mut wal, &cfg, &members).unwrap();
+        bootstrap_new_cluster(&mut wal, &cfg, NodeId(1), &members).unwrap();
         let full = wal.shards();
         assert_eq!(full.len(), 65);
         // One cut short after the last two data shards (written first):
@@ -1304,7 +1347,7 @@ mod tests {
             wal.install_snapshot(shard, &meta).unwrap();
         }
         wal.sync().unwrap();
-        bootstrap_new_cluster(&mut wal, &cfg, &members).unwrap();
+        bootstrap_new_cluster(&mut wal, &cfg, NodeId(1), &members).unwrap();
         drop(wal);
         let wal = Wal::open(disk, cfg.wal).unwrap();
         assert_eq!(wal.shards(), full, "every group, after a restart too");

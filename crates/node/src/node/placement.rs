@@ -27,7 +27,7 @@
 //! move counts against `--max-concurrent-moves` until the shard's leader
 //! reports the target as its configuration.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ringkv_consensus::{NodeId, Replica, ShardId};
@@ -45,17 +45,29 @@ use crate::proposal::{ProposalBody, ShardTarget};
 /// member while at most `replicas` members vote, else the ring placement
 /// of the voting members (ascending node ids per shard). `None` when the
 /// table cannot be placed (no voter, or a keyspace the ring refuses).
+///
+/// Members in `down` are left out while the others still number at least
+/// `replicas` (their shards are re-created on the others); with fewer up,
+/// leaving them out would only shrink every shard, so they count.
 pub(crate) fn ideal_targets(
     tables: &ClusterTables,
     shard_count: u32,
     replicas: u32,
+    down: &BTreeSet<NodeId>,
 ) -> Option<BTreeMap<ShardId, Vec<NodeId>>> {
-    let voters: Vec<NodeId> =
+    let all: Vec<NodeId> =
         tables.members.values().filter(|m| !m.is_learner).map(|m| m.id).collect();
+    let up: Vec<NodeId> = all.iter().copied().filter(|n| !down.contains(n)).collect();
+    let excluding = up.len() >= replicas as usize && up.len() < all.len();
+    let voters = if excluding { up } else { all };
     if voters.is_empty() {
         return None;
     }
     let shards = (1..=u64::from(shard_count)).map(ShardId);
+    if excluding && voters.len() == replicas as usize {
+        // Members are down: exactly R up voters hold every shard.
+        return Some(shards.map(|s| (s, voters.clone())).collect());
+    }
     if voters.len() <= replicas as usize {
         let all: Vec<NodeId> = tables.members.keys().copied().collect();
         return Some(shards.map(|s| (s, all.clone())).collect());
@@ -151,7 +163,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
         self.next_placement = now + self.cfg.election_timeout();
         let shard_count = self.cfg.keyspace.shard_count();
-        let Some(ideal) = ideal_targets(&m.tables, shard_count, self.cfg.replicas) else {
+        let down = self.down_members(now);
+        let Some(ideal) = ideal_targets(&m.tables, shard_count, self.cfg.replicas, &down) else {
             return;
         };
         // Moves under way (a shard whose reported configuration is not
@@ -169,6 +182,29 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
         let id = self.propose_internal(META_SHARD, ProposalBody::ShardTargets(changes), now);
         self.placement_proposal = Some(id);
+    }
+
+    /// Members the metadata leader places no shard on: with placement
+    /// moves on, voting members other than this node it has not heard a
+    /// node-level heartbeat from for `--down-timeout` (counted from this
+    /// node's start for one never heard). Empty on other nodes.
+    pub fn down_members(&self, now: Duration) -> BTreeSet<NodeId> {
+        let Some(m) = self.shards.get(&META_SHARD) else { return BTreeSet::new() };
+        if !self.cfg.placement_moves || !m.is_leader() {
+            return BTreeSet::new();
+        }
+        let timeout = self.cfg.down_timeout;
+        m.replica
+            .membership()
+            .voters
+            .iter()
+            .copied()
+            .filter(|&n| n != self.id)
+            .filter(|&n| {
+                let heard = self.quiet.heard_at(n).unwrap_or(self.started_at).max(self.started_at);
+                now.saturating_sub(heard) >= timeout
+            })
+            .collect()
     }
 
     /// Whether this node holds a replica of `shard` (the metadata shard
@@ -244,7 +280,7 @@ mod tests {
     #[test]
     fn at_most_r_voters_hold_every_shard() {
         let t = tables(&[1, 2, 3]);
-        let ideal = ideal_targets(&t, 8, 3).unwrap();
+        let ideal = ideal_targets(&t, 8, 3, &BTreeSet::new()).unwrap();
         assert_eq!(ideal.len(), 8);
         assert!(ideal.values().all(|n| n == &[NodeId(1), NodeId(2), NodeId(3)]));
         let (changes, blocked) = next_targets(&t, &ideal, 4);
@@ -254,7 +290,7 @@ mod tests {
     #[test]
     fn beyond_r_voters_each_shard_gets_r_of_them_as_the_ring_places_it() {
         let t = tables(&[1, 2, 3, 4, 5]);
-        let ideal = ideal_targets(&t, 16, 3).unwrap();
+        let ideal = ideal_targets(&t, 16, 3, &BTreeSet::new()).unwrap();
         let ring = Ring::new((1..=5).map(|i| NodeSpec::new(ringkv_ring::NodeId(i)))).unwrap();
         let placement = ring.place(&PlacementConfig::new(16, 3)).unwrap();
         for (shard, nodes) in &ideal {
@@ -275,15 +311,32 @@ mod tests {
     }
 
     #[test]
+    fn a_down_member_is_left_out_only_while_r_others_are_up() {
+        let t = tables(&[1, 2, 3, 4, 5]);
+        let down: BTreeSet<NodeId> = [NodeId(5)].into();
+        let ideal = ideal_targets(&t, 16, 3, &down).unwrap();
+        assert!(ideal.values().all(|n| n.len() == 3 && !n.contains(&NodeId(5))));
+        // Exactly R up: they hold every shard.
+        let t = tables(&[1, 2, 3, 4]);
+        let down: BTreeSet<NodeId> = [NodeId(4)].into();
+        let ideal = ideal_targets(&t, 8, 3, &down).unwrap();
+        assert!(ideal.values().all(|n| n == &[NodeId(1), NodeId(2), NodeId(3)]));
+        // Fewer than R up: leaving them out would only shrink every shard.
+        let down: BTreeSet<NodeId> = [NodeId(3), NodeId(4)].into();
+        let with = ideal_targets(&t, 8, 3, &down).unwrap();
+        assert_eq!(with, ideal_targets(&t, 8, 3, &BTreeSet::new()).unwrap());
+    }
+
+    #[test]
     fn learners_are_not_placed_on() {
         let mut t = tables(&[1, 2, 3, 4]);
         t.members.get_mut(&NodeId(4)).unwrap().is_learner = true;
-        let ideal = ideal_targets(&t, 4, 3).unwrap();
+        let ideal = ideal_targets(&t, 4, 3, &BTreeSet::new()).unwrap();
         // Three voters: every member, the learner too, holds every shard.
         assert!(ideal.values().all(|n| n.len() == 4));
         let mut t = tables(&[1, 2, 3, 4, 5]);
         t.members.get_mut(&NodeId(5)).unwrap().is_learner = true;
-        let ideal = ideal_targets(&t, 16, 3).unwrap();
+        let ideal = ideal_targets(&t, 16, 3, &BTreeSet::new()).unwrap();
         assert!(ideal.values().all(|n| n.len() == 3 && !n.contains(&NodeId(5))));
     }
 

@@ -95,6 +95,13 @@ pub(super) struct Quiet {
     transfers_started: u64,
 }
 
+impl Quiet {
+    /// When the last node-level heartbeat from `peer` arrived, if any.
+    pub(super) fn heard_at(&self, peer: NodeId) -> Option<Duration> {
+        self.peers.get(&peer).map(|b| b.heard_at)
+    }
+}
+
 impl<E: Engine, D: Disk> HostedShard<E, D> {
     /// Ticks again: the shard is (or may soon be) busy.
     pub(super) fn wake(&mut self) {

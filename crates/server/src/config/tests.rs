@@ -445,6 +445,14 @@ fn replicas_and_concurrent_moves_reach_the_node() {
     let config = parse(&["--placement-moves"], no_env()).unwrap();
     let node = crate::server::node_config(&config, crate::server::Start::Found).unwrap();
     assert!(node.placement_moves);
+    assert_eq!(node.down_timeout, ringkv_node::DOWN_TIMEOUT_DEFAULT);
+    let config = parse(&["--placement-moves", "--down-timeout=3s"], no_env()).unwrap();
+    let node = crate::server::node_config(&config, crate::server::Start::Found).unwrap();
+    assert_eq!(node.down_timeout, Duration::from_secs(3));
+    for bad in ["--down-timeout=soon", "--down-timeout=10ms"] {
+        let error = parse(&[bad], no_env()).unwrap_err();
+        assert!(matches!(error, ConfigError::BadDownTimeout { .. }), "{bad}: {error}");
+    }
     let env = vec![("RINGKV_REPLICAS".to_owned(), "1".to_owned())];
     assert_eq!(parse(&[], env).unwrap().replicas, 1);
     for bad in ["--replicas=0", "--replicas=8", "--max-concurrent-moves=0"] {
@@ -534,6 +542,7 @@ fn help_states_each_default_and_the_precedence() {
         ("replicas", DEFAULT_REPLICAS.to_string()),
         ("max-concurrent-moves", DEFAULT_MAX_CONCURRENT_MOVES.to_string()),
         ("placement-moves", "false".to_owned()),
+        ("down-timeout", "5m".to_owned()),
         ("hash-key-segments", DEFAULT_HASH_KEY_SEGMENTS.to_string()),
         ("initial-cluster-state", "new".to_owned()),
         ("log-level", "info".to_owned()),
