@@ -8,17 +8,18 @@
 //!      ─▶ Compact(revision) to that shard ─▶ Planner::on_compacted
 //! ```
 //!
-//! Every member runs the task, and only the one that leads the metadata
-//! shard (the data shard, with one shard) compacts: etcd runs its
-//! compactor on the leader and pauses it elsewhere. The others keep
-//! sampling, so a new leader compacts to a revision it saw a retention ago.
+//! Every member runs the task, and only a shard's leader compacts it: etcd
+//! runs its compactor on the leader and pauses it elsewhere. The others
+//! keep sampling, so a new leader compacts to a revision it saw a
+//! retention ago. (On a sharded cluster each data shard's own leader, so
+//! that a shard the metadata leader does not hold is compacted too.)
 //!
 //! It is the only way to compact a sharded cluster: `Compact` by revision
 //! is refused there (a revision names one shard's history), while the
 //! compactor compacts each data shard at a revision of that shard's own
 //! ([`crate::runtime::NodeHandle::call_shard_as`]). A shard's planner
-//! starts when this node first reports the shard; shards this node does
-//! not host are not compacted by it (today every node hosts every shard).
+//! starts when this node first reports the shard; a shard this node does
+//! not hold is compacted by the members that do.
 //!
 //! The decisions are a pure planner ([`Planner`], unit-tested without a
 //! clock); [`run`] is the thin tokio task around it.
@@ -222,11 +223,10 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(total)
 }
 
-/// Whether this node leads the shard that owns compaction: the metadata
-/// shard on a sharded cluster, the one data shard otherwise.
-fn leads(statuses: &[ShardStatus], sharded: bool) -> bool {
-    let owner = if sharded { META_SHARD } else { ringkv_node::DATA_SHARD };
-    statuses.iter().any(|s| s.shard == owner && s.is_leader)
+/// The shards this node compacts now: the data shards it leads (never a
+/// sharded cluster's metadata shard, which holds no keys).
+fn compacted_here(statuses: &[ShardStatus], sharded: bool) -> Vec<&ShardStatus> {
+    statuses.iter().filter(|s| s.is_leader && (s.shard != META_SHARD || !sharded)).collect()
 }
 
 /// Runs auto-compaction with `policy` until `shutdown`.
@@ -249,14 +249,16 @@ pub async fn run(handle: NodeHandle, policy: Policy, shutdown: CancellationToken
             _ = ticker.tick() => {}
         }
         let statuses = handle.state().shards();
-        let active = leads(&statuses, sharded);
+        let leading: Vec<ShardId> =
+            compacted_here(&statuses, sharded).iter().map(|s| s.shard).collect();
         for status in statuses.iter().filter(|s| s.shard != META_SHARD || !sharded) {
+            let leads = leading.contains(&status.shard);
             let now = start.elapsed();
             let Some(planner) = planners.get_mut(&status.shard) else {
                 planners.insert(status.shard, Planner::new(policy, now, status.revision));
                 continue;
             };
-            let Some(target) = planner.on_tick(now, status.revision, active) else {
+            let Some(target) = planner.on_tick(now, status.revision, leads) else {
                 continue;
             };
             let began = tokio::time::Instant::now();
@@ -281,7 +283,7 @@ pub async fn run(handle: NodeHandle, policy: Policy, shutdown: CancellationToken
                 }
             }
         }
-        debug!(active, shards = planners.len(), "auto-compaction tick");
+        debug!(leading = leading.len(), shards = planners.len(), "auto-compaction tick");
     }
 }
 

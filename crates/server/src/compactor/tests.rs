@@ -182,12 +182,16 @@ fn shard(id: u64, is_leader: bool) -> ringkv_node::ShardStatus {
 }
 
 #[test]
-fn only_the_leader_of_the_metadata_shard_compacts_a_sharded_cluster() {
-    // Sharded: leading data shards is not enough; leading shard 0 is.
-    assert!(!leads(&[shard(0, false), shard(1, true), shard(2, true)], true));
-    assert!(leads(&[shard(0, true), shard(1, false), shard(2, false)], true));
+fn each_data_shard_is_compacted_by_its_own_leader() {
+    let ids = |v: Vec<&ringkv_node::ShardStatus>| v.iter().map(|s| s.shard.0).collect::<Vec<_>>();
+    // Sharded: the data shards this node leads, never the metadata shard
+    // (it has no keys), whoever leads it.
+    let statuses = [shard(0, true), shard(1, true), shard(2, false), shard(3, true)];
+    assert_eq!(ids(compacted_here(&statuses, true)), vec![1, 3]);
+    let statuses = [shard(0, false), shard(1, false), shard(2, true)];
+    assert_eq!(ids(compacted_here(&statuses, true)), vec![2]);
     // One shard: its leader compacts.
-    assert!(leads(&[shard(1, true)], false));
-    assert!(!leads(&[shard(1, false)], false));
-    assert!(!leads(&[], false));
+    assert_eq!(ids(compacted_here(&[shard(1, true)], false)), vec![1]);
+    assert!(compacted_here(&[shard(1, false)], false).is_empty());
+    assert!(compacted_here(&[], false).is_empty());
 }
