@@ -328,12 +328,18 @@ impl ClusterTables {
         }
     }
 
-    /// Whether a data shard's reported configuration is its target: no
-    /// move is under way (a shard never reported counts as settled while
-    /// it has no target).
+    /// Whether a data shard's reported configuration is its target (the
+    /// target's nodes that are still members: a target the retired-node
+    /// rule keeps on a removed member cannot be met, and must not hold a
+    /// move slot forever): no move is under way. A shard never reported
+    /// counts as settled while it has no target.
     pub(crate) fn shard_settled(&self, shard: ShardId) -> bool {
         match (self.configs.get(&shard), self.targets.get(&shard)) {
-            (Some(c), Some(t)) => c.learners.is_empty() && c.voters == *t,
+            (Some(c), Some(t)) => {
+                let live =
+                    t.iter().filter(|n| self.members.contains_key(n) && !self.removed.contains(n));
+                c.learners.is_empty() && c.voters.iter().eq(live)
+            }
             (None, Some(_)) => false,
             (_, None) => true,
         }
@@ -533,6 +539,35 @@ mod tests {
     use crate::proposal::{Layout, ShardTarget};
     use ringkv_storage::SimDisk;
     use ringkv_storage::mvcc::{MvccStore, StoreOptions};
+
+    /// A move is under way until the reported configuration is the
+    /// target, less the target's nodes that are no longer members.
+    #[test]
+    fn a_shard_is_settled_once_its_reported_configuration_is_its_live_target() {
+        let mut t = ClusterTables::default();
+        for id in [1, 2, 3, 4] {
+            t.members.insert(NodeId(id), Member { id: NodeId(id), ..Member::default() });
+        }
+        let s = ShardId(1);
+        assert!(t.shard_settled(s), "no target: nothing to move");
+        t.targets.insert(s, vec![NodeId(1), NodeId(2), NodeId(4)]);
+        assert!(!t.shard_settled(s), "a target and no report yet");
+        let report = |voters: &[u64], learners: &[u64]| crate::proposal::ShardConfig {
+            shard: s,
+            applied: ringkv_consensus::LogIndex(9),
+            voters: voters.iter().copied().map(NodeId).collect(),
+            learners: learners.iter().copied().map(NodeId).collect(),
+        };
+        t.configs.insert(s, report(&[1, 2, 3], &[4]));
+        assert!(!t.shard_settled(s), "4 still a learner");
+        t.configs.insert(s, report(&[1, 2, 4], &[]));
+        assert!(t.shard_settled(s));
+        // Node 4 removed from the cluster: the shard without it is settled.
+        t.members.remove(&NodeId(4));
+        t.removed.insert(NodeId(4));
+        t.configs.insert(s, report(&[1, 2], &[]));
+        assert!(t.shard_settled(s));
+    }
 
     /// Every replica refuses, when it applies, a target that would put a
     /// shard back on a node a target moved it off (whoever proposed it),
