@@ -7,17 +7,21 @@
 //! - puts: batches of 1,000 puts (random 8-byte keys, 256-byte values)
 //!   applied in one engine transaction each, on a file-backed store with
 //!   the default checkpoint policy (non-durable commits, a durable one
-//!   every 10,000 entries); measured on a small store (~10,000 keys) and
+//!   every `CHECKPOINT_INTERVAL_APPLIES` entries); measured on a small store (~10,000 keys) and
 //!   again at 500,000 keys.
 //! - range: a prefix scan returning 10,000 keys out of 110,000.
-//! - apply: what the node does per round under load (issue 10): batches
-//!   of 256 puts (8-byte keys drawn uniformly from 100,000 existing ones,
-//!   256-byte values) applied in one engine transaction each, on a
-//!   file-backed store loaded with those 100,000 keys; then again with
-//!   keys drawn from 10,000 of them (`ringkv bench`'s default key space).
-//!   The wall-clock median per batch, and the thread's CPU time per put
-//!   over all samples (the scheduler counts it in ticks, too coarse for one
-//!   batch): on the shared machine the CPU time is the steadier figure.
+//! - apply: what the node does per round (issue 10): batches of 256, 32
+//!   and 4 puts (8-byte keys, 256-byte values) applied in one engine
+//!   transaction each, on a file-backed store loaded with 100,000 keys:
+//!   overwrites of keys drawn uniformly from all 100,000, then from 10,000
+//!   of them (`ringkv bench`'s default key space), then keys the store has
+//!   never held (spread over the key range like the others). A put costs
+//!   a share of its transaction's fixed cost plus its own; the three batch
+//!   sizes separate the two. The wall-clock median per batch, and the
+//!   thread's CPU time per put over all samples (the scheduler counts it
+//!   in ticks, too coarse for one batch): on the shared machine the CPU
+//!   time is the steadier figure. `MVCC_APPLY_SAMPLES=n` runs `n` batches
+//!   per case instead of 300 (for profiles).
 //!
 //! Arguments other than flags select benchmarks by name
 //! (`cargo bench -p ringkv-storage --bench mvcc -- apply`).
@@ -37,10 +41,16 @@ const LARGE_STORE_KEYS: usize = 500_000;
 const SCAN_KEYS: usize = 10_000;
 const OTHER_KEYS: usize = 100_000;
 const SCAN_SAMPLES: usize = 30;
-const APPLY_BATCH: usize = 256;
+/// Puts per engine transaction in the apply benchmark: a loaded round,
+/// and a round of a node serving fewer clients (where the per-transaction
+/// cost weighs more).
+const APPLY_BATCHES: [usize; 3] = [256, 32, 4];
 const APPLY_STORE_KEYS: u64 = 100_000;
 const APPLY_HOT_KEYS: u64 = 10_000;
 const APPLY_SAMPLES: usize = 300;
+/// Names the environment variable that overrides [`APPLY_SAMPLES`]:
+/// a profile of one case needs a longer run than the figures do.
+const APPLY_SAMPLES_ENV: &str = "MVCC_APPLY_SAMPLES";
 const APPLY_WARMUP_BATCHES: usize = 50;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -157,8 +167,14 @@ fn thread_cpu() -> Option<Duration> {
     stat.split_whitespace().next()?.parse().ok().map(Duration::from_nanos)
 }
 
-fn bench_apply(dir: &std::path::Path) {
-    let store = MvccStore::open(dir.join("apply.redb"), StoreOptions::default()).unwrap();
+fn bench_apply(dir: &std::path::Path, batch: usize) {
+    let samples_per_case = std::env::var(APPLY_SAMPLES_ENV)
+        .ok()
+        .map(|v| v.parse().expect("MVCC_APPLY_SAMPLES is a number of batches"))
+        .unwrap_or(APPLY_SAMPLES)
+        .max(1);
+    let store =
+        MvccStore::open(dir.join(format!("apply_{batch}.redb")), StoreOptions::default()).unwrap();
     let mut w = Writer { store, shard: ShardId(1), next: 0 };
     let value = Bytes::from(vec![0x5a; VALUE_BYTES]);
     let all: Vec<u64> = (0..APPLY_STORE_KEYS).collect();
@@ -166,21 +182,30 @@ fn bench_apply(dir: &std::path::Path) {
         w.batch(chunk.iter().map(|&i| put(apply_key(i), &value)).collect());
     }
     let mut rng = DetRng::new(7);
-    // Keys drawn from the first `hot` of the store's keys: all of them, and
-    // the 10,000 that `ringkv bench put` writes by default.
-    for (label, hot) in [("100k_keys", APPLY_STORE_KEYS), ("hot_10k_of_100k_keys", APPLY_HOT_KEYS)]
-    {
+    let mut fresh = APPLY_STORE_KEYS;
+    // Overwrites of keys drawn from the first `hot` of the store's keys
+    // (all of them, and the 10,000 that `ringkv bench put` writes by
+    // default); then keys the store has never held (last, since they grow
+    // the store).
+    for (label, hot) in [
+        ("100k_keys", Some(APPLY_STORE_KEYS)),
+        ("hot_10k_of_100k_keys", Some(APPLY_HOT_KEYS)),
+        ("fresh_keys", None),
+    ] {
+        let mut next_key = || match hot {
+            Some(hot) => apply_key(rng.next_u64() % hot),
+            None => {
+                fresh += 1;
+                apply_key(fresh)
+            }
+        };
         let mut batches = |n: usize| -> Vec<Vec<Command>> {
-            (0..n)
-                .map(|_| {
-                    (0..APPLY_BATCH).map(|_| put(apply_key(rng.next_u64() % hot), &value)).collect()
-                })
-                .collect()
+            (0..n).map(|_| (0..batch).map(|_| put(next_key(), &value)).collect()).collect()
         };
         for cmds in batches(APPLY_WARMUP_BATCHES) {
             w.batch(cmds);
         }
-        let samples = batches(APPLY_SAMPLES);
+        let samples = batches(samples_per_case);
         let cpu_before = thread_cpu();
         let walls: Vec<_> = samples
             .into_iter()
@@ -192,14 +217,14 @@ fn bench_apply(dir: &std::path::Path) {
             .collect();
         let cpu = cpu_before.zip(thread_cpu()).map(|(a, b)| b.saturating_sub(a));
         let wall = median(walls);
-        let per_put = |d: Duration| d.as_secs_f64() * 1e6 / APPLY_BATCH as f64;
+        let per_put = |d: Duration| d.as_secs_f64() * 1e6 / batch as f64;
         println!(
-            "mvcc/apply_256/{label}: median {:.3} ms per batch = {:.2} us per put; \
-             thread CPU {} ({APPLY_SAMPLES} batches)",
+            "mvcc/apply_{batch}/{label}: median {:.3} ms per batch = {:.2} us per put; \
+             thread CPU {} ({samples_per_case} batches)",
             wall.as_secs_f64() * 1e3,
             per_put(wall),
             cpu.map_or("n/a".to_owned(), |c| {
-                format!("{:.2} us per put", per_put(c) / APPLY_SAMPLES as f64)
+                format!("{:.2} us per put", per_put(c) / samples_per_case as f64)
             }),
         );
     }
@@ -214,8 +239,10 @@ fn main() {
     let names: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let selected = |name: &str| names.is_empty() || names.iter().any(|n| name.contains(n.as_str()));
     let dir = tempfile::tempdir().unwrap();
-    if selected("apply") {
-        bench_apply(dir.path());
+    for batch in APPLY_BATCHES {
+        if selected(&format!("apply_{batch}")) {
+            bench_apply(dir.path(), batch);
+        }
     }
     if selected("put_batch") {
         bench_puts(dir.path());

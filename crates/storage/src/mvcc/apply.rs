@@ -6,11 +6,12 @@
 //! share one revision (`meta.revision + 1`); a command that changes nothing
 //! does not take a revision.
 
+use std::cell::OnceCell;
 use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use bytes::Bytes;
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{Key, ReadableTable, Table, TableDefinition, Value, WriteTransaction};
 
 use super::LEASE_TTL_MAX_SECONDS;
 use super::changes::{PackedChanges, compact_changes, for_each_change};
@@ -33,13 +34,49 @@ use super::types::{
 const RECORD_OVERHEAD_BYTES: u64 = 32;
 
 /// The tables of one write transaction.
+///
+/// The tables every apply writes are opened up front; the others on first
+/// use: a batch of puts never touches leases or records, and opening a
+/// redb table costs a lookup in the table directory when it opens and
+/// another at commit (measurable at the node's small apply batches, see
+/// `docs/perf/README.md`).
 pub(crate) struct WriteTables<'t> {
     pub(crate) meta: Table<'t, u64, &'static [u8]>,
     pub(crate) history: Table<'t, HistoryKey, &'static [u8]>,
     pub(crate) changes: Table<'t, (u64, u64, u32), &'static [u8]>,
-    pub(crate) leases: Table<'t, (u64, i64), &'static [u8]>,
-    pub(crate) lease_keys: Table<'t, (u64, i64, &'static [u8]), ()>,
-    pub(crate) records: Table<'t, (u64, &'static str), &'static [u8]>,
+    pub(crate) leases: LazyTable<'t, (u64, i64), &'static [u8]>,
+    pub(crate) lease_keys: LazyTable<'t, (u64, i64, &'static [u8]), ()>,
+    pub(crate) records: LazyTable<'t, (u64, &'static str), &'static [u8]>,
+}
+
+/// A table of a write transaction, opened when first used.
+pub(crate) struct LazyTable<'t, K: Key + 'static, V: Value + 'static> {
+    txn: &'t WriteTransaction,
+    definition: TableDefinition<'static, K, V>,
+    table: OnceCell<Table<'t, K, V>>,
+}
+
+impl<'t, K: Key + 'static, V: Value + 'static> LazyTable<'t, K, V> {
+    fn new(txn: &'t WriteTransaction, definition: TableDefinition<'static, K, V>) -> Self {
+        LazyTable { txn, definition, table: OnceCell::new() }
+    }
+
+    /// The table, opened (and created if missing) on the first call.
+    pub(crate) fn open(&self) -> Result<&Table<'t, K, V>, StoreError> {
+        if let Some(table) = self.table.get() {
+            return Ok(table);
+        }
+        let table =
+            self.txn.open_table(self.definition).map_err(StoreError::engine("open table"))?;
+        // The cell was empty just above and nothing between can fill it.
+        Ok(self.table.get_or_init(|| table))
+    }
+
+    /// The table for writing, opened on the first call.
+    pub(crate) fn open_mut(&mut self) -> Result<&mut Table<'t, K, V>, StoreError> {
+        self.open()?;
+        Ok(self.table.get_mut().expect("opened just above"))
+    }
 }
 
 impl<'t> WriteTables<'t> {
@@ -49,10 +86,19 @@ impl<'t> WriteTables<'t> {
             meta: txn.open_table(META).map_err(e())?,
             history: txn.open_table(HISTORY).map_err(e())?,
             changes: txn.open_table(CHANGES).map_err(e())?,
-            leases: txn.open_table(LEASES).map_err(e())?,
-            lease_keys: txn.open_table(LEASE_KEYS).map_err(e())?,
-            records: txn.open_table(RECORDS).map_err(e())?,
+            leases: LazyTable::new(txn, LEASES),
+            lease_keys: LazyTable::new(txn, LEASE_KEYS),
+            records: LazyTable::new(txn, RECORDS),
         })
+    }
+
+    /// Opens every table, creating those a new database lacks, so that read
+    /// views (which cannot create tables) find them all.
+    pub(crate) fn create_all(&self) -> Result<(), StoreError> {
+        self.leases.open()?;
+        self.lease_keys.open()?;
+        self.records.open()?;
+        Ok(())
     }
 
     /// Deletes every row of `shard` in every data table (not its meta row).
@@ -73,17 +119,20 @@ impl<'t> WriteTables<'t> {
             })
             .map_err(e())?;
         self.leases
+            .open_mut()?
             .retain_in::<(u64, i64), _>((shard, i64::MIN)..=(shard, i64::MAX), |_, _| false)
             .map_err(e())?;
         let lo: (u64, i64, &[u8]) = (shard, i64::MIN, &[]);
         let hi: Bound<(u64, i64, &[u8])> =
             next.map_or(Bound::Unbounded, |n| Bound::Excluded((n, i64::MIN, &[][..])));
         self.lease_keys
+            .open_mut()?
             .retain_in::<(u64, i64, &[u8]), _>((Bound::Included(lo), hi), |_, _| false)
             .map_err(e())?;
         let lo: (u64, &str) = (shard, "");
         let hi: Bound<(u64, &str)> = next.map_or(Bound::Unbounded, |n| Bound::Excluded((n, "")));
         self.records
+            .open_mut()?
             .retain_in::<(u64, &str), _>((Bound::Included(lo), hi), |_, _| false)
             .map_err(e())?;
         Ok(())
@@ -314,6 +363,7 @@ impl Writer<'_, '_> {
         Ok(self
             .t
             .leases
+            .open()?
             .get((self.shard, lease.0))
             .map_err(StoreError::engine("read lease"))?
             .is_some())
@@ -352,6 +402,7 @@ impl Writer<'_, '_> {
         if lease.is_some() {
             self.t
                 .lease_keys
+                .open_mut()?
                 .remove((self.shard, lease.0, key))
                 .map_err(StoreError::engine("detach lease"))?;
         }
@@ -392,6 +443,7 @@ impl Writer<'_, '_> {
         if lease.is_some() {
             self.t
                 .lease_keys
+                .open_mut()?
                 .insert((self.shard, lease.0, req.key.as_ref()), ())
                 .map_err(StoreError::engine("attach lease"))?;
         }
@@ -652,6 +704,7 @@ impl Writer<'_, '_> {
         let record = LeaseRecord { granted_ttl: req.ttl, remaining_ttl: None };
         self.t
             .leases
+            .open_mut()?
             .insert((self.shard, req.id.0), record.encode().as_slice())
             .map_err(StoreError::engine("write lease"))?;
         self.bytes += RECORD_OVERHEAD_BYTES;
@@ -662,7 +715,7 @@ impl Writer<'_, '_> {
         if !self.lease_exists(req.id)? {
             return Ok(Err(MvccError::LeaseNotFound { lease: req.id }));
         }
-        let keys = lease_keys(&self.t.lease_keys, self.shard, req.id)?;
+        let keys = lease_keys(self.t.lease_keys.open()?, self.shard, req.id)?;
         for key in keys {
             let kv = get_latest(&self.t.history, self.shard, &key)?;
             // Invariant: a key is attached only while its latest version
@@ -674,7 +727,11 @@ impl Writer<'_, '_> {
             })?;
             self.delete_key(kv)?;
         }
-        self.t.leases.remove((self.shard, req.id.0)).map_err(StoreError::engine("remove lease"))?;
+        self.t
+            .leases
+            .open_mut()?
+            .remove((self.shard, req.id.0))
+            .map_err(StoreError::engine("remove lease"))?;
         self.bytes += RECORD_OVERHEAD_BYTES;
         Ok(Ok(LeaseRevokeResponse { revision: Revision::ZERO }))
     }
@@ -687,6 +744,7 @@ impl Writer<'_, '_> {
             let current = self
                 .t
                 .leases
+                .open()?
                 .get((self.shard, cp.id.0))
                 .map_err(StoreError::engine("read lease"))?
                 .map(|v| LeaseRecord::decode(self.shard, v.value()))
@@ -695,6 +753,7 @@ impl Writer<'_, '_> {
                 record.remaining_ttl = Some(cp.remaining_ttl);
                 self.t
                     .leases
+                    .open_mut()?
                     .insert((self.shard, cp.id.0), record.encode().as_slice())
                     .map_err(StoreError::engine("write lease"))?;
                 self.bytes += RECORD_OVERHEAD_BYTES;

@@ -540,6 +540,7 @@ fn restore_records(
                 let record = d.bytes().map_err(codec)?;
                 LeaseRecord::decode(shard, &record).map_err(|e| malformed(e.to_string()))?;
                 t.leases
+                    .open_mut()?
                     .insert((shard, id), record.as_ref())
                     .map_err(StoreError::engine("restore leases"))?;
             }
@@ -547,6 +548,7 @@ fn restore_records(
                 let id = d.varint().map_err(codec)? as i64;
                 let key = d.bytes().map_err(codec)?;
                 t.lease_keys
+                    .open_mut()?
                     .insert((shard, id, key.as_ref()), ())
                     .map_err(StoreError::engine("restore lease keys"))?;
             }
@@ -556,6 +558,7 @@ fn restore_records(
                 let name = std::str::from_utf8(&name)
                     .map_err(|_| malformed("record name is not UTF-8".to_owned()))?;
                 t.records
+                    .open_mut()?
                     .insert((shard, name), value.as_ref())
                     .map_err(StoreError::engine("restore records"))?;
             }

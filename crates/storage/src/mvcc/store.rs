@@ -214,6 +214,7 @@ impl MvccStore {
         let mut progress = Progress::default();
         {
             let tables = WriteTables::open(&txn)?;
+            tables.create_all()?;
             // Created here so that read views can open it before the first write.
             txn.open_table(NODE).map_err(StoreError::engine("open table"))?;
             for item in tables.meta.iter().map_err(StoreError::engine("scan meta"))? {
@@ -573,8 +574,8 @@ impl ApplyBatch<'_> {
         value: Option<&[u8]>,
     ) -> Result<(), StoreError> {
         match value {
-            Some(v) => self.tables.records.insert((shard.0, name), v).map(|_| ()),
-            None => self.tables.records.remove((shard.0, name)).map(|_| ()),
+            Some(v) => self.tables.records.open_mut()?.insert((shard.0, name), v).map(|_| ()),
+            None => self.tables.records.open_mut()?.remove((shard.0, name)).map(|_| ()),
         }
         .map_err(StoreError::engine("write record"))?;
         self.bytes += name.len() as u64 + value.map_or(0, |v| v.len() as u64);
@@ -586,8 +587,12 @@ impl ApplyBatch<'_> {
     /// # Errors
     /// The engine failed.
     pub fn record(&self, shard: ShardId, name: &str) -> Result<Option<Bytes>, StoreError> {
-        let value =
-            self.tables.records.get((shard.0, name)).map_err(StoreError::engine("read record"))?;
+        let value = self
+            .tables
+            .records
+            .open()?
+            .get((shard.0, name))
+            .map_err(StoreError::engine("read record"))?;
         Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
     }
 
@@ -599,7 +604,7 @@ impl ApplyBatch<'_> {
     /// # Errors
     /// The engine failed.
     pub fn lease_keys(&self, shard: ShardId, id: LeaseId) -> Result<Vec<Bytes>, StoreError> {
-        super::apply::lease_keys(&self.tables.lease_keys, shard.0, id)
+        super::apply::lease_keys(self.tables.lease_keys.open()?, shard.0, id)
     }
 
     /// The counters of `shard` including this batch's applies so far.
@@ -827,5 +832,24 @@ mod tests {
         send_sync::<MvccStore>();
         send::<ReadView>();
         send::<crate::mvcc::SnapshotExport>();
+    }
+
+    /// Apply batches open the lease and record tables only when they use
+    /// them; a read view opens every table, so a new store must have
+    /// created them all before its first write.
+    #[test]
+    fn a_new_store_reads_leases_and_records_before_any_were_written() {
+        let store = MvccStore::open_in_memory(StoreOptions::default()).unwrap();
+        let shard = ShardId(3);
+        let put = Command::Put(crate::mvcc::PutRequest {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            ..Default::default()
+        });
+        store.apply(shard, LogIndex(1), &put).unwrap();
+        let view = store.read().unwrap();
+        assert_eq!(view.record(shard, "members").unwrap(), None);
+        assert!(view.leases(shard).unwrap().is_empty());
+        view.hash(shard).unwrap();
     }
 }
