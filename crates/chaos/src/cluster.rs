@@ -69,6 +69,13 @@ pub struct ClusterSpec {
     pub shards: u32,
     /// `--hash-key-segments` (0, the whole key, is not passed).
     pub hash_key_segments: u32,
+    /// `--placement-moves` (passed only when on): data shards move to the
+    /// members placement targets, so with more members than replicas each
+    /// member holds some shards only.
+    pub placement_moves: bool,
+    /// `--down-timeout` when placement moves are on; `None` keeps the
+    /// binary's default.
+    pub down_timeout: Option<std::time::Duration>,
     /// Whether and how nodes run under libfaketime, so the clock nemesis
     /// can move their clocks.
     pub faketime: FakeClock,
@@ -215,6 +222,12 @@ impl Cluster {
         }
         if self.spec.hash_key_segments != 0 {
             args.push(format!("--hash-key-segments={}", self.spec.hash_key_segments));
+        }
+        if self.spec.placement_moves {
+            args.push("--placement-moves".to_owned());
+            if let Some(d) = self.spec.down_timeout {
+                args.push(format!("--down-timeout={}ms", d.as_millis()));
+            }
         }
         args
     }
@@ -508,6 +521,8 @@ mod tests {
             snapshot_count: None,
             shards: 8,
             hash_key_segments: 0,
+            placement_moves: false,
+            down_timeout: None,
             faketime: FakeClock::Split,
             token: "t".to_owned(),
         }

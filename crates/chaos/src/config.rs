@@ -156,6 +156,15 @@ pub struct ChaosArgs {
     /// of a key decide its shard (0: the whole key).
     #[arg(long, value_name = "K", default_value_t = DEFAULT_HASH_KEY_SEGMENTS, value_parser = clap::value_parser!(u32).range(0..=i64::from(HASH_KEY_SEGMENTS_MAX)))]
     pub hash_key_segments: u32,
+    /// The nodes' --placement-moves: beyond R members each data shard
+    /// lives on R of them (a node forwards requests for the others).
+    #[arg(long)]
+    pub placement_moves: bool,
+    /// The nodes' --down-timeout with --placement-moves (e.g. 5s): how long
+    /// a killed node goes unheard before its shards are re-created on
+    /// the others [default: ringkv's].
+    #[arg(long, value_parser = parse_duration, requires = "placement_moves")]
+    pub down_timeout: Option<Duration>,
     /// Run every node on loopback (no root needed; no partitions or loss).
     #[arg(long)]
     pub no_netns: bool,
@@ -210,6 +219,8 @@ impl ChaosArgs {
             engine: Engine::Raft,
             shards: DEFAULT_SHARDS,
             hash_key_segments: DEFAULT_HASH_KEY_SEGMENTS,
+            placement_moves: false,
+            down_timeout: None,
             no_netns: false,
             out: None,
             binary: None,
@@ -266,6 +277,12 @@ impl ChaosArgs {
         }
         if self.hash_key_segments != DEFAULT_HASH_KEY_SEGMENTS {
             cmd.push_str(&format!(" --hash-key-segments {}", self.hash_key_segments));
+        }
+        if self.placement_moves {
+            cmd.push_str(" --placement-moves");
+        }
+        if let Some(d) = self.down_timeout {
+            cmd.push_str(&format!(" --down-timeout {}", format_duration(d)));
         }
         if self.no_netns {
             cmd.push_str(" --no-netns");
@@ -378,6 +395,8 @@ mod tests {
         args.nemesis.push(NemesisKind::RollingRestart);
         args.shards = 8;
         args.hash_key_segments = 2;
+        args.placement_moves = true;
+        args.down_timeout = Some(Duration::from_secs(4));
         let cmd = args.rerun_command(42);
         let words: Vec<&str> = cmd.split_whitespace().collect();
         assert_eq!(&words[..2], ["ringkv", "chaos"]);
@@ -390,6 +409,8 @@ mod tests {
         assert_eq!(parsed.workload, WorkloadKind::Set);
         assert_eq!(parsed.time_limit, Duration::from_millis(1500));
         assert_eq!((parsed.shards, parsed.hash_key_segments), (8, 2));
+        assert!(parsed.placement_moves);
+        assert_eq!(parsed.down_timeout, Some(Duration::from_secs(4)));
         assert!(parsed.nemeses().contains(&NemesisKind::RollingRestart));
     }
 }

@@ -266,6 +266,8 @@ async fn run_async(mut args: ChaosArgs) -> Result<Report, ChaosError> {
         snapshot_count: args.snapshot_count,
         shards: args.shards,
         hash_key_segments: args.hash_key_segments,
+        placement_moves: args.placement_moves,
+        down_timeout: args.down_timeout,
         faketime: if nemeses.contains(&NemesisKind::ClockBack) {
             FakeClock::Everything
         } else if nemeses.contains(&NemesisKind::Clock) {
