@@ -29,6 +29,7 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod peer;
+pub mod remote;
 pub mod runtime;
 pub mod server;
 pub mod services;
