@@ -145,3 +145,78 @@ impl ShardLocality for DebugRemoteShards {
         !self.refuse
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ringkv_consensus::{NodeId, ShardId};
+    use ringkv_node::Member;
+    use ringkv_storage::mvcc::Revision;
+
+    use super::{DebugRemoteShards, RelayCandidate, ShardHome, ShardLocality, candidates};
+    use crate::runtime::NodeState;
+
+    fn member(id: u64, urls: &[&str], is_learner: bool) -> Member {
+        Member {
+            id: NodeId(id),
+            client_urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            is_learner,
+            ..Member::default()
+        }
+    }
+
+    /// Member 2's state, in a table of itself, two voters (one with two
+    /// URLs), a learner and a member that has not published its URLs.
+    fn state() -> Arc<NodeState> {
+        let state = Arc::new(NodeState::new(NodeId(2), 1, Revision(1)));
+        state.set_members(vec![
+            member(5, &["http://e:1", "http://e:2"], false),
+            member(1, &["http://a:1"], false),
+            member(2, &["http://me:1"], false),
+            member(3, &["http://c:1"], true),
+            member(4, &[], false),
+        ]);
+        state
+    }
+
+    fn candidate(id: u64, urls: &[&str]) -> RelayCandidate {
+        RelayCandidate {
+            member: NodeId(id),
+            client_urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn candidates_are_the_reachable_voters_but_this_member_in_the_given_order() {
+        let state = state();
+        let nodes = [NodeId(5), NodeId(4), NodeId(3), NodeId(2), NodeId(1), NodeId(9)];
+        assert_eq!(
+            candidates(&state, &nodes),
+            vec![candidate(5, &["http://e:1", "http://e:2"]), candidate(1, &["http://a:1"])]
+        );
+        assert!(candidates(&state, &[]).is_empty());
+    }
+
+    #[test]
+    fn the_debug_locality_calls_every_shard_remote_and_refuses_only_when_told() {
+        let pretend = DebugRemoteShards::new(state(), false);
+        let expected = ShardHome::Remote(vec![
+            candidate(1, &["http://a:1"]),
+            candidate(5, &["http://e:1", "http://e:2"]),
+        ]);
+        assert_eq!(pretend.locate(ShardId(3)), expected);
+        assert!(pretend.hosts(ShardId(3)), "it does host the shard: it serves forwarded calls");
+        let refusing = DebugRemoteShards::new(state(), true);
+        assert_eq!(refusing.locate(ShardId(3)), expected);
+        assert!(!refusing.hosts(ShardId(3)));
+    }
+
+    #[test]
+    fn nothing_is_hosted_before_the_node_publishes() {
+        let state = state();
+        assert!(!state.published() && !state.hosts(ShardId(1)));
+        state.set_shards(Vec::new());
+        assert!(state.published(), "an empty publication is a publication");
+    }
+}
