@@ -4,7 +4,8 @@
 //! # Roles
 //!
 //! - [`WatchRelay`]: the member-wide settings: where shards are
-//!   ([`ShardLocality`]) and how to dial (the client TLS trust).
+//!   ([`ShardLocality`]) and how to dial ([`MemberDialer`], shared with
+//!   the KV forwarding).
 //! - [`RelayStream`]: one client stream's view of it: the client's
 //!   credentials, forwarded on every upstream stream.
 //! - `RemoteShard`: one client stream's part on one remote shard. A task
