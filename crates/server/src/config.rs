@@ -324,6 +324,12 @@ pub struct ServerArgs {
     /// production. [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", hide = true)]
     pub debug_refuse_forwarded: Option<bool>,
+
+    /// TEST ONLY: with --debug-remote-shards, these data shards (comma-separated numbers) stay
+    /// served here, so that a request spans local and forwarded parts. Hidden: never for
+    /// production. [default: none]
+    #[arg(long, value_name = "SHARDS", value_delimiter = ',', hide = true)]
+    pub debug_local_shards: Option<Vec<u64>>,
 }
 
 /// Whether this member creates the cluster or joins an existing one
@@ -606,6 +612,9 @@ pub struct ServerConfig {
     /// `debug_remote_shards`, this member also refuses other members'
     /// relayed watches and forwarded calls, as one hosting no data shard.
     pub debug_refuse_forwarded: bool,
+    /// Test only (`--debug-local-shards`, hidden): with
+    /// `debug_remote_shards`, the data shards still served here.
+    pub debug_local_shards: Vec<u64>,
     /// Things worth a log line once logging is up (unknown `RINGKV_*`
     /// variables, shadowed variables, a very large quota).
     pub warnings: Vec<ConfigWarning>,
@@ -922,6 +931,7 @@ impl ServerArgs {
             peer_client_cert_auth,
             debug_remote_shards,
             debug_refuse_forwarded,
+            debug_local_shards,
         } = self;
         ServerArgs {
             config_file: config_file.or(lower.config_file),
@@ -967,6 +977,7 @@ impl ServerArgs {
             peer_client_cert_auth: peer_client_cert_auth.or(lower.peer_client_cert_auth),
             debug_remote_shards: debug_remote_shards.or(lower.debug_remote_shards),
             debug_refuse_forwarded: debug_refuse_forwarded.or(lower.debug_refuse_forwarded),
+            debug_local_shards: debug_local_shards.or(lower.debug_local_shards),
         }
     }
 }
@@ -1347,6 +1358,7 @@ fn validate(
         peer_tls,
         debug_remote_shards: raw.debug_remote_shards.unwrap_or(false),
         debug_refuse_forwarded: raw.debug_refuse_forwarded.unwrap_or(false),
+        debug_local_shards: raw.debug_local_shards.unwrap_or_default(),
         warnings,
     })
 }

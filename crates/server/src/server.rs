@@ -363,6 +363,7 @@ impl Server {
             );
             Arc::new(DebugRemoteShards::new(
                 Arc::clone(handle.state()),
+                config.debug_local_shards.iter().copied().map(ringkv_consensus::ShardId).collect(),
                 config.debug_refuse_forwarded,
             ))
         } else {

@@ -639,8 +639,11 @@ fn the_test_only_remote_shard_flags_are_off_by_default_and_hidden() {
     // The former name still works (scripts and the cli tests use it).
     assert!(parse(&["--debug-relay-watches"], no_env()).unwrap().debug_remote_shards);
     assert!(parse(&["--debug-refuse-forwarded"], no_env()).unwrap().debug_refuse_forwarded);
+    assert!(default.debug_local_shards.is_empty());
+    let local = parse(&["--debug-local-shards=1,3"], no_env()).unwrap().debug_local_shards;
+    assert_eq!(local, [1, 3]);
     let command = ServerArgs::command();
-    for flag in ["debug-remote-shards", "debug-refuse-forwarded"] {
+    for flag in ["debug-remote-shards", "debug-refuse-forwarded", "debug-local-shards"] {
         let arg = command.get_arguments().find(|a| a.get_long() == Some(flag)).unwrap();
         assert!(arg.is_hide_set(), "--{flag} must stay out of --help");
     }

@@ -110,10 +110,11 @@ pub fn candidates(state: &NodeState, nodes: &[NodeId]) -> Vec<RelayCandidate> {
         .collect()
 }
 
-/// TEST ONLY (`--debug-remote-shards`, hidden): every data shard counts as
-/// remote for this member's clients, with every other voting member as a
-/// candidate, so that the watch relay and the KV forwarding run in real
-/// clusters while every member still hosts every shard. With `refuse`
+/// TEST ONLY (`--debug-remote-shards`, hidden): every data shard but those
+/// of `--debug-local-shards` counts as remote for this member's clients,
+/// with every other voting member as a candidate, so that the watch relay
+/// and the KV forwarding run in real clusters while every member still
+/// hosts every shard. With `refuse`
 /// (`--debug-refuse-forwarded`, hidden) the member also refuses every
 /// relayed watch and forwarded KV call, as a member that hosts no data
 /// shard would. Never for production: each remote shard costs a call to
@@ -121,19 +122,25 @@ pub fn candidates(state: &NodeState, nodes: &[NodeId]) -> Vec<RelayCandidate> {
 #[derive(Debug)]
 pub struct DebugRemoteShards {
     state: Arc<NodeState>,
+    /// The data shards still served here.
+    local: Vec<ShardId>,
     refuse: bool,
 }
 
 impl DebugRemoteShards {
-    /// The locality of the member whose state is `state`; `refuse`: it
-    /// also refuses other members' calls (see the type docs).
-    pub fn new(state: Arc<NodeState>, refuse: bool) -> DebugRemoteShards {
-        DebugRemoteShards { state, refuse }
+    /// The locality of the member whose state is `state`, serving `local`
+    /// here; `refuse`: it also refuses other members' calls (see the type
+    /// docs).
+    pub fn new(state: Arc<NodeState>, local: Vec<ShardId>, refuse: bool) -> DebugRemoteShards {
+        DebugRemoteShards { state, local, refuse }
     }
 }
 
 impl ShardLocality for DebugRemoteShards {
-    fn locate(&self, _shard: ShardId) -> ShardHome {
+    fn locate(&self, shard: ShardId) -> ShardHome {
+        if self.local.contains(&shard) {
+            return ShardHome::Local;
+        }
         let mut all: Vec<NodeId> = self.state.members().iter().map(|m| m.id).collect();
         all.sort_unstable();
         ShardHome::Remote(candidates(&self.state, &all))
@@ -200,14 +207,15 @@ mod tests {
 
     #[test]
     fn the_debug_locality_calls_every_shard_remote_and_refuses_only_when_told() {
-        let pretend = DebugRemoteShards::new(state(), false);
+        let pretend = DebugRemoteShards::new(state(), vec![ShardId(2)], false);
+        assert_eq!(pretend.locate(ShardId(2)), ShardHome::Local);
         let expected = ShardHome::Remote(vec![
             candidate(1, &["http://a:1"]),
             candidate(5, &["http://e:1", "http://e:2"]),
         ]);
         assert_eq!(pretend.locate(ShardId(3)), expected);
         assert!(pretend.hosts(ShardId(3)), "it does host the shard: it serves forwarded calls");
-        let refusing = DebugRemoteShards::new(state(), true);
+        let refusing = DebugRemoteShards::new(state(), Vec::new(), true);
         assert_eq!(refusing.locate(ShardId(3)), expected);
         assert!(!refusing.hosts(ShardId(3)));
     }

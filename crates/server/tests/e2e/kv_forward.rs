@@ -256,7 +256,7 @@ async fn forwarded_kv_requests_answer_as_local_ones() {
         m.stop().await;
     }
 
-    let remote = cluster(&REMOTE).await;
+    let mut remote = cluster(&REMOTE).await;
     let (seen, served) = workload(&remote).await;
     let me = remote[0].server().member_id().0;
     assert!(
@@ -265,7 +265,22 @@ async fn forwarded_kv_requests_answer_as_local_ones() {
     );
     assert_eq!(seen.len(), expected.len());
     for (i, (seen, expected)) in seen.iter().zip(&expected).enumerate() {
-        assert_eq!(seen, expected, "answer {i}");
+        assert_eq!(seen, expected, "answer {i} (every shard remote)");
+    }
+    for m in &mut remote {
+        m.stop().await;
+    }
+
+    // Half the shards here, half elsewhere: ranges and deletes over every
+    // shard merge local and forwarded parts.
+    let mixed =
+        cluster(&["--shards=8", "--debug-remote-shards", "--debug-local-shards=1,3,5,7"]).await;
+    let (seen, served) = workload(&mixed).await;
+    let me = mixed[0].server().member_id().0;
+    assert!(served.contains(&me) && served.iter().any(|&m| m != me), "{served:?}");
+    assert_eq!(seen.len(), expected.len());
+    for (i, (seen, expected)) in seen.iter().zip(&expected).enumerate() {
+        assert_eq!(seen, expected, "answer {i} (odd shards local)");
     }
 }
 
