@@ -397,22 +397,18 @@ impl Context {
                     Ok(Ok(answer)) => return Ok(answer),
                     Ok(Err(status)) => status,
                 };
-                let unsent = is_connect_error(&status);
-                if unsent || std::error::Error::source(&status).is_some() {
+                if std::error::Error::source(&status).is_some() {
                     // A transport failure: the next call dials afresh.
                     forwarding.dialer.evict(url);
                 }
-                let refused = status.metadata().get(NOT_HOSTED_METADATA).is_some();
-                let retry = unsent
-                    || refused
-                    || (!message.is_write() && status.code() == tonic::Code::Unavailable);
-                if !retry {
+                let next = after_failure(message.is_write(), &status);
+                if next == AfterFailure::Surface {
                     return Err(status);
                 }
                 tracing::debug!(shard = shard.0, member = candidate.member.0, %status,
                     "forwarding: trying the next member");
                 last = Some(status);
-                if !unsent {
+                if next == AfterFailure::NextMember {
                     // The member answered: its other URLs would too.
                     continue 'members;
                 }
@@ -420,6 +416,31 @@ impl Context {
         }
         Err(last.unwrap_or_else(|| self.not_hosted(shard).into()))
     }
+}
+
+/// What a forwarded call's failure leads to (the module docs' table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterFailure {
+    /// Nothing was sent: try the member's next URL, then the next member.
+    NextUrl,
+    /// The member answered without applying it (or it is a read): try the
+    /// next member.
+    NextMember,
+    /// It may have been applied, or the answer is the client's: hand the
+    /// status to the client.
+    Surface,
+}
+
+/// What follows a forwarded call (a `write` or not) failing with `status`.
+fn after_failure(write: bool, status: &tonic::Status) -> AfterFailure {
+    if is_connect_error(status) {
+        return AfterFailure::NextUrl;
+    }
+    let refused = status.metadata().get(NOT_HOSTED_METADATA).is_some();
+    if refused || (!write && status.code() == tonic::Code::Unavailable) {
+        return AfterFailure::NextMember;
+    }
+    AfterFailure::Surface
 }
 
 /// Whether `status` says no connection could be made: the request never
@@ -459,7 +480,40 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 mod tests {
     use std::time::Duration;
 
-    use super::parse_grpc_timeout;
+    use super::{AfterFailure, after_failure, parse_grpc_timeout};
+    use crate::api::EtcdError;
+
+    #[test]
+    fn only_a_write_that_never_reached_a_shard_is_sent_again() {
+        let refused_connection = tonic::Status::from_error(Box::new(tonic::ConnectError(
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        )));
+        let not_hosted = EtcdError::NotHosted {
+            shard: ringkv_consensus::ShardId(3),
+            hosts: Vec::new(),
+            message: "shard s3 is not on this member".into(),
+        }
+        .to_status();
+        // Lost after it was sent, as tonic reports a connection that broke.
+        let lost = tonic::Status::unavailable("h2 protocol error: connection reset");
+        let cases = [
+            (&refused_connection, AfterFailure::NextUrl, AfterFailure::NextUrl),
+            (&not_hosted, AfterFailure::NextMember, AfterFailure::NextMember),
+            (&EtcdError::NoLeader.to_status(), AfterFailure::NextMember, AfterFailure::Surface),
+            (&EtcdError::Timeout.to_status(), AfterFailure::NextMember, AfterFailure::Surface),
+            (&lost, AfterFailure::NextMember, AfterFailure::Surface),
+            (
+                &EtcdError::PermissionDenied.to_status(),
+                AfterFailure::Surface,
+                AfterFailure::Surface,
+            ),
+            (&EtcdError::Compacted.to_status(), AfterFailure::Surface, AfterFailure::Surface),
+        ];
+        for (status, read, write) in cases {
+            assert_eq!(after_failure(false, status), read, "read: {status:?}");
+            assert_eq!(after_failure(true, status), write, "write: {status:?}");
+        }
+    }
 
     #[test]
     fn grpc_timeouts_parse_as_the_protocol_defines_them() {
