@@ -312,11 +312,32 @@ pub struct ServerArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub peer_client_cert_auth: Option<bool>,
 
-    /// TEST ONLY: serve every watch on a data shard by relaying it from another member, as if
-    /// this member hosted no data shard (exercises the watch relay while every member hosts
-    /// every shard). Hidden: never for production. [default: false]
+    /// TEST ONLY: treat every data shard as hosted elsewhere for this member's clients: every
+    /// watch on one is relayed from another member and every KV request for one is forwarded
+    /// to another member (exercises the relay and the forwarding while every member hosts
+    /// every shard). `--debug-relay-watches` is its former name. Hidden: never for production.
+    /// [default: false]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        hide = true,
+        alias = "debug-relay-watches"
+    )]
+    pub debug_remote_shards: Option<bool>,
+
+    /// TEST ONLY: with --debug-remote-shards, also refuse every relayed watch and forwarded KV
+    /// call on a data shard, as a member that hosts none would (NotHosted). Hidden: never for
+    /// production. [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", hide = true)]
-    pub debug_relay_watches: Option<bool>,
+    pub debug_refuse_forwarded: Option<bool>,
+
+    /// TEST ONLY: with --debug-remote-shards, these data shards (comma-separated numbers) stay
+    /// served here, so that a request spans local and forwarded parts. Hidden: never for
+    /// production. [default: none]
+    #[arg(long, value_name = "SHARDS", value_delimiter = ',', hide = true)]
+    pub debug_local_shards: Option<Vec<u64>>,
 }
 
 /// Whether this member creates the cluster or joins an existing one
@@ -596,10 +617,17 @@ pub struct ServerConfig {
     pub client_tls: Option<crate::tls::TlsFiles>,
     /// TLS of the peer port (`--peer-cert-file`, ...), if configured.
     pub peer_tls: Option<crate::tls::TlsFiles>,
-    /// Test only (`--debug-relay-watches`, hidden): every data shard's
-    /// watches are relayed from another member
-    /// ([`crate::watch::DebugRelayEverything`]).
-    pub debug_relay_watches: bool,
+    /// Test only (`--debug-remote-shards`, hidden): every data shard is
+    /// served by another member for this member's clients (watches
+    /// relayed, KV requests forwarded; [`crate::remote::DebugRemoteShards`]).
+    pub debug_remote_shards: bool,
+    /// Test only (`--debug-refuse-forwarded`, hidden): with
+    /// `debug_remote_shards`, this member also refuses other members'
+    /// relayed watches and forwarded calls, as one hosting no data shard.
+    pub debug_refuse_forwarded: bool,
+    /// Test only (`--debug-local-shards`, hidden): with
+    /// `debug_remote_shards`, the data shards still served here.
+    pub debug_local_shards: Vec<u64>,
     /// Things worth a log line once logging is up (unknown `RINGKV_*`
     /// variables, shadowed variables, a very large quota).
     pub warnings: Vec<ConfigWarning>,
@@ -927,7 +955,9 @@ impl ServerArgs {
             peer_key_file,
             peer_trusted_ca_file,
             peer_client_cert_auth,
-            debug_relay_watches,
+            debug_remote_shards,
+            debug_refuse_forwarded,
+            debug_local_shards,
         } = self;
         ServerArgs {
             config_file: config_file.or(lower.config_file),
@@ -973,7 +1003,9 @@ impl ServerArgs {
             peer_key_file: peer_key_file.or(lower.peer_key_file),
             peer_trusted_ca_file: peer_trusted_ca_file.or(lower.peer_trusted_ca_file),
             peer_client_cert_auth: peer_client_cert_auth.or(lower.peer_client_cert_auth),
-            debug_relay_watches: debug_relay_watches.or(lower.debug_relay_watches),
+            debug_remote_shards: debug_remote_shards.or(lower.debug_remote_shards),
+            debug_refuse_forwarded: debug_refuse_forwarded.or(lower.debug_refuse_forwarded),
+            debug_local_shards: debug_local_shards.or(lower.debug_local_shards),
         }
     }
 }
@@ -1360,7 +1392,9 @@ fn validate(
         peer_tls,
         placement_moves: raw.placement_moves.unwrap_or(false),
         down_timeout,
-        debug_relay_watches: raw.debug_relay_watches.unwrap_or(false),
+        debug_remote_shards: raw.debug_remote_shards.unwrap_or(false),
+        debug_refuse_forwarded: raw.debug_refuse_forwarded.unwrap_or(false),
+        debug_local_shards: raw.debug_local_shards.unwrap_or_default(),
         warnings,
     })
 }

@@ -14,6 +14,7 @@
 //! | [`auth`] | credentials, passwords, tokens (JWT), login rate limits |
 //! | [`gateway`] | the JSON gateway's routes and codec |
 //! | [`peer`] | the TCP peer transport |
+//! | [`remote`] | reaching the members that host a shard this one does not: locality, dialer |
 //! | [`compactor`] | auto-compaction (`--auto-compaction-*`), per data shard, on the leader |
 //! | [`config`] | etcd's flags, `RINGKV_*` variables and a TOML file |
 //! | [`metrics`] | Prometheus metrics |
@@ -29,6 +30,7 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod peer;
+pub mod remote;
 pub mod runtime;
 pub mod server;
 pub mod services;

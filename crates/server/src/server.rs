@@ -29,13 +29,14 @@ use crate::http::{self, gateway};
 use crate::metrics::{HISTORY_INTERVAL, Metrics, SLOW_REFRESH_INTERVAL};
 use crate::peer::members::{self, MemberInfo};
 use crate::peer::{ClusterId, PeerTls, PeerTransport, TransportConfig, TransportError};
+use crate::remote::{DebugRemoteShards, MemberDialer, NodeLocality, ShardLocality};
 use crate::runtime::{NodeHandle, NodeRuntime, NodeState, StartError};
 use crate::services::{
-    AuthService, ClusterService, Context, ElectionService, KvService, LeaseService, LockService,
-    MaintenanceService, refuse_on_learner,
+    AuthService, ClusterService, Context, ElectionService, KvForwarding, KvService, LeaseService,
+    LockService, MaintenanceService, refuse_on_learner,
 };
 use crate::tls::{self, ReloadingServerConfig, TlsConn};
-use crate::watch::{AllLocal, DebugRelayEverything, ShardLocality, WatchRelay, WatchService};
+use crate::watch::{WatchRelay, WatchService};
 
 /// How long a shutdown waits for client connections to finish: long-lived
 /// streams (keep-alives, observers, watches) would otherwise hold it
@@ -44,6 +45,12 @@ pub const SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(5);
 
 /// The request timeout: etcd's `5 s + 2 × election timeout`.
 pub const REQUEST_TIMEOUT_BASE: Duration = Duration::from_secs(5);
+
+/// etcd's request timeout for `config`: [`REQUEST_TIMEOUT_BASE`] plus two
+/// election timeouts.
+fn request_timeout(config: &ServerConfig) -> Duration {
+    REQUEST_TIMEOUT_BASE + config.election_timeout * 2
+}
 
 /// How long a joining member keeps asking the running members which member
 /// it is (they may still be starting, or just applying its MemberAdd).
@@ -207,7 +214,7 @@ pub fn node_config(config: &ServerConfig, start: Start) -> Result<NodeConfig, Se
     node.election_ticks = (config.election_timeout.as_millis() / heartbeat.as_millis().max(1))
         .try_into()
         .unwrap_or(u32::MAX);
-    node.request_timeout = REQUEST_TIMEOUT_BASE + config.election_timeout * 2;
+    node.request_timeout = request_timeout(config);
     node.snapshot_count = config.snapshot_count;
     node.quota_backend_bytes = config.quota_backend_bytes;
     node.store.cache_bytes = usize::try_from(config.backend_cache_bytes).unwrap_or(usize::MAX);
@@ -348,18 +355,29 @@ impl Server {
         let shutdown = CancellationToken::new();
         let leader_loss_grace = config.election_timeout * crate::watch::LEADERLESS_CHECKS_MAX;
         let authenticator = Arc::new(Authenticator::new(config.auth.clone())?);
-        let ctx = Context::new(handle.clone(), limits, authenticator)
-            .with_leader_loss_grace(leader_loss_grace);
-        // Where placement plugs in: a locality answering `hosts(shard)`.
-        let locality: Arc<dyn ShardLocality> = if config.debug_relay_watches {
+        // Where each data shard is served from: the node's placement, or
+        // the test-only stand-in.
+        let locality: Arc<dyn ShardLocality> = if config.debug_remote_shards {
             tracing::warn!(
-                "--debug-relay-watches: every watch is relayed from another member (test only)"
+                refuse_forwarded = config.debug_refuse_forwarded,
+                "--debug-remote-shards: every watch and KV request on a data shard is served by \
+                 another member (test only)"
             );
-            Arc::new(DebugRelayEverything::new(Arc::clone(handle.state()), member))
+            Arc::new(DebugRemoteShards::new(
+                Arc::clone(handle.state()),
+                config.debug_local_shards.iter().copied().map(ringkv_consensus::ShardId).collect(),
+                config.debug_refuse_forwarded,
+            ))
         } else {
-            Arc::new(AllLocal)
+            Arc::new(NodeLocality::new(handle.clone()))
         };
-        let relay = WatchRelay::new(locality, config.client_tls.clone());
+        let dialer = MemberDialer::new(config.client_tls.clone());
+        let forwarding =
+            KvForwarding::new(Arc::clone(&locality), Arc::clone(&dialer), request_timeout(&config));
+        let ctx = Context::new(handle.clone(), limits, authenticator)
+            .with_leader_loss_grace(leader_loss_grace)
+            .with_forwarding(forwarding);
+        let relay = WatchRelay::new(locality, dialer);
         let watch = Arc::new(
             WatchService::with_auth(Arc::clone(handle.watch_hubs()), ctx.clone())
                 .with_relay(relay)

@@ -20,6 +20,8 @@ mod failover;
 mod http;
 #[path = "e2e/kv.rs"]
 mod kv;
+#[path = "e2e/kv_forward.rs"]
+mod kv_forward;
 #[path = "e2e/lease.rs"]
 mod lease;
 #[path = "e2e/observability.rs"]

@@ -45,7 +45,7 @@ macro_rules! catalog {
         /// A client-visible error: etcd's gRPC code and exact message.
         ///
         /// Every variant but [`EtcdError::InvalidEnum`],
-        /// [`EtcdError::Unknown`] and the two sharding refusals is an error
+        /// [`EtcdError::Unknown`] and the sharding refusals is an error
         /// etcd answers with: an entry of
         /// its `rpctypes` catalog, or one of the election service's two
         /// errors. Its doc line is the message.
@@ -88,6 +88,22 @@ macro_rules! catalog {
             /// revisions are not comparable (ADR 0002): `InvalidArgument`,
             /// [`REVISION_SPANS_SHARDS`].
             RevisionSpansShards,
+            /// A request for a data shard this member holds no replica of,
+            /// answered by this member itself (a call another member
+            /// forwarded, which must not travel further): `Unavailable`,
+            /// with the node's message naming the members that hold it, and
+            /// [`NOT_HOSTED_METADATA`] in the status metadata so that the
+            /// forwarding member knows the request was not applied and
+            /// tries another.
+            NotHosted {
+                /// The shard.
+                shard: ringkv_consensus::ShardId,
+                /// The members holding it, as this member knows them (may
+                /// be stale or empty).
+                hosts: Vec<ringkv_consensus::NodeId>,
+                /// The text the client sees.
+                message: String,
+            },
         }
 
         impl EtcdError {
@@ -103,6 +119,7 @@ macro_rules! catalog {
                     EtcdError::Unknown { .. } => Code::Unknown,
                     EtcdError::ShardRefused { .. } => Code::FailedPrecondition,
                     EtcdError::RevisionSpansShards => Code::InvalidArgument,
+                    EtcdError::NotHosted { .. } => Code::Unavailable,
                 }
             }
 
@@ -114,7 +131,8 @@ macro_rules! catalog {
                     EtcdError::InvalidEnum { .. }
                     | EtcdError::Unknown { .. }
                     | EtcdError::ShardRefused { .. }
-                    | EtcdError::RevisionSpansShards => None,
+                    | EtcdError::RevisionSpansShards
+                    | EtcdError::NotHosted { .. } => None,
                 }
             }
         }
@@ -272,6 +290,11 @@ catalog! {
     ElectionNotLeader => Unknown, "election: not leader";
 }
 
+/// The status metadata key of [`EtcdError::NotHosted`]: the shard this
+/// member does not host. Its presence tells a forwarding member that the
+/// request was refused before it reached any shard.
+pub const NOT_HOSTED_METADATA: &str = "ringkv-not-hosted";
+
 /// The message of [`EtcdError::RevisionSpansShards`] (ADR 0002).
 pub const REVISION_SPANS_SHARDS: &str = "a revision names one shard's history; narrow the range to \
                                          one shard or use --shards 1";
@@ -283,9 +306,9 @@ impl EtcdError {
             EtcdError::InvalidEnum { field, value, max } => Cow::Owned(format!(
                 "ringkv: {field} has no value {value} in etcd's protocol (known values: 0 to {max})"
             )),
-            EtcdError::Unknown { message } | EtcdError::ShardRefused { message } => {
-                Cow::Owned(message.clone())
-            }
+            EtcdError::Unknown { message }
+            | EtcdError::ShardRefused { message }
+            | EtcdError::NotHosted { message, .. } => Cow::Owned(message.clone()),
             EtcdError::RevisionSpansShards => Cow::Borrowed(REVISION_SPANS_SHARDS),
             catalog => Cow::Borrowed(
                 catalog.catalog_message().expect("every other variant is a catalog entry"),
@@ -295,7 +318,13 @@ impl EtcdError {
 
     /// The gRPC status to answer with.
     pub fn to_status(&self) -> tonic::Status {
-        tonic::Status::new(self.code(), self.message())
+        let mut status = tonic::Status::new(self.code(), self.message());
+        if let EtcdError::NotHosted { shard, .. } = self {
+            status
+                .metadata_mut()
+                .insert(NOT_HOSTED_METADATA, tonic::metadata::MetadataValue::from(shard.0));
+        }
+        status
     }
 
     /// The catalog entry with exactly this message, as clientv3 maps a
@@ -365,6 +394,10 @@ impl From<NodeError> for EtcdError {
             | NodeError::ShardRequired { .. }
             | NodeError::RemoveStrandsShard { .. }) => {
                 EtcdError::ShardRefused { message: e.to_string() }
+            }
+            NodeError::NotHosted { shard, hosts } => {
+                let message = NodeError::NotHosted { shard, hosts: hosts.clone() }.to_string();
+                EtcdError::NotHosted { shard, hosts, message }
             }
             other => EtcdError::Unknown { message: other.to_string() },
         }

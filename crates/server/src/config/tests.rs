@@ -646,11 +646,19 @@ fn auto_compaction_comes_from_flags_environment_or_file_and_is_off_by_default() 
 }
 
 #[test]
-fn the_test_only_relay_flag_is_off_by_default_and_hidden() {
-    assert!(!parse(&[], no_env()).unwrap().debug_relay_watches);
-    assert!(parse(&["--debug-relay-watches"], no_env()).unwrap().debug_relay_watches);
+fn the_test_only_remote_shard_flags_are_off_by_default_and_hidden() {
+    let default = parse(&[], no_env()).unwrap();
+    assert!(!default.debug_remote_shards && !default.debug_refuse_forwarded);
+    assert!(parse(&["--debug-remote-shards"], no_env()).unwrap().debug_remote_shards);
+    // The former name still works (scripts and the cli tests use it).
+    assert!(parse(&["--debug-relay-watches"], no_env()).unwrap().debug_remote_shards);
+    assert!(parse(&["--debug-refuse-forwarded"], no_env()).unwrap().debug_refuse_forwarded);
+    assert!(default.debug_local_shards.is_empty());
+    let local = parse(&["--debug-local-shards=1,3"], no_env()).unwrap().debug_local_shards;
+    assert_eq!(local, [1, 3]);
     let command = ServerArgs::command();
-    let arg =
-        command.get_arguments().find(|a| a.get_long() == Some("debug-relay-watches")).unwrap();
-    assert!(arg.is_hide_set(), "--debug-relay-watches must stay out of --help");
+    for flag in ["debug-remote-shards", "debug-refuse-forwarded", "debug-local-shards"] {
+        let arg = command.get_arguments().find(|a| a.get_long() == Some(flag)).unwrap();
+        assert!(arg.is_hide_set(), "--{flag} must stay out of --help");
+    }
 }

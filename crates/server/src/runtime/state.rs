@@ -73,6 +73,10 @@ pub struct NodeState {
     /// can end when it is lost (etcd's `hasleader` rule).
     leader: watch::Sender<Option<NodeId>>,
     shards: Mutex<Vec<ShardReport>>,
+    /// Whether the node thread has published `shards` at least once: until
+    /// then [`NodeState::hosts`] is false for every shard, which says
+    /// nothing about where shards are.
+    published: AtomicBool,
     alarms: Mutex<Vec<AlarmMember>>,
     members: Mutex<Vec<Member>>,
     /// Each data shard's target replica set the metadata shard records, as
@@ -98,6 +102,7 @@ impl NodeState {
             direct_serializable_reads: AtomicBool::new(true),
             leader: watch::Sender::new(None),
             shards: Mutex::new(Vec::new()),
+            published: AtomicBool::new(false),
             alarms: Mutex::new(Vec::new()),
             members: Mutex::new(Vec::new()),
             targets: Mutex::new(BTreeMap::new()),
@@ -301,6 +306,13 @@ impl NodeState {
 
     pub(crate) fn set_shards(&self, shards: Vec<ShardReport>) {
         *self.shards.lock().unwrap_or_else(PoisonError::into_inner) = shards;
+        self.published.store(true, Ordering::Release);
+    }
+
+    /// Whether the node thread has published the shards it holds at least
+    /// once: before that, [`NodeState::hosts`] knows nothing.
+    pub fn published(&self) -> bool {
+        self.published.load(Ordering::Acquire)
     }
 
     /// Publishes whether this member is a learner: every loop iteration, so

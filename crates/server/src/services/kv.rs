@@ -3,13 +3,16 @@
 //! With several shards a `Range` or `DeleteRange` may span them: it is
 //! scattered and merged (`scatter.rs`). A `Put` goes to its key's shard,
 //! and a `Txn` to the one shard all its keys share; the node refuses one
-//! that spans shards (`FailedPrecondition`, naming them).
+//! that spans shards (`FailedPrecondition`, naming them). A shard this
+//! member does not host is served by one that does (`forward.rs`).
 
 use ringkv_api::etcdserverpb::{self as pb, kv_server::Kv};
 use ringkv_node::{Reply, Request};
 use ringkv_storage::mvcc::Response as MvccResponse;
 use tonic::{Response, Status};
 
+use super::forward::{Forwarded, Reached};
+use super::scatter::wrong_answer;
 use super::{Context, header_info, learner, unexpected};
 use crate::api::EtcdError;
 use crate::api::convert::{from_pb, to_pb};
@@ -34,7 +37,7 @@ impl Kv for KvService {
         request: tonic::Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let ctx = self.ctx.for_request(&request);
+        let ctx = self.ctx.for_kv_request(&request)?;
         let req = from_pb::range_request(request.into_inner())?;
         if learner::learner_refuses_range(self.ctx.state(), req.serializable) {
             return Err(EtcdError::NotSupportedForLearner.into());
@@ -42,8 +45,7 @@ impl Kv for KvService {
         // One shard: exactly etcd (a serializable read is served off the
         // node thread unless only the node may serve it). Several: each
         // shard's part, merged.
-        let (header, r) = ctx.range(req).await?;
-        Ok(Response::new(to_pb::range_response(r, &header_info(&header))))
+        Ok(Response::new(ctx.range(req).await?))
     }
 
     async fn put(
@@ -51,14 +53,17 @@ impl Kv for KvService {
         request: tonic::Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let ctx = self.ctx.for_request(&request);
+        let ctx = self.ctx.for_kv_request(&request)?;
         let req = from_pb::put_request(request.into_inner(), self.ctx.limits())?;
-        let answer = ctx.call(Request::Put(req)).await?;
-        match answer.reply {
-            Reply::Kv(MvccResponse::Put(r)) => {
-                Ok(Response::new(to_pb::put_response(r, &header_info(&answer.header))))
-            }
-            other => Err(unexpected("Put", &other)),
+        match ctx.reach_one(Request::Put(req)).await? {
+            Reached::Here(answer) => match answer.reply {
+                Reply::Kv(MvccResponse::Put(r)) => {
+                    Ok(Response::new(to_pb::put_response(r, &header_info(&answer.header))))
+                }
+                other => Err(unexpected("Put", &other)),
+            },
+            Reached::There(Forwarded::Put(r)) => Ok(Response::new(r)),
+            Reached::There(_) => Err(wrong_answer("Put")),
         }
     }
 
@@ -67,10 +72,9 @@ impl Kv for KvService {
         request: tonic::Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let ctx = self.ctx.for_request(&request);
+        let ctx = self.ctx.for_kv_request(&request)?;
         let req = from_pb::delete_range_request(request.into_inner(), self.ctx.limits())?;
-        let (header, r) = ctx.delete_range(req).await?;
-        Ok(Response::new(to_pb::delete_range_response(r, &header_info(&header))))
+        Ok(Response::new(ctx.delete_range(req).await?))
     }
 
     async fn txn(
@@ -78,14 +82,17 @@ impl Kv for KvService {
         request: tonic::Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let ctx = self.ctx.for_request(&request);
+        let ctx = self.ctx.for_kv_request(&request)?;
         let req = from_pb::txn_request(request.into_inner(), self.ctx.limits())?;
-        let answer = ctx.call(Request::Txn(req)).await?;
-        match answer.reply {
-            Reply::Kv(MvccResponse::Txn(r)) => {
-                Ok(Response::new(to_pb::txn_response(r, &header_info(&answer.header))))
-            }
-            other => Err(unexpected("Txn", &other)),
+        match ctx.reach_one(Request::Txn(req)).await? {
+            Reached::Here(answer) => match answer.reply {
+                Reply::Kv(MvccResponse::Txn(r)) => {
+                    Ok(Response::new(to_pb::txn_response(r, &header_info(&answer.header))))
+                }
+                other => Err(unexpected("Txn", &other)),
+            },
+            Reached::There(Forwarded::Txn(r)) => Ok(Response::new(r)),
+            Reached::There(_) => Err(wrong_answer("Txn")),
         }
     }
 

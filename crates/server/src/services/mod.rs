@@ -17,7 +17,9 @@
 //!
 //! `etcdserverpb.Watch` is the watch module's. `scatter.rs` serves a
 //! `Range` or `DeleteRange` over the shards it touches
-//! ([`crate::shards`]).
+//! ([`crate::shards`]); `forward.rs` sends a KV request (or one shard's
+//! part of it) for a shard this member does not host to a member that
+//! does.
 //!
 //! # Who is calling
 //!
@@ -47,6 +49,7 @@ mod auth;
 mod cluster;
 mod concurrency;
 mod election;
+mod forward;
 mod kv;
 mod learner;
 mod lease;
@@ -57,7 +60,6 @@ mod scatter;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use ringkv_consensus::ShardId;
 use ringkv_node::{Credential, Header, Reply, Request};
 use tokio::sync::watch;
 use tonic::Status;
@@ -67,6 +69,7 @@ pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use concurrency::SESSION_TTL_DEFAULT_SECONDS;
 pub use election::{ElectionService, MISSING_LEADER_KEY, OBSERVE_RESPONSES_QUEUED_MAX};
+pub use forward::{FORWARDED_SHARD_METADATA, KvForwarding};
 pub use kv::KvService;
 pub use learner::{LEARNER_METHODS, check_learner, refuse_on_learner};
 pub use lease::{KEEP_ALIVE_RESPONSES_QUEUED_MAX, LeaseService};
@@ -104,6 +107,12 @@ pub struct Context {
     auth: Arc<Authenticator>,
     /// Who the calls made through this context act for.
     credential: Credential,
+    /// How KV requests for shards this member does not host are sent on;
+    /// `None`: every shard is served here.
+    forwarding: Option<Arc<KvForwarding>>,
+    /// Once bound to a KV request ([`Context::for_kv_request`]): its
+    /// forwarding state.
+    route: Option<Arc<forward::KvRoute>>,
 }
 
 impl Context {
@@ -115,7 +124,17 @@ impl Context {
             leader_loss_grace: LEADER_LOSS_GRACE_DEFAULT,
             auth,
             credential: Credential::Anonymous,
+            forwarding: None,
+            route: None,
         }
+    }
+
+    /// This context sending KV requests for shards this member does not
+    /// host on with `forwarding` (see `forward.rs`).
+    #[must_use]
+    pub fn with_forwarding(mut self, forwarding: KvForwarding) -> Context {
+        self.forwarding = Some(Arc::new(forwarding));
+        self
     }
 
     /// How long the member may go without a leader before its `hasleader`
@@ -133,7 +152,7 @@ impl Context {
     /// certificate), and the node checks that client's rights.
     pub fn for_request<T>(&self, request: &tonic::Request<T>) -> Context {
         let credential = self.auth.credential(request.metadata(), request.extensions());
-        Context { credential, ..self.clone() }
+        Context { credential, route: None, ..self.clone() }
     }
 
     /// The authenticator.
@@ -185,15 +204,6 @@ impl Context {
     /// The node's answer, as a status.
     pub async fn call(&self, request: Request) -> Result<Answer, Status> {
         self.node.call_as(self.credential.clone(), request).await.map_err(Status::from)
-    }
-
-    /// Sends a KV request to data shard `shard` (one part of a request
-    /// over several shards).
-    ///
-    /// # Errors
-    /// The node's answer, as a status.
-    pub async fn call_shard(&self, shard: ShardId, request: Request) -> Result<Answer, Status> {
-        self.node.call_shard_as(self.credential.clone(), shard, request).await.map_err(Status::from)
     }
 }
 

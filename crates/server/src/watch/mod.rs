@@ -116,12 +116,12 @@
 //! A shard this member does not host is watched through [`WatchRelay`]: an
 //! etcd `Watch` stream to a member that hosts it, resumed from the next
 //! revision on another member if it breaks (`relay.rs`). Which shards are
-//! remote is [`ShardLocality`]'s answer: none today ([`AllLocal`]), all
-//! with the test-only `--debug-relay-watches` ([`DebugRelayEverything`]).
+//! remote is [`crate::remote::ShardLocality`]'s answer: those the node
+//! holds no replica of ([`crate::remote::NodeLocality`]), or all with the
+//! test-only `--debug-remote-shards` ([`crate::remote::DebugRemoteShards`]).
 
 mod hub;
 mod index;
-mod locality;
 mod relay;
 mod response;
 mod service;
@@ -137,11 +137,9 @@ use ringkv_api::etcdserverpb::ResponseHeader;
 use ringkv_storage::mvcc::{Revision, StoreError};
 
 pub use hub::{WatchHub, WatchStats};
-pub use locality::{AllLocal, DebugRelayEverything, RelayCandidate, ShardHome, ShardLocality};
 pub use relay::{
-    RELAY_BACKOFF_INITIAL, RELAY_BACKOFF_MAX, RELAY_CONNECT_TIMEOUT, RELAY_FORWARDED_METADATA,
-    RELAY_FRAGMENTS_HELD_MAX, RELAY_KEEPALIVE_INTERVAL, RELAY_KEEPALIVE_TIMEOUT,
-    RELAY_RESPONSES_QUEUED, RELAY_SHARD_METADATA, RelayStream, WatchRelay,
+    RELAY_BACKOFF_INITIAL, RELAY_BACKOFF_MAX, RELAY_FRAGMENTS_HELD_MAX, RELAY_RESPONSES_QUEUED,
+    RELAY_SHARD_METADATA, RelayStream, WatchRelay,
 };
 pub use ringkv_api::etcdserverpb::WatchResponse;
 pub use service::{REQUIRE_LEADER_KEY, REQUIRE_LEADER_VALUE, WatchService};

@@ -4,7 +4,8 @@
 //! # Roles
 //!
 //! - [`WatchRelay`]: the member-wide settings: where shards are
-//!   ([`ShardLocality`]) and how to dial (the client TLS trust).
+//!   ([`ShardLocality`]) and how to dial ([`MemberDialer`], shared with
+//!   the KV forwarding).
 //! - [`RelayStream`]: one client stream's view of it: the client's
 //!   credentials, forwarded on every upstream stream.
 //! - `RemoteShard`: one client stream's part on one remote shard. A task
@@ -46,27 +47,19 @@
 //!    └──────────────failure─────────────────────┘
 //! ```
 //!
-//! # TLS
+//! # Dialing
 //!
-//! `https://` client URLs are dialed with this member's client TLS files:
-//! the peer's certificate must chain to `--trusted-ca-file` and name the
-//! URL's host; `--cert-file` / `--key-file` are presented as the client
-//! certificate, for members that require one (`--client-cert-auth`). A
-//! client known by its certificate's common name alone (no token) is
-//! therefore seen by the hosting member as this member's certificate's
-//! name: the client's own rights were checked here, on create, already.
-//! `https://` without `--trusted-ca-file` cannot be dialed (logged, the
-//! next candidate is tried).
+//! Channels come from the member-wide [`MemberDialer`] the KV forwarding
+//! shares (one connection per member; `https://` with this member's
+//! client TLS files). A client known by its certificate's common name
+//! alone (no token) is therefore seen by the hosting member as this
+//! member's certificate's name: the client's own rights were checked
+//! here, on create, already.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use ringkv_api::etcdserverpb::watch_client::WatchClient;
 use ringkv_api::etcdserverpb::watch_request::RequestUnion;
 use ringkv_api::etcdserverpb::{
@@ -74,31 +67,20 @@ use ringkv_api::etcdserverpb::{
 };
 use ringkv_consensus::ShardId;
 use ringkv_storage::mvcc::Revision;
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::locality::{RelayCandidate, ShardHome, ShardLocality};
+use super::WatchContext;
 use super::stream::INVALID_WATCH_ID;
-use super::{REQUIRE_LEADER_KEY, WatchContext};
-use crate::auth::{AUTHORIZATION_METADATA, TOKEN_METADATA};
-use crate::config::{Host, HttpUrl};
-use crate::tls::TlsFiles;
+use crate::remote::{
+    MEMBER_CONNECT_TIMEOUT, MemberDialer, RelayCandidate, ShardHome, ShardLocality,
+    forwarded_metadata,
+};
 
 /// The metadata key of an upstream stream: the data shard it watches,
 /// served from the receiving member's own hub of that shard only.
 pub const RELAY_SHARD_METADATA: &str = "ringkv-relay-shard";
-
-/// The client's metadata an upstream stream carries: its credentials (the
-/// hosting member checks its rights) and its `hasleader` request.
-pub const RELAY_FORWARDED_METADATA: [&str; 3] =
-    [TOKEN_METADATA, AUTHORIZATION_METADATA, REQUIRE_LEADER_KEY];
-
-/// How long one dial (TCP, TLS and the HTTP/2 handshake) may take before
-/// the next candidate is tried.
-pub const RELAY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Pause before the first redial after a lost or failed upstream.
 pub const RELAY_BACKOFF_INITIAL: Duration = Duration::from_millis(50);
@@ -106,15 +88,6 @@ pub const RELAY_BACKOFF_INITIAL: Duration = Duration::from_millis(50);
 /// Longest pause between redials; the pause doubles from
 /// [`RELAY_BACKOFF_INITIAL`] with each consecutive failure up to this.
 pub const RELAY_BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// HTTP/2 ping period on an upstream connection: an upstream that vanished
-/// without closing (a partitioned or frozen member) is noticed within this
-/// plus [`RELAY_KEEPALIVE_TIMEOUT`].
-pub const RELAY_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-
-/// How long an HTTP/2 ping may go unanswered before the upstream is
-/// considered lost.
-pub const RELAY_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Responses a relay task hands to its client stream before it waits for
 /// the stream to take them (then it stops reading the upstream, and the
@@ -129,16 +102,13 @@ pub const RELAY_FRAGMENTS_HELD_MAX: usize = 1024;
 #[derive(Debug)]
 pub struct WatchRelay {
     locality: Arc<dyn ShardLocality>,
-    /// The client TLS files: trust (and client certificate) for `https://`
-    /// client URLs.
-    tls: Option<TlsFiles>,
+    dialer: Arc<MemberDialer>,
 }
 
 impl WatchRelay {
-    /// Relays shards `locality` calls remote, dialing `https://` URLs with
-    /// `tls` (this member's client TLS files).
-    pub fn new(locality: Arc<dyn ShardLocality>, tls: Option<TlsFiles>) -> Arc<WatchRelay> {
-        Arc::new(WatchRelay { locality, tls })
+    /// Relays shards `locality` calls remote, dialing with `dialer`.
+    pub fn new(locality: Arc<dyn ShardLocality>, dialer: Arc<MemberDialer>) -> Arc<WatchRelay> {
+        Arc::new(WatchRelay { locality, dialer })
     }
 
     /// Where `shard`'s events come from.
@@ -151,16 +121,10 @@ impl WatchRelay {
         self.locality.hosts(shard)
     }
 
-    /// The relay for one client stream, forwarding the metadata of
-    /// [`RELAY_FORWARDED_METADATA`] that `metadata` carries.
+    /// The relay for one client stream, forwarding the client's metadata
+    /// of [`crate::remote::FORWARDED_METADATA`] that `metadata` carries.
     pub fn for_client(self: &Arc<Self>, metadata: &MetadataMap) -> RelayStream {
-        let mut forward = MetadataMap::new();
-        for key in RELAY_FORWARDED_METADATA {
-            if let Some(value) = metadata.get(key) {
-                forward.insert(key, value.clone());
-            }
-        }
-        RelayStream { relay: Arc::clone(self), forward }
+        RelayStream { relay: Arc::clone(self), forward: forwarded_metadata(metadata) }
     }
 }
 
@@ -390,10 +354,9 @@ impl Upstream {
         let Some(url) = self.target() else {
             return SessionEnd::DialFailed("no member to relay from is known".into());
         };
-        let channel = match tokio::time::timeout(RELAY_CONNECT_TIMEOUT, self.dial(&url)).await {
-            Ok(Ok(channel)) => channel,
-            Ok(Err(e)) => return SessionEnd::DialFailed(format!("{url}: {e}")),
-            Err(_) => return SessionEnd::DialFailed(format!("{url}: dial timed out")),
+        let channel = match self.relay.dialer.channel(&url).await {
+            Ok(channel) => channel,
+            Err(e) => return SessionEnd::DialFailed(e.to_string()),
         };
         // Requests of this session, in order: the resumes first.
         let (tx, rx) = mpsc::unbounded_channel::<WatchRequest>();
@@ -418,14 +381,18 @@ impl Upstream {
         let shard = MetadataValue::from(self.shard.0);
         call.metadata_mut().insert(RELAY_SHARD_METADATA, shard);
         let opened = tokio::time::timeout(
-            RELAY_CONNECT_TIMEOUT,
+            MEMBER_CONNECT_TIMEOUT,
             WatchClient::new(channel).max_decoding_message_size(usize::MAX).watch(call),
         )
         .await;
         let mut inbound = match opened {
             Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return SessionEnd::DialFailed(format!("{url}: {status}")),
+            Ok(Err(status)) => {
+                self.relay.dialer.evict(&url);
+                return SessionEnd::DialFailed(format!("{url}: {status}"));
+            }
             Err(_) => {
+                self.relay.dialer.evict(&url);
                 return SessionEnd::DialFailed(format!("{url}: opening the stream timed out"));
             }
         };
@@ -474,7 +441,11 @@ impl Upstream {
                         }
                     }
                     Ok(None) => return SessionEnd::Lost(format!("{url} ended the stream")),
-                    Err(status) => return SessionEnd::Lost(format!("{url}: {status}")),
+                    Err(status) => {
+                        // The connection may be what failed: dial afresh.
+                        self.relay.dialer.evict(&url);
+                        return SessionEnd::Lost(format!("{url}: {status}"));
+                    }
                 },
             }
         }
@@ -497,31 +468,6 @@ impl Upstream {
             // A gone client is noticed by the caller's next select.
             let _ = self.out.send(response).await;
         }
-    }
-
-    async fn dial(&self, url: &str) -> Result<Channel, Box<dyn std::error::Error + Send + Sync>> {
-        let parsed: HttpUrl = url.parse()?;
-        // tonic dials plain HTTP/2; TLS, when the URL asks, is the
-        // connector's.
-        let endpoint =
-            Endpoint::from_shared(format!("http://{}:{}", host_port(&parsed), parsed.port()))?
-                .connect_timeout(RELAY_CONNECT_TIMEOUT)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(RELAY_KEEPALIVE_INTERVAL)
-                .keep_alive_timeout(RELAY_KEEPALIVE_TIMEOUT)
-                .keep_alive_while_idle(true);
-        if !parsed.is_tls() {
-            return Ok(endpoint.connect().await?);
-        }
-        let Some(files) = &self.relay.tls else {
-            return Err("the URL is https:// but this member has no client TLS files \
-                        (--cert-file, --key-file, --trusted-ca-file)"
-                .into());
-        };
-        let mut config = crate::tls::client_config(files, "--trusted-ca-file")?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let connector = TlsDial { config: Arc::new(config), url: parsed };
-        Ok(endpoint.connect_with_connector(connector).await?)
     }
 
     /// What the client stream hears of one upstream response.
@@ -607,44 +553,4 @@ impl Upstream {
 /// A request with `union`.
 fn request(union: RequestUnion) -> WatchRequest {
     WatchRequest { request_union: Some(union) }
-}
-
-/// The host of `url` as it goes in an authority (IPv6 in brackets).
-fn host_port(url: &HttpUrl) -> String {
-    match url.host() {
-        Host::Ip(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
-        host => host.to_string(),
-    }
-}
-
-/// Dials one `https://` URL: TCP, then TLS verified for the URL's host.
-#[derive(Clone)]
-struct TlsDial {
-    config: Arc<rustls::ClientConfig>,
-    url: HttpUrl,
-}
-
-impl tonic::codegen::Service<Uri> for TlsDial {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let (config, url) = (Arc::clone(&self.config), self.url.clone());
-        Box::pin(async move {
-            let name = match url.host() {
-                Host::Ip(ip) => rustls::pki_types::ServerName::IpAddress((*ip).into()),
-                Host::Name(name) => rustls::pki_types::ServerName::try_from(name.clone())
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
-            };
-            let tcp = TcpStream::connect((url.host().to_string(), url.port())).await?;
-            tcp.set_nodelay(true)?;
-            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
-            Ok(TokioIo::new(tls))
-        })
-    }
 }

@@ -24,7 +24,7 @@
 //!
 //! # Remote shards
 //!
-//! A shard this member does not host ([`super::ShardLocality`]) is watched
+//! A shard this member does not host ([`crate::remote::ShardLocality`]) is watched
 //! through the relay (`relay.rs`): the stream's part on it is an upstream
 //! stream to a member that hosts it, under the same watch ids, and its
 //! responses mix with the local parts' as above. A remote part is
@@ -53,12 +53,12 @@ use ringkv_ring::Keyspace;
 use ringkv_storage::mvcc::{MvccStore, Revision};
 
 use super::index::WatchRange;
-use super::locality::ShardHome;
 use super::relay::{RelayStream, RemoteShard};
 use super::stream::INVALID_WATCH_ID;
 use super::{WatchConfig, WatchContext, WatchError, WatchHub, WatchStats, WatchStream};
 use crate::api::EtcdError;
 use crate::api::status::REVISION_SPANS_SHARDS;
+use crate::remote::ShardHome;
 
 /// etcd's cancel reason for a create whose range holds no key.
 const EMPTY_RANGE_REASON: &str = "mvcc: watcher range is empty";

@@ -1,5 +1,5 @@
 //! The watch relay (issue #7) in three-member clusters with `--shards 8
-//! --debug-relay-watches`: every watch on a data shard is served through
+//! --debug-remote-shards`: every watch on a data shard is served through
 //! an etcd `Watch` stream to another member, as it will be for shards a
 //! member does not host. Watches are opened with the raw tonic client to
 //! see every response (ids, header revisions, `compact_revision`).
@@ -22,7 +22,7 @@ use crate::common::{Member, WAIT, auth_setup, cluster_with, eventually, wait_lea
 const SHARDS: u32 = 8;
 
 /// The flags of a relaying cluster.
-const RELAY_FLAGS: [&str; 2] = ["--shards=8", "--debug-relay-watches"];
+const RELAY_FLAGS: [&str; 2] = ["--shards=8", "--debug-remote-shards"];
 
 fn shard_of(key: &str) -> u64 {
     Keyspace::new(SHARDS, HashKeyRule::WholeKey).unwrap().shard_of(key.as_bytes()).0

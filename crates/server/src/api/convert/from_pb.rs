@@ -162,6 +162,27 @@ pub fn lease_revoke_request(
     Ok(mvcc::LeaseRevokeRequest { id: LeaseId(req.id) })
 }
 
+/// Another member's answer to a `Range` (one shard's part of a range
+/// over several), as the store's: the header's revision is the answer's.
+pub fn range_response(resp: pb::RangeResponse) -> mvcc::RangeResponse {
+    mvcc::RangeResponse {
+        revision: Revision(resp.header.map_or(0, |h| h.revision)),
+        kvs: resp.kvs.into_iter().map(key_value).collect(),
+        more: resp.more,
+        count: resp.count,
+    }
+}
+
+/// Another member's answer to a `DeleteRange` (one shard's part), as the
+/// store's.
+pub fn delete_range_response(resp: pb::DeleteRangeResponse) -> mvcc::DeleteRangeResponse {
+    mvcc::DeleteRangeResponse {
+        revision: Revision(resp.header.map_or(0, |h| h.revision)),
+        deleted: resp.deleted,
+        prev_kvs: resp.prev_kvs.into_iter().map(key_value).collect(),
+    }
+}
+
 /// A key-value pair as the wire carries it (e.g. from another member).
 pub fn key_value(kv: mvccpb::KeyValue) -> mvcc::KeyValue {
     mvcc::KeyValue {

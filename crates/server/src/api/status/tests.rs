@@ -168,7 +168,8 @@ fn covered(e: &EtcdError) -> bool {
         EtcdError::InvalidEnum { .. }
         | EtcdError::Unknown { .. }
         | EtcdError::ShardRefused { .. }
-        | EtcdError::RevisionSpansShards => false,
+        | EtcdError::RevisionSpansShards
+        | EtcdError::NotHosted { .. } => false,
     }
 }
 

@@ -304,21 +304,21 @@ struct FixedLocality {
     hosted: bool,
 }
 
-impl crate::watch::ShardLocality for FixedLocality {
-    fn locate(&self, shard: ShardId) -> crate::watch::ShardHome {
+impl crate::remote::ShardLocality for FixedLocality {
+    fn locate(&self, shard: ShardId) -> crate::remote::ShardHome {
         if !self.remote.contains(&shard) {
-            return crate::watch::ShardHome::Local;
+            return crate::remote::ShardHome::Local;
         }
         let candidates = self
             .candidates
             .iter()
             .enumerate()
-            .map(|(i, url)| crate::watch::RelayCandidate {
+            .map(|(i, url)| crate::remote::RelayCandidate {
                 member: ringkv_consensus::NodeId(u64::try_from(i).unwrap() + 2),
                 client_urls: vec![url.clone()],
             })
             .collect();
-        crate::watch::ShardHome::Remote(candidates)
+        crate::remote::ShardHome::Remote(candidates)
     }
 
     fn hosts(&self, _shard: ShardId) -> bool {
@@ -331,7 +331,8 @@ impl crate::watch::ShardLocality for FixedLocality {
 async fn serve_relaying(hubs: &Arc<WatchHubs>, locality: FixedLocality) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let relay = crate::watch::WatchRelay::new(Arc::new(locality), None);
+    let relay =
+        crate::watch::WatchRelay::new(Arc::new(locality), crate::remote::MemberDialer::new(None));
     let service = crate::watch::WatchService::from_hubs(Arc::clone(hubs)).with_relay(relay);
     let server = tonic::transport::Server::builder()
         .add_service(service.into_server())
