@@ -1,7 +1,8 @@
 //! What the Lock and Election services share: KV calls through the node,
 //! and waiting until keys are deleted, on etcd's recipes (`clientv3/
 //! concurrency`), which etcd's own v3lock and v3election services run
-//! server side.
+//! server side. A call on keys of a shard this member does not hold goes,
+//! whole, to a member that does ([`remote_home`]).
 //!
 //! # Waiting for deletions
 //!
@@ -13,6 +14,7 @@
 //! which is always safe: the condition is re-checked against the store.
 
 use bytes::Bytes;
+use ringkv_consensus::ShardId;
 use ringkv_node::{Reply, Request};
 use ringkv_storage::mvcc::{
     DeleteRangeRequest, DeleteRangeResponse, EventKind, KeyValue, LeaseId, RangeRequest,
@@ -20,10 +22,13 @@ use ringkv_storage::mvcc::{
     TxnResponse,
 };
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 use tonic::Status;
 
 use super::{Context, unexpected};
 use crate::api::{EtcdError, HeaderInfo};
+use crate::remote::RelayCandidate;
+use crate::shards::{Targets, range_targets};
 
 /// TTL of the lease a Lock or Campaign without a lease gets, in seconds
 /// (etcd's session default: its services grant one the same way).
@@ -106,6 +111,29 @@ pub(super) async fn delete(
         Reply::Kv(MvccResponse::DeleteRange(r)) => Ok((super::header_info(&answer.header), r)),
         other => Err(unexpected("DeleteRange", &other)),
     }
+}
+
+/// Where a Lock or Election call on the keys `key..range_end` is served:
+/// `None` here (one shard, or this member holds the keys' shard, or the
+/// call was forwarded to it), else the one data shard that holds them all
+/// (a lock's or election's keys share a shard under a hash tag or
+/// `--hash-key-segments`), the members holding it, and the call's
+/// deadline. The whole call is sent there: its keys, and the deletions it
+/// waits for, are that member's.
+///
+/// # Errors
+/// A forwarded call for a shard this member does not hold.
+pub(super) fn remote_home(
+    ctx: &Context,
+    key: &[u8],
+    range_end: &[u8],
+) -> Result<Option<(ShardId, Vec<RelayCandidate>, Instant)>, Status> {
+    let keyspace = ctx.node().keyspace();
+    if keyspace.shard_count() <= 1 {
+        return Ok(None);
+    }
+    let Targets::One(shard) = range_targets(keyspace, key, range_end) else { return Ok(None) };
+    Ok(ctx.concurrency_home(shard)?.map(|(candidates, deadline)| (shard, candidates, deadline)))
 }
 
 /// The oldest key under `prefix` (etcd's `WithFirstCreate`).

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ringkv_api::v3electionpb::{self as pb, election_server::Election};
+use ringkv_api::v3electionpb::{
+    self as pb, election_client::ElectionClient, election_server::Election,
+};
 use ringkv_node::WatchEvents;
 use ringkv_storage::mvcc::{
     Compare, CompareResult, CompareTarget, EventKind, KeyValue, LeaseId, PutRequest, RangeRequest,
@@ -23,9 +25,10 @@ use tonic::codegen::BoxStream;
 use tonic::{Response, Status};
 
 use super::concurrency::{
-    GiveUpOnDrop, delete_if_created_at, first_created, lease_key, name_prefix, range,
-    session_lease, txn, wait_deletes,
+    GiveUpOnDrop, delete_if_created_at, first_created, lease_key, name_prefix, prefix_end, range,
+    remote_home, session_lease, txn, wait_deletes,
 };
+use super::forward::forwarded_call;
 use super::lease::receiver_stream;
 use super::{Context, until_leader_lost};
 use crate::api::EtcdError;
@@ -206,10 +209,22 @@ impl Election for ElectionService {
         request: tonic::Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let ctx = self.ctx.for_request(&request);
+        let ctx = self.ctx.for_kv_request(&request)?;
         let req = request.into_inner();
-        let lease = session_lease(&ctx, req.lease).await?;
         let prefix = name_prefix(&req.name);
+        if let Some((shard, candidates, deadline)) =
+            remote_home(&ctx, &prefix, &prefix_end(&prefix))?
+        {
+            let send = |channel, metadata, timeout| {
+                let call = forwarded_call(req.clone(), metadata, timeout);
+                async move {
+                    ElectionClient::new(channel).campaign(call).await.map(Response::into_inner)
+                }
+            };
+            let answer = ctx.forward_with(shard, candidates, true, deadline, send).await?;
+            return Ok(Response::new(answer));
+        }
+        let lease = session_lease(&ctx, req.lease).await?;
         let key = lease_key(&prefix, lease);
         let value = Bytes::from(req.value);
         let put =
@@ -262,11 +277,21 @@ impl Election for ElectionService {
         request: tonic::Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let ctx = self.ctx.for_request(&request);
+        let ctx = self.ctx.for_kv_request(&request)?;
         let req = request.into_inner();
-        let Some(leader) = req.leader else {
+        let Some(leader) = req.leader.clone() else {
             return Err(EtcdError::Unknown { message: MISSING_LEADER_KEY.to_owned() }.into());
         };
+        if let Some((shard, candidates, deadline)) = remote_home(&ctx, &leader.key, &[])? {
+            let send = |channel, metadata, timeout| {
+                let call = forwarded_call(req.clone(), metadata, timeout);
+                async move {
+                    ElectionClient::new(channel).proclaim(call).await.map(Response::into_inner)
+                }
+            };
+            let answer = ctx.forward_with(shard, candidates, true, deadline, send).await?;
+            return Ok(Response::new(answer));
+        }
         let key = Bytes::from(leader.key);
         let value = Bytes::from(req.value);
         match proclaim(&ctx, &key, Revision(leader.rev), LeaseId(leader.lease), value).await? {
@@ -282,8 +307,19 @@ impl Election for ElectionService {
         request: tonic::Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let ctx = self.ctx.for_request(&request);
-        let prefix = name_prefix(&request.into_inner().name);
+        let ctx = self.ctx.for_kv_request(&request)?;
+        let req = request.into_inner();
+        let prefix = name_prefix(&req.name);
+        if let Some((shard, candidates, deadline)) =
+            remote_home(&ctx, &prefix, &prefix_end(&prefix))?
+        {
+            let send = |channel, metadata, timeout| {
+                let call = forwarded_call(req.clone(), metadata, timeout);
+                async move { ElectionClient::new(channel).leader(call).await.map(Response::into_inner) }
+            };
+            let answer = ctx.forward_with(shard, candidates, false, deadline, send).await?;
+            return Ok(Response::new(answer));
+        }
         let (info, first) = range(&ctx, first_created(&prefix)).await?;
         let Some(kv) = first.kvs.into_iter().next() else {
             return Err(EtcdError::ElectionNoLeader.into());
@@ -310,10 +346,19 @@ impl Election for ElectionService {
         request: tonic::Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let ctx = self.ctx.for_request(&request);
-        let Some(leader) = request.into_inner().leader else {
+        let ctx = self.ctx.for_kv_request(&request)?;
+        let req = request.into_inner();
+        let Some(leader) = req.leader.clone() else {
             return Err(EtcdError::Unknown { message: MISSING_LEADER_KEY.to_owned() }.into());
         };
+        if let Some((shard, candidates, deadline)) = remote_home(&ctx, &leader.key, &[])? {
+            let send = |channel, metadata, timeout| {
+                let call = forwarded_call(req.clone(), metadata, timeout);
+                async move { ElectionClient::new(channel).resign(call).await.map(Response::into_inner) }
+            };
+            let answer = ctx.forward_with(shard, candidates, true, deadline, send).await?;
+            return Ok(Response::new(answer));
+        }
         // Resigning a candidacy that is already gone is not an error (etcd's).
         let (info, resp) =
             delete_if_created_at(&ctx, Bytes::from(leader.key), Revision(leader.rev)).await?;

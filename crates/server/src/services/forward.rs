@@ -63,6 +63,11 @@ use crate::runtime::{Answer, DirectRead};
 /// [`EtcdError::NotHosted`]; it never sends the call further.
 pub const FORWARDED_SHARD_METADATA: &str = "ringkv-forwarded-shard";
 
+/// The longest a forwarded Lock or Election call may take when its client
+/// gave no deadline: a Lock waits for as long as the lock is held, so the
+/// member's request timeout does not bound it; an hour does.
+pub const CONCURRENCY_FORWARD_TIMEOUT_MAX: Duration = Duration::from_secs(60 * 60);
+
 /// The gRPC metadata key of a call's deadline (`grpc-timeout`).
 const GRPC_TIMEOUT_METADATA: &str = "grpc-timeout";
 
@@ -99,6 +104,8 @@ pub(crate) struct KvRoute {
     metadata: MetadataMap,
     /// When the request's time is up.
     deadline: Instant,
+    /// The client's own `grpc-timeout`, if it sent one.
+    client_timeout: Option<Duration>,
 }
 
 /// Where one shard's part was served.
@@ -157,29 +164,39 @@ impl KvMessage {
         metadata: MetadataMap,
         timeout: Duration,
     ) -> Result<Forwarded, tonic::Status> {
-        fn call<T>(message: T, metadata: MetadataMap, timeout: Duration) -> tonic::Request<T> {
-            let mut request = tonic::Request::new(message);
-            *request.metadata_mut() = metadata;
-            request.set_timeout(timeout);
-            request
-        }
         // The answer may be as large as the hosting member makes it.
         let mut client = KvClient::new(channel).max_decoding_message_size(usize::MAX);
         Ok(match self {
             KvMessage::Range(m) => Forwarded::Range(
-                client.range(call(m.clone(), metadata, timeout)).await?.into_inner(),
+                client.range(forwarded_call(m.clone(), metadata, timeout)).await?.into_inner(),
             ),
-            KvMessage::Put(m) => {
-                Forwarded::Put(client.put(call(m.clone(), metadata, timeout)).await?.into_inner())
-            }
+            KvMessage::Put(m) => Forwarded::Put(
+                client.put(forwarded_call(m.clone(), metadata, timeout)).await?.into_inner(),
+            ),
             KvMessage::DeleteRange(m) => Forwarded::DeleteRange(
-                client.delete_range(call(m.clone(), metadata, timeout)).await?.into_inner(),
+                client
+                    .delete_range(forwarded_call(m.clone(), metadata, timeout))
+                    .await?
+                    .into_inner(),
             ),
-            KvMessage::Txn(m) => {
-                Forwarded::Txn(client.txn(call(m.clone(), metadata, timeout)).await?.into_inner())
-            }
+            KvMessage::Txn(m) => Forwarded::Txn(
+                client.txn(forwarded_call(m.clone(), metadata, timeout)).await?.into_inner(),
+            ),
         })
     }
+}
+
+/// A request carrying `metadata` that must be answered within `timeout`:
+/// how a call is sent on to another member.
+pub(crate) fn forwarded_call<T>(
+    message: T,
+    metadata: MetadataMap,
+    timeout: Duration,
+) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    *request.metadata_mut() = metadata;
+    request.set_timeout(timeout);
+    request
 }
 
 /// How one shard's part goes.
@@ -217,15 +234,17 @@ impl Context {
                 })?,
             ),
         };
-        let timeout = metadata
+        let client_timeout = metadata
             .get(GRPC_TIMEOUT_METADATA)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
+            .and_then(parse_grpc_timeout);
+        let timeout = client_timeout
             .map_or(forwarding.request_timeout, |t| t.min(forwarding.request_timeout));
         ctx.route = Some(std::sync::Arc::new(KvRoute {
             forwarded,
             metadata: forwarded_metadata(metadata),
             deadline: Instant::now() + timeout,
+            client_timeout,
         }));
         Ok(ctx)
     }
@@ -362,10 +381,35 @@ impl Context {
         candidates: Vec<RelayCandidate>,
         request: Request,
     ) -> Result<Forwarded, tonic::Status> {
-        let (Some(forwarding), Some(route)) = (&self.forwarding, &self.route) else {
+        let Some(route) = &self.route else {
             return Err(self.not_hosted(shard).into());
         };
         let Some(message) = KvMessage::new(request) else {
+            return Err(self.not_hosted(shard).into());
+        };
+        let write = message.is_write();
+        let send = |channel, metadata, timeout| message.send(channel, metadata, timeout);
+        self.forward_with(shard, candidates, write, route.deadline, send).await
+    }
+
+    /// Sends one call for `shard` to the first of `candidates` that
+    /// answers, by `send(channel, metadata, time left)`, with the client's
+    /// metadata and [`FORWARDED_SHARD_METADATA`], until `deadline`; a
+    /// `write` is not sent again once it may have arrived (see the module
+    /// docs).
+    pub(crate) async fn forward_with<T, F, Fut>(
+        &self,
+        shard: ShardId,
+        candidates: Vec<RelayCandidate>,
+        write: bool,
+        deadline: Instant,
+        send: F,
+    ) -> Result<T, tonic::Status>
+    where
+        F: Fn(Channel, MetadataMap, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let (Some(forwarding), Some(route)) = (&self.forwarding, &self.route) else {
             return Err(self.not_hosted(shard).into());
         };
         let mut metadata = route.metadata.clone();
@@ -373,7 +417,7 @@ impl Context {
         let mut last: Option<tonic::Status> = None;
         'members: for candidate in &candidates {
             for url in &candidate.client_urls {
-                let remaining = route.deadline.saturating_duration_since(Instant::now());
+                let remaining = deadline.saturating_duration_since(Instant::now());
                 if remaining.is_zero() {
                     return Err(EtcdError::Timeout.into());
                 }
@@ -390,7 +434,7 @@ impl Context {
                         }
                         Ok(Ok(channel)) => channel,
                     };
-                let sent = message.send(channel, metadata.clone(), remaining);
+                let sent = send(channel, metadata.clone(), remaining);
                 let status = match tokio::time::timeout(remaining, sent).await {
                     // Sent, and maybe applied: a write is not sent again.
                     Err(_) => return Err(EtcdError::Timeout.into()),
@@ -401,7 +445,7 @@ impl Context {
                     // A transport failure: the next call dials afresh.
                     forwarding.dialer.evict(url);
                 }
-                let next = after_failure(message.is_write(), &status);
+                let next = after_failure(write, &status);
                 if next == AfterFailure::Surface {
                     return Err(status);
                 }
@@ -415,6 +459,33 @@ impl Context {
             }
         }
         Err(last.unwrap_or_else(|| self.not_hosted(shard).into()))
+    }
+
+    /// For a Lock or Election call on the keys of data shard `shard`: the
+    /// members to send the whole call to when this member does not hold
+    /// the shard, `None` to serve it here (it holds the shard, or the call
+    /// was forwarded to it: it is never sent further). The call's
+    /// deadline is the client's own (`grpc-timeout`), else
+    /// [`CONCURRENCY_FORWARD_TIMEOUT_MAX`]: a Lock waits as long as the
+    /// lock is held.
+    ///
+    /// # Errors
+    /// A forwarded call for a shard this member does not hold.
+    pub(crate) fn concurrency_home(
+        &self,
+        shard: ShardId,
+    ) -> Result<Option<(Vec<RelayCandidate>, Instant)>, tonic::Status> {
+        match self.via(shard)? {
+            Via::Local { .. } => Ok(None),
+            Via::Remote(candidates) => {
+                let timeout = self
+                    .route
+                    .as_ref()
+                    .and_then(|r| r.client_timeout)
+                    .unwrap_or(CONCURRENCY_FORWARD_TIMEOUT_MAX);
+                Ok(Some((candidates, Instant::now() + timeout)))
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 //! deletes it. A caller that goes away while waiting gives up its place.
 
 use bytes::Bytes;
-use ringkv_api::v3lockpb::{self as pb, lock_server::Lock};
+use ringkv_api::v3lockpb::{self as pb, lock_client::LockClient, lock_server::Lock};
 use ringkv_storage::mvcc::{
     Compare, CompareResult, CompareTarget, LeaseId, PutRequest, RangeRequest, RequestOp,
     ResponseOp, Revision, TxnRequest,
@@ -17,9 +17,10 @@ use tonic::{Response, Status};
 
 use super::Context;
 use super::concurrency::{
-    GiveUpOnDrop, delete, first_created, lease_key, name_prefix, range, session_lease, txn,
-    wait_deletes,
+    GiveUpOnDrop, delete, first_created, lease_key, name_prefix, prefix_end, range, remote_home,
+    session_lease, txn, wait_deletes,
 };
+use super::forward::forwarded_call;
 use crate::api::EtcdError;
 
 /// The message etcd's mutex fails with when the caller's key vanished
@@ -47,10 +48,20 @@ impl Lock for LockService {
         request: tonic::Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let ctx = self.ctx.for_request(&request);
+        let ctx = self.ctx.for_kv_request(&request)?;
         let req = request.into_inner();
-        let lease = session_lease(&ctx, req.lease).await?;
         let prefix = name_prefix(&req.name);
+        if let Some((shard, candidates, deadline)) =
+            remote_home(&ctx, &prefix, &prefix_end(&prefix))?
+        {
+            let send = |channel, metadata, timeout| {
+                let call = forwarded_call(req.clone(), metadata, timeout);
+                async move { LockClient::new(channel).lock(call).await.map(Response::into_inner) }
+            };
+            let answer = ctx.forward_with(shard, candidates, true, deadline, send).await?;
+            return Ok(Response::new(answer));
+        }
+        let lease = session_lease(&ctx, req.lease).await?;
         let key = lease_key(&prefix, lease);
         let (_, created) = txn(&ctx, create_or_get(&key, lease, &prefix)).await?;
         let my_rev = if created.succeeded {
@@ -94,10 +105,19 @@ impl Lock for LockService {
         request: tonic::Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
         self.ctx.check_leader(&request)?;
-        let ctx = self.ctx.for_request(&request);
-        let key = Bytes::from(request.into_inner().key);
+        let ctx = self.ctx.for_kv_request(&request)?;
+        let req = request.into_inner();
+        let key = Bytes::from(req.key.clone());
         if key.is_empty() {
             return Err(EtcdError::EmptyKey.into());
+        }
+        if let Some((shard, candidates, deadline)) = remote_home(&ctx, &key, &[])? {
+            let send = |channel, metadata, timeout| {
+                let call = forwarded_call(req.clone(), metadata, timeout);
+                async move { LockClient::new(channel).unlock(call).await.map(Response::into_inner) }
+            };
+            let answer = ctx.forward_with(shard, candidates, true, deadline, send).await?;
+            return Ok(Response::new(answer));
         }
         let (info, deleted) = delete(&ctx, key).await?;
         Ok(Response::new(pb::UnlockResponse { header: Some(info.header(deleted.revision)) }))

@@ -69,7 +69,7 @@ pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use concurrency::SESSION_TTL_DEFAULT_SECONDS;
 pub use election::{ElectionService, MISSING_LEADER_KEY, OBSERVE_RESPONSES_QUEUED_MAX};
-pub use forward::{FORWARDED_SHARD_METADATA, KvForwarding};
+pub use forward::{CONCURRENCY_FORWARD_TIMEOUT_MAX, FORWARDED_SHARD_METADATA, KvForwarding};
 pub use kv::KvService;
 pub use learner::{LEARNER_METHODS, check_learner, refuse_on_learner};
 pub use lease::{KEEP_ALIVE_RESPONSES_QUEUED_MAX, LeaseService};

@@ -384,3 +384,73 @@ async fn a_forwarded_call_is_never_forwarded_again() {
         "{e:?}"
     );
 }
+
+/// The Lock and Election services on a member that does not hold the
+/// name's shard send the whole call to a member that does (with
+/// `--hash-key-segments 1` every key of one lock or election shares a
+/// shard): exclusion, hand-over on unlock, campaign, leader, proclaim and
+/// resign all work through it, and a member refusing forwarded calls
+/// shows the call did travel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_and_election_calls_go_whole_to_a_member_holding_the_names_shard() {
+    use ringkv_api::v3electionpb::election_client::ElectionClient;
+    use ringkv_api::v3electionpb::{
+        CampaignRequest, LeaderRequest, ProclaimRequest, ResignRequest,
+    };
+    use ringkv_api::v3lockpb::lock_client::LockClient;
+    use ringkv_api::v3lockpb::{LockRequest, UnlockRequest};
+
+    let members = cluster(&["--shards=8", "--hash-key-segments=1", "--debug-remote-shards"]).await;
+    let grant = |m: &Member| {
+        let endpoint = m.endpoint.clone();
+        async move {
+            let mut lease = LeaseClient::connect(endpoint).await.unwrap();
+            retried!(lease, lease_grant, LeaseGrantRequest { ttl: 60, id: 0 }).id
+        }
+    };
+    let (l1, l2) = (grant(&members[0]).await, grant(&members[2]).await);
+    let mut lock_a = LockClient::connect(members[0].endpoint.clone()).await.unwrap();
+    let first = retried!(lock_a, lock, LockRequest { name: b"job".to_vec(), lease: l1 });
+    assert_eq!(first.key, format!("job/{l1:x}").into_bytes());
+    // Through another member, a second caller waits while the first holds it.
+    let mut lock_c = LockClient::connect(members[2].endpoint.clone()).await.unwrap();
+    let mut second =
+        tokio::spawn(
+            async move { lock_c.lock(LockRequest { name: b"job".to_vec(), lease: l2 }).await },
+        );
+    let waited = tokio::time::timeout(Duration::from_millis(300), &mut second).await;
+    assert!(waited.is_err(), "the lock is held: the second caller must still wait");
+    lock_a.unlock(UnlockRequest { key: first.key.clone() }).await.unwrap();
+    let second = second.await.unwrap().unwrap().into_inner();
+    assert_eq!(second.key, format!("job/{l2:x}").into_bytes());
+
+    let mut election = ElectionClient::connect(members[0].endpoint.clone()).await.unwrap();
+    let l3 = grant(&members[1]).await;
+    let campaign = CampaignRequest { name: b"boss".to_vec(), lease: l3, value: b"a".to_vec() };
+    let won = election.campaign(campaign).await.unwrap().into_inner();
+    let leader = won.leader.unwrap();
+    let mut other = ElectionClient::connect(members[1].endpoint.clone()).await.unwrap();
+    let ask = LeaderRequest { name: b"boss".to_vec() };
+    let now = other.leader(ask.clone()).await.unwrap().into_inner();
+    assert_eq!(now.kv.unwrap().value, b"a");
+    let proclaim = ProclaimRequest { leader: Some(leader.clone()), value: b"b".to_vec() };
+    election.proclaim(proclaim).await.unwrap();
+    assert_eq!(other.leader(ask.clone()).await.unwrap().into_inner().kv.unwrap().value, b"b");
+    election.resign(ResignRequest { leader: Some(leader) }).await.unwrap();
+    let gone = other.leader(ask).await.unwrap_err();
+    assert_eq!(gone.message(), "election: no leader", "{gone:?}");
+
+    // Members that refuse forwarded calls: the lock call was sent on.
+    let refusing = cluster(&[
+        "--shards=8",
+        "--hash-key-segments=1",
+        "--debug-remote-shards",
+        "--debug-refuse-forwarded",
+    ])
+    .await;
+    let l4 = grant(&refusing[0]).await;
+    let mut lock = LockClient::connect(refusing[0].endpoint.clone()).await.unwrap();
+    let e = lock.lock(LockRequest { name: b"job".to_vec(), lease: l4 }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("is not on this member"), "{e:?}");
+}
