@@ -762,13 +762,7 @@ fn member(b: &mut Battery) {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("{added}"))
         .to_owned();
-    assert!(added.contains(" added to cluster "), "{added}");
-    let initial = added
-        .lines()
-        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("{added}"))
-        .to_owned();
+    let initial = support::initial_cluster(&added);
     assert!(initial.contains(&format!("m3={peer}")), "{initial}");
     assert!(added.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{added}");
     let listed = ctl(&url, &["member", "list"]);

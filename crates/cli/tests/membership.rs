@@ -20,7 +20,9 @@ use ringkv_api::etcdserverpb::RangeRequest;
 use ringkv_api::etcdserverpb::kv_client::KvClient;
 use ringkv_lincheck::{CheckResult, Options, check};
 use support::load::{Recorder, Worker};
-use support::{ProcessCluster, ctl, ctl_json, etcdctl, http_post, promote, wait_until};
+use support::{
+    ProcessCluster, ctl, ctl_json, etcdctl, http_post, initial_cluster, promote, wait_until,
+};
 
 /// Bounds each wait (a hang fails the test; this is not a speed check).
 const WAIT: Duration = Duration::from_secs(60);
@@ -248,17 +250,6 @@ fn a_learner_refuses_what_etcd_refuses() {
         put.contains(r#""code":14"#) && put.contains("etcdserver: rpc not supported for learner"),
         "{put}"
     );
-}
-
-/// The `ETCD_INITIAL_CLUSTER` that `etcdctl member add` printed.
-fn initial_cluster(added: &str) -> String {
-    assert!(added.starts_with("Member ") && added.contains(" added to cluster "), "{added}");
-    added
-        .lines()
-        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("{added}"))
-        .to_owned()
 }
 
 /// `etcdctl member add` (as a learner or a voter), then the process joins

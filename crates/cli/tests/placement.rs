@@ -29,7 +29,7 @@ use ringkv_api::etcdserverpb::{PutRequest, RangeRequest};
 use ringkv_lincheck::{CheckResult, Options, check};
 use serde_json::Value;
 use support::load::{Recorder, Worker};
-use support::{ProcessCluster, RINGKV, ctl, wait_until};
+use support::{ProcessCluster, RINGKV, ctl, initial_cluster, wait_until};
 
 /// Bounds each wait (a hang fails the test; this is not a speed check).
 const WAIT: Duration = Duration::from_secs(120);
@@ -190,12 +190,7 @@ fn a_sixth_member_takes_its_share_of_replicas_and_no_key_is_lost() {
     let i = cluster.reserve("m5");
     let peer = format!("--peer-urls={}", cluster.members[i].peer_url());
     let added = ctl(&endpoints, &["member", "add", "m5", &peer]);
-    let initial = added
-        .lines()
-        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or_else(|| panic!("{added}"))
-        .to_owned();
+    let initial = initial_cluster(&added);
     let joined_at = Instant::now();
     cluster.join(i, &initial).unwrap();
     let (after, settled_at) = wait_placement(&cluster.endpoints(), shards, |p| {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use ringkv_consensus::{NodeId, ShardId};
-use ringkv_node::testing::{Cluster, test_config};
+use ringkv_node::testing::Cluster;
 use ringkv_node::{Engine, NodeError, Reply, Request};
 use ringkv_storage::mvcc::{PutRequest, RangeRequest, Response};
 
@@ -101,32 +101,13 @@ fn check_keys<E: Engine>(c: &mut Cluster<E>, keys: &BTreeMap<String, String>) {
     }
 }
 
-fn add_voter<E: Engine>(c: &mut Cluster<E>, i: usize, seed: u64) -> NodeId {
-    let leader = c.wait_leader(STEPS);
-    let add = Request::MemberAdd { peer_urls: vec![format!("http://n{i}:2380")], is_learner: true };
-    let Reply::Members { member: Some(added), .. } = c.call(leader, add, STEPS).unwrap() else {
-        panic!("no member")
-    };
-    let mut cfg = test_config(i, 3, seed);
-    cfg.keyspace = keyspace();
-    cfg.placement_moves = true;
-    c.add_joining(added.id, cfg).unwrap();
-    let promoted = (0..STEPS).any(|_| {
-        c.run(20);
-        let Some(leader) = c.leader() else { return false };
-        c.call(leader, Request::MemberPromote(added.id), STEPS).is_ok()
-    });
-    assert!(promoted, "the new member was not promoted");
-    added.id
-}
-
 fn a_fourth_member_moves_every_shard_to_its_target_and_loses_nothing<E: Engine>() {
     // Three founders hold every shard; a fourth voter makes the metadata
     // leader place each on three of the four.
     let mut c = moving::<E>(3, 101);
     wait_leaders(&mut c);
     let mut keys = write_keys(&mut c, "three");
-    add_voter(&mut c, 4, 101);
+    add_voter(&mut c, 4, 101, |cfg| cfg.placement_moves = true);
     keys.extend(write_keys(&mut c, "four"));
     assert!(c.run_until(STEPS * 20, placed), "shards never reached their targets");
     // Each data shard on R = 3 of the 4 nodes: 12 replicas, not 16.
@@ -155,7 +136,7 @@ fn a_fifth_member_takes_its_share_and_nothing_is_lost<E: Engine>() {
     wait_leaders(&mut c);
     assert!(c.run_until(STEPS * 20, placed), "four-member placement");
     let mut keys = write_keys(&mut c, "before");
-    let fifth = add_voter(&mut c, 5, 102);
+    let fifth = add_voter(&mut c, 5, 102, |cfg| cfg.placement_moves = true);
     keys.extend(write_keys(&mut c, "during"));
     let settled = c.run_until(STEPS * 30, |c| {
         placed(c) && c.node(fifth).shard_targets().values().any(|t| t.contains(&fifth))
@@ -186,6 +167,14 @@ fn a_fifth_member_takes_its_share_and_nothing_is_lost<E: Engine>() {
     assert_eq!(r.kvs[0].lease, g.id);
 }
 
+/// A running node other than `not` that holds some data shard.
+fn holder_not<E: Engine>(c: &Cluster<E>, not: NodeId) -> NodeId {
+    c.running()
+        .into_iter()
+        .find(|&id| id != not && data_shards().iter().any(|&s| c.node(id).hosts(s)))
+        .unwrap()
+}
+
 fn a_member_whose_removal_would_strand_a_shard_is_refused<E: Engine>() {
     // Two replicas per shard: every shard a member holds has one other
     // voter, which cannot make a quorum alone.
@@ -204,11 +193,7 @@ fn a_member_whose_removal_would_strand_a_shard_is_refused<E: Engine>() {
             })
     }));
     let leader = c.wait_leader(STEPS);
-    let victim = c
-        .running()
-        .into_iter()
-        .find(|&id| id != leader && data_shards().iter().any(|&s| c.node(id).hosts(s)))
-        .unwrap();
+    let victim = holder_not(&c, leader);
     // Once every shard's leader has reported its configuration.
     assert!(c.run_until(STEPS * 10, |c| c.node(leader).shards_moving().is_empty()));
     let err = c.call(leader, Request::MemberRemove(victim), STEPS).unwrap_err();
@@ -223,11 +208,7 @@ fn a_member_down_past_the_timeout_has_its_shards_re_created_elsewhere<E: Engine>
     assert!(c.run_until(STEPS * 20, placed), "five-member placement");
     let keys = write_keys(&mut c, "before");
     let leader = c.wait_leader(STEPS);
-    let victim = c
-        .running()
-        .into_iter()
-        .find(|&id| id != leader && data_shards().iter().any(|&s| c.node(id).hosts(s)))
-        .unwrap();
+    let victim = holder_not(&c, leader);
     let held: Vec<ShardId> =
         data_shards().into_iter().filter(|&s| c.node(victim).hosts(s)).collect();
     c.crash(victim);

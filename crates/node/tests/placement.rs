@@ -46,26 +46,6 @@ fn everyone_records<E: Engine>(c: &Cluster<E>, want: &BTreeMap<ShardId, Vec<Node
     c.running().iter().all(|&n| c.node(n).shard_targets() == *want)
 }
 
-/// Adds a voting member through `via` and starts it; returns its id.
-fn add_voter<E: Engine>(c: &mut Cluster<E>, i: usize, seed: u64) -> NodeId {
-    let leader = c.wait_leader(STEPS);
-    let add = Request::MemberAdd { peer_urls: vec![format!("http://n{i}:2380")], is_learner: true };
-    let Reply::Members { member: Some(added), .. } = c.call(leader, add, STEPS).unwrap() else {
-        panic!("no member")
-    };
-    let mut cfg = test_config(i, 3, seed);
-    cfg.keyspace = keyspace();
-    c.add_joining(added.id, cfg).unwrap();
-    // Promotion is refused until the learner has caught up.
-    let promoted = (0..STEPS).any(|_| {
-        c.run(20);
-        let Some(leader) = c.leader() else { return false };
-        c.call(leader, Request::MemberPromote(added.id), STEPS).is_ok()
-    });
-    assert!(promoted, "the new member was not promoted");
-    added.id
-}
-
 fn three_members_record_no_target<E: Engine>() {
     let mut c = sharded::<E>(3, 91);
     let leader = wait_leaders(&mut c);
@@ -112,7 +92,7 @@ fn a_shard_is_never_targeted_back_onto_a_node_it_left<E: Engine>() {
     assert!(c.run_until(STEPS * 4, |c| everyone_records(c, &four)));
     // A fifth voter: shards move towards it, and whatever a target drops
     // is retired for that shard.
-    let fifth = add_voter(&mut c, 5, 93);
+    let fifth = add_voter(&mut c, 5, 93, |_| {});
     let mut five_members = founders.clone();
     five_members.push(fifth);
     five_members.sort_unstable();

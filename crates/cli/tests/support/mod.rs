@@ -669,3 +669,16 @@ pub fn promote(endpoints: &str, id: &str, within: Duration) -> Result<(), String
     });
     if promoted { Ok(()) } else { Err(attempts.join("\n")) }
 }
+
+/// The `ETCD_INITIAL_CLUSTER` that `etcdctl member add` printed (what the
+/// new member starts with).
+#[track_caller]
+pub fn initial_cluster(added: &str) -> String {
+    assert!(added.starts_with("Member ") && added.contains(" added to cluster "), "{added}");
+    added
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{added}"))
+        .to_owned()
+}

@@ -277,3 +277,31 @@ pub(crate) fn auth_setup<E: Engine>(c: &mut Cluster<E>, on: NodeId, without_role
     auth_change(c, on, &nobody, alice);
     auth_change(c, on, &nobody, AuthChange::Enable);
 }
+
+/// Adds a voting member with the sharded test keyspace (its configuration
+/// edited by `edit`) and starts it, as a learner first, promoted once it
+/// has caught up; returns its id.
+pub(crate) fn add_voter<E: Engine>(
+    c: &mut Cluster<E>,
+    i: usize,
+    seed: u64,
+    edit: impl Fn(&mut ringkv_node::NodeConfig),
+) -> NodeId {
+    let leader = c.wait_leader(STEPS);
+    let add = Request::MemberAdd { peer_urls: vec![format!("http://n{i}:2380")], is_learner: true };
+    let Reply::Members { member: Some(added), .. } = c.call(leader, add, STEPS).unwrap() else {
+        panic!("no member")
+    };
+    let mut cfg = ringkv_node::testing::test_config(i, 3, seed);
+    cfg.keyspace = keyspace();
+    edit(&mut cfg);
+    c.add_joining(added.id, cfg).unwrap();
+    // Promotion is refused until the learner has caught up.
+    let promoted = (0..STEPS).any(|_| {
+        c.run(20);
+        let Some(leader) = c.leader() else { return false };
+        c.call(leader, Request::MemberPromote(added.id), STEPS).is_ok()
+    });
+    assert!(promoted, "the new member was not promoted");
+    added.id
+}

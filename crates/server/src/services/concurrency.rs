@@ -136,6 +136,31 @@ pub(super) fn remote_home(
     Ok(ctx.concurrency_home(shard)?.map(|(candidates, deadline)| (shard, candidates, deadline)))
 }
 
+/// Sends a Lock or Election call whole to the members of `home` (see
+/// [`remote_home`]): `call(channel, request)` makes the call on one.
+///
+/// # Errors
+/// As [`Context::forward_with`].
+pub(super) async fn forward_whole<Req, Resp, F, Fut>(
+    ctx: &Context,
+    home: (ShardId, Vec<RelayCandidate>, Instant),
+    write: bool,
+    req: Req,
+    call: F,
+) -> Result<tonic::Response<Resp>, Status>
+where
+    Req: Clone,
+    F: Fn(tonic::transport::Channel, tonic::Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let (shard, candidates, deadline) = home;
+    let send = |channel, metadata, timeout| {
+        let sent = call(channel, super::forward::forwarded_call(req.clone(), metadata, timeout));
+        async move { sent.await.map(tonic::Response::into_inner) }
+    };
+    ctx.forward_with(shard, candidates, write, deadline, send).await.map(tonic::Response::new)
+}
+
 /// The oldest key under `prefix` (etcd's `WithFirstCreate`).
 pub(super) fn first_created(prefix: &Bytes) -> RangeRequest {
     RangeRequest {

@@ -25,10 +25,9 @@ use tonic::codegen::BoxStream;
 use tonic::{Response, Status};
 
 use super::concurrency::{
-    GiveUpOnDrop, delete_if_created_at, first_created, lease_key, name_prefix, prefix_end, range,
-    remote_home, session_lease, txn, wait_deletes,
+    GiveUpOnDrop, delete_if_created_at, first_created, forward_whole, lease_key, name_prefix,
+    prefix_end, range, remote_home, session_lease, txn, wait_deletes,
 };
-use super::forward::forwarded_call;
 use super::lease::receiver_stream;
 use super::{Context, until_leader_lost};
 use crate::api::EtcdError;
@@ -212,17 +211,9 @@ impl Election for ElectionService {
         let ctx = self.ctx.for_kv_request(&request)?;
         let req = request.into_inner();
         let prefix = name_prefix(&req.name);
-        if let Some((shard, candidates, deadline)) =
-            remote_home(&ctx, &prefix, &prefix_end(&prefix))?
-        {
-            let send = |channel, metadata, timeout| {
-                let call = forwarded_call(req.clone(), metadata, timeout);
-                async move {
-                    ElectionClient::new(channel).campaign(call).await.map(Response::into_inner)
-                }
-            };
-            let answer = ctx.forward_with(shard, candidates, true, deadline, send).await?;
-            return Ok(Response::new(answer));
+        if let Some(home) = remote_home(&ctx, &prefix, &prefix_end(&prefix))? {
+            let call = |ch, call| async move { ElectionClient::new(ch).campaign(call).await };
+            return forward_whole(&ctx, home, true, req, call).await;
         }
         let lease = session_lease(&ctx, req.lease).await?;
         let key = lease_key(&prefix, lease);
@@ -282,15 +273,9 @@ impl Election for ElectionService {
         let Some(leader) = req.leader.clone() else {
             return Err(EtcdError::Unknown { message: MISSING_LEADER_KEY.to_owned() }.into());
         };
-        if let Some((shard, candidates, deadline)) = remote_home(&ctx, &leader.key, &[])? {
-            let send = |channel, metadata, timeout| {
-                let call = forwarded_call(req.clone(), metadata, timeout);
-                async move {
-                    ElectionClient::new(channel).proclaim(call).await.map(Response::into_inner)
-                }
-            };
-            let answer = ctx.forward_with(shard, candidates, true, deadline, send).await?;
-            return Ok(Response::new(answer));
+        if let Some(home) = remote_home(&ctx, &leader.key, &[])? {
+            let call = |ch, call| async move { ElectionClient::new(ch).proclaim(call).await };
+            return forward_whole(&ctx, home, true, req, call).await;
         }
         let key = Bytes::from(leader.key);
         let value = Bytes::from(req.value);
@@ -310,15 +295,9 @@ impl Election for ElectionService {
         let ctx = self.ctx.for_kv_request(&request)?;
         let req = request.into_inner();
         let prefix = name_prefix(&req.name);
-        if let Some((shard, candidates, deadline)) =
-            remote_home(&ctx, &prefix, &prefix_end(&prefix))?
-        {
-            let send = |channel, metadata, timeout| {
-                let call = forwarded_call(req.clone(), metadata, timeout);
-                async move { ElectionClient::new(channel).leader(call).await.map(Response::into_inner) }
-            };
-            let answer = ctx.forward_with(shard, candidates, false, deadline, send).await?;
-            return Ok(Response::new(answer));
+        if let Some(home) = remote_home(&ctx, &prefix, &prefix_end(&prefix))? {
+            let call = |ch, call| async move { ElectionClient::new(ch).leader(call).await };
+            return forward_whole(&ctx, home, false, req, call).await;
         }
         let (info, first) = range(&ctx, first_created(&prefix)).await?;
         let Some(kv) = first.kvs.into_iter().next() else {
@@ -351,13 +330,9 @@ impl Election for ElectionService {
         let Some(leader) = req.leader.clone() else {
             return Err(EtcdError::Unknown { message: MISSING_LEADER_KEY.to_owned() }.into());
         };
-        if let Some((shard, candidates, deadline)) = remote_home(&ctx, &leader.key, &[])? {
-            let send = |channel, metadata, timeout| {
-                let call = forwarded_call(req.clone(), metadata, timeout);
-                async move { ElectionClient::new(channel).resign(call).await.map(Response::into_inner) }
-            };
-            let answer = ctx.forward_with(shard, candidates, true, deadline, send).await?;
-            return Ok(Response::new(answer));
+        if let Some(home) = remote_home(&ctx, &leader.key, &[])? {
+            let call = |ch, call| async move { ElectionClient::new(ch).resign(call).await };
+            return forward_whole(&ctx, home, true, req, call).await;
         }
         // Resigning a candidacy that is already gone is not an error (etcd's).
         let (info, resp) =

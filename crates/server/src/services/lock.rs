@@ -17,10 +17,9 @@ use tonic::{Response, Status};
 
 use super::Context;
 use super::concurrency::{
-    GiveUpOnDrop, delete, first_created, lease_key, name_prefix, prefix_end, range, remote_home,
-    session_lease, txn, wait_deletes,
+    GiveUpOnDrop, delete, first_created, forward_whole, lease_key, name_prefix, prefix_end, range,
+    remote_home, session_lease, txn, wait_deletes,
 };
-use super::forward::forwarded_call;
 use crate::api::EtcdError;
 
 /// The message etcd's mutex fails with when the caller's key vanished
@@ -51,15 +50,9 @@ impl Lock for LockService {
         let ctx = self.ctx.for_kv_request(&request)?;
         let req = request.into_inner();
         let prefix = name_prefix(&req.name);
-        if let Some((shard, candidates, deadline)) =
-            remote_home(&ctx, &prefix, &prefix_end(&prefix))?
-        {
-            let send = |channel, metadata, timeout| {
-                let call = forwarded_call(req.clone(), metadata, timeout);
-                async move { LockClient::new(channel).lock(call).await.map(Response::into_inner) }
-            };
-            let answer = ctx.forward_with(shard, candidates, true, deadline, send).await?;
-            return Ok(Response::new(answer));
+        if let Some(home) = remote_home(&ctx, &prefix, &prefix_end(&prefix))? {
+            let call = |ch, call| async move { LockClient::new(ch).lock(call).await };
+            return forward_whole(&ctx, home, true, req, call).await;
         }
         let lease = session_lease(&ctx, req.lease).await?;
         let key = lease_key(&prefix, lease);
@@ -111,13 +104,9 @@ impl Lock for LockService {
         if key.is_empty() {
             return Err(EtcdError::EmptyKey.into());
         }
-        if let Some((shard, candidates, deadline)) = remote_home(&ctx, &key, &[])? {
-            let send = |channel, metadata, timeout| {
-                let call = forwarded_call(req.clone(), metadata, timeout);
-                async move { LockClient::new(channel).unlock(call).await.map(Response::into_inner) }
-            };
-            let answer = ctx.forward_with(shard, candidates, true, deadline, send).await?;
-            return Ok(Response::new(answer));
+        if let Some(home) = remote_home(&ctx, &key, &[])? {
+            let call = |ch, call| async move { LockClient::new(ch).unlock(call).await };
+            return forward_whole(&ctx, home, true, req, call).await;
         }
         let (info, deleted) = delete(&ctx, key).await?;
         Ok(Response::new(pb::UnlockResponse { header: Some(info.header(deleted.revision)) }))
