@@ -546,9 +546,21 @@ impl Watchers {
                     ..WatchCreateRequest::default()
                 })),
             };
-            // The request stream stays open: closing it ends the watch.
-            let requests =
-                futures_util::stream::iter([create]).chain(futures_util::stream::pending());
+            // The request stream stays open until the phase stops. Then
+            // it ends and the watch task drops the response stream, so
+            // that no handle to the HTTP/2 stream is left and it is reset
+            // (CANCEL): the server closes the watch. A request stream that
+            // never ended kept every phase's watchers open on the server,
+            // which then delivered each event to the warmup's and every
+            // earlier repetition's streams too.
+            let mut until_stop = stopped.clone();
+            let requests = futures_util::stream::iter([create]).chain(
+                futures_util::stream::once(async move {
+                    // An error only means the sender is gone: stop too.
+                    let _ = until_stop.wait_for(|stop| *stop).await;
+                })
+                .filter_map(|()| std::future::ready(None::<WatchRequest>)),
+            );
             let mut client = WatchClient::new(target.channels[slot].clone());
             let opened = tokio::time::timeout(ctx.timeout, client.watch(requests)).await;
             let mut stream = match opened {
