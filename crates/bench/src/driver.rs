@@ -546,9 +546,7 @@ impl Watchers {
                     ..WatchCreateRequest::default()
                 })),
             };
-            // The request stream stays open: closing it ends the watch.
-            let requests =
-                futures_util::stream::iter([create]).chain(futures_util::stream::pending());
+            let requests = watch_requests(create, stopped.clone());
             let mut client = WatchClient::new(target.channels[slot].clone());
             let opened = tokio::time::timeout(ctx.timeout, client.watch(requests)).await;
             let mut stream = match opened {
@@ -619,6 +617,26 @@ impl Watchers {
         };
         (recorder, stats)
     }
+}
+
+/// A watch's request stream: `create`, then nothing until `stop` turns
+/// true (or its sender is gone), then its end. Ending it lets the watcher
+/// task's drop of the response leave no handle to the HTTP/2 stream, which
+/// is then reset (CANCEL) and the server closes the watch. A request
+/// stream that never ended kept every phase's watchers open on the
+/// server, which then delivered each event to the warmup's and every
+/// earlier repetition's streams too.
+fn watch_requests(
+    create: WatchRequest,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> impl futures_util::Stream<Item = WatchRequest> + Send + 'static {
+    futures_util::stream::iter([create]).chain(
+        futures_util::stream::once(async move {
+            // An error only means the sender is gone: end too.
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .filter_map(|()| std::future::ready(None::<WatchRequest>)),
+    )
 }
 
 /// Records each put event's latency from its stamp until `stop`; returns
@@ -711,5 +729,38 @@ async fn tick_progress(bar: ProgressBar, phase: Arc<Phase>) {
         let rate = answered as f64 / elapsed.as_secs_f64().max(1e-3);
         bar.set_position(position);
         bar.set_message(format!("{answered} ops, {rate:.0}/s, {errors} errors"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt as _;
+
+    use super::*;
+
+    // `now_or_never` polls once: a stream that fails to end fails the
+    // test instead of hanging it.
+
+    #[tokio::test]
+    async fn watch_requests_end_once_the_phase_stops() {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let create = WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest::default())),
+        };
+        let mut requests = Box::pin(watch_requests(create.clone(), stopped));
+        assert_eq!(requests.next().now_or_never(), Some(Some(create)));
+        // Still open while the phase runs: the server must keep the watch.
+        assert_eq!(requests.next().now_or_never(), None);
+        stop.send(true).unwrap();
+        assert_eq!(requests.next().now_or_never(), Some(None));
+    }
+
+    #[tokio::test]
+    async fn watch_requests_end_when_the_stop_sender_is_gone() {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut requests = Box::pin(watch_requests(WatchRequest::default(), stopped));
+        assert!(requests.next().now_or_never().is_some_and(|r| r.is_some()));
+        drop(stop);
+        assert_eq!(requests.next().now_or_never(), Some(None));
     }
 }
