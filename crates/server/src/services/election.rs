@@ -314,9 +314,24 @@ impl Election for ElectionService {
         request: tonic::Request<pb::LeaderRequest>,
     ) -> Result<Response<BoxStream<pb::LeaderResponse>>, Status> {
         self.ctx.check_leader(&request)?;
-        let ctx = self.ctx.for_request(&request);
+        let ctx = self.ctx.for_kv_request(&request)?;
         let leader_lost = self.ctx.leader_lost(&request);
-        let name = Bytes::from(request.into_inner().name);
+        let req = request.into_inner();
+        let prefix = name_prefix(&req.name);
+        if let Some(home) = remote_home(&ctx, &prefix, &prefix_end(&prefix))? {
+            // The stream lives as long as the client keeps it: no deadline
+            // on the call itself (only on reaching a member, as any call).
+            let (shard, candidates, deadline) = home;
+            let send = |channel, metadata, _timeout| {
+                let mut call = tonic::Request::new(req.clone());
+                *call.metadata_mut() = metadata;
+                async move { ElectionClient::new(channel).observe(call).await.map(Response::into_inner) }
+            };
+            let upstream = ctx.forward_with(shard, candidates, false, deadline, send).await?;
+            let stream: BoxStream<pb::LeaderResponse> = Box::pin(upstream);
+            return Ok(Response::new(until_leader_lost(stream, leader_lost)));
+        }
+        let name = Bytes::from(req.name);
         Ok(Response::new(until_leader_lost(self.observe_stream(ctx, name), leader_lost)))
     }
 

@@ -388,9 +388,9 @@ async fn a_forwarded_call_is_never_forwarded_again() {
 /// The Lock and Election services on a member that does not hold the
 /// name's shard send the whole call to a member that does (with
 /// `--hash-key-segments 1` every key of one lock or election shares a
-/// shard): exclusion, hand-over on unlock, campaign, leader, proclaim and
-/// resign all work through it, and a member refusing forwarded calls
-/// shows the call did travel.
+/// shard): exclusion, hand-over on unlock, campaign, leader, proclaim,
+/// observe and resign all work through it, and a member refusing
+/// forwarded calls shows the call did travel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_and_election_calls_go_whole_to_a_member_holding_the_names_shard() {
     use ringkv_api::v3electionpb::election_client::ElectionClient;
@@ -425,6 +425,9 @@ async fn lock_and_election_calls_go_whole_to_a_member_holding_the_names_shard() 
     assert_eq!(second.key, format!("job/{l2:x}").into_bytes());
 
     let mut election = ElectionClient::connect(members[0].endpoint.clone()).await.unwrap();
+    // An observer through member A, which sends the stream on too.
+    let mut observer =
+        election.observe(LeaderRequest { name: b"boss".to_vec() }).await.unwrap().into_inner();
     let l3 = grant(&members[1]).await;
     let campaign = CampaignRequest { name: b"boss".to_vec(), lease: l3, value: b"a".to_vec() };
     let won = election.campaign(campaign).await.unwrap().into_inner();
@@ -433,8 +436,12 @@ async fn lock_and_election_calls_go_whole_to_a_member_holding_the_names_shard() 
     let ask = LeaderRequest { name: b"boss".to_vec() };
     let now = other.leader(ask.clone()).await.unwrap().into_inner();
     assert_eq!(now.kv.unwrap().value, b"a");
+    let seen = tokio::time::timeout(WAIT, observer.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(seen.kv.unwrap().value, b"a");
     let proclaim = ProclaimRequest { leader: Some(leader.clone()), value: b"b".to_vec() };
     election.proclaim(proclaim).await.unwrap();
+    let seen = tokio::time::timeout(WAIT, observer.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(seen.kv.unwrap().value, b"b");
     assert_eq!(other.leader(ask.clone()).await.unwrap().into_inner().kv.unwrap().value, b"b");
     election.resign(ResignRequest { leader: Some(leader) }).await.unwrap();
     let gone = other.leader(ask).await.unwrap_err();
@@ -451,6 +458,10 @@ async fn lock_and_election_calls_go_whole_to_a_member_holding_the_names_shard() 
     let l4 = grant(&refusing[0]).await;
     let mut lock = LockClient::connect(refusing[0].endpoint.clone()).await.unwrap();
     let e = lock.lock(LockRequest { name: b"job".to_vec(), lease: l4 }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("is not on this member"), "{e:?}");
+    let mut election = ElectionClient::connect(refusing[0].endpoint.clone()).await.unwrap();
+    let e = election.observe(LeaderRequest { name: b"boss".to_vec() }).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     assert!(e.message().contains("is not on this member"), "{e:?}");
 }
