@@ -264,5 +264,5 @@ fn a_member_killed_for_good_is_replaced_after_the_down_timeout_under_load() {
         CheckResult::NotLinearizable(cx) => panic!("not linearizable:\n{cx}\n{}", cx.timeline()),
         CheckResult::Undecided(u) => panic!("lincheck undecided: {u:?}"),
     }
-    assert!(wait_until(WAIT, || cluster.wait_leader(WAIT).is_ok()));
+    cluster.wait_leader(WAIT).unwrap();
 }

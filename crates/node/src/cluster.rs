@@ -318,6 +318,15 @@ impl ClusterTables {
         }
     }
 
+    /// Whether `shard` belongs on `node` (as [`Self::target_of`] says,
+    /// without building the list).
+    pub(crate) fn targets_node(&self, shard: ShardId, node: NodeId) -> bool {
+        match self.targets.get(&shard) {
+            Some(nodes) => nodes.contains(&node),
+            None => self.members.contains_key(&node),
+        }
+    }
+
     /// The nodes holding `shard` as far as the metadata group knows: its
     /// reported configuration, else its target (every member while it has
     /// none).
@@ -612,6 +621,12 @@ mod tests {
         );
         assert_eq!(t.target_of(ShardId(1)), vec![NodeId(1), NodeId(2), NodeId(3)]);
         assert_eq!(t.target_of(ShardId(2)), vec![NodeId(2), NodeId(3), NodeId(4)]);
+        for shard in [ShardId(1), ShardId(2), ShardId(3)] {
+            for node in (0..6).map(NodeId) {
+                let listed = t.target_of(shard).contains(&node);
+                assert_eq!(t.targets_node(shard, node), listed, "{shard} {node}");
+            }
+        }
         assert_eq!(t.retired[&ShardId(2)], [NodeId(1)].into());
         assert_eq!(t.replicas_per_shard(), 3);
         let reloaded = ClusterTables::load(&store.read().unwrap(), shard).unwrap();

@@ -140,7 +140,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         for shard in self.cfg.keyspace.shard_ids().map(|s| ShardId(s.0)) {
             // Without moves every member holds every shard (a joining
             // node creates them here).
-            let wanted = !self.cfg.placement_moves || t.target_of(shard).contains(&me);
+            let wanted = !self.cfg.placement_moves || t.targets_node(shard, me);
             match self.shards.get(&shard) {
                 None if wanted && !self.tombstones.contains(&shard) => create.push(shard),
                 Some(s) if !wanted => {
@@ -242,12 +242,16 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         if m.is_joint() {
             return;
         }
-        let voters: Vec<NodeId> = m.voters.iter().copied().collect();
-        let learners: Vec<NodeId> = m.learners.iter().copied().collect();
+        // Runs every round for every shard this node leads: compare
+        // before building anything.
         let recorded = self.meta_tables().and_then(|t| t.configs.get(&shard));
-        if recorded.is_some_and(|c| c.voters == voters && c.learners == learners) {
+        if recorded
+            .is_some_and(|c| c.voters.iter().eq(&m.voters) && c.learners.iter().eq(&m.learners))
+        {
             return;
         }
+        let voters: Vec<NodeId> = m.voters.iter().copied().collect();
+        let learners: Vec<NodeId> = m.learners.iter().copied().collect();
         let applied = s.applied;
         let retry = self.cfg.request_timeout;
         let s = self.shards.get_mut(&shard).expect("checked above");
