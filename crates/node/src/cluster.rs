@@ -25,7 +25,7 @@
 //! change is accepted runs at apply time, on state every replica shares,
 //! so every replica decides the same.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use ringkv_consensus::{NodeId, ShardId, decode_exact, encode_to_vec};
@@ -60,8 +60,15 @@ const TARGET_PREFIX: &str = "target/";
 /// hex digits>`, the shard's configuration as its leader last reported it.
 const CONFIG_PREFIX: &str = "config/";
 /// Prefix of retired-holder records: `retired/<data shard as 16 hex
-/// digits>`, the nodes a target once dropped from the shard.
+/// digits>`, the nodes a target once dropped from the shard. Written
+/// before replica incarnations existed; read as incarnation 1 of each
+/// node it names.
 const RETIRED_PREFIX: &str = "retired/";
+/// Prefix of incarnation records: `incarnation/<data shard as 16 hex
+/// digits>`, each node's current replica incarnation in that shard.
+const INCARNATION_PREFIX: &str = "incarnation/";
+/// Bytes of one (node, incarnation) pair in an incarnation record.
+const INCARNATION_PAIR_BYTES: usize = 12;
 
 /// The replicas per data shard of a sharded cluster created before
 /// `--replicas` existed (every node held every shard; 3 was the number
@@ -107,6 +114,22 @@ pub fn added_member_id(cluster_token: &str, peer_urls: &[String], now: Duration)
     NodeId(nonzero(hash_parts("ringkv-added-member", &parts)))
 }
 
+/// The consensus id of node `node`'s replica of data shard `shard` in its
+/// `incarnation`: the node id itself for incarnation 0 (every replica a
+/// cluster had before its placement ever dropped a node, and every
+/// replica of a cluster without placement moves), a hash of the three
+/// after. A node that left a shard and comes back holds a new, empty
+/// replica: under a fresh id no vote or promise its predecessor made can
+/// be counted for it (the simulator's seed 18, ADR 0002).
+pub fn replica_id(node: NodeId, shard: ShardId, incarnation: u32) -> NodeId {
+    if incarnation == 0 {
+        return node;
+    }
+    let parts: [&[u8]; 3] =
+        [&node.0.to_le_bytes(), &shard.0.to_le_bytes(), &incarnation.to_le_bytes()];
+    NodeId(nonzero(hash_parts("ringkv-replica", &parts)))
+}
+
 /// The cluster id: a hash of the token and the founding members' ids.
 pub fn cluster_id(cluster_token: &str, member_ids: &BTreeSet<NodeId>) -> u64 {
     let ids: Vec<[u8; 8]> = member_ids.iter().map(|id| id.0.to_le_bytes()).collect();
@@ -131,8 +154,30 @@ fn config_record(shard: ShardId) -> String {
     format!("{CONFIG_PREFIX}{:016x}", shard.0)
 }
 
-fn retired_record(shard: ShardId) -> String {
-    format!("{RETIRED_PREFIX}{:016x}", shard.0)
+fn incarnation_record(shard: ShardId) -> String {
+    format!("{INCARNATION_PREFIX}{:016x}", shard.0)
+}
+
+fn encode_incarnations(of: &BTreeMap<NodeId, u32>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(of.len() * INCARNATION_PAIR_BYTES);
+    for (node, k) in of {
+        out.extend_from_slice(&node.0.to_le_bytes());
+        out.extend_from_slice(&k.to_le_bytes());
+    }
+    out
+}
+
+fn decode_incarnations(v: &[u8]) -> Option<BTreeMap<NodeId, u32>> {
+    if !v.len().is_multiple_of(INCARNATION_PAIR_BYTES) {
+        return None;
+    }
+    v.chunks_exact(INCARNATION_PAIR_BYTES)
+        .map(|c| {
+            let node = u64::from_le_bytes(c[..8].try_into().ok()?);
+            let k = u32::from_le_bytes(c[8..].try_into().ok()?);
+            Some((NodeId(node), k))
+        })
+        .collect()
 }
 
 fn alarm_record(a: AlarmMember) -> String {
@@ -164,13 +209,15 @@ pub(crate) struct ClusterTables {
     /// chose it. A shard without one belongs on every member (the cluster
     /// never had more members than replicas since it was created).
     pub(crate) targets: BTreeMap<ShardId, Vec<NodeId>>,
-    /// Per data shard, the nodes a target change dropped from it. A
-    /// replica's consensus id is its node's id, so a node that once held a
-    /// shard must never hold it again: a new, empty replica under the old
-    /// id could be counted with promises or votes its predecessor made and
-    /// lose a committed entry (the simulator's seed 18, ADR 0002). A
-    /// target naming a retired node is refused when it applies.
-    pub(crate) retired: BTreeMap<ShardId, BTreeSet<NodeId>>,
+    /// Per data shard, each node's current replica incarnation (absent:
+    /// 0), raised every time a target drops the node from the shard. A
+    /// replica added to the shard later is a new, empty one and gets the
+    /// fresh id of the raised incarnation ([`replica_id`]); a replica the
+    /// shard never removed keeps its id whatever the targets did.
+    pub(crate) incarnations: BTreeMap<ShardId, BTreeMap<NodeId, u32>>,
+    /// Every replica id of an incarnation past 0 these tables have given
+    /// out, to its node (derived from `incarnations`).
+    pub(crate) replica_nodes: HashMap<NodeId, NodeId>,
     /// Each data shard's configuration as its leader last reported it
     /// (absent until the first report): where the shard really is, while
     /// its target says where it is going.
@@ -182,14 +229,6 @@ pub(crate) struct ClusterTables {
 pub(crate) enum TargetRefusal {
     /// The shard is not one of the cluster's data shards.
     NotADataShard(ShardId),
-    /// The target names a node that held the shard before and was moved
-    /// off it: it cannot hold it again under the same replica id.
-    Retired {
-        /// The shard.
-        shard: ShardId,
-        /// The node.
-        node: NodeId,
-    },
 }
 
 impl ClusterTables {
@@ -231,8 +270,25 @@ impl ClusterTables {
         for (name, v) in view.records(shard, RETIRED_PREFIX)? {
             let target = decode_exact::<crate::proposal::ShardTarget>(v)
                 .map_err(|e| corrupt(shard, format!("retired record {name}: {e}")))?;
-            t.retired.insert(target.shard, target.nodes.into_iter().collect());
+            let of = t.incarnations.entry(target.shard).or_default();
+            for node in target.nodes {
+                let k = of.entry(node).or_default();
+                *k = (*k).max(1);
+            }
         }
+        for (name, v) in view.records(shard, INCARNATION_PREFIX)? {
+            let hex = name.strip_prefix(INCARNATION_PREFIX).unwrap_or(&name);
+            let data = u64::from_str_radix(hex, 16)
+                .map_err(|e| corrupt(shard, format!("incarnation record {name}: {e}")))?;
+            let of = decode_incarnations(&v)
+                .ok_or_else(|| corrupt(shard, format!("incarnation record {name}: bad length")))?;
+            let have = t.incarnations.entry(ShardId(data)).or_default();
+            for (node, k) in of {
+                let e = have.entry(node).or_default();
+                *e = (*e).max(k);
+            }
+        }
+        t.index_replicas();
         for (name, v) in view.records(shard, CONFIG_PREFIX)? {
             let c = decode_exact::<crate::proposal::ShardConfig>(v)
                 .map_err(|e| corrupt(shard, format!("shard configuration record {name}: {e}")))?;
@@ -309,6 +365,35 @@ impl ClusterTables {
         self.replicas.unwrap_or(REPLICAS_BEFORE_RECORD)
     }
 
+    /// Rebuilds the replica-id index from `incarnations`.
+    fn index_replicas(&mut self) {
+        self.replica_nodes.clear();
+        for (&shard, of) in &self.incarnations {
+            for (&node, &k) in of {
+                for i in 1..=k {
+                    self.replica_nodes.insert(replica_id(node, shard, i), node);
+                }
+            }
+        }
+    }
+
+    /// `node`'s current incarnation in data shard `shard`.
+    pub(crate) fn incarnation(&self, shard: ShardId, node: NodeId) -> u32 {
+        self.incarnations.get(&shard).and_then(|of| of.get(&node)).copied().unwrap_or(0)
+    }
+
+    /// The id a replica of `shard` added on `node` now gets.
+    pub(crate) fn fresh_replica(&self, shard: ShardId, node: NodeId) -> NodeId {
+        replica_id(node, shard, self.incarnation(shard, node))
+    }
+
+    /// The node a replica id belongs to: an id these tables gave out for a
+    /// later incarnation maps to its node; any other id is a node's own
+    /// (incarnation 0, and every metadata-group replica).
+    pub(crate) fn node_of(&self, replica: NodeId) -> NodeId {
+        self.replica_nodes.get(&replica).copied().unwrap_or(replica)
+    }
+
     /// The nodes `shard` belongs on: its target, or every member while it
     /// has none.
     pub(crate) fn target_of(&self, shard: ShardId) -> Vec<NodeId> {
@@ -332,22 +417,40 @@ impl ClusterTables {
     /// none).
     pub(crate) fn holders_of(&self, shard: ShardId) -> Vec<NodeId> {
         match self.configs.get(&shard) {
-            Some(c) => c.nodes(),
+            Some(c) => {
+                let mut nodes: Vec<NodeId> =
+                    c.nodes().into_iter().map(|r| self.node_of(r)).collect();
+                nodes.sort_unstable();
+                nodes.dedup();
+                nodes
+            }
             None => self.target_of(shard),
         }
     }
 
-    /// Whether a data shard's reported configuration is its target (the
-    /// target's nodes that are still members: a target the retired-node
-    /// rule keeps on a removed member cannot be met, and must not hold a
-    /// move slot forever): no move is under way. A shard never reported
-    /// counts as settled while it has no target.
+    /// Whether a data shard's reported configuration holds its target's
+    /// nodes, one replica each (a learner member's as a learner), and no
+    /// other (the target's nodes that are
+    /// still members: a target naming a removed member cannot be met, and
+    /// must not hold a move slot forever): no move is under way. A shard
+    /// never reported counts as settled while it has no target.
     pub(crate) fn shard_settled(&self, shard: ShardId) -> bool {
         match (self.configs.get(&shard), self.targets.get(&shard)) {
             (Some(c), Some(t)) => {
-                let live =
-                    t.iter().filter(|n| self.members.contains_key(n) && !self.removed.contains(n));
-                c.learners.is_empty() && c.voters.iter().eq(live)
+                // A learner member holds its shards as a learner.
+                let live = |learner: bool| {
+                    t.iter().filter(move |n| {
+                        !self.removed.contains(n)
+                            && self.members.get(n).is_some_and(|m| m.is_learner == learner)
+                    })
+                };
+                let held = |replicas: &[NodeId]| {
+                    let mut nodes: Vec<NodeId> =
+                        replicas.iter().map(|&r| self.node_of(r)).collect();
+                    nodes.sort_unstable();
+                    nodes
+                };
+                held(&c.voters).iter().eq(live(false)) && held(&c.learners).iter().eq(live(true))
             }
             (None, Some(_)) => false,
             (_, None) => true,
@@ -393,10 +496,11 @@ impl ClusterTables {
         Ok(())
     }
 
-    /// Applies target changes, each on its own: one naming a retired node
-    /// or a shard that is not a data shard is refused (the others apply).
-    /// Nodes a new target drops from its shard's current one are retired
-    /// for that shard. Returns the refusals.
+    /// Applies target changes, each on its own: one for a shard that is
+    /// not a data shard is refused (the others apply). Each node a new
+    /// target drops from its shard's current one moves to its next
+    /// incarnation there, so that a replica it is given later is a fresh
+    /// one. Returns the refusals.
     pub(crate) fn apply_targets(
         &mut self,
         b: &mut ApplyBatch<'_>,
@@ -410,21 +514,17 @@ impl ClusterTables {
                 refused.push(TargetRefusal::NotADataShard(t.shard));
                 continue;
             }
-            let retired = self.retired.get(&t.shard);
-            if let Some(&node) = t.nodes.iter().find(|n| retired.is_some_and(|r| r.contains(n))) {
-                refused.push(TargetRefusal::Retired { shard: t.shard, node });
-                continue;
-            }
             let dropped: Vec<NodeId> =
                 self.target_of(t.shard).into_iter().filter(|n| !t.nodes.contains(n)).collect();
             if !dropped.is_empty() {
-                let set = self.retired.entry(t.shard).or_default();
-                set.extend(dropped);
-                let record = crate::proposal::ShardTarget {
-                    shard: t.shard,
-                    nodes: set.iter().copied().collect(),
-                };
-                b.set_record(shard, &retired_record(t.shard), Some(&encode_to_vec(&record)))?;
+                let of = self.incarnations.entry(t.shard).or_default();
+                for node in dropped {
+                    let k = of.entry(node).or_default();
+                    *k = k.checked_add(1).expect("a node leaves a shard fewer than 2^32 times");
+                    self.replica_nodes.insert(replica_id(node, t.shard, *k), node);
+                }
+                let record = encode_incarnations(of);
+                b.set_record(shard, &incarnation_record(t.shard), Some(&record))?;
             }
             b.set_record(shard, &target_record(t.shard), Some(&encode_to_vec(t)))?;
             self.targets.insert(t.shard, t.nodes.clone());
@@ -578,11 +678,12 @@ mod tests {
         assert!(t.shard_settled(s));
     }
 
-    /// Every replica refuses, when it applies, a target that would put a
-    /// shard back on a node a target moved it off (whoever proposed it),
-    /// and the tables reload as applied.
+    /// A target that drops a node raises its incarnation in that shard
+    /// (on every replica, whoever proposed it), so a target naming it
+    /// again gets it a fresh replica id; the index from replica ids to
+    /// nodes covers every incarnation, and the tables reload as applied.
     #[test]
-    fn a_target_naming_a_retired_node_is_refused_when_it_applies() {
+    fn a_node_a_target_drops_gets_a_fresh_replica_id_when_it_returns() {
         let shard = crate::config::META_SHARD;
         let store =
             MvccStore::open_on(&SimDisk::new(1), crate::STORE_FILE, StoreOptions::default())
@@ -600,10 +701,10 @@ mod tests {
             .write(|b| {
                 t.apply_init(b, shard, &init)?;
                 t.apply_layout(b, shard, &Layout { keyspace, replicas: 3 })?;
-                // Every member held shard 1: the first target retires node 4.
+                // Every member held shard 1: the first target drops node 4.
                 let first = t.apply_targets(b, shard, &[target(1, &[1, 2, 3])])?;
                 assert!(first.is_empty());
-                // Back onto 4: refused; shard 2 (no target yet) and an
+                // Back onto 4 (dropping 3); shard 2 (no target yet) and an
                 // unknown shard 3 in the same batch are judged alone.
                 t.apply_targets(
                     b,
@@ -612,25 +713,79 @@ mod tests {
                 )
             })
             .unwrap();
-        assert_eq!(
-            refused,
-            vec![
-                TargetRefusal::Retired { shard: ShardId(1), node: NodeId(4) },
-                TargetRefusal::NotADataShard(ShardId(3)),
-            ]
-        );
-        assert_eq!(t.target_of(ShardId(1)), vec![NodeId(1), NodeId(2), NodeId(3)]);
-        assert_eq!(t.target_of(ShardId(2)), vec![NodeId(2), NodeId(3), NodeId(4)]);
-        for shard in [ShardId(1), ShardId(2), ShardId(3)] {
+        assert_eq!(refused, vec![TargetRefusal::NotADataShard(ShardId(3))]);
+        let (s1, s2) = (ShardId(1), ShardId(2));
+        assert_eq!(t.target_of(s1), vec![NodeId(1), NodeId(2), NodeId(4)]);
+        assert_eq!(t.target_of(s2), vec![NodeId(2), NodeId(3), NodeId(4)]);
+        for shard in [s1, s2, ShardId(3)] {
             for node in (0..6).map(NodeId) {
                 let listed = t.target_of(shard).contains(&node);
                 assert_eq!(t.targets_node(shard, node), listed, "{shard} {node}");
             }
         }
-        assert_eq!(t.retired[&ShardId(2)], [NodeId(1)].into());
+        assert_eq!((t.incarnation(s1, NodeId(4)), t.incarnation(s1, NodeId(3))), (1, 1));
+        assert_eq!((t.incarnation(s2, NodeId(1)), t.incarnation(s2, NodeId(4))), (1, 0));
+        // Node 4 comes back to shard 1 under a fresh id, which maps back to
+        // it; a node never dropped keeps its own id.
+        let back = t.fresh_replica(s1, NodeId(4));
+        assert_ne!(back, NodeId(4));
+        assert_ne!(back, replica_id(NodeId(4), s2, 1), "ids differ per shard");
+        assert_eq!(t.node_of(back), NodeId(4));
+        assert_eq!(t.fresh_replica(s1, NodeId(1)), NodeId(1));
+        assert_eq!(t.node_of(NodeId(1)), NodeId(1));
+        // Dropped again and back: incarnation 2, a third id; the second
+        // still maps to the node (a configuration may still hold it).
+        store
+            .write(|b| {
+                t.apply_targets(b, shard, &[target(1, &[1, 2, 3])])?;
+                t.apply_targets(b, shard, &[target(1, &[1, 2, 4])])
+            })
+            .unwrap();
+        let again = t.fresh_replica(s1, NodeId(4));
+        assert!(again != back && again != NodeId(4));
+        assert_eq!((t.node_of(again), t.node_of(back)), (NodeId(4), NodeId(4)));
+        // A shard's settled state counts nodes, whatever their replica ids.
+        let report = |voters: Vec<NodeId>| crate::proposal::ShardConfig {
+            shard: s1,
+            applied: ringkv_consensus::LogIndex(9),
+            voters,
+            learners: Vec::new(),
+        };
+        t.configs.insert(s1, report(vec![NodeId(1), NodeId(2), back]));
+        assert!(t.shard_settled(s1));
+        assert_eq!(t.holders_of(s1), vec![NodeId(1), NodeId(2), NodeId(4)]);
+        t.configs.insert(s1, report(vec![NodeId(1), NodeId(2), NodeId(3)]));
+        assert!(!t.shard_settled(s1));
+        t.configs.clear();
         assert_eq!(t.replicas_per_shard(), 3);
         let reloaded = ClusterTables::load(&store.read().unwrap(), shard).unwrap();
         assert_eq!(reloaded, t);
+    }
+
+    /// Tables written before incarnations existed name the nodes a target
+    /// dropped in `retired/` records: each reads as incarnation 1.
+    #[test]
+    fn retired_records_read_as_a_first_incarnation() {
+        let shard = crate::config::META_SHARD;
+        let store =
+            MvccStore::open_on(&SimDisk::new(1), crate::STORE_FILE, StoreOptions::default())
+                .unwrap();
+        let old = ShardTarget { shard: ShardId(5), nodes: vec![NodeId(3), NodeId(7)] };
+        store
+            .write(|b| {
+                b.set_record(
+                    shard,
+                    &format!("{RETIRED_PREFIX}{:016x}", 5),
+                    Some(&encode_to_vec(&old)),
+                )
+            })
+            .unwrap();
+        let t = ClusterTables::load(&store.read().unwrap(), shard).unwrap();
+        assert_eq!(t.incarnation(ShardId(5), NodeId(3)), 1);
+        assert_eq!(t.incarnation(ShardId(5), NodeId(7)), 1);
+        assert_eq!(t.incarnation(ShardId(5), NodeId(4)), 0);
+        let r = replica_id(NodeId(7), ShardId(5), 1);
+        assert_eq!(t.node_of(r), NodeId(7));
     }
 
     #[test]

@@ -227,6 +227,22 @@ pub enum NodeError {
         /// How many voters the shard has.
         voters: usize,
     },
+    /// A member removal refused while a data shard that holds (or is to
+    /// hold) a replica on the member is moving: until the shard's leader
+    /// reports its new configuration, whether the removal leaves it a
+    /// quorum is not known.
+    #[error(
+        "member {member:x} holds a replica of shard {shard}, which is moving; removing the member \
+         now could leave that shard without a quorum: retry once the shard's replicas are where \
+         its target puts them (ringkv ctl shards)",
+        member = member.0
+    )]
+    RemoveWhileMoving {
+        /// The member.
+        member: NodeId,
+        /// The shard.
+        shard: ShardId,
+    },
     /// A request for a data shard this member holds no replica of (the
     /// shard is placed on other members): the server sends it on to one of
     /// `hosts`.
@@ -396,6 +412,7 @@ impl NodeError {
             | NodeError::BadTransferee { .. }
             | NodeError::SpansShards { .. }
             | NodeError::RemoveStrandsShard { .. }
+            | NodeError::RemoveWhileMoving { .. }
             | NodeError::ShardRequired { .. }
             | NodeError::NotShardable { .. } => ErrorClass::FailedPrecondition,
             NodeError::WrongShard { .. } => ErrorClass::InvalidArgument,

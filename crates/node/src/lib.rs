@@ -96,19 +96,19 @@
 //! engine's command limit, [`NodeConfig::request_bytes_max`] plus
 //! room for the envelope).
 //!
-//! Placement (ADR 0002, step 2, begun): the replicas per data shard
+//! Placement (ADR 0002): the replicas per data shard
 //! ([`NodeConfig::replicas`], `--replicas`) are fixed at creation like the
 //! keyspace ([`NodeError::ReplicasMismatch`]). Once more than R members
 //! vote, the metadata leader records each data shard's target replica set
 //! ([`ProposalBody::ShardTargets`]; [`Node::shard_targets`],
-//! [`Node::hosts`], [`Node::shard_replica_nodes`]), never putting a shard
-//! back on a node a target moved it off ([`Node::placement_blocked`]):
-//! replica ids are still node ids.
-//!
-//! Not yet: acting on the targets (data shards still follow the member
-//! table, so every member keeps every shard), forwarding requests for a
-//! shard a node does not hold, fresh replica ids, down-timeout
-//! re-replication.
+//! [`Node::hosts`], [`Node::shard_replica_nodes`]); with
+//! [`NodeConfig::placement_moves`] the shards move to their targets, and
+//! a member silent for [`NodeConfig::down_timeout`] has its shards
+//! re-created on the others. A replica's consensus id is its node's id
+//! until a target drops the node from the shard; a replica the node gets
+//! there later is a new one under a fresh id ([`replica_id`],
+//! [`Node::shard_replica_id`]), so nothing its predecessor promised is
+//! counted for it.
 
 pub mod auth;
 mod cluster;
@@ -124,7 +124,7 @@ mod request;
 pub mod testing;
 
 pub use auth::{AuthChange, AuthError, AuthInfo, AuthQuery, AuthReply, AuthSnapshot, Credential};
-pub use cluster::{LEARNERS_MAX, added_member_id, cluster_id, member_id};
+pub use cluster::{LEARNERS_MAX, added_member_id, cluster_id, member_id, replica_id};
 pub use config::{
     ALARM_RAISE_ATTEMPTS_MAX, APPLY_GAP_MAX, AUTH_TOKEN_SWEEP_INTERVAL, AUTH_TOKEN_TTL_DEFAULT,
     Bootstrap, DATA_SHARD, DOWN_TIMEOUT_DEFAULT, ELECTION_TICKS_DEFAULT, HEARTBEAT_TICKS_DEFAULT,

@@ -180,7 +180,7 @@ pub enum ProposalBody {
     /// and more founders than replicas starts with: the metadata group's
     /// third entry, written by every founder's bootstrap (each data shard
     /// starts on its target's founders only, so no founder held it and
-    /// none is retired for it).
+    /// none needs a new incarnation there).
     InitialTargets(Vec<ShardTarget>),
 }
 
@@ -192,19 +192,20 @@ pub struct ShardConfig {
     /// The shard's applied index when its leader reported it: a report
     /// older than the recorded one changes nothing.
     pub applied: LogIndex,
-    /// Its voters, ascending, distinct, non-empty.
+    /// Its voters' replica ids (`crate::replica_id`), ascending, distinct,
+    /// non-empty.
     pub voters: Vec<NodeId>,
-    /// Its learners, ascending, distinct, none a voter.
+    /// Its learners' replica ids, ascending, distinct, none a voter.
     pub learners: Vec<NodeId>,
 }
 
 impl ShardConfig {
-    /// Whether `node` holds a replica of the shard in this configuration.
+    /// Whether replica `node` is in this configuration.
     pub fn holds(&self, node: NodeId) -> bool {
         self.voters.contains(&node) || self.learners.contains(&node)
     }
 
-    /// Every node holding a replica, ascending.
+    /// Every replica id, ascending.
     pub fn nodes(&self) -> Vec<NodeId> {
         let mut all: Vec<NodeId> = self.voters.iter().chain(&self.learners).copied().collect();
         all.sort_unstable();

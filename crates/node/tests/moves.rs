@@ -17,11 +17,13 @@ use std::collections::BTreeMap;
 use common::*;
 use ringkv_consensus::{NodeId, ShardId};
 use ringkv_node::testing::Cluster;
-use ringkv_node::{Engine, NodeError, Reply, Request};
+use ringkv_node::{Engine, NodeError, Reply, Request, replica_id};
 use ringkv_storage::mvcc::{PutRequest, RangeRequest, Response};
 
 /// Keys written before the moves, read back after.
 const KEYS: usize = 40;
+/// Times a read that met a leadership change is sent again.
+const READ_RETRIES: usize = 5;
 
 fn moving<E: Engine>(n: usize, seed: u64) -> Cluster<E> {
     cluster_with::<E>(n, seed, &|c| {
@@ -50,7 +52,9 @@ fn placed<E: Engine>(c: &Cluster<E>) -> bool {
     targets.iter().all(|(&s, target)| {
         let Some(l) = c.leader_of(s) else { return false };
         let st = c.node(l).replica_status(s).unwrap();
-        let voters: Vec<NodeId> = st.membership.voters.iter().copied().collect();
+        let mut voters: Vec<NodeId> =
+            st.membership.voters.iter().map(|&r| c.node(l).replica_node(r)).collect();
+        voters.sort_unstable();
         voters == *target
             && st.membership.learners.is_empty()
             && running.iter().all(|&id| c.node(id).hosts(s) == target.contains(&id))
@@ -83,7 +87,15 @@ fn check_keys<E: Engine>(c: &mut Cluster<E>, keys: &BTreeMap<String, String>) {
     for (k, v) in keys {
         let shard = shard_of(k);
         for id in c.running() {
-            let got = get_on(c, id, k, false);
+            // A read is safe to repeat: leadership may move under it (the
+            // leader balance hands shards back to a member that returned).
+            let mut got = get_on(c, id, k, false);
+            for _ in 0..READ_RETRIES {
+                if !matches!(got, Err(NodeError::LeaderChanged | NodeError::NoLeader)) {
+                    break;
+                }
+                got = get_on(c, id, k, false);
+            }
             if c.node(id).hosts(shard) {
                 assert_eq!(got.unwrap().unwrap().value, b(v), "{k} on {id}");
             } else {
@@ -221,15 +233,91 @@ fn a_member_down_past_the_timeout_has_its_shards_re_created_elsewhere<E: Engine>
     });
     assert!(healed, "{victim}'s shards {held:?} were not re-created elsewhere");
     check_keys(&mut c, &keys);
-    // Back, the victim learns its replicas moved and drops them.
+    // Back, the victim learns its replicas moved and drops them; its
+    // share comes back to it as new replicas under fresh ids (the old ones
+    // may have promised votes the new ones never made).
     c.restart(victim).unwrap();
-    let dropped = c.run_until(STEPS * 20, |c| held.iter().all(|&s| !c.node(victim).hosts(s)));
-    assert!(dropped, "{victim} still holds a shard that moved");
-    assert!(c.run_until(STEPS * 10, placed));
+    let replaced = c.run_until(STEPS * 60, |c| {
+        placed(c)
+            && c.node(victim).shard_targets().values().any(|t| t.contains(&victim))
+            && held.iter().all(|&s| c.node(victim).shard_replica_id(s) != Some(victim))
+    });
+    assert!(replaced, "{victim} did not get its share back under fresh replica ids");
+    let back: Vec<ShardId> = held.iter().copied().filter(|&s| c.node(victim).hosts(s)).collect();
+    assert!(!back.is_empty(), "no shard came back to {victim}");
+    for &s in &back {
+        let rid = c.node(victim).shard_replica_id(s).unwrap();
+        assert_ne!(rid, victim, "{s} back on {victim} under its old id");
+        assert_eq!(c.node(victim).replica_node(rid), victim);
+        assert!((1..4).any(|k| rid == replica_id(victim, s, k)), "{s}: {rid}");
+    }
+    check_keys(&mut c, &keys);
+    // A restart reopens each new replica under the id it was created with.
+    let ids: Vec<Option<NodeId>> =
+        data_shards().iter().map(|&s| c.node(victim).shard_replica_id(s)).collect();
+    c.crash(victim);
+    c.restart(victim).unwrap();
+    let again: Vec<Option<NodeId>> =
+        data_shards().iter().map(|&s| c.node(victim).shard_replica_id(s)).collect();
+    assert_eq!(ids, again, "replica ids after a restart");
+    assert!(c.run_until(STEPS * 20, placed));
+    check_keys(&mut c, &keys);
+}
+
+fn a_replica_given_back_to_a_node_reopens_without_its_predecessors_state<E: Engine>() {
+    // A fourth member gets its shards by snapshot (each install leaves a
+    // record of the restored snapshot on its disk).
+    let small_snapshots = |c: &mut ringkv_node::NodeConfig| {
+        c.keyspace = keyspace();
+        c.placement_moves = true;
+        c.snapshot_count = 4;
+        c.snapshot_catch_up_entries = 2;
+        c.down_timeout = c.election_timeout() * 4;
+    };
+    let mut c = cluster_with::<E>(3, 105, &small_snapshots);
+    wait_leaders(&mut c);
+    let mut keys = write_keys(&mut c, "three");
+    let fourth = add_voter(&mut c, 4, 105, small_snapshots);
+    keys.extend(write_keys(&mut c, "four"));
+    assert!(c.run_until(STEPS * 20, placed), "four-member placement");
+    let held: Vec<ShardId> =
+        data_shards().into_iter().filter(|&s| c.node(fourth).hosts(s)).collect();
+    assert!(!held.is_empty());
+    let restored: Vec<ShardId> = held
+        .iter()
+        .copied()
+        .filter(|&s| c.node(fourth).shard_status(s).unwrap().snapshots_installed > 0)
+        .collect();
+    assert!(!restored.is_empty(), "{fourth} got its shards without a snapshot");
+    // Down past the timeout: its shards go back to the founders.
+    c.crash(fourth);
+    let healed = c.run_until(STEPS * 40, |c| {
+        placed(c) && c.node(c.running()[0]).shard_targets().values().all(|t| !t.contains(&fourth))
+    });
+    assert!(healed, "{fourth}'s shards were not re-created elsewhere");
+    // Back: it drops the old replicas and is given new ones. Stopped
+    // the moment one exists (before its snapshot arrives), it must reopen
+    // as the new, empty replica, not over what its predecessor restored.
+    c.restart(fourth).unwrap();
+    let fresh = |c: &Cluster<E>| {
+        restored.iter().any(|&s| {
+            let n = c.node(fourth);
+            // Heard from its leader (so its WAL holds its term), not yet
+            // sent the snapshot.
+            n.shard_replica_id(s).is_some_and(|r| r != fourth)
+                && n.shard_status(s).is_some_and(|st| st.snapshots_installed == 0)
+                && n.replica_status(s).is_some_and(|st| st.leader.is_some())
+        })
+    };
+    assert!(c.run_until(STEPS * 40, fresh), "no shard came back to {fourth}");
+    c.crash(fourth);
+    c.restart(fourth).unwrap_or_else(|e| panic!("{fourth} reopening its new replicas: {e}"));
+    assert!(c.run_until(STEPS * 40, placed), "placement after the restart");
     check_keys(&mut c, &keys);
 }
 
 engine_tests!(
+    a_replica_given_back_to_a_node_reopens_without_its_predecessors_state,
     a_member_down_past_the_timeout_has_its_shards_re_created_elsewhere,
     a_fourth_member_moves_every_shard_to_its_target_and_loses_nothing,
     a_fifth_member_takes_its_share_and_nothing_is_lost,

@@ -2,8 +2,8 @@
 //! most R voting members nothing is recorded (every member holds every
 //! shard); beyond R the metadata leader records, per data shard, a target
 //! of R members as the ring places them; the replication factor is fixed
-//! at creation; a shard is never targeted back onto a node it was moved
-//! off (replica ids are node ids).
+//! at creation; a shard may be targeted back onto a node it was moved off
+//! (the replica it gets there is a new one, under a fresh id).
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]
@@ -56,7 +56,6 @@ fn three_members_record_no_target<E: Engine>() {
     for &n in &members {
         let node = c.node(n);
         assert!(node.shard_targets().is_empty(), "{n} records targets");
-        assert!(node.placement_blocked().is_empty());
         for s in data_shards() {
             assert!(node.hosts(s));
             assert_eq!(node.shard_replica_nodes(s), members, "{s} on {n}");
@@ -84,14 +83,13 @@ fn four_members_record_r_replicas_per_shard_as_the_ring_places_them<E: Engine>()
     }
 }
 
-fn a_shard_is_never_targeted_back_onto_a_node_it_left<E: Engine>() {
+fn a_shard_is_targeted_back_onto_a_node_it_left<E: Engine>() {
     let mut c = sharded::<E>(4, 93);
     wait_leaders(&mut c);
     let founders = c.running();
     let four = ring_placement(&founders);
     assert!(c.run_until(STEPS * 4, |c| everyone_records(c, &four)));
-    // A fifth voter: shards move towards it, and whatever a target drops
-    // is retired for that shard.
+    // A fifth voter: shards move towards it.
     let fifth = add_voter(&mut c, 5, 93, |_| {});
     let mut five_members = founders.clone();
     five_members.push(fifth);
@@ -99,34 +97,19 @@ fn a_shard_is_never_targeted_back_onto_a_node_it_left<E: Engine>() {
     let five = ring_placement(&five_members);
     assert_ne!(five, four, "the fifth member takes some replicas (else pick another seed)");
     assert!(c.run_until(STEPS * 8, |c| everyone_records(c, &five)), "five-member targets");
-    // Removed again: the ideal placement is the four-member one, but a
-    // shard the fifth member took from a founder cannot go back to it.
+    // Removed again: the four-member placement comes back whole, shards
+    // that went to the fifth member back onto the founders they left
+    // (a replica added there is a new one, under a fresh id).
     let leader = c.wait_leader(STEPS);
     let remover = if leader == fifth { founders[0] } else { leader };
     c.call(remover, Request::MemberRemove(fifth), STEPS).unwrap();
-    let blocked: BTreeMap<ShardId, NodeId> = four
-        .iter()
-        .filter_map(|(s, nodes)| {
-            let was = &five[s];
-            nodes.iter().find(|n| !was.contains(n)).map(|&n| (*s, n))
-        })
-        .collect();
-    assert!(!blocked.is_empty(), "some shard moved to the fifth member");
-    let settled = c.run_until(STEPS * 8, |c| {
-        let Some(leader) = c.leader() else { return false };
-        c.node(leader).placement_blocked() == &blocked
+    let returning = four.iter().filter(|(s, nodes)| nodes.iter().any(|n| !five[*s].contains(n)));
+    assert!(returning.count() > 0, "some shard moved to the fifth member");
+    // (The removed member stops; the others record.)
+    let ok = c.run_until(STEPS * 8, |c| {
+        c.running().iter().filter(|&&n| n != fifth).all(|&n| c.node(n).shard_targets() == four)
     });
-    assert!(settled, "the metadata leader reports the shards it holds back");
-    for &n in &c.running() {
-        if n == fifth {
-            continue;
-        }
-        for (s, nodes) in c.node(n).shard_targets() {
-            if let Some(back) = blocked.get(&s) {
-                assert!(!nodes.contains(back), "{s} back on {back}: {nodes:?}");
-            }
-        }
-    }
+    assert!(ok, "four-member targets again");
 }
 
 fn a_node_with_another_replication_factor_refuses_to_start<E: Engine>() {
@@ -161,6 +144,6 @@ fn a_node_with_another_replication_factor_refuses_to_start<E: Engine>() {
 engine_tests!(
     three_members_record_no_target,
     four_members_record_r_replicas_per_shard_as_the_ring_places_them,
-    a_shard_is_never_targeted_back_onto_a_node_it_left,
+    a_shard_is_targeted_back_onto_a_node_it_left,
     a_node_with_another_replication_factor_refuses_to_start,
 );

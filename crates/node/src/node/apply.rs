@@ -18,7 +18,7 @@ use ringkv_storage::mvcc::{ApplyBatch, Command, Event, LeaseId, Response, Revisi
 use super::Node;
 use super::route::{KvCheck, check_command, needs_space};
 use crate::auth::{AuthChange, AuthInfo, AuthStore};
-use crate::cluster::{ClusterTables, TargetRefusal};
+use crate::cluster::ClusterTables;
 use crate::engine::Engine;
 use crate::error::NodeError;
 use crate::frame::{LeaderReply, NodeMessage};
@@ -64,8 +64,6 @@ struct Outcome {
     /// A client's auth change the store took (carried to every data
     /// shard of a sharded cluster before its client is answered).
     auth_changed: bool,
-    /// Target changes refused as they applied.
-    refused_targets: Vec<TargetRefusal>,
 }
 
 /// A lease grant or revoke command, whatever its result.
@@ -173,7 +171,6 @@ fn apply_entry(
             _ => None,
         },
         auth_changed: false,
-        refused_targets: Vec::new(),
     };
     let members = |t: &ClusterTables, m| Reply::Members { member: m, members: t.member_list() };
     if let Some(caller) = &proposal.auth
@@ -256,7 +253,9 @@ fn apply_entry(
         }
         ProposalBody::ShardTargets(targets) => {
             b.skip(shard, e.index)?;
-            out.refused_targets = tables.apply_targets(b, shard, targets)?;
+            // A refused target (not a data shard) changes nothing; every
+            // replica refuses it alike.
+            tables.apply_targets(b, shard, targets)?;
         }
         ProposalBody::ShardConfig(config) => {
             b.skip(shard, e.index)?;
@@ -350,11 +349,6 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                     revision: o.revision,
                     events: o.events,
                 });
-            }
-            for refusal in &o.refused_targets {
-                if let TargetRefusal::Retired { shard, node } = *refusal {
-                    self.placement_blocked.insert(shard, node);
-                }
             }
             let meta = self.meta_shard();
             if let Some(marker) = o.marker

@@ -6,17 +6,21 @@
 //! the shard without it (reported by the shard's leader, so committed in
 //! the shard: nothing the shard counts on is lost with the replica).
 //!
-//! A dropped shard is tombstoned on the node's disk: the replica id is
-//! the node id, so the node must never hold the shard again (the
-//! metadata group never targets it back: `ClusterTables::retired`). A
-//! replica that never joined its shard (created for a target that moved
-//! on before the leader added it, or a joining node's before any target
-//! named it) is unloaded without a tombstone.
+//! A dropped replica is tombstoned on the node's disk with its
+//! incarnation: that replica id must never vote again. A node a target
+//! names again later holds a new replica under its next incarnation's id
+//! (`ClusterTables::incarnations`; the incarnation of a replica past 0 is
+//! a node record, so that it reopens under the same id). A replica the
+//! shard never removed keeps its id: while the shard's configuration holds
+//! it, the node keeps it, whatever the targets did in between. A replica
+//! that never joined its shard (created for a target that moved on before
+//! the leader added it, or a joining node's before any target named it)
+//! is unloaded without a tombstone.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ringkv_consensus::{LogIndex, LogStorage, NodeId, Replica, ShardId};
+use ringkv_consensus::{LogIndex, LogStorage, NodeId, Replica, ShardId, SoftState};
 use ringkv_storage::mvcc::MvccStore;
 use ringkv_storage::{Disk, Wal};
 
@@ -27,29 +31,84 @@ use crate::error::NodeError;
 use crate::io::{Clock, Transport};
 use crate::proposal::{ProposalBody, ShardConfig};
 
-/// Prefix of the node records naming the data shards this node dropped.
+/// Prefix of the node records naming the data shards this node dropped,
+/// each with the incarnation it dropped (a one-byte record, written before
+/// incarnations existed, dropped incarnation 0).
 const TOMBSTONE_PREFIX: &str = "dropped_shard/";
+
+/// Prefix of the node records naming the incarnation of a data-shard
+/// replica this node created past incarnation 0.
+const INCARNATION_PREFIX: &str = "replica_incarnation/";
 
 fn tombstone_record(shard: ShardId) -> String {
     format!("{TOMBSTONE_PREFIX}{}", shard.0)
 }
 
-/// The data shards of `cfg`'s keyspace this node dropped (see the
+fn incarnation_record(shard: ShardId) -> String {
+    format!("{INCARNATION_PREFIX}{}", shard.0)
+}
+
+/// Removes whatever `wal` and `store` hold of `shard`, durably (see
+/// `Node::clear_shard`).
+pub(super) fn clear_shard<D: Disk>(
+    wal: &mut Wal<D>,
+    store: &MvccStore,
+    shard: ShardId,
+) -> Result<(), NodeError> {
+    if wal.shards().contains(&shard) {
+        wal.remove_shard(shard)?;
+        wal.sync()?;
+    }
+    if store.shards().contains(&shard) {
+        store.remove_shard(shard)?;
+    }
+    if store.node_record(&super::snapshot_record(shard))?.is_some() {
+        store.set_node_record(&super::snapshot_record(shard), None)?;
+    }
+    Ok(())
+}
+
+/// Reads a tombstone or incarnation record: a little-endian `u32`, or
+/// the one-byte tombstone of incarnation 0.
+fn decode_incarnation(shard: ShardId, what: &str, v: &[u8]) -> Result<u32, NodeError> {
+    match v.len() {
+        1 => Ok(0),
+        4 => Ok(u32::from_le_bytes([v[0], v[1], v[2], v[3]])),
+        n => Err(NodeError::Corrupt { shard, what: format!("{what} record of {n} bytes") }),
+    }
+}
+
+/// The data shards of `cfg`'s keyspace whose replica this node dropped
+/// and has not been given again, with the incarnation dropped; and the
+/// incarnation of every replica it created past incarnation 0 (see the
 /// module docs).
+#[allow(clippy::type_complexity)]
 pub(super) fn load_tombstones(
     store: &MvccStore,
     cfg: &NodeConfig,
-) -> Result<BTreeSet<ShardId>, NodeError> {
-    let mut out = BTreeSet::new();
+) -> Result<(BTreeMap<ShardId, u32>, BTreeMap<ShardId, u32>), NodeError> {
+    let mut dropped = BTreeMap::new();
+    let mut incarnations = BTreeMap::new();
     if !cfg.is_sharded() {
-        return Ok(out);
+        return Ok((dropped, incarnations));
     }
     for shard in cfg.keyspace.shard_ids().map(|s| ShardId(s.0)) {
-        if store.node_record(&tombstone_record(shard))?.is_some() {
-            out.insert(shard);
+        let k = match store.node_record(&incarnation_record(shard))? {
+            Some(v) => decode_incarnation(shard, "replica incarnation", &v)?,
+            None => 0,
+        };
+        if k > 0 {
+            incarnations.insert(shard, k);
+        }
+        if let Some(v) = store.node_record(&tombstone_record(shard))? {
+            let d = decode_incarnation(shard, "dropped replica", &v)?;
+            // A tombstone older than the replica created after it is spent.
+            if d >= k {
+                dropped.insert(shard, d);
+            }
         }
     }
-    Ok(out)
+    Ok((dropped, incarnations))
 }
 
 /// The shards a node starts replicas of when it opens: every shard of its
@@ -65,18 +124,18 @@ pub(super) fn opened_shards<D: Disk>(
     cfg: &NodeConfig,
     wal: &Wal<D>,
     store: &MvccStore,
-    tombstones: &BTreeSet<ShardId>,
+    tombstones: &BTreeMap<ShardId, u32>,
 ) -> Vec<ShardId> {
     let in_wal = wal.shards();
     let in_store = store.shards();
     if !cfg.is_sharded() || !cfg.placement_moves || (in_wal.is_empty() && in_store.is_empty()) {
-        return cfg.hosted_shards().into_iter().filter(|s| !tombstones.contains(s)).collect();
+        return cfg.hosted_shards().into_iter().filter(|s| !tombstones.contains_key(s)).collect();
     }
     cfg.hosted_shards()
         .into_iter()
         .filter(|s| {
             *s == META_SHARD
-                || (!tombstones.contains(s) && (in_wal.contains(s) || in_store.contains(s)))
+                || (!tombstones.contains_key(s) && (in_wal.contains(s) || in_store.contains(s)))
         })
         .collect()
 }
@@ -123,6 +182,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             return Ok(());
         }
         self.next_hosting_check = now + self.cfg.tick_interval;
+        self.remap_leaders(now);
         let me = self.id;
         let Some(m) = self.shards.get(&META_SHARD) else { return Ok(()) };
         // Decide from a metadata shard that has applied what it knows
@@ -141,14 +201,20 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             // Without moves every member holds every shard (a joining
             // node creates them here).
             let wanted = !self.cfg.placement_moves || t.targets_node(shard, me);
+            // The incarnation a replica created now would have.
+            let k = t.incarnation(shard, me);
+            let spent = self.tombstones.get(&shard).is_some_and(|&d| d >= k);
             match self.shards.get(&shard) {
-                None if wanted && !self.tombstones.contains(&shard) => create.push(shard),
-                Some(s) if !wanted => {
+                None if wanted && !spent => create.push((shard, k)),
+                // Held under an older incarnation while the target names
+                // this node again: kept while the shard still counts it
+                // (the leader keeps it then), else dropped for a new one.
+                Some(s) if !wanted || s.rid != crate::cluster::replica_id(me, shard, k) => {
                     let last = s.replica.storage().last_index();
                     let joined = s.applied > LogIndex::ZERO
                         || last > LogIndex::ZERO
-                        || s.replica.membership().contains(me);
-                    match leave(joined, t.configs.get(&shard), me, last) {
+                        || s.replica.membership().contains(s.rid);
+                    match leave(joined, t.configs.get(&shard), s.rid, last) {
                         Leave::Drop => drop.push(shard),
                         Leave::Unload => unload.push(shard),
                         Leave::Keep => {}
@@ -157,9 +223,17 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 _ => {}
             }
         }
-        for shard in create {
+        for (shard, k) in create {
+            // Left over by a drop the process did not finish (a replica
+            // that never joined leaves nothing).
+            self.clear_shard(shard)?;
+            if k > 0 {
+                // Durable before the replica exists, so that it reopens
+                // under the same id.
+                self.store.set_node_record(&incarnation_record(shard), Some(&k.to_le_bytes()))?;
+            }
             let hosted: HostedShard<E, D> =
-                HostedShard::open(&self.cfg, me, shard, &self.store, &self.wal, now)?;
+                HostedShard::open(&self.cfg, me, k, shard, &self.store, &self.wal, now)?;
             self.shards.insert(shard, hosted);
             self.provide_snapshot_data(shard)?;
         }
@@ -172,16 +246,42 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         Ok(())
     }
 
+    /// Maps each shard's leader to its node again where the metadata
+    /// tables now know a replica id they did not when the engine named it
+    /// (a replica added from a newer table than this node had applied).
+    fn remap_leaders(&mut self, now: Duration) {
+        let stale: Vec<(ShardId, SoftState)> = self
+            .shards
+            .values()
+            .filter_map(|s| {
+                let raw = s.raw_leader?;
+                (s.soft.leader != Some(self.node_of(raw)))
+                    .then_some((s.id, SoftState { leader: Some(raw), ..s.soft }))
+            })
+            .collect();
+        for (shard, soft) in stale {
+            self.on_soft_state(shard, soft, now);
+        }
+    }
+
     /// Drops this node's replica of `shard` for good: tombstone first
     /// (durable), then the replica, its WAL records and its store rows. A
     /// crash part way is finished by the next open.
     fn drop_replica(&mut self, shard: ShardId) -> Result<(), NodeError> {
-        self.store.set_node_record(&tombstone_record(shard), Some(&[1]))?;
-        self.tombstones.insert(shard);
+        let Some(k) = self.shards.get(&shard).map(|s| s.incarnation) else { return Ok(()) };
+        self.store.set_node_record(&tombstone_record(shard), Some(&k.to_le_bytes()))?;
+        self.tombstones.insert(shard, k);
         self.release(shard);
-        self.wal.remove_shard(shard)?;
-        self.store.remove_shard(shard)?;
-        Ok(())
+        self.clear_shard(shard)
+    }
+
+    /// Removes whatever the WAL and the store hold of `shard`, durably: a
+    /// replica created later must not reopen over an earlier one's log,
+    /// nor over its record of a restored snapshot (the next open would
+    /// take it for an install the WAL missed: the churn simulation's
+    /// Multi-Paxos seed 14).
+    fn clear_shard(&mut self, shard: ShardId) -> Result<(), NodeError> {
+        clear_shard(&mut self.wal, &self.store, shard)
     }
 
     /// Forgets the replica of `shard` and answers whoever waits on it
@@ -226,13 +326,20 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// group when the recorded one differs, once the configuration is
     /// committed: every entry of earlier leaders is applied (one of them
     /// may change it) and so is this leader's own last change.
+    ///
+    /// A request timeout after a new configuration is recorded, the leader
+    /// reports it once more at its applied index then: a replica the
+    /// change removed drops itself only on a report at least as new as its
+    /// own log, and a Multi-Paxos replica keeps accepting slots until the
+    /// change takes effect, α slots after the one the first report names
+    /// (the moves simulation's fifth-member scenario, Multi-Paxos, kept
+    /// such a replica for good).
     pub(super) fn report_config(&mut self, shard: ShardId, now: Duration) {
         if !self.is_data_shard(shard) {
             return;
         }
         let Some(s) = self.shards.get(&shard) else { return };
         if !s.is_leader()
-            || now < s.retry_report_at
             || s.applied < s.leases_ready_at
             || s.config_change_at.is_some_and(|at| s.applied < at)
         {
@@ -245,9 +352,27 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         // Runs every round for every shard this node leads: compare
         // before building anything.
         let recorded = self.meta_tables().and_then(|t| t.configs.get(&shard));
-        if recorded
-            .is_some_and(|c| c.voters.iter().eq(&m.voters) && c.learners.iter().eq(&m.learners))
+        if let Some(c) =
+            recorded.filter(|c| c.voters.iter().eq(&m.voters) && c.learners.iter().eq(&m.learners))
         {
+            let confirm = s.confirm_report_at.is_some_and(|at| now >= at) && s.applied > c.applied;
+            if !confirm {
+                return;
+            }
+            let config = ShardConfig { applied: s.applied, ..c.clone() };
+            let s = self.shards.get_mut(&shard).expect("checked above");
+            s.confirm_report_at = None;
+            self.propose_internal(META_SHARD, ProposalBody::ShardConfig(config), now);
+            return;
+        }
+        // The same report again only after a request timeout (it may be
+        // in flight); a new configuration at once: a recorded configuration
+        // that lags lets a member removal strand the shard.
+        let same = s
+            .reported
+            .as_ref()
+            .is_some_and(|(v, l)| v.iter().eq(&m.voters) && l.iter().eq(&m.learners));
+        if same && now < s.retry_report_at {
             return;
         }
         let voters: Vec<NodeId> = m.voters.iter().copied().collect();
@@ -256,6 +381,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let retry = self.cfg.request_timeout;
         let s = self.shards.get_mut(&shard).expect("checked above");
         s.retry_report_at = now + retry;
+        s.confirm_report_at = Some(now + retry);
+        s.reported = Some((voters.clone(), learners.clone()));
         let config = ShardConfig { shard, applied, voters, learners };
         self.propose_internal(META_SHARD, ProposalBody::ShardConfig(config), now);
     }

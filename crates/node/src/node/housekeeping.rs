@@ -103,9 +103,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// leader with a fresh view removes it again; it costs availability,
     /// never safety.)
     fn reconcile_membership(&mut self, shard: ShardId, now: Duration) {
-        let me = self.id;
         let meta = self.meta_shard();
         let Some(s) = self.shards.get(&shard) else { return };
+        let me = s.rid;
         if !s.is_leader() || now < s.retry_membership_at {
             return;
         }
@@ -127,21 +127,35 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
         // A data shard whose target it moves to (`--placement-moves`).
         let data = shard != meta && self.cfg.placement_moves;
-        // Who should hold the shard, and whether as a learner.
+        let current = s.replica.membership();
+        // Who should hold the shard, and whether as a learner: replica
+        // ids. A target node keeps the replica the configuration has of
+        // it; one without gets its current incarnation's, a fresh id if
+        // it held the shard before.
+        let held = current.members();
+        let replica_of = |n: NodeId| {
+            if shard == meta {
+                return n;
+            }
+            let kept = held.iter().copied().find(|&r| table.node_of(r) == n);
+            kept.unwrap_or_else(|| table.fresh_replica(shard, n))
+        };
         let desired: Vec<(NodeId, bool)> = match table.targets.get(&shard) {
             Some(target) if data => target
                 .iter()
-                .filter(|n| table.members.contains_key(n) && !table.removed.contains(n))
-                .map(|&n| (n, false))
+                .filter(|n| !table.removed.contains(n))
+                // A learner member (not yet promoted) holds its shards as a
+                // learner too.
+                .filter_map(|n| table.members.get(n))
+                .map(|m| (replica_of(m.id), m.is_learner))
                 .collect(),
             _ => table
                 .members
                 .values()
                 .filter(|m| !table.removed.contains(&m.id))
-                .map(|m| (m.id, m.is_learner))
+                .map(|m| (replica_of(m.id), m.is_learner))
                 .collect(),
         };
-        let current = s.replica.membership();
         let role = |id: NodeId| {
             if current.voters.contains(&id) {
                 Some(false)
@@ -172,7 +186,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let mut removes = Vec::new();
         // A data shard keeps its old replicas until the new ones vote.
         if !(data && catching_up) {
-            for id in current.members() {
+            for &id in &held {
                 if !desired.iter().any(|&(d, _)| d == id) {
                     removes.push(ChangeOp::Remove(id));
                 }

@@ -228,9 +228,18 @@ struct AlarmRaise {
 /// A shard replica and the node's state about it.
 struct HostedShard<E: Engine, D: Disk> {
     id: ShardId,
+    /// This replica's consensus id: the node id, or a later incarnation's
+    /// fresh id (`crate::cluster::replica_id`).
+    rid: NodeId,
+    /// The incarnation `rid` is of.
+    incarnation: u32,
     replica: E::Replica<D>,
-    /// The last soft state the engine reported.
+    /// The last soft state the engine reported, its leader as a node id
+    /// (see `raw_leader`).
     soft: SoftState,
+    /// The leader's replica id as the engine reported it, kept to map it
+    /// again once the metadata tables know an id they did not.
+    raw_leader: Option<NodeId>,
     /// Highest index applied to the store.
     applied: LogIndex,
     /// The member table and alarms as applied.
@@ -261,8 +270,14 @@ struct HostedShard<E: Engine, D: Disk> {
     /// configuration is reported to the metadata group only once that is
     /// applied, so that a report never names an uncommitted configuration.
     config_change_at: Option<LogIndex>,
-    /// Not before this time: another report of the shard's configuration.
+    /// Not before this time: the same report of the shard's configuration
+    /// again.
     retry_report_at: Duration,
+    /// The voters and learners this leader last reported.
+    reported: Option<(Vec<NodeId>, Vec<NodeId>)>,
+    /// When to report the recorded configuration once more, at a newer
+    /// applied index (see `report_config`).
+    confirm_report_at: Option<Duration>,
     /// Leader: consecutive ticks the shard was quiet (see [`quiet`]).
     quiet_ticks: u32,
     /// The replica does not tick (see [`quiet`]).
@@ -271,16 +286,19 @@ struct HostedShard<E: Engine, D: Disk> {
 
 impl<E: Engine, D: Disk> HostedShard<E, D> {
     /// Starts the replica of `shard` from what the WAL and the store hold
-    /// (nothing, for a replica created to join its shard).
+    /// (nothing, for a replica created to join its shard), as node
+    /// `node`'s replica in its `incarnation`.
     fn open(
         cfg: &NodeConfig,
-        id: NodeId,
+        node: NodeId,
+        incarnation: u32,
         shard: ShardId,
         store: &MvccStore,
         wal: &Wal<D>,
         now: Duration,
     ) -> Result<Self, NodeError> {
         let applied = store.applied_index(shard);
+        let id = crate::cluster::replica_id(node, shard, incarnation);
         let replica = E::create(engine_config(cfg, id, shard), applied, wal.log(shard))?;
         let view = store.read()?;
         let tables = ClusterTables::load(&view, shard)?;
@@ -289,6 +307,9 @@ impl<E: Engine, D: Disk> HostedShard<E, D> {
         let soft = SoftState { role: Role::Follower, leader: None, epoch: replica.status().epoch };
         Ok(HostedShard {
             id: shard,
+            rid: id,
+            incarnation,
+            raw_leader: None,
             soft,
             applied,
             tables,
@@ -304,6 +325,8 @@ impl<E: Engine, D: Disk> HostedShard<E, D> {
             snapshots_installed: 0,
             config_change_at: None,
             retry_report_at: now,
+            reported: None,
+            confirm_report_at: None,
             quiet_ticks: 0,
             hibernating: false,
         })
@@ -423,9 +446,6 @@ pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     next_auth_sync: Duration,
     /// Hibernation of quiet shards and leader balance (see [`quiet`]).
     quiet: quiet::Quiet,
-    /// Data shards whose placement the retired-node rule holds back, with
-    /// the node it would have put back (see `ClusterTables::retired`).
-    placement_blocked: BTreeMap<ShardId, NodeId>,
     /// When the metadata leader next compares the recorded targets with
     /// the placement of the current members (see [`placement`]).
     next_placement: Duration,
@@ -434,7 +454,7 @@ pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     placement_proposal: Option<ProposalId>,
     /// Data shards this node dropped its replica of (see [`hosting`]):
     /// never hosted again (the replica id is the node id).
-    tombstones: BTreeSet<ShardId>,
+    tombstones: BTreeMap<ShardId, u32>,
     /// Proposals another node forwarded for a shard it does not host,
     /// which this node appended as leader: it tells the forwarder when it
     /// applies one (kept until the deadline, then forgotten).
@@ -520,21 +540,16 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             bootstrap_new_cluster(&mut wal, &config, id, members)?;
         }
         let now = clock.now();
-        let tombstones = load_tombstones(&store, &config)?;
+        let (tombstones, incarnations) = load_tombstones(&store, &config)?;
         let mut shards = BTreeMap::new();
         for shard in opened_shards(&config, &wal, &store, &tombstones) {
             reconcile_restored_snapshot(&mut wal, &store, shard, E::SNAPSHOT_KEEPS_LATER_ENTRIES)?;
-            shards.insert(shard, HostedShard::open(&config, id, shard, &store, &wal, now)?);
+            let k = incarnations.get(&shard).copied().unwrap_or(0);
+            shards.insert(shard, HostedShard::open(&config, id, k, shard, &store, &wal, now)?);
         }
         // A drop that crashed part way: finish it.
-        for &shard in &tombstones {
-            if wal.shards().contains(&shard) {
-                wal.remove_shard(shard)?;
-                wal.sync()?;
-            }
-            if store.shards().contains(&shard) {
-                store.remove_shard(shard)?;
-            }
+        for &shard in tombstones.keys() {
+            hosting::clear_shard(&mut wal, &store, shard)?;
         }
         let tokens_from = wal.log(meta_shard).last_index();
         let mut node = Node {
@@ -568,7 +583,6 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             auth_fanouts: BTreeMap::new(),
             next_auth_sync: now,
             quiet: quiet::Quiet::default(),
-            placement_blocked: BTreeMap::new(),
             next_placement: now,
             placement_proposal: None,
             tombstones,
@@ -816,9 +830,33 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// a frame).
     pub fn report_unreachable(&mut self, peer: NodeId) {
         self.forget_claims(peer);
-        for s in self.shards.values_mut() {
-            s.replica.report_unreachable(peer);
+        // The peer's replica of a shard may have an id of its own.
+        let mut theirs = Vec::new();
+        for s in self.shards.values() {
+            for r in s.replica.membership().members() {
+                if r != s.rid && self.node_of(r) == peer {
+                    theirs.push((s.id, r));
+                }
+            }
         }
+        for (shard, r) in theirs {
+            if let Some(s) = self.shards.get_mut(&shard) {
+                s.replica.report_unreachable(r);
+            }
+        }
+    }
+
+    /// The node a replica id belongs to, as the metadata tables applied
+    /// here say (see `ClusterTables::node_of`).
+    pub(super) fn node_of(&self, replica: NodeId) -> NodeId {
+        self.meta_tables().map_or(replica, |t| t.node_of(replica))
+    }
+
+    /// `node`'s replica in `shard`'s configuration as this node's replica
+    /// knows it, if it has one.
+    pub(super) fn replica_on(&self, shard: ShardId, node: NodeId) -> Option<NodeId> {
+        let s = self.shards.get(&shard)?;
+        s.replica.membership().members().into_iter().find(|&r| self.node_of(r) == node)
     }
 
     /// One shard's state, cheaply (no store scan): for metrics and tests.
@@ -828,9 +866,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         let state = self.store.read().and_then(|v| v.shard_state(s.id)).unwrap_or_default();
         Some(ShardStatus {
             shard: s.id,
-            leader: st.leader,
+            leader: st.leader.map(|l| self.node_of(l)),
             is_leader: st.role == Role::Leader,
-            is_learner: st.membership.is_learner_only(self.id),
+            is_learner: st.membership.is_learner_only(s.rid),
             term: st.epoch.round,
             commit_index: st.commit,
             applied_index: s.applied,
@@ -945,8 +983,10 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 "an auth fan-out waits for a shard that is not a data shard"
             );
         }
-        for &t in &self.tombstones {
-            assert!(!self.shards.contains_key(&t), "shard {t} hosted after it was dropped");
+        for (&t, &k) in &self.tombstones {
+            let hosted = self.shards.get(&t).map(|s| s.rid);
+            let dropped = crate::cluster::replica_id(self.id, t, k);
+            assert!(hosted != Some(dropped), "shard {t} hosted as {dropped} after it was dropped");
         }
         for s in self.shards.values() {
             let st = s.replica.status();
@@ -1135,7 +1175,7 @@ fn check_keyspace(store: &MvccStore, cfg: &NodeConfig, existing: bool) -> Result
 /// shard starts on the founders the ring places it on (its configuration
 /// names only them, and only they write it), and the metadata shard's
 /// third entry records that placement as the initial targets: no founder
-/// held a shard it is not placed on, so none is retired for one.
+/// held a shard it is not placed on, so none needs a new incarnation.
 fn bootstrap_new_cluster<D: Disk>(
     wal: &mut Wal<D>,
     cfg: &NodeConfig,

@@ -13,13 +13,9 @@
 //! flight or applied. The metadata group itself stays on every node, as a
 //! voter.
 //!
-//! A replica's consensus id is its node's id, so a shard must never come
-//! back to a node a target once moved it off (see
-//! `ClusterTables::retired`): when the ring would put it back, the leader
-//! reports it ([`Node::placement_blocked`]) and keeps the live members of
-//! its target, filling in for departed ones with other members (or leaves
-//! the target as it is when too few are left); every replica refuses a
-//! target naming a retired node when it applies, whoever proposed it.
+//! A shard may go back to a node a target once moved it off: the replica
+//! it gets there is a new one under a fresh consensus id
+//! (`ClusterTables::incarnations`, [`crate::replica_id`]).
 //!
 //! Targets are acted on by the data shards' leaders (membership changes
 //! toward the target: `housekeeping::reconcile_membership`) and by every
@@ -87,66 +83,26 @@ pub(crate) fn ideal_targets(
     Some(out)
 }
 
-/// The target changes one placement pass proposes, at most `max` of them
-/// in ascending shard order, and the shards held back by the retired-node
-/// rule (each with a retired node its ideal target names).
+/// The target changes one placement pass proposes: at most `max` of
+/// them, in ascending shard order.
 pub(crate) fn next_targets(
     tables: &ClusterTables,
     ideal: &BTreeMap<ShardId, Vec<NodeId>>,
     max: usize,
-) -> (Vec<ShardTarget>, BTreeMap<ShardId, NodeId>) {
-    let mut changes = Vec::new();
-    let mut blocked = BTreeMap::new();
-    for (&shard, nodes) in ideal {
-        if tables.target_of(shard) == *nodes {
-            continue;
-        }
-        let retired = tables.retired.get(&shard);
-        let nodes = match nodes.iter().find(|n| retired.is_some_and(|r| r.contains(n))) {
-            None => nodes.clone(),
-            Some(&node) => {
-                blocked.insert(shard, node);
-                match fallback(tables, shard, nodes) {
-                    Some(other) if other != tables.target_of(shard) => other,
-                    _ => continue,
-                }
-            }
-        };
-        if changes.len() < max {
-            changes.push(ShardTarget { shard, nodes });
-        }
-    }
-    (changes, blocked)
-}
-
-/// A target for `shard` of as many nodes as its `ideal` one, none of
-/// them retired for it, when the ideal names a retired node: the members
-/// of its current target first (no move), then the ideal's, then the
-/// other voting members by id. `None` if too few members are left.
-fn fallback(tables: &ClusterTables, shard: ShardId, ideal: &[NodeId]) -> Option<Vec<NodeId>> {
-    let retired = tables.retired.get(&shard);
-    let usable =
-        |n: &NodeId| tables.members.contains_key(n) && !retired.is_some_and(|r| r.contains(n));
-    let voters = tables.members.values().filter(|m| !m.is_learner).map(|m| m.id);
-    let current = tables.target_of(shard);
-    let mut out: Vec<NodeId> = Vec::with_capacity(ideal.len());
-    for n in current.into_iter().chain(ideal.iter().copied()).chain(voters) {
-        if out.len() == ideal.len() {
-            break;
-        }
-        if usable(&n) && !out.contains(&n) {
-            out.push(n);
-        }
-    }
-    out.sort_unstable();
-    (out.len() == ideal.len()).then_some(out)
+) -> Vec<ShardTarget> {
+    ideal
+        .iter()
+        .filter(|&(&shard, nodes)| tables.target_of(shard) != *nodes)
+        .take(max)
+        .map(|(&shard, nodes)| ShardTarget { shard, nodes: nodes.clone() })
+        .collect()
 }
 
 impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// The metadata leader's placement pass, at most once per election
     /// timeout and one target change in flight at a time; only once it
     /// has applied everything it knows committed, so that it compares
-    /// against the targets and retired nodes every replica will check.
+    /// against the targets every replica holds.
     pub(super) fn plan_placement(&mut self, now: Duration) {
         if now < self.next_placement {
             return;
@@ -175,8 +131,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             0
         };
         let max = (self.cfg.max_concurrent_moves as usize).saturating_sub(moving);
-        let (changes, blocked) = next_targets(&m.tables, &ideal, max);
-        self.placement_blocked = blocked;
+        let changes = next_targets(&m.tables, &ideal, max);
         if changes.is_empty() {
             return;
         }
@@ -226,13 +181,30 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// shard that is not the cluster's.
     pub fn shard_replica_nodes(&self, shard: ShardId) -> Vec<NodeId> {
         if let Some(s) = self.shards.get(&shard) {
-            return s.replica.membership().members().into_iter().collect();
+            let mut nodes: Vec<NodeId> =
+                s.replica.membership().members().into_iter().map(|r| self.node_of(r)).collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            return nodes;
         }
         let in_keyspace = (1..=u64::from(self.cfg.keyspace.shard_count())).contains(&shard.0);
         match self.meta_tables() {
             Some(t) if in_keyspace => t.holders_of(shard),
             _ => Vec::new(),
         }
+    }
+
+    /// This node's replica id in `shard`, if it holds one: its node id, or
+    /// a later incarnation's own id ([`crate::replica_id`]).
+    pub fn shard_replica_id(&self, shard: ShardId) -> Option<NodeId> {
+        self.shards.get(&shard).map(|s| s.rid)
+    }
+
+    /// The node a replica id of a data shard belongs to, as the metadata
+    /// tables applied here know it (an id they do not know is taken as a
+    /// node's own).
+    pub fn replica_node(&self, replica: NodeId) -> NodeId {
+        self.node_of(replica)
     }
 
     /// Data shards whose replicas are not yet where their target puts
@@ -252,14 +224,6 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// Every recorded target, as applied here.
     pub fn shard_targets(&self) -> BTreeMap<ShardId, Vec<NodeId>> {
         self.meta_tables().map(|t| t.targets.clone()).unwrap_or_default()
-    }
-
-    /// Data shards whose ideal placement would put them back on a node a
-    /// target once moved them off, with that node: their target stays as
-    /// it is (see the module docs). Known on the metadata leader, and on
-    /// any node whose replica saw such a target refused.
-    pub fn placement_blocked(&self) -> &BTreeMap<ShardId, NodeId> {
-        &self.placement_blocked
     }
 }
 
@@ -283,8 +247,7 @@ mod tests {
         let ideal = ideal_targets(&t, 8, 3, &BTreeSet::new()).unwrap();
         assert_eq!(ideal.len(), 8);
         assert!(ideal.values().all(|n| n == &[NodeId(1), NodeId(2), NodeId(3)]));
-        let (changes, blocked) = next_targets(&t, &ideal, 4);
-        assert!(changes.is_empty() && blocked.is_empty(), "nothing to record");
+        assert!(next_targets(&t, &ideal, 4).is_empty(), "nothing to record");
     }
 
     #[test]
@@ -305,7 +268,7 @@ mod tests {
             assert_eq!(nodes, &want, "{shard}");
         }
         // Throttled: at most `max` shards per pass.
-        let (changes, _) = next_targets(&t, &ideal, 4);
+        let changes = next_targets(&t, &ideal, 4);
         assert_eq!(changes.len(), 4);
         assert_eq!(changes[0].shard, ShardId(1));
     }
@@ -340,46 +303,27 @@ mod tests {
         assert!(ideal.values().all(|n| n.len() == 3 && !n.contains(&NodeId(5))));
     }
 
-    /// Members `members`; shard 1 targeted at 1, 2 and `third`, having left
-    /// node 3, which the ring would pick again (the returned ideal).
-    fn shard_1_left_node_3(
-        members: &[u64],
-        third: u64,
-    ) -> (ClusterTables, BTreeMap<ShardId, Vec<NodeId>>) {
-        let mut t = tables(members);
-        t.targets.insert(ShardId(1), vec![NodeId(1), NodeId(2), NodeId(third)]);
-        t.retired.insert(ShardId(1), [NodeId(3)].into());
-        let ideal = [(ShardId(1), vec![NodeId(1), NodeId(2), NodeId(3)])].into();
-        (t, ideal)
-    }
-
-    /// A shard whose ideal target names a node it left keeps the live
-    /// members of its target and takes another member in place of a
-    /// removed one, never the retired node.
+    /// A pass proposes the shards whose target differs from the ideal,
+    /// at most `max`, lowest shard first, whoever held them before.
     #[test]
-    fn a_blocked_shard_is_placed_on_other_members_when_its_own_are_gone() {
-        let (mut t, ideal) = shard_1_left_node_3(&[1, 2, 3, 4, 5], 5);
-        // Its replicas live: it stays where it is.
-        let (changes, blocked) = next_targets(&t, &ideal, 4);
-        assert!(changes.is_empty());
-        assert_eq!(blocked, [(ShardId(1), NodeId(3))].into());
-        // Node 5 removed: 4 replaces it, not the retired 3.
-        t.members.remove(&NodeId(5));
-        let (changes, _) = next_targets(&t, &ideal, 4);
-        let want = ShardTarget { shard: ShardId(1), nodes: vec![NodeId(1), NodeId(2), NodeId(4)] };
-        assert_eq!(changes, vec![want]);
-        // And 4 retired too: too few members left, the target stays.
-        t.retired.get_mut(&ShardId(1)).unwrap().insert(NodeId(4));
-        let (changes, blocked) = next_targets(&t, &ideal, 4);
-        assert!(changes.is_empty());
-        assert_eq!(blocked.len(), 1);
-    }
-
-    #[test]
-    fn a_shard_is_never_targeted_back_onto_a_node_it_left() {
-        let (t, ideal) = shard_1_left_node_3(&[1, 2, 3, 4], 4);
-        let (changes, blocked) = next_targets(&t, &ideal, 4);
-        assert!(changes.is_empty());
-        assert_eq!(blocked, [(ShardId(1), NodeId(3))].into());
+    fn a_pass_proposes_at_most_max_changed_targets() {
+        let mut t = tables(&[1, 2, 3, 4]);
+        t.targets.insert(ShardId(1), vec![NodeId(1), NodeId(2), NodeId(4)]);
+        t.targets.insert(ShardId(2), vec![NodeId(1), NodeId(2), NodeId(3)]);
+        let ideal: BTreeMap<ShardId, Vec<NodeId>> = [
+            (ShardId(1), vec![NodeId(1), NodeId(2), NodeId(3)]),
+            (ShardId(2), vec![NodeId(1), NodeId(2), NodeId(3)]),
+            (ShardId(3), vec![NodeId(2), NodeId(3), NodeId(4)]),
+        ]
+        .into();
+        let target = |s: u64, nodes: &[u64]| ShardTarget {
+            shard: ShardId(s),
+            nodes: nodes.iter().copied().map(NodeId).collect(),
+        };
+        // Shard 1 goes back onto node 3, which it may have left: the
+        // replica it gets there is a fresh one (`ClusterTables::incarnations`).
+        assert_eq!(next_targets(&t, &ideal, 4), vec![target(1, &[1, 2, 3]), target(3, &[2, 3, 4])]);
+        assert_eq!(next_targets(&t, &ideal, 1), vec![target(1, &[1, 2, 3])]);
+        assert!(next_targets(&t, &ideal, 0).is_empty());
     }
 }

@@ -205,7 +205,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                     // node is the engine's leader-down hint: campaign in a
                     // few ticks rather than after a whole timeout more
                     // (pre-vote, or check-quorum, still guards a live one).
-                    s.replica.report_unreachable(l);
+                    if let Some(r) = s.raw_leader {
+                        s.replica.report_unreachable(r);
+                    }
                 }
                 Some(_) => {}
             }
@@ -287,8 +289,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         if st.membership.is_joint() || st.commit != st.last_index || s.applied != st.commit {
             return false;
         }
-        st.membership.members().into_iter().filter(|&m| m != self.id).all(|m| {
-            self.heard_recently(m, now)
+        st.membership.members().into_iter().filter(|&m| m != s.rid).all(|m| {
+            self.heard_recently(self.node_of(m), now)
                 && st.progress.iter().any(|p| p.id == m && p.matched == st.last_index)
         })
     }
@@ -339,15 +341,17 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 return None;
             }
             let st = s.replica.status();
-            let caught_up = st.membership.voters.contains(&target)
-                && !st.membership.is_joint()
-                && st.progress.iter().any(|p| p.id == target && p.matched == st.last_index);
-            caught_up.then_some(id)
+            // The target node's replica of this shard, by its own id.
+            let theirs =
+                st.membership.voters.iter().copied().find(|&r| self.node_of(r) == target)?;
+            let caught_up = !st.membership.is_joint()
+                && st.progress.iter().any(|p| p.id == theirs && p.matched == st.last_index);
+            caught_up.then_some((id, theirs))
         });
-        let Some(shard) = shard else { return };
+        let Some((shard, theirs)) = shard else { return };
         let s = self.shards.get_mut(&shard).expect("found above");
         s.wake();
-        if s.replica.transfer_leadership(target).is_ok() {
+        if s.replica.transfer_leadership(theirs).is_ok() {
             self.quiet.transfers_started += 1;
             self.quiet.balancing = Some(BalanceTransfer {
                 shard,

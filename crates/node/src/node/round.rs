@@ -150,8 +150,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 continue;
             }
             for env in frame.messages {
-                // A peer speaks only for itself.
-                if env.from != from || env.to != self.id {
+                // A peer speaks only for its own replicas, to this node's
+                // replica of the shard as it is now: a message to or from
+                // an earlier incarnation is stale (it may carry a vote or
+                // a promise the current one never made).
+                let mine = self.shards.get(&env.shard).map_or(self.id, |s| s.rid);
+                if self.node_of(env.from) != from || env.to != mine {
                     self.frames_dropped += 1;
                     continue;
                 }
@@ -344,11 +348,15 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
 
     /// Reacts to a change of role or leader: waiters bound to the old
     /// leader fail, lease clocks start or stop.
-    fn on_soft_state(&mut self, shard: ShardId, soft: SoftState, now: Duration) {
+    pub(super) fn on_soft_state(&mut self, shard: ShardId, soft: SoftState, now: Duration) {
+        // The engine names replicas; the node routes to nodes.
+        let raw_leader = soft.leader;
+        let soft = SoftState { leader: soft.leader.map(|l| self.node_of(l)), ..soft };
         let (prev, me) = {
             let s = self.shards.get_mut(&shard).expect("hosted");
             let prev = s.soft;
             s.soft = soft;
+            s.raw_leader = raw_leader;
             s.wake();
             (prev, self.id)
         };
@@ -424,7 +432,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     }
 
     pub(super) fn push_message(&mut self, env: Envelope<E::Message>) {
-        self.outbox.entry(env.to).or_default().messages.push(env);
+        let node = self.node_of(env.to);
+        self.outbox.entry(node).or_default().messages.push(env);
     }
 
     pub(super) fn push_node_message(&mut self, to: NodeId, m: NodeMessage) {

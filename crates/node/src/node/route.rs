@@ -511,16 +511,30 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// With placement moves on, the refusal of removing `member` while it
     /// is one of too few voters of some data shard (a removed member stops,
     /// and the shard could no longer reach a quorum to replace it), judged
-    /// by the configurations the shards' leaders last reported.
+    /// by the configurations the shards' leaders last reported; or while a
+    /// shard it holds or is to hold is moving (its reported configuration
+    /// may lag: the churn simulation's seed 2 removed two voters of a shard
+    /// whose report still named three).
     fn removal_strands(&self, member: NodeId) -> Option<NodeError> {
         if !self.cfg.placement_moves {
             return None;
         }
         let t = self.meta_tables()?;
-        t.configs.values().find_map(|c| {
+        let stranded = t.configs.values().find_map(|c| {
             let n = c.voters.len();
-            (c.voters.contains(&member) && n - 1 < n / 2 + 1)
-                .then_some(NodeError::RemoveStrandsShard { member, shard: c.shard, voters: n })
+            let holds = c.voters.iter().any(|&r| t.node_of(r) == member);
+            (holds && n - 1 < n / 2 + 1).then_some(NodeError::RemoveStrandsShard {
+                member,
+                shard: c.shard,
+                voters: n,
+            })
+        });
+        stranded.or_else(|| {
+            let moving = t.targets.keys().copied().find(|&s| {
+                !t.shard_settled(s)
+                    && (t.targets_node(s, member) || t.holders_of(s).contains(&member))
+            })?;
+            Some(NodeError::RemoveWhileMoving { member, shard: moving })
         })
     }
 
@@ -720,11 +734,16 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             return false;
         }
         let table = &s.tables.members;
+        // Replica ids as nodes (a data-shard replica past its first
+        // incarnation has an id of its own).
+        let node_of = |r: &NodeId| s.tables.node_of(*r);
         let matches = |m: &ringkv_consensus::Membership| {
+            let voters: BTreeSet<NodeId> = m.voters.iter().map(node_of).collect();
+            let learners: BTreeSet<NodeId> = m.learners.iter().map(node_of).collect();
             !m.is_joint()
                 && m.voters.len() + m.learners.len() == table.len()
                 && table.values().all(|t| {
-                    if t.is_learner { m.learners.contains(&t.id) } else { m.voters.contains(&t.id) }
+                    if t.is_learner { learners.contains(&t.id) } else { voters.contains(&t.id) }
                 })
         };
         // On a sharded cluster every data shard follows the metadata
@@ -743,12 +762,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 match (self.shards.get(&d), placed) {
                     (Some(h), true) => {
                         let m = h.replica.membership();
-                        !m.is_joint() && m.members().iter().all(listed)
+                        !m.is_joint() && m.members().iter().map(node_of).all(|n| listed(&n))
                     }
                     (Some(h), false) => matches(h.replica.membership()),
-                    (None, _) => {
-                        tables.configs.get(&d).is_none_or(|c| c.nodes().iter().all(listed))
-                    }
+                    (None, _) => tables
+                        .configs
+                        .get(&d)
+                        .is_none_or(|c| c.nodes().iter().map(node_of).all(|n| listed(&n))),
                 }
             });
         matches(s.replica.membership()) && data_settled
@@ -898,6 +918,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     }
 
     fn start_transfer(&mut self, token: Token, shard: ShardId, target: NodeId, deadline: Duration) {
+        // The engine knows the target node by its replica's id.
+        let to_replica = self.replica_on(shard, target).unwrap_or(target);
         let Some(s) = self.shards.get_mut(&shard) else {
             self.complete(token, shard, Err(NodeError::UnknownShard { shard }));
             return;
@@ -912,12 +934,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             return;
         }
         s.wake();
-        match s.replica.transfer_leadership(target) {
+        match s.replica.transfer_leadership(to_replica) {
             Ok(()) => self.transfers.push(PendingTransfer { token, deadline, shard, target }),
-            Err(ProposeError::TransferInProgress { to }) if to == target => {
+            Err(ProposeError::TransferInProgress { to }) if to == to_replica => {
                 self.transfers.push(PendingTransfer { token, deadline, shard, target });
             }
             Err(ProposeError::NotLeader { leader }) => {
+                let leader = leader.map(|l| self.node_of(l));
                 self.complete(token, shard, Err(NodeError::NotLeader { leader }));
             }
             Err(_) => self.complete(token, shard, Err(NodeError::BadTransferee { target })),
@@ -1041,7 +1064,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 }
                 Ok(None)
             }
-            Err(ProposeError::NotLeader { leader }) => Err(RemoteError::NotLeader { leader }),
+            Err(ProposeError::NotLeader { leader }) => {
+                Err(RemoteError::NotLeader { leader: leader.map(|l| self.node_of(l)) })
+            }
             Err(ProposeError::Busy { .. }) => Err(RemoteError::TooManyRequests),
             Err(ProposeError::TooLarge { bytes, limit }) => {
                 Err(RemoteError::TooLarge { bytes, limit })

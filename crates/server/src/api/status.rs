@@ -392,7 +392,8 @@ impl From<NodeError> for EtcdError {
             NodeError::Auth(e) => e.into(),
             e @ (NodeError::SpansShards { .. }
             | NodeError::ShardRequired { .. }
-            | NodeError::RemoveStrandsShard { .. }) => {
+            | NodeError::RemoveStrandsShard { .. }
+            | NodeError::RemoveWhileMoving { .. }) => {
                 EtcdError::ShardRefused { message: e.to_string() }
             }
             NodeError::NotHosted { shard, hosts } => {

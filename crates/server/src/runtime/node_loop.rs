@@ -218,7 +218,15 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                 self.state.advance_revision(status.revision);
             }
             let replica = node.replica_status(shard);
-            let report = ShardReport::new(status, replica.as_ref());
+            let mut report = ShardReport::new(status, replica.as_ref());
+            // Replicas by their nodes (a replica that came back to a node
+            // has an id of its own).
+            for ids in [&mut report.voters, &mut report.learners] {
+                for id in ids.iter_mut() {
+                    *id = node.replica_node(*id);
+                }
+                ids.sort_unstable();
+            }
             cache.reports.insert(shard, (stamp, report.clone()));
             changed.push(report.clone());
             shards.push(report);
