@@ -114,6 +114,49 @@ pub const MAX_CONCURRENT_MOVES_DEFAULT: u32 = 4;
 /// (issue #7: five minutes; tests set seconds).
 pub const DOWN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5 * 60);
 
+/// Longest zone label (`--zone`), in bytes: room for a region and a
+/// rack (`eu-west-1/rack-17`), short enough that the label costs nothing
+/// in every member record it is written into.
+pub const ZONE_BYTES_MAX: usize = 64;
+
+/// Why a label cannot be a zone label ([`check_zone`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ZoneError {
+    /// An empty label: leave the zone out instead.
+    #[error("it is empty: leave --zone out for a member without a zone")]
+    Empty,
+    /// Longer than [`ZONE_BYTES_MAX`].
+    #[error("it is {bytes} bytes long, more than the {max} a zone label may have")]
+    TooLong {
+        /// The label's length.
+        bytes: usize,
+        /// [`ZONE_BYTES_MAX`].
+        max: usize,
+    },
+    /// A space or a control character in it.
+    #[error("it contains whitespace or a control character: use letters, digits and punctuation")]
+    NotPrintable,
+}
+
+/// Checks that `label` is usable as a zone label: non-empty, at most
+/// [`ZONE_BYTES_MAX`] bytes, printable without spaces (so that a table or
+/// a log line shows it as one word).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_zone(label: &str) -> Result<(), ZoneError> {
+    if label.is_empty() {
+        Err(ZoneError::Empty)
+    } else if label.len() > ZONE_BYTES_MAX {
+        Err(ZoneError::TooLong { bytes: label.len(), max: ZONE_BYTES_MAX })
+    } else if label.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(ZoneError::NotPrintable)
+    } else {
+        Ok(())
+    }
+}
+
 /// Most leases in one checkpoint proposal (etcd's
 /// `maxLeaseCheckpointBatchSize`).
 pub const LEASE_CHECKPOINT_BATCH_MAX: usize = 1_000;
@@ -177,6 +220,11 @@ pub struct NodeConfig {
     pub peer_urls: Vec<String>,
     /// URLs clients reach this node at.
     pub client_urls: Vec<String>,
+    /// This member's failure domain (`--zone`), published to the member
+    /// table at start like the name; the ring puts a shard's replicas in
+    /// distinct zones. `None`: no zone (a zone of its own). A usable label
+    /// ([`check_zone`]).
+    pub zone: Option<String>,
     /// How to start on an empty disk.
     pub bootstrap: Bootstrap,
     /// Real time per engine tick.
@@ -267,6 +315,7 @@ impl NodeConfig {
             cluster_token: cluster_token.into(),
             peer_urls,
             client_urls,
+            zone: None,
             bootstrap,
             tick_interval: TICK_INTERVAL_DEFAULT,
             election_ticks: ELECTION_TICKS_DEFAULT,

@@ -134,7 +134,7 @@ pub use config::{
     PENDING_REQUESTS_MAX_DEFAULT, QUOTA_BACKEND_BYTES_DEFAULT, REPLICAS_DEFAULT,
     REQUEST_BYTES_MAX_DEFAULT, REQUEST_TIMEOUT_DEFAULT, SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT,
     SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT, SNAPSHOT_COUNT_DEFAULT, STORE_FILE, TICK_INTERVAL_DEFAULT,
-    TICKS_PER_ROUND_MAX, single_shard_keyspace,
+    TICKS_PER_ROUND_MAX, ZONE_BYTES_MAX, ZoneError, check_zone, single_shard_keyspace,
 };
 pub use engine::{
     Engine, EngineError, EngineKind, PaxosEngine, RaftEngine, UnknownEngine, WithEngine,

@@ -252,6 +252,10 @@ pub struct ServerArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub placement_moves: Option<bool>,
 
+    /// This member's failure domain (rack, zone, region): each data shard's replicas go to distinct zones first. At most 64 bytes, printable, no spaces; empty means none. [default: none]
+    #[arg(long, value_name = "LABEL")]
+    pub zone: Option<String>,
+
     /// Auto compaction mode: `periodic` (the retention is a time) or `revision` (a number of revisions). [default: periodic]
     #[arg(long, value_name = "MODE")]
     pub auto_compaction_mode: Option<AutoCompactionMode>,
@@ -597,6 +601,9 @@ pub struct ServerConfig {
     pub max_concurrent_moves: u32,
     /// Whether data shards move to their targets (`--placement-moves`).
     pub placement_moves: bool,
+    /// This member's zone (`--zone`); `None` when not given or empty.
+    /// Invariant: passes [`ringkv_node::check_zone`].
+    pub zone: Option<String>,
     /// How long a member goes unheard before its shards are placed
     /// elsewhere (`--down-timeout`).
     pub down_timeout: Duration,
@@ -789,6 +796,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// An unusable `--zone`.
+    #[error("--zone {zone:?} is invalid: {source}")]
+    InvalidZone {
+        /// The label.
+        zone: String,
+        /// What is wrong with it.
+        source: ringkv_node::ZoneError,
+    },
     /// `--auth-token` is malformed.
     #[error("--auth-token: {0}")]
     AuthToken(String),
@@ -939,6 +954,7 @@ impl ServerArgs {
             replicas,
             max_concurrent_moves,
             placement_moves,
+            zone,
             down_timeout,
             auto_compaction_mode,
             auto_compaction_retention,
@@ -985,6 +1001,7 @@ impl ServerArgs {
             replicas: replicas.or(lower.replicas),
             max_concurrent_moves: max_concurrent_moves.or(lower.max_concurrent_moves),
             placement_moves: placement_moves.or(lower.placement_moves),
+            zone: zone.or(lower.zone),
             down_timeout: down_timeout.or(lower.down_timeout),
             auto_compaction_mode: auto_compaction_mode.or(lower.auto_compaction_mode),
             auto_compaction_retention: auto_compaction_retention
@@ -1199,6 +1216,12 @@ fn validate(
         return Err(ConfigError::InvalidName { name, reason });
     }
 
+    let zone = raw.zone.clone().filter(|z| !z.is_empty());
+    if let Some(zone) = &zone {
+        ringkv_node::check_zone(zone)
+            .map_err(|source| ConfigError::InvalidZone { zone: zone.clone(), source })?;
+    }
+
     let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     if data_dir.as_os_str().is_empty() {
         return Err(ConfigError::Empty { flag: "data-dir" });
@@ -1391,6 +1414,7 @@ fn validate(
         client_tls,
         peer_tls,
         placement_moves: raw.placement_moves.unwrap_or(false),
+        zone,
         down_timeout,
         debug_remote_shards: raw.debug_remote_shards.unwrap_or(false),
         debug_refuse_forwarded: raw.debug_refuse_forwarded.unwrap_or(false),

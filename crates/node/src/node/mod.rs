@@ -1151,6 +1151,8 @@ fn bootstrap_new_cluster<D: Disk>(
             peer_urls: m.peer_urls.clone(),
             client_urls: Vec::new(),
             is_learner: false,
+            // Published at start: a founder knows only its own.
+            zone: None,
         })
         .collect();
     table.sort_by_key(|m| m.id);
