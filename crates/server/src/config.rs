@@ -94,6 +94,9 @@ pub const DEFAULT_MAX_CONCURRENT_MOVES: u64 = ringkv_node::MAX_CONCURRENT_MOVES_
 /// cluster has would only turn the throttle off, which a large number
 /// below this says as plainly.
 pub const MAX_CONCURRENT_MOVES_LIMIT: u64 = ringkv_ring::SHARD_COUNT_MAX as u64;
+/// Default `--move-bytes-per-second`: 64 MiB/s (see
+/// [`ringkv_node::MOVE_BYTES_PER_SECOND_DEFAULT`]); 0 means no limit.
+pub const DEFAULT_MOVE_BYTES_PER_SECOND: u64 = ringkv_node::MOVE_BYTES_PER_SECOND_DEFAULT;
 /// Default `--hash-key-segments`: 0, the whole key (or its `{tag}`)
 /// decides its shard.
 pub const DEFAULT_HASH_KEY_SEGMENTS: u64 = 0;
@@ -251,6 +254,10 @@ pub struct ServerArgs {
     /// Move data shards to the members placement targets (beyond --replicas members each shard then lives on R of them, not on every member). Off by default: a shard can never return to a member it left, so a cluster that shrinks back after growing cannot refill every shard (docs/adr/0002-sharding.md). [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub placement_moves: Option<bool>,
+
+    /// Snapshot bytes per second this member sends to replicas of data shards being caught up (moves, far-behind followers), so that moves do not starve client traffic; 0 means no limit. [default: 67108864 (64 MiB)]
+    #[arg(long, value_name = "BYTES")]
+    pub move_bytes_per_second: Option<u64>,
 
     /// This member's failure domain (rack, zone, region): each data shard's replicas go to distinct zones first. At most 64 bytes, printable, no spaces; empty means none. [default: none]
     #[arg(long, value_name = "LABEL")]
@@ -601,6 +608,9 @@ pub struct ServerConfig {
     pub max_concurrent_moves: u32,
     /// Whether data shards move to their targets (`--placement-moves`).
     pub placement_moves: bool,
+    /// Snapshot bytes per second sent for data shards
+    /// (`--move-bytes-per-second`); 0: no limit.
+    pub move_bytes_per_second: u64,
     /// This member's zone (`--zone`); `None` when not given or empty.
     /// Invariant: passes [`ringkv_node::check_zone`].
     pub zone: Option<String>,
@@ -954,6 +964,7 @@ impl ServerArgs {
             replicas,
             max_concurrent_moves,
             placement_moves,
+            move_bytes_per_second,
             zone,
             down_timeout,
             auto_compaction_mode,
@@ -1001,6 +1012,7 @@ impl ServerArgs {
             replicas: replicas.or(lower.replicas),
             max_concurrent_moves: max_concurrent_moves.or(lower.max_concurrent_moves),
             placement_moves: placement_moves.or(lower.placement_moves),
+            move_bytes_per_second: move_bytes_per_second.or(lower.move_bytes_per_second),
             zone: zone.or(lower.zone),
             down_timeout: down_timeout.or(lower.down_timeout),
             auto_compaction_mode: auto_compaction_mode.or(lower.auto_compaction_mode),
@@ -1414,6 +1426,7 @@ fn validate(
         client_tls,
         peer_tls,
         placement_moves: raw.placement_moves.unwrap_or(false),
+        move_bytes_per_second: raw.move_bytes_per_second.unwrap_or(DEFAULT_MOVE_BYTES_PER_SECOND),
         zone,
         down_timeout,
         debug_remote_shards: raw.debug_remote_shards.unwrap_or(false),

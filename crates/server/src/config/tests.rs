@@ -689,3 +689,23 @@ fn a_zone_reaches_the_node_from_a_flag_the_environment_or_the_file() {
         assert!(matches!(error, ConfigError::InvalidZone { .. }), "{bad:?}: {error}");
     }
 }
+
+#[test]
+fn move_bytes_per_second_reaches_the_node_and_0_means_no_limit() {
+    let rate = |config: &ServerConfig| {
+        crate::server::node_config(config, crate::server::Start::Found)
+            .unwrap()
+            .move_bytes_per_second
+    };
+    let config = parse(&[], no_env()).unwrap();
+    assert_eq!(rate(&config), DEFAULT_MOVE_BYTES_PER_SECOND);
+    assert_eq!(rate(&parse(&["--move-bytes-per-second=1000"], no_env()).unwrap()), 1_000);
+    assert_eq!(rate(&parse(&["--move-bytes-per-second=0"], no_env()).unwrap()), 0);
+    let from_env = parse(&[], env(&[("RINGKV_MOVE_BYTES_PER_SECOND", "2048")])).unwrap();
+    assert_eq!(rate(&from_env), 2_048);
+    let toml = file("move-bytes-per-second = 4096\n");
+    let flag = format!("--config-file={}", toml.path().display());
+    assert_eq!(rate(&parse(&[&flag], no_env()).unwrap()), 4_096);
+    assert!(parse(&["--move-bytes-per-second=-1"], no_env()).is_err());
+    assert!(parse(&["--move-bytes-per-second=fast"], no_env()).is_err());
+}
