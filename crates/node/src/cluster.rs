@@ -564,11 +564,14 @@ impl ClusterTables {
                 Ok(m) => Ok(Member { is_learner: false, ..m.clone() }),
                 Err(e) => Err(e),
             },
-            MemberChange::Publish { id, name, client_urls } => self.get(*id).map(|m| Member {
-                name: name.clone(),
-                client_urls: client_urls.clone(),
-                ..m.clone()
-            }),
+            MemberChange::Publish { id, name, client_urls, zone } => {
+                self.get(*id).map(|m| Member {
+                    name: name.clone(),
+                    client_urls: client_urls.clone(),
+                    zone: zone.clone(),
+                    ..m.clone()
+                })
+            }
         };
         let member = match checked {
             Ok(m) => m,
@@ -786,6 +789,37 @@ mod tests {
         assert_eq!(t.incarnation(ShardId(5), NodeId(4)), 0);
         let r = replica_id(NodeId(7), ShardId(5), 1);
         assert_eq!(t.node_of(r), NodeId(7));
+    }
+
+    /// A member's zone is what it last published (a restart with another
+    /// zone, or none, replaces it), and it survives a reload.
+    #[test]
+    fn a_published_zone_is_recorded_and_replaced_by_the_next_publish() {
+        let shard = crate::config::META_SHARD;
+        let store =
+            MvccStore::open_on(&SimDisk::new(1), crate::STORE_FILE, StoreOptions::default())
+                .unwrap();
+        let mut t = ClusterTables::default();
+        let members =
+            vec![Member { id: NodeId(1), peer_urls: vec!["p".into()], ..Member::default() }];
+        let publish = |zone: Option<&str>| MemberChange::Publish {
+            id: NodeId(1),
+            name: "m1".into(),
+            client_urls: vec!["c".into()],
+            zone: zone.map(str::to_owned),
+        };
+        let zone_after = |t: &mut ClusterTables, zone: Option<&str>| {
+            store.write(|b| t.apply_member(b, shard, &publish(zone))).unwrap().0.unwrap();
+            let reloaded = ClusterTables::load(&store.read().unwrap(), shard).unwrap();
+            assert_eq!(&reloaded, t);
+            t.members[&NodeId(1)].zone.clone()
+        };
+        store.write(|b| t.apply_init(b, shard, &ClusterInit { cluster_id: 9, members })).unwrap();
+        assert_eq!(t.members[&NodeId(1)].zone, None);
+        assert_eq!(zone_after(&mut t, Some("a")).as_deref(), Some("a"));
+        assert_eq!(zone_after(&mut t, Some("b")).as_deref(), Some("b"));
+        assert_eq!(zone_after(&mut t, None), None);
+        assert_eq!(t.members[&NodeId(1)].name, "m1");
     }
 
     #[test]

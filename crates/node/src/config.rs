@@ -114,6 +114,60 @@ pub const MAX_CONCURRENT_MOVES_DEFAULT: u32 = 4;
 /// (issue #7: five minutes; tests set seconds).
 pub const DOWN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5 * 60);
 
+/// Default `--move-bytes-per-second`: 64 MiB/s of snapshot data per
+/// node. Generous on purpose: about half of a 1 Gbit/s link, so moves go
+/// at a useful pace and foreground traffic keeps the other half; lower it
+/// on slower links. 0 means no limit.
+pub const MOVE_BYTES_PER_SECOND_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// Default snapshot data bytes per message to a replica being caught up
+/// (the engines' InstallSnapshot chunk; `ringkv_consensus::Config`'s
+/// default).
+pub const SNAPSHOT_MESSAGE_BYTES_DEFAULT: u64 = 1 << 20;
+
+/// Longest zone label (`--zone`), in bytes: room for a region and a
+/// rack (`eu-west-1/rack-17`), short enough that the label costs nothing
+/// in every member record it is written into.
+pub const ZONE_BYTES_MAX: usize = 64;
+
+/// Why a label cannot be a zone label ([`check_zone`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ZoneError {
+    /// An empty label: leave the zone out instead.
+    #[error("it is empty: leave --zone out for a member without a zone")]
+    Empty,
+    /// Longer than [`ZONE_BYTES_MAX`].
+    #[error("it is {bytes} bytes long, more than the {max} a zone label may have")]
+    TooLong {
+        /// The label's length.
+        bytes: usize,
+        /// [`ZONE_BYTES_MAX`].
+        max: usize,
+    },
+    /// A space or a control character in it.
+    #[error("it contains whitespace or a control character: use letters, digits and punctuation")]
+    NotPrintable,
+}
+
+/// Checks that `label` is usable as a zone label: non-empty, at most
+/// [`ZONE_BYTES_MAX`] bytes, printable without spaces (so that a table or
+/// a log line shows it as one word).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_zone(label: &str) -> Result<(), ZoneError> {
+    if label.is_empty() {
+        Err(ZoneError::Empty)
+    } else if label.len() > ZONE_BYTES_MAX {
+        Err(ZoneError::TooLong { bytes: label.len(), max: ZONE_BYTES_MAX })
+    } else if label.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err(ZoneError::NotPrintable)
+    } else {
+        Ok(())
+    }
+}
+
 /// Most leases in one checkpoint proposal (etcd's
 /// `maxLeaseCheckpointBatchSize`).
 pub const LEASE_CHECKPOINT_BATCH_MAX: usize = 1_000;
@@ -177,6 +231,11 @@ pub struct NodeConfig {
     pub peer_urls: Vec<String>,
     /// URLs clients reach this node at.
     pub client_urls: Vec<String>,
+    /// This member's failure domain (`--zone`), published to the member
+    /// table at start like the name; the ring puts a shard's replicas in
+    /// distinct zones. `None`: no zone (a zone of its own). A usable label
+    /// ([`check_zone`]).
+    pub zone: Option<String>,
     /// How to start on an empty disk.
     pub bootstrap: Bootstrap,
     /// Real time per engine tick.
@@ -240,6 +299,14 @@ pub struct NodeConfig {
     /// it left, so a cluster that shrinks back to R members after growing
     /// past R cannot refill every shard (ADR 0002).
     pub placement_moves: bool,
+    /// Snapshot data bytes per message to a replica being caught up (the
+    /// engines' InstallSnapshot chunk), at least 1.
+    pub snapshot_message_bytes: u64,
+    /// Snapshot data bytes per second this node sends for data shards
+    /// (`--move-bytes-per-second`; 0: no limit): the catch-up of a moved
+    /// replica, or of a follower too far behind, is paced so that it
+    /// cannot starve foreground traffic (see `node::throttle`).
+    pub move_bytes_per_second: u64,
     /// With placement moves on, how long the metadata leader goes without
     /// a node-level heartbeat from a member before it places that
     /// member's shards on the others (`--down-timeout`); only while enough
@@ -267,6 +334,7 @@ impl NodeConfig {
             cluster_token: cluster_token.into(),
             peer_urls,
             client_urls,
+            zone: None,
             bootstrap,
             tick_interval: TICK_INTERVAL_DEFAULT,
             election_ticks: ELECTION_TICKS_DEFAULT,
@@ -290,6 +358,8 @@ impl NodeConfig {
             max_concurrent_moves: MAX_CONCURRENT_MOVES_DEFAULT,
             placement_moves: false,
             down_timeout: DOWN_TIMEOUT_DEFAULT,
+            move_bytes_per_second: MOVE_BYTES_PER_SECOND_DEFAULT,
+            snapshot_message_bytes: SNAPSHOT_MESSAGE_BYTES_DEFAULT,
         }
     }
 
@@ -360,6 +430,14 @@ impl NodeConfig {
         }
         if self.pending_requests_max == 0 {
             return bad("pending_requests_max", "must be positive");
+        }
+        if self.snapshot_message_bytes == 0 {
+            return bad("snapshot_message_bytes", "must be positive");
+        }
+        if let Some(zone) = &self.zone
+            && let Err(e) = check_zone(zone)
+        {
+            return Err(NodeError::Config { field: "zone", why: e.to_string() });
         }
         if self.peer_urls.is_empty() {
             return bad("peer_urls", "a member needs at least one peer URL");

@@ -76,6 +76,18 @@ pub struct EngineError {
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
+/// What the node needs to know of a snapshot chunk message to pace it
+/// (`--move-bytes-per-second`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The snapshot's index (which snapshot the chunk belongs to).
+    pub index: LogIndex,
+    /// Where the chunk starts in the snapshot's data.
+    pub offset: u64,
+    /// The chunk's data bytes.
+    pub bytes: u64,
+}
+
 /// A consensus engine the node can host replicas of.
 pub trait Engine: 'static {
     /// Which engine this is, as a value (its name is `KIND.name()`).
@@ -114,6 +126,9 @@ pub trait Engine: 'static {
     /// cannot yet say (a Paxos change chosen at or before `index` that takes
     /// effect only later): no snapshot is taken there then.
     fn membership_at<D: Disk>(replica: &Self::Replica<D>, index: LogIndex) -> Option<Membership>;
+
+    /// The snapshot chunk `message` carries, if it is one.
+    fn snapshot_chunk(message: &Self::Message) -> Option<SnapshotChunk>;
 }
 
 /// The Raft engine ([`ringkv_raft::Raft`]).
@@ -146,6 +161,15 @@ impl Engine for RaftEngine {
 
     fn membership_at<D: Disk>(replica: &Raft<ShardLog<D>>, index: LogIndex) -> Option<Membership> {
         replica.membership_at(index)
+    }
+
+    fn snapshot_chunk(message: &ringkv_raft::Message) -> Option<SnapshotChunk> {
+        match &message.body {
+            ringkv_raft::Body::Snapshot { meta, offset, data, .. } => {
+                Some(SnapshotChunk { index: meta.index, offset: *offset, bytes: data.len() as u64 })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -185,6 +209,15 @@ impl Engine for PaxosEngine {
 
     fn membership_at<D: Disk>(replica: &Paxos<ShardLog<D>>, index: LogIndex) -> Option<Membership> {
         replica.membership_at(index)
+    }
+
+    fn snapshot_chunk(message: &ringkv_paxos::Message) -> Option<SnapshotChunk> {
+        match &message.body {
+            ringkv_paxos::Body::Snapshot { meta, offset, data, .. } => {
+                Some(SnapshotChunk { index: meta.index, offset: *offset, bytes: data.len() as u64 })
+            }
+            _ => None,
+        }
     }
 }
 

@@ -130,19 +130,21 @@ pub use config::{
     Bootstrap, DATA_SHARD, DOWN_TIMEOUT_DEFAULT, ELECTION_TICKS_DEFAULT, HEARTBEAT_TICKS_DEFAULT,
     HIBERNATE_AFTER_TICKS, INBOX_FRAMES_MAX, InitialMember, LEADER_BALANCE_INTERVAL_TICKS,
     LEADER_BALANCE_TRANSFER_TICKS, LEASE_CHECKPOINT_BATCH_MAX, LEASE_CHECKPOINT_INTERVAL_DEFAULT,
-    LEASE_REVOKES_PER_ROUND_MAX, MAX_CONCURRENT_MOVES_DEFAULT, META_SHARD, NodeConfig,
-    PENDING_REQUESTS_MAX_DEFAULT, QUOTA_BACKEND_BYTES_DEFAULT, REPLICAS_DEFAULT,
-    REQUEST_BYTES_MAX_DEFAULT, REQUEST_TIMEOUT_DEFAULT, SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT,
-    SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT, SNAPSHOT_COUNT_DEFAULT, STORE_FILE, TICK_INTERVAL_DEFAULT,
-    TICKS_PER_ROUND_MAX, single_shard_keyspace,
+    LEASE_REVOKES_PER_ROUND_MAX, MAX_CONCURRENT_MOVES_DEFAULT, META_SHARD,
+    MOVE_BYTES_PER_SECOND_DEFAULT, NodeConfig, PENDING_REQUESTS_MAX_DEFAULT,
+    QUOTA_BACKEND_BYTES_DEFAULT, REPLICAS_DEFAULT, REQUEST_BYTES_MAX_DEFAULT,
+    REQUEST_TIMEOUT_DEFAULT, SNAPSHOT_CATCH_UP_ENTRIES_DEFAULT, SNAPSHOT_CHUNKS_PER_ROUND_DEFAULT,
+    SNAPSHOT_COUNT_DEFAULT, SNAPSHOT_MESSAGE_BYTES_DEFAULT, STORE_FILE, TICK_INTERVAL_DEFAULT,
+    TICKS_PER_ROUND_MAX, ZONE_BYTES_MAX, ZoneError, check_zone, single_shard_keyspace,
 };
 pub use engine::{
-    Engine, EngineError, EngineKind, PaxosEngine, RaftEngine, UnknownEngine, WithEngine,
-    stored_engine,
+    Engine, EngineError, EngineKind, PaxosEngine, RaftEngine, SnapshotChunk, UnknownEngine,
+    WithEngine, stored_engine,
 };
 pub use error::{ErrorClass, MemberError, NodeError, RemoteError, SpanningRequest};
 pub use frame::{LeaderReply, LeaderRequest, LeaseTtl, NodeMessage, PeerFrame};
 pub use io::{Clock, Transport, Unreachable};
+pub use node::throttle::{MOVE_BURST, MOVE_HELD_CHUNKS_MAX};
 pub use node::{Node, ShardStamp};
 pub use proposal::{
     AlarmChange, AlarmMember, AlarmType, ClusterInit, Layout, Member, MemberChange, Proposal,

@@ -56,6 +56,9 @@ pub struct Member {
     pub client_urls: Vec<String>,
     /// A non-voting member that receives the log.
     pub is_learner: bool,
+    /// Its failure domain (`--zone`); `None` until it starts and publishes
+    /// one, and for a member started without one.
+    pub zone: Option<String>,
 }
 
 /// A change of the member table (etcd's Cluster API).
@@ -75,8 +78,8 @@ pub enum MemberChange {
     /// MemberPromote: a learner becomes a voter (the leader checked that
     /// it has caught up before proposing).
     Promote(NodeId),
-    /// A starting member publishes its name and client URLs (etcd's
-    /// `publish`).
+    /// A starting member publishes its name, client URLs and zone
+    /// (etcd's `publish`, plus the zone).
     Publish {
         /// The member.
         id: NodeId,
@@ -84,6 +87,8 @@ pub enum MemberChange {
         name: String,
         /// Its client URLs.
         client_urls: Vec<String>,
+        /// Its zone; `None` clears a zone it was started with before.
+        zone: Option<String>,
     },
 }
 
@@ -308,22 +313,53 @@ impl Wire for ProposalId {
     }
 }
 
+/// [`Member`]'s flags byte: a learner.
+const MEMBER_LEARNER: u8 = 1;
+
+/// [`Member`]'s flags byte: a zone label follows.
+const MEMBER_ZONED: u8 = 2;
+
+/// Encoding: id, name, peer URLs, client URLs, a flags byte, then the
+/// zone if the flags say so. The flags byte was the learner bool before
+/// zones existed (0 or 1): records written then decode as members without
+/// a zone, and a member without a zone is still written that way.
 impl Wire for Member {
     fn encode(&self, out: &mut Vec<u8>) {
         self.id.encode(out);
         put_str(out, &self.name);
         self.peer_urls.encode(out);
         self.client_urls.encode(out);
-        self.is_learner.encode(out);
+        let mut flags = 0;
+        if self.is_learner {
+            flags |= MEMBER_LEARNER;
+        }
+        if self.zone.is_some() {
+            flags |= MEMBER_ZONED;
+        }
+        out.push(flags);
+        if let Some(zone) = &self.zone {
+            put_str(out, zone);
+        }
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let id = NodeId::decode(d)?;
+        let name = d.string()?;
+        let peer_urls = Vec::<String>::decode(d)?;
+        let client_urls = Vec::<String>::decode(d)?;
+        let at = d.position();
+        let flags = d.u8()?;
+        if flags & !(MEMBER_LEARNER | MEMBER_ZONED) != 0 {
+            return Err(CodecError::BadTag { what: "member flags", tag: flags, at });
+        }
+        let zone = if flags & MEMBER_ZONED != 0 { Some(d.string()?) } else { None };
         let m = Member {
-            id: NodeId::decode(d)?,
-            name: d.string()?,
-            peer_urls: Vec::<String>::decode(d)?,
-            client_urls: Vec::<String>::decode(d)?,
-            is_learner: d.bool()?,
+            id,
+            name,
+            peer_urls,
+            client_urls,
+            is_learner: flags & MEMBER_LEARNER != 0,
+            zone,
         };
         if !m.id.is_valid() {
             return Err(d.invalid("member (id 0)"));
@@ -378,17 +414,19 @@ impl Wire for MemberChange {
                 out.push(3);
                 id.encode(out);
             }
-            MemberChange::Publish { id, name, client_urls } => {
-                out.push(4);
+            MemberChange::Publish { id, name, client_urls, zone } => {
+                // Tag 4 was the publish before zones (no zone field).
+                out.push(5);
                 id.encode(out);
                 put_str(out, name);
                 client_urls.encode(out);
+                zone.encode(out);
             }
         }
     }
 
     fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
-        Ok(match d.tag("member change", 4)? {
+        Ok(match d.tag("member change", 5)? {
             0 => MemberChange::Add(Member::decode(d)?),
             1 => MemberChange::Remove(NodeId::decode(d)?),
             2 => MemberChange::Update {
@@ -396,10 +434,17 @@ impl Wire for MemberChange {
                 peer_urls: Vec::<String>::decode(d)?,
             },
             3 => MemberChange::Promote(NodeId::decode(d)?),
+            4 => MemberChange::Publish {
+                id: NodeId::decode(d)?,
+                name: d.string()?,
+                client_urls: Vec::<String>::decode(d)?,
+                zone: None,
+            },
             _ => MemberChange::Publish {
                 id: NodeId::decode(d)?,
                 name: d.string()?,
                 client_urls: Vec::<String>::decode(d)?,
+                zone: Option::<String>::decode(d)?,
             },
         })
     }
@@ -589,14 +634,28 @@ mod tests {
             prop::collection::vec("[a-z:/0-9]{0,12}", 0..3),
             prop::collection::vec("[a-z:/0-9]{0,12}", 0..3),
             any::<bool>(),
+            prop::option::of("[a-z0-9/-]{0,12}"),
         )
-            .prop_map(|(id, name, peer_urls, client_urls, is_learner)| Member {
+            .prop_map(|(id, name, peer_urls, client_urls, is_learner, zone)| Member {
                 id: NodeId(id),
                 name,
                 peer_urls,
                 client_urls,
                 is_learner,
+                zone,
             })
+    }
+
+    /// A member as the code before zones wrote it: the learner flag as
+    /// a bool, nothing after it.
+    fn member_before_zones(m: &Member) -> Vec<u8> {
+        let mut out = Vec::new();
+        m.id.encode(&mut out);
+        put_str(&mut out, &m.name);
+        m.peer_urls.encode(&mut out);
+        m.client_urls.encode(&mut out);
+        m.is_learner.encode(&mut out);
+        out
     }
 
     fn body() -> impl Strategy<Value = ProposalBody> {
@@ -617,13 +676,16 @@ mod tests {
                 ProposalBody::Member(MemberChange::Update { id: NodeId(id), peer_urls: urls })
             }),
             (1u64..u64::MAX).prop_map(|id| ProposalBody::Member(MemberChange::Promote(NodeId(id)))),
-            (1u64..u64::MAX, "[a-z]{0,5}").prop_map(|(id, name)| {
-                ProposalBody::Member(MemberChange::Publish {
-                    id: NodeId(id),
-                    name,
-                    client_urls: vec!["http://c".into()],
-                })
-            }),
+            (1u64..u64::MAX, "[a-z]{0,5}", prop::option::of("[a-z0-9-]{0,8}")).prop_map(
+                |(id, name, zone)| {
+                    ProposalBody::Member(MemberChange::Publish {
+                        id: NodeId(id),
+                        name,
+                        client_urls: vec!["http://c".into()],
+                        zone,
+                    })
+                }
+            ),
             (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(m, on, space)| {
                 let alarm = if space { AlarmType::NoSpace } else { AlarmType::Corrupt };
                 let am = AlarmMember { member: NodeId(m), alarm };
@@ -750,6 +812,21 @@ mod tests {
             }
         }
 
+        /// Member records and member lists written before zones existed
+        /// read back as members without a zone; a member without a zone
+        /// is still written exactly as then.
+        #[test]
+        fn a_member_written_before_zones_decodes_without_one(m in member()) {
+            let old = Member { zone: None, ..m };
+            let bytes = member_before_zones(&old);
+            prop_assert_eq!(&encode_to_vec(&old), &bytes);
+            prop_assert_eq!(&decode_exact::<Member>(Bytes::from(bytes.clone())).unwrap(), &old);
+            let mut add = vec![0u8];
+            add.extend_from_slice(&bytes);
+            let change = decode_exact::<MemberChange>(Bytes::from(add)).unwrap();
+            prop_assert_eq!(change, MemberChange::Add(old));
+        }
+
         #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..128)) {
             let _ = Proposal::from_bytes(Bytes::from(bytes));
@@ -778,6 +855,31 @@ mod tests {
             body: ProposalBody::Member(MemberChange::Add(Member::default())),
         };
         assert!(Proposal::from_bytes(p.to_bytes()).is_err());
+    }
+
+    /// A publish written before zones (tag 4, no zone field) still applies,
+    /// as a publish of no zone; an unknown flag bit in a member is refused.
+    #[test]
+    fn a_publish_written_before_zones_decodes_without_a_zone() {
+        let mut v4 = vec![4u8];
+        NodeId(9).encode(&mut v4);
+        put_str(&mut v4, "m9");
+        vec!["http://c".to_owned()].encode(&mut v4);
+        let want = MemberChange::Publish {
+            id: NodeId(9),
+            name: "m9".into(),
+            client_urls: vec!["http://c".into()],
+            zone: None,
+        };
+        assert_eq!(decode_exact::<MemberChange>(Bytes::from(v4)).unwrap(), want);
+
+        let zoned = Member { id: NodeId(3), zone: Some("eu-1".into()), ..Member::default() };
+        let mut bytes = encode_to_vec(&zoned);
+        assert_eq!(decode_exact::<Member>(Bytes::from(bytes.clone())).unwrap(), zoned);
+        let flags_at = bytes.len() - 1 - "eu-1".len() - 1;
+        assert_eq!(bytes[flags_at], MEMBER_ZONED);
+        bytes[flags_at] |= 4;
+        assert!(decode_exact::<Member>(Bytes::from(bytes)).is_err());
     }
 
     /// Entries written before the caller was added still apply.

@@ -275,6 +275,10 @@ pub struct Cluster<E: Engine = RaftEngine> {
     pub steps: u64,
     /// What the network delivered so far.
     pub traffic: Traffic,
+    /// Data shards' snapshot data bytes delivered, by sender, as
+    /// (clock reading, running total) at every step it changed: what
+    /// `--move-bytes-per-second` paces, seen from the network.
+    pub snapshot_bytes_from: BTreeMap<NodeId, Vec<(Duration, u64)>>,
 }
 
 /// Traffic the network delivered to running nodes, counted as frames are
@@ -349,6 +353,7 @@ impl<E: Engine> Cluster<E> {
             events: BTreeMap::new(),
             steps: 0,
             traffic: Traffic::default(),
+            snapshot_bytes_from: BTreeMap::new(),
         };
         for i in 1..=n {
             let mut cfg = test_config(i, n, seed);
@@ -444,6 +449,22 @@ impl<E: Engine> Cluster<E> {
                 if let Ok(f) = crate::PeerFrame::<E::Message>::from_bytes(frame.clone()) {
                     self.traffic.consensus_messages += f.messages.len() as u64;
                     self.traffic.node_messages += f.node_messages.len() as u64;
+                    let snapshot_bytes: u64 = f
+                        .messages
+                        .iter()
+                        .filter(|m| m.shard != crate::META_SHARD)
+                        .filter_map(|m| E::snapshot_chunk(&m.body))
+                        .map(|c| c.bytes)
+                        .sum();
+                    if snapshot_bytes > 0 {
+                        let now = self.clock.now();
+                        let totals = self.snapshot_bytes_from.entry(f.from).or_default();
+                        let total = totals.last().map_or(0, |&(_, t)| t) + snapshot_bytes;
+                        match totals.last_mut() {
+                            Some(last) if last.0 == now => last.1 = total,
+                            _ => totals.push((now, total)),
+                        }
+                    }
                 }
                 // A full inbox drops frames, as a network would.
                 let _ = self.node_mut(id).receive(frame);

@@ -13,6 +13,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use common::*;
 use ringkv_consensus::{NodeId, ShardId};
@@ -316,10 +317,88 @@ fn a_replica_given_back_to_a_node_reopens_without_its_predecessors_state<E: Engi
     check_keys(&mut c, &keys);
 }
 
+/// `--move-bytes-per-second` of the throttled move below: small against
+/// the shards' snapshots, so that the bucket, not the moves, sets the pace.
+const MOVE_RATE: u64 = 4_096;
+
+/// Snapshot bytes per message there: several chunks per shard.
+const MOVE_CHUNK: u64 = 1_024;
+
+/// Whether every sender's snapshot bytes, over every interval between two
+/// readings, stay within the bucket's bound: a burst (`MOVE_BURST` of the
+/// rate), the rate times the interval (plus one step: a frame is counted
+/// when delivered, a step after it left), and one chunk (the bucket lets
+/// a chunk out whenever its balance is not negative). Returns the worst
+/// excess, if any: `(sender, from, to, bytes, bound)`.
+fn over_bound(
+    sent: &BTreeMap<NodeId, Vec<(Duration, u64)>>,
+    step: Duration,
+) -> Option<(NodeId, Duration, Duration, u64, u64)> {
+    let burst = MOVE_RATE * ringkv_node::MOVE_BURST.as_secs();
+    for (&from, readings) in sent {
+        for (i, &(t0, _)) in readings.iter().enumerate() {
+            // The bytes delivered at t0 count too: the total before them.
+            let before = if i == 0 { 0 } else { readings[i - 1].1 };
+            for &(t1, total1) in &readings[i..] {
+                let window = (t1 - t0 + step).as_millis() as u64;
+                let bound = burst + MOVE_RATE * window / 1_000 + MOVE_CHUNK;
+                if total1 - before > bound {
+                    return Some((from, t0, t1, total1 - before, bound));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The fourth-member move of the test above, with snapshot bytes
+/// `rate`-limited (0: unlimited); returns the snapshot bytes each sender
+/// delivered, over time, once every shard is placed and every key reads
+/// back.
+fn throttled_move<E: Engine>(rate: u64) -> (BTreeMap<NodeId, Vec<(Duration, u64)>>, Duration) {
+    let edit = move |c: &mut ringkv_node::NodeConfig| {
+        c.keyspace = keyspace();
+        c.placement_moves = true;
+        c.snapshot_count = 20;
+        c.snapshot_catch_up_entries = 5;
+        c.move_bytes_per_second = rate;
+        c.snapshot_message_bytes = MOVE_CHUNK;
+    };
+    let mut c = cluster_with::<E>(3, 107, &edit);
+    wait_leaders(&mut c);
+    // Values large enough that each shard's snapshot is several chunks.
+    let value = "v".repeat(600);
+    let mut keys = write_keys(&mut c, &value);
+    keys.extend(write_keys(&mut c, &format!("{value}-again")));
+    add_voter(&mut c, 4, 107, edit);
+    assert!(c.run_until(STEPS * 40, placed), "shards never reached their targets");
+    // Leaders move for balance once the shards are placed: a read in
+    // flight then fails with `LeaderChanged`, which `check_keys` does not
+    // retry.
+    c.run(STEPS);
+    check_keys(&mut c, &keys);
+    let step = c.config(c.running()[0]).tick_interval;
+    (c.snapshot_bytes_from.clone(), step)
+}
+
+fn moves_send_snapshot_bytes_no_faster_than_the_limit<E: Engine>() {
+    let (sent, step) = throttled_move::<E>(MOVE_RATE);
+    let moved: u64 = sent.values().map(|r| r.last().map_or(0, |&(_, t)| t)).sum();
+    // The scenario must move more than the bound allows at once, or the
+    // check below could not fail.
+    let burst = MOVE_RATE * ringkv_node::MOVE_BURST.as_secs();
+    assert!(moved > 2 * (burst + MOVE_CHUNK), "only {moved} snapshot bytes moved");
+    assert_eq!(over_bound(&sent, step), None, "the limit was exceeded");
+    // Unlimited, the same moves go faster than the limit allows.
+    let (sent, step) = throttled_move::<E>(0);
+    assert!(over_bound(&sent, step).is_some(), "unthrottled moves stayed within the limit");
+}
+
 engine_tests!(
     a_replica_given_back_to_a_node_reopens_without_its_predecessors_state,
     a_member_down_past_the_timeout_has_its_shards_re_created_elsewhere,
     a_fourth_member_moves_every_shard_to_its_target_and_loses_nothing,
     a_fifth_member_takes_its_share_and_nothing_is_lost,
     a_member_whose_removal_would_strand_a_shard_is_refused,
+    moves_send_snapshot_bytes_no_faster_than_the_limit,
 );

@@ -94,6 +94,9 @@ pub const DEFAULT_MAX_CONCURRENT_MOVES: u64 = ringkv_node::MAX_CONCURRENT_MOVES_
 /// cluster has would only turn the throttle off, which a large number
 /// below this says as plainly.
 pub const MAX_CONCURRENT_MOVES_LIMIT: u64 = ringkv_ring::SHARD_COUNT_MAX as u64;
+/// Default `--move-bytes-per-second`: 64 MiB/s (see
+/// [`ringkv_node::MOVE_BYTES_PER_SECOND_DEFAULT`]); 0 means no limit.
+pub const DEFAULT_MOVE_BYTES_PER_SECOND: u64 = ringkv_node::MOVE_BYTES_PER_SECOND_DEFAULT;
 /// Default `--hash-key-segments`: 0, the whole key (or its `{tag}`)
 /// decides its shard.
 pub const DEFAULT_HASH_KEY_SEGMENTS: u64 = 0;
@@ -251,6 +254,14 @@ pub struct ServerArgs {
     /// Move data shards to the members placement targets (beyond --replicas members each shard then lives on R of them, not on every member). Off by default: a shard can never return to a member it left, so a cluster that shrinks back after growing cannot refill every shard (docs/adr/0002-sharding.md). [default: false]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub placement_moves: Option<bool>,
+
+    /// Snapshot bytes per second this member sends to replicas of data shards being caught up (moves, far-behind followers), so that moves do not starve client traffic; 0 means no limit. [default: 67108864 (64 MiB)]
+    #[arg(long, value_name = "BYTES")]
+    pub move_bytes_per_second: Option<u64>,
+
+    /// This member's failure domain (rack, zone, region): each data shard's replicas go to distinct zones first. At most 64 bytes, printable, no spaces; empty means none. [default: none]
+    #[arg(long, value_name = "LABEL")]
+    pub zone: Option<String>,
 
     /// Auto compaction mode: `periodic` (the retention is a time) or `revision` (a number of revisions). [default: periodic]
     #[arg(long, value_name = "MODE")]
@@ -597,6 +608,12 @@ pub struct ServerConfig {
     pub max_concurrent_moves: u32,
     /// Whether data shards move to their targets (`--placement-moves`).
     pub placement_moves: bool,
+    /// Snapshot bytes per second sent for data shards
+    /// (`--move-bytes-per-second`); 0: no limit.
+    pub move_bytes_per_second: u64,
+    /// This member's zone (`--zone`); `None` when not given or empty.
+    /// Invariant: passes [`ringkv_node::check_zone`].
+    pub zone: Option<String>,
     /// How long a member goes unheard before its shards are placed
     /// elsewhere (`--down-timeout`).
     pub down_timeout: Duration,
@@ -789,6 +806,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// An unusable `--zone`.
+    #[error("--zone {zone:?} is invalid: {source}")]
+    InvalidZone {
+        /// The label.
+        zone: String,
+        /// What is wrong with it.
+        source: ringkv_node::ZoneError,
+    },
     /// `--auth-token` is malformed.
     #[error("--auth-token: {0}")]
     AuthToken(String),
@@ -939,6 +964,8 @@ impl ServerArgs {
             replicas,
             max_concurrent_moves,
             placement_moves,
+            move_bytes_per_second,
+            zone,
             down_timeout,
             auto_compaction_mode,
             auto_compaction_retention,
@@ -985,6 +1012,8 @@ impl ServerArgs {
             replicas: replicas.or(lower.replicas),
             max_concurrent_moves: max_concurrent_moves.or(lower.max_concurrent_moves),
             placement_moves: placement_moves.or(lower.placement_moves),
+            move_bytes_per_second: move_bytes_per_second.or(lower.move_bytes_per_second),
+            zone: zone.or(lower.zone),
             down_timeout: down_timeout.or(lower.down_timeout),
             auto_compaction_mode: auto_compaction_mode.or(lower.auto_compaction_mode),
             auto_compaction_retention: auto_compaction_retention
@@ -1199,6 +1228,12 @@ fn validate(
         return Err(ConfigError::InvalidName { name, reason });
     }
 
+    let zone = raw.zone.clone().filter(|z| !z.is_empty());
+    if let Some(zone) = &zone {
+        ringkv_node::check_zone(zone)
+            .map_err(|source| ConfigError::InvalidZone { zone: zone.clone(), source })?;
+    }
+
     let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     if data_dir.as_os_str().is_empty() {
         return Err(ConfigError::Empty { flag: "data-dir" });
@@ -1391,6 +1426,8 @@ fn validate(
         client_tls,
         peer_tls,
         placement_moves: raw.placement_moves.unwrap_or(false),
+        move_bytes_per_second: raw.move_bytes_per_second.unwrap_or(DEFAULT_MOVE_BYTES_PER_SECOND),
+        zone,
         down_timeout,
         debug_remote_shards: raw.debug_remote_shards.unwrap_or(false),
         debug_refuse_forwarded: raw.debug_refuse_forwarded.unwrap_or(false),

@@ -224,6 +224,8 @@ pub fn node_config(config: &ServerConfig, start: Start) -> Result<NodeConfig, Se
     node.replicas = config.replicas;
     node.max_concurrent_moves = config.max_concurrent_moves;
     node.placement_moves = config.placement_moves;
+    node.zone = config.zone.clone();
+    node.move_bytes_per_second = config.move_bytes_per_second;
     node.down_timeout = config.down_timeout;
     Ok(node)
 }

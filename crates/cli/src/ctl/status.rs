@@ -52,6 +52,12 @@ impl MemberView {
         Some((node.shards.len(), led))
     }
 
+    /// Its zone (`--zone`) as its own view reports it: `None` without one,
+    /// and while its view is missing (see [`ClusterView::zone_of`]).
+    fn own_zone(&self) -> Option<&str> {
+        self.node.as_ref().ok()?.zone.as_deref()
+    }
+
     /// How the member is doing, in a word or three.
     fn health(&self) -> String {
         match &self.status {
@@ -115,6 +121,23 @@ impl ClusterView {
             }
         }
         votes.into_iter().max_by_key(|&(_, n)| n).map(|(id, _)| id)
+    }
+
+    /// Member `id`'s zone: from its own view, else from the member table
+    /// of any member that answered (where every member's published zone
+    /// is recorded); `None` when it has none or nobody could say.
+    fn zone_of(&self, id: u64) -> Option<String> {
+        let own = self.member(id).and_then(MemberView::own_zone);
+        if let Some(zone) = own {
+            return Some(zone.to_owned());
+        }
+        let hex = hex_id(id);
+        self.members
+            .iter()
+            .filter_map(|m| m.node.as_ref().ok())
+            .flat_map(|view| &view.members)
+            .find(|m| m.id == hex && m.zone.is_some())
+            .and_then(|m| m.zone.clone())
     }
 
     /// The member with this id.
@@ -244,8 +267,7 @@ pub(crate) async fn status(clients: &Clients, format: OutputFormat) -> Result<()
                     or_dash(s.map(|s| s.raft_applied_index)),
                     or_dash(s.map(|s| human_bytes(s.db_size.max(0).unsigned_abs()))),
                     or_dash(s.map(|s| human_bytes(s.db_size_in_use.max(0).unsigned_abs()))),
-                    // Members carry no zone label yet.
-                    "-".to_owned(),
+                    or_dash(view.zone_of(m.member.id)),
                     m.shards_held_led()
                         .map_or_else(|| "-".to_owned(), |(held, led)| format!("{held}/{led}")),
                     or_dash(s.map(|s| s.version.clone())),
@@ -274,7 +296,7 @@ pub(crate) async fn status(clients: &Clients, format: OutputFormat) -> Result<()
                         "is_learner": m.member.is_learner,
                         "health": m.health(),
                         "role": role(m, leader),
-                        "zone": Value::Null,
+                        "zone": view.zone_of(m.member.id),
                         "shards_held": held_led.map(|(held, _)| held),
                         "shards_led": held_led.map(|(_, led)| led),
                     });
@@ -334,7 +356,8 @@ fn target_cell(row: &ShardRow<'_>, labels: &dyn Fn(&[String]) -> Vec<String>) ->
 /// `ringkv ctl shards`.
 ///
 /// One row per shard any reachable member hosts: the metadata shard 0,
-/// then the data shards. TARGET is the replica set the metadata shard
+/// then the data shards. (`-w json` also gives each replica's zone,
+/// `replica_zones`, in the order of `replicas`.) TARGET is the replica set the metadata shard
 /// records for a data shard once the cluster has more members than
 /// `--replicas` (`-` while every member holds it), marked `(pending)`
 /// while the shard's replicas differ from it. Each row is its leader's own view (replicas,
@@ -350,13 +373,21 @@ pub(crate) async fn shards(clients: &Clients, format: OutputFormat) -> Result<()
     let rows = view.shards();
     let data_shards = rows.iter().filter(|r| r.id != META_SHARD).count();
     // In the member list's order (by name), as the member list shows them.
-    let labels = |ids: &[String]| {
-        let mut ids: Vec<&String> = ids.iter().collect();
+    let in_list_order = |ids: &[String]| {
+        let mut ids: Vec<String> = ids.to_vec();
         ids.sort_by_key(|hex| {
-            let at = view.members.iter().position(|m| hex_id(m.member.id) == **hex);
-            (at.is_none(), at, (*hex).clone())
+            let at = view.members.iter().position(|m| hex_id(m.member.id) == *hex);
+            (at.is_none(), at, hex.clone())
         });
-        ids.into_iter().map(|hex| view.label_of(hex)).collect::<Vec<_>>()
+        ids
+    };
+    let labels = |ids: &[String]| {
+        in_list_order(ids).iter().map(|hex| view.label_of(hex)).collect::<Vec<_>>()
+    };
+    // Each replica's zone, in the order `labels` gives the replicas.
+    let zones = |ids: &[String]| {
+        let zone = |hex: &String| view.member_by_hex(hex).and_then(|m| view.zone_of(m.member.id));
+        in_list_order(ids).iter().map(zone).collect::<Vec<_>>()
     };
     // The store's size, where it is one data shard's.
     let size_of = |row: &ShardRow<'_>| {
@@ -405,6 +436,7 @@ pub(crate) async fn shards(clients: &Clients, format: OutputFormat) -> Result<()
                         "id": row.id,
                         "metadata": row.id == META_SHARD,
                         "replicas": labels(&row.view.voters),
+                        "replica_zones": zones(&row.view.voters),
                         "learners": labels(&row.view.learners),
                         "target": labels(&row.view.target),
                         "moving": is_moving(row),

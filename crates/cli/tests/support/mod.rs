@@ -83,6 +83,8 @@ pub struct MemberSpec {
     pub peer_port: u16,
     /// `--data-dir`.
     pub data_dir: PathBuf,
+    /// Flags this member alone gets (e.g. `--zone=a`), after the cluster's.
+    pub own_flags: Vec<String>,
 }
 
 impl MemberSpec {
@@ -196,6 +198,17 @@ impl ProcessCluster {
     /// Starts `n` members founding a new cluster, each with `extra` flags
     /// and the given timing.
     pub fn start_timed(n: usize, extra: &[&str], timing: Timing) -> anyhow::Result<ProcessCluster> {
+        ProcessCluster::start_each(n, extra, timing, |_| Vec::new())
+    }
+
+    /// Starts `n` members founding a new cluster, each with `extra` flags
+    /// and then `own(i)`'s, with the given timing.
+    pub fn start_each(
+        n: usize,
+        extra: &[&str],
+        timing: Timing,
+        own: impl Fn(usize) -> Vec<String>,
+    ) -> anyhow::Result<ProcessCluster> {
         let dir = tempfile::tempdir()?;
         let token = format!("test-{}-{}", std::process::id(), free_port());
         let extra = extra.iter().map(|s| (*s).to_owned()).collect();
@@ -210,7 +223,8 @@ impl ProcessCluster {
             joins: Vec::new(),
         };
         for i in 0..n {
-            cluster.reserve(&format!("m{i}"));
+            let at = cluster.reserve(&format!("m{i}"));
+            cluster.members[at].own_flags = own(i);
         }
         for i in 0..n {
             cluster.restart(i)?;
@@ -227,6 +241,7 @@ impl ProcessCluster {
             client_port: free_port(),
             peer_port: free_port(),
             data_dir: self.dir.path().join(name),
+            own_flags: Vec::new(),
         });
         self.children.push(None);
         self.joins.push(None);
@@ -279,6 +294,7 @@ impl ProcessCluster {
             args.push(format!("--election-timeout={TEST_ELECTION_MS}"));
         }
         args.extend(self.extra.iter().cloned());
+        args.extend(m.own_flags.iter().cloned());
         args
     }
 

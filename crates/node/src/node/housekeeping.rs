@@ -503,12 +503,15 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
     }
 
-    /// Publishes this member's name and client URLs once it runs (members
-    /// added through MemberAdd have neither; founders have no client URLs).
+    /// Publishes this member's name, client URLs and zone once it runs
+    /// (members added through MemberAdd have none of them; founders have
+    /// no client URLs), and again after a restart that changed them.
     fn publish_attributes(&mut self, shard: ShardId, now: Duration) {
         let Some(s) = self.shards.get_mut(&shard) else { return };
         let Some(m) = s.tables.members.get(&self.id) else { return };
-        if (m.name == self.cfg.name && m.client_urls == self.cfg.client_urls)
+        if (m.name == self.cfg.name
+            && m.client_urls == self.cfg.client_urls
+            && m.zone == self.cfg.zone)
             || now < s.retry_publish_at
             || s.soft.leader.is_none()
         {
@@ -519,6 +522,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             id: self.id,
             name: self.cfg.name.clone(),
             client_urls: self.cfg.client_urls.clone(),
+            zone: self.cfg.zone.clone(),
         };
         self.propose_internal(shard, ProposalBody::Member(change), now);
     }

@@ -10,6 +10,7 @@ pub use quiet::ShardStamp;
 mod round;
 mod route;
 mod snapshot;
+pub(crate) mod throttle;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -468,6 +469,9 @@ pub struct Node<E: Engine, D: Disk, T: Transport, C: Clock> {
     /// The clock when the node opened (a peer never heard from since is
     /// counted as down from then).
     started_at: Duration,
+    /// Pacing of the data shards' snapshot chunks
+    /// (`--move-bytes-per-second`, see [`throttle`]).
+    move_throttle: throttle::MoveThrottle<E::Message>,
 }
 
 /// A request queued by [`Node::submit_as`] or [`Node::submit_to`].
@@ -552,6 +556,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             hosting::clear_shard(&mut wal, &store, shard)?;
         }
         let tokens_from = wal.log(meta_shard).last_index();
+        let move_bytes_per_second = config.move_bytes_per_second;
         let mut node = Node {
             rng: DetRng::new(config.seed ^ id.0.rotate_left(17)),
             cfg: config,
@@ -590,6 +595,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             remote_hint: BTreeMap::new(),
             next_hosting_check: now,
             started_at: now,
+            move_throttle: throttle::MoveThrottle::new(move_bytes_per_second, now),
         };
         for shard in node.hosted_shards() {
             node.provide_snapshot_data(shard)?;
@@ -701,6 +707,19 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
     /// another cluster, or past [`crate::config::INBOX_FRAMES_MAX`]).
     pub fn frames_dropped(&self) -> u64 {
         self.frames_dropped
+    }
+
+    /// Data shards' snapshot data bytes this node let out since it opened
+    /// (paced by `--move-bytes-per-second`).
+    pub fn snapshot_bytes_sent(&self) -> u64 {
+        self.move_throttle.sent_bytes()
+    }
+
+    /// Data shards' snapshot chunks dropped since the node opened because
+    /// [`MOVE_HELD_CHUNKS_MAX`](crate::MOVE_HELD_CHUNKS_MAX) were waiting for
+    /// `--move-bytes-per-second` (their engines send them again).
+    pub fn snapshot_chunks_dropped(&self) -> u64 {
+        self.move_throttle.dropped()
     }
 
     /// When the loop should run its next round if nothing arrives: the next
@@ -1105,6 +1124,7 @@ fn engine_config(cfg: &NodeConfig, id: NodeId, shard: ShardId) -> Config {
     c.election_ticks = cfg.election_ticks;
     c.heartbeat_ticks = cfg.heartbeat_ticks;
     c.read_mode = cfg.read_mode;
+    c.snapshot_chunk_bytes = cfg.snapshot_message_bytes;
     // Leave room in a request for the proposal envelope around it.
     c.max_command_bytes = c.max_command_bytes.max(cfg.request_bytes_max + 4096);
     c.max_uncommitted_bytes = c.max_uncommitted_bytes.max(c.max_command_bytes);
@@ -1191,6 +1211,8 @@ fn bootstrap_new_cluster<D: Disk>(
             peer_urls: m.peer_urls.clone(),
             client_urls: Vec::new(),
             is_learner: false,
+            // Published at start: a founder knows only its own.
+            zone: None,
         })
         .collect();
     table.sort_by_key(|m| m.id);

@@ -5,13 +5,15 @@
 //! While a sharded cluster has at most R voting members (`--replicas`)
 //! every member holds every shard and no target is recorded. Beyond R,
 //! the metadata leader places the data shards on the ring of voting
-//! members (`Ring::place`, weight 1 each) and records, through the
-//! metadata log ([`ProposalBody::ShardTargets`]), the target of each
+//! members (`Ring::place`, weight 1 each, each in the zone it published)
+//! and records, through the metadata log ([`ProposalBody::ShardTargets`]), the target of each
 //! shard whose recorded target differs: at most
 //! [`NodeConfig::max_concurrent_moves`](crate::NodeConfig) shards per
 //! pass, one pass per election timeout while the previous change is in
 //! flight or applied. The metadata group itself stays on every node, as a
-//! voter.
+//! voter. Once any member carries a zone, no pass runs while a voting
+//! member that is not down has yet to publish its own (see
+//! `zones_pending`).
 //!
 //! A shard may go back to a node a target once moved it off: the replica
 //! it gets there is a new one under a fresh consensus id
@@ -39,7 +41,9 @@ use crate::proposal::{ProposalBody, ShardTarget};
 
 /// Every data shard's ideal replica set given the member table: every
 /// member while at most `replicas` members vote, else the ring placement
-/// of the voting members (ascending node ids per shard). `None` when the
+/// of the voting members, each in the zone it published (`--zone`), so
+/// that a shard's replicas are in distinct zones as far as the zones
+/// allow (the ring's zone rule); ascending node ids per shard. `None` when the
 /// table cannot be placed (no voter, or a keyspace the ring refuses).
 ///
 /// Members in `down` are left out while the others still number at least
@@ -68,7 +72,14 @@ pub(crate) fn ideal_targets(
         let all: Vec<NodeId> = tables.members.keys().copied().collect();
         return Some(shards.map(|s| (s, all.clone())).collect());
     }
-    let ring = Ring::new(voters.iter().map(|id| NodeSpec::new(ringkv_ring::NodeId(id.0)))).ok()?;
+    let spec = |id: &NodeId| {
+        let node = NodeSpec::new(ringkv_ring::NodeId(id.0));
+        match tables.members.get(id).and_then(|m| m.zone.as_deref()) {
+            Some(zone) => node.with_zone(zone),
+            None => node,
+        }
+    };
+    let ring = Ring::new(voters.iter().map(spec)).ok()?;
     let placement = ring.place(&PlacementConfig::new(shard_count, replicas)).ok()?;
     let mut out = BTreeMap::new();
     for shard in shards {
@@ -81,6 +92,20 @@ pub(crate) fn ideal_targets(
         out.insert(shard, nodes);
     }
     Some(out)
+}
+
+/// Whether a placement now would use zones not yet known: some member
+/// carries a zone (the cluster uses them) while a voting member not in
+/// `down` has not published yet (no client URLs: its zone is unknown).
+/// Placing then would move shards once without that member's zone and
+/// again with it.
+fn zones_pending(tables: &ClusterTables, down: &BTreeSet<NodeId>) -> bool {
+    let zoned = tables.members.values().any(|m| m.zone.is_some());
+    zoned
+        && tables
+            .members
+            .values()
+            .any(|m| !m.is_learner && m.client_urls.is_empty() && !down.contains(&m.id))
 }
 
 /// The target changes one placement pass proposes: at most `max` of
@@ -120,6 +145,9 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         self.next_placement = now + self.cfg.election_timeout();
         let shard_count = self.cfg.keyspace.shard_count();
         let down = self.down_members(now);
+        if zones_pending(&m.tables, &down) {
+            return;
+        }
         let Some(ideal) = ideal_targets(&m.tables, shard_count, self.cfg.replicas, &down) else {
             return;
         };
@@ -271,6 +299,90 @@ mod tests {
         let changes = next_targets(&t, &ideal, 4);
         assert_eq!(changes.len(), 4);
         assert_eq!(changes[0].shard, ShardId(1));
+    }
+
+    /// The placement as it was computed before members carried zones.
+    fn ring_placement(ids: &[u64], shards: u32, r: u32) -> BTreeMap<ShardId, Vec<NodeId>> {
+        let ring = Ring::new(ids.iter().map(|&i| NodeSpec::new(ringkv_ring::NodeId(i)))).unwrap();
+        let placement = ring.place(&PlacementConfig::new(shards, r)).unwrap();
+        (1..=u64::from(shards))
+            .map(|s| {
+                let mut nodes: Vec<NodeId> = placement
+                    .replicas(ringkv_ring::ShardId(s))
+                    .unwrap()
+                    .iter()
+                    .map(|n| NodeId(n.0))
+                    .collect();
+                nodes.sort_unstable();
+                (ShardId(s), nodes)
+            })
+            .collect()
+    }
+
+    fn zoned(t: &mut ClusterTables, zones: &[(u64, &str)]) {
+        for &(id, zone) in zones {
+            t.members.get_mut(&NodeId(id)).unwrap().zone = Some(zone.to_owned());
+        }
+    }
+
+    #[test]
+    fn replicas_go_to_distinct_zones_when_members_carry_zones() {
+        let ids = [1, 2, 3, 4, 5, 6];
+        let mut t = tables(&ids);
+        // Zones chosen so that the zoneless ring puts some shard's
+        // replicas twice in one zone: the zones must change the result.
+        zoned(&mut t, &[(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")]);
+        let zone_of = |n: &NodeId| t.members[n].zone.clone().unwrap();
+        let ideal = ideal_targets(&t, 64, 3, &BTreeSet::new()).unwrap();
+        assert_eq!(ideal.len(), 64);
+        for (shard, nodes) in &ideal {
+            let zones: BTreeSet<String> = nodes.iter().map(zone_of).collect();
+            assert_eq!(zones.len(), 3, "{shard}: {nodes:?}");
+        }
+        let without = ring_placement(&ids, 64, 3);
+        let same_zone_twice = without
+            .values()
+            .any(|nodes| nodes.iter().map(zone_of).collect::<BTreeSet<_>>().len() < 3);
+        assert!(same_zone_twice, "the zoneless placement already spans 3 zones everywhere");
+    }
+
+    #[test]
+    fn fewer_zones_than_replicas_spread_round_robin() {
+        let mut t = tables(&[1, 2, 3, 4, 5, 6]);
+        zoned(&mut t, &[(1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "b"), (6, "b")]);
+        let ideal = ideal_targets(&t, 32, 3, &BTreeSet::new()).unwrap();
+        for (shard, nodes) in &ideal {
+            let in_a = nodes.iter().filter(|n| n.0 <= 3).count();
+            assert!(nodes.len() == 3 && (in_a == 1 || in_a == 2), "{shard}: {nodes:?}");
+        }
+    }
+
+    #[test]
+    fn a_zoned_cluster_is_not_placed_while_a_member_has_not_published() {
+        let mut t = tables(&[1, 2, 3, 4]);
+        for m in t.members.values_mut() {
+            m.client_urls = vec![format!("http://n{}", m.id.0)];
+        }
+        t.members.get_mut(&NodeId(4)).unwrap().client_urls.clear();
+        let none = BTreeSet::new();
+        assert!(!zones_pending(&t, &none), "no zones: nothing to wait for");
+        zoned(&mut t, &[(1, "a")]);
+        assert!(zones_pending(&t, &none), "4's zone is not known yet");
+        assert!(!zones_pending(&t, &[NodeId(4)].into()), "unless it is down");
+        t.members.get_mut(&NodeId(4)).unwrap().is_learner = true;
+        assert!(!zones_pending(&t, &none), "learners are not placed on");
+        t.members.get_mut(&NodeId(4)).unwrap().is_learner = false;
+        t.members.get_mut(&NodeId(4)).unwrap().client_urls = vec!["http://n4".into()];
+        assert!(!zones_pending(&t, &none));
+    }
+
+    #[test]
+    fn without_zones_the_placement_is_the_zoneless_ring_s() {
+        for n in 4..=9u64 {
+            let ids: Vec<u64> = (1..=n).collect();
+            let ideal = ideal_targets(&tables(&ids), 64, 3, &BTreeSet::new()).unwrap();
+            assert_eq!(ideal, ring_placement(&ids, 64, 3), "{n} members");
+        }
     }
 
     #[test]

@@ -431,7 +431,22 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         }
     }
 
+    /// Queues `env` for this round's frame to its peer; a data shard's
+    /// snapshot chunk only as `--move-bytes-per-second` allows (else it
+    /// waits in [`throttle`](super::throttle) for a later round).
     pub(super) fn push_message(&mut self, env: Envelope<E::Message>) {
+        let env = match E::snapshot_chunk(&env.body) {
+            // The shard holding the member table (on one-shard clusters,
+            // the only one) is never held back: every member needs it.
+            Some(chunk) if env.shard != self.meta_shard() => {
+                let now = self.clock.now();
+                match self.move_throttle.offer(env, chunk, now) {
+                    Some(env) => env,
+                    None => return,
+                }
+            }
+            _ => env,
+        };
         let node = self.node_of(env.to);
         self.outbox.entry(node).or_default().messages.push(env);
     }
@@ -442,6 +457,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
 
     /// Sends one frame per peer with everything queued for it.
     pub(super) fn flush_outbox(&mut self) {
+        if self.move_throttle.is_holding() {
+            for env in self.move_throttle.release(self.clock.now()) {
+                let node = self.node_of(env.to);
+                self.outbox.entry(node).or_default().messages.push(env);
+            }
+        }
         let cluster_id = self.cluster_id();
         for (to, out) in std::mem::take(&mut self.outbox) {
             let frame = PeerFrame {

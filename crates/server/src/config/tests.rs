@@ -662,3 +662,50 @@ fn the_test_only_remote_shard_flags_are_off_by_default_and_hidden() {
         assert!(arg.is_hide_set(), "--{flag} must stay out of --help");
     }
 }
+
+#[test]
+fn a_zone_reaches_the_node_from_a_flag_the_environment_or_the_file() {
+    let node_zone = |config: &ServerConfig| {
+        crate::server::node_config(config, crate::server::Start::Found).unwrap().zone
+    };
+    let config = parse(&[], no_env()).unwrap();
+    assert_eq!((config.zone.as_deref(), node_zone(&config)), (None, None));
+    let config = parse(&["--zone=eu-west-1/rack-2"], no_env()).unwrap();
+    assert_eq!(node_zone(&config).as_deref(), Some("eu-west-1/rack-2"));
+    assert_eq!(parse(&[], env(&[("RINGKV_ZONE", "b")])).unwrap().zone.as_deref(), Some("b"));
+    let flag_first = parse(&["--zone=a"], env(&[("RINGKV_ZONE", "b")])).unwrap();
+    assert_eq!(flag_first.zone.as_deref(), Some("a"));
+    let toml = file("zone = \"c\"\n");
+    let flag = format!("--config-file={}", toml.path().display());
+    assert_eq!(parse(&[&flag], no_env()).unwrap().zone.as_deref(), Some("c"));
+    // Empty: no zone, as when not given.
+    assert_eq!(parse(&["--zone="], no_env()).unwrap().zone, None);
+    assert_eq!(parse(&[], env(&[("RINGKV_ZONE", "")])).unwrap().zone, None);
+    let at_most = "z".repeat(ringkv_node::ZONE_BYTES_MAX);
+    assert!(parse(&[&format!("--zone={at_most}")], no_env()).is_ok());
+    let too_long = "z".repeat(ringkv_node::ZONE_BYTES_MAX + 1);
+    for bad in [too_long.as_str(), "rack 1", "tab\there", "bell\u{7}"] {
+        let error = parse(&[&format!("--zone={bad}")], no_env()).unwrap_err();
+        assert!(matches!(error, ConfigError::InvalidZone { .. }), "{bad:?}: {error}");
+    }
+}
+
+#[test]
+fn move_bytes_per_second_reaches_the_node_and_0_means_no_limit() {
+    let rate = |config: &ServerConfig| {
+        crate::server::node_config(config, crate::server::Start::Found)
+            .unwrap()
+            .move_bytes_per_second
+    };
+    let config = parse(&[], no_env()).unwrap();
+    assert_eq!(rate(&config), DEFAULT_MOVE_BYTES_PER_SECOND);
+    assert_eq!(rate(&parse(&["--move-bytes-per-second=1000"], no_env()).unwrap()), 1_000);
+    assert_eq!(rate(&parse(&["--move-bytes-per-second=0"], no_env()).unwrap()), 0);
+    let from_env = parse(&[], env(&[("RINGKV_MOVE_BYTES_PER_SECOND", "2048")])).unwrap();
+    assert_eq!(rate(&from_env), 2_048);
+    let toml = file("move-bytes-per-second = 4096\n");
+    let flag = format!("--config-file={}", toml.path().display());
+    assert_eq!(rate(&parse(&[&flag], no_env()).unwrap()), 4_096);
+    assert!(parse(&["--move-bytes-per-second=-1"], no_env()).is_err());
+    assert!(parse(&["--move-bytes-per-second=fast"], no_env()).is_err());
+}

@@ -39,6 +39,7 @@ fn view_with(events: Vec<Event>) -> NodeView {
     NodeView {
         member_id: "0000000000000001".into(),
         name: "m0".into(),
+        zone: None,
         cluster_id: "00000000000000aa".into(),
         engine: "raft".into(),
         version: "0.1.0".into(),
@@ -87,6 +88,29 @@ fn node_views_survive_a_round_trip_through_json() {
     let json = serde_json::to_string(&view).unwrap();
     let back: NodeView = serde_json::from_str(&json).unwrap();
     assert_eq!(back, view);
+}
+
+/// A member that predates zones sends views without them: they read as
+/// no zone; a zone, member's and own, survives the round trip.
+#[test]
+fn zones_are_optional_in_node_views() {
+    let mut view = view_with(Vec::new());
+    view.members.push(MemberView {
+        id: view.member_id.clone(),
+        name: "m0".into(),
+        client_urls: Vec::new(),
+        peer_urls: Vec::new(),
+        is_learner: false,
+        zone: Some("a".into()),
+    });
+    view.zone = Some("a".into());
+    let json = serde_json::to_value(&view).unwrap();
+    assert_eq!(serde_json::from_value::<NodeView>(json.clone()).unwrap(), view);
+    let mut old = json;
+    old.as_object_mut().unwrap().remove("zone");
+    old["members"][0].as_object_mut().unwrap().remove("zone");
+    let back: NodeView = serde_json::from_value(old).unwrap();
+    assert_eq!((back.zone, back.members[0].zone.clone()), (None, None));
 }
 
 #[test]

@@ -20,6 +20,10 @@ pub struct NodeView {
     pub member_id: String,
     /// Its name.
     pub name: String,
+    /// Its zone (`--zone`) as the member table records it; `None` for a
+    /// member without one (and in views from members that predate zones).
+    #[serde(default)]
+    pub zone: Option<String>,
     /// The cluster id (16 hex digits).
     pub cluster_id: String,
     /// Its consensus engine (`raft`, `paxos`).
@@ -88,6 +92,9 @@ pub struct MemberView {
     pub peer_urls: Vec<String>,
     /// Whether it is a learner.
     pub is_learner: bool,
+    /// Its zone (`--zone`; `None` until it started, or without one).
+    #[serde(default)]
+    pub zone: Option<String>,
 }
 
 /// One member in the cluster view.
@@ -154,7 +161,9 @@ pub fn node_view(ctx: &Context, shard_count: u32) -> NodeView {
     };
     let members = state.members();
     let me = state.member_id();
-    let name = members.iter().find(|m| m.id == me).map(|m| m.name.clone()).unwrap_or_default();
+    let own = members.iter().find(|m| m.id == me);
+    let name = own.map(|m| m.name.clone()).unwrap_or_default();
+    let zone = own.and_then(|m| m.zone.clone());
     let shards = state
         .shard_reports()
         .into_iter()
@@ -185,6 +194,7 @@ pub fn node_view(ctx: &Context, shard_count: u32) -> NodeView {
     NodeView {
         member_id: hex_id(me),
         name,
+        zone,
         cluster_id: format!("{:016x}", state.cluster_id()),
         engine: node.metrics().engine().to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -199,6 +209,7 @@ pub fn node_view(ctx: &Context, shard_count: u32) -> NodeView {
                 client_urls: m.client_urls,
                 peer_urls: m.peer_urls,
                 is_learner: m.is_learner,
+                zone: m.zone,
             })
             .collect(),
         metrics: node.metrics().snapshot(),
@@ -221,6 +232,7 @@ pub async fn cluster_view(ctx: &Context, shard_count: u32) -> ClusterView {
             client_urls: Vec::new(),
             peer_urls: Vec::new(),
             is_learner: false,
+            zone: own.zone.clone(),
         });
     }
     let fetches = members.iter().enumerate().map(|(i, m)| {

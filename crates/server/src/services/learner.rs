@@ -82,6 +82,7 @@ mod tests {
             peer_urls: Vec::new(),
             client_urls: Vec::new(),
             is_learner,
+            zone: None,
         }
     }
 
