@@ -227,6 +227,53 @@ pub enum NodeError {
         /// How many voters the shard has.
         voters: usize,
     },
+    /// A drain names a member the cluster does not have (never added,
+    /// or already removed).
+    #[error(
+        "member {member:x} is not a member of the cluster: nothing to drain (ringkv ctl node list \
+         shows the members)",
+        member = member.0
+    )]
+    DrainUnknownMember {
+        /// The id given.
+        member: NodeId,
+    },
+    /// A drain names a learner: no data shard is placed on a learner, so
+    /// there is nothing to move off it.
+    #[error(
+        "member {member:x} is a learner, which holds no data shard: remove it directly",
+        member = member.0
+    )]
+    DrainLearner {
+        /// The learner.
+        member: NodeId,
+    },
+    /// Draining the member would leave fewer voting members than the
+    /// replicas each data shard needs.
+    #[error(
+        "draining member {member:x} would leave {left} voting members that are not draining, \
+         fewer than the {replicas} replicas each data shard needs: add {needed} more members \
+         (or stop another drain) first",
+        member = member.0,
+        needed = (*replicas as usize).saturating_sub(*left)
+    )]
+    DrainTooFewMembers {
+        /// The member.
+        member: NodeId,
+        /// Voting members left that are not draining.
+        left: usize,
+        /// Replicas per data shard (`--replicas`).
+        replicas: u32,
+    },
+    /// A drain asked of a cluster whose replicas do not move: without
+    /// `--placement-moves` (or with one shard) every member holds every
+    /// shard, and there is nothing to move.
+    #[error(
+        "this cluster does not move replicas (it runs without --placement-moves, or with one \
+         shard): every member holds every shard, so there is nothing to drain; remove the member \
+         directly"
+    )]
+    DrainNeedsPlacementMoves,
     /// A request for a data shard this member holds no replica of (the
     /// shard is placed on other members): the server sends it on to one of
     /// `hosts`.
@@ -390,12 +437,16 @@ impl NodeError {
             | NodeError::Removed
             | NodeError::UnknownShard { .. }
             | NodeError::NotHosted { .. } => ErrorClass::Unavailable,
+            NodeError::DrainUnknownMember { .. } => ErrorClass::NotFound,
             NodeError::TooManyRequests { .. } | NodeError::NoSpace => ErrorClass::ResourceExhausted,
             NodeError::RequestTooLarge { .. } => ErrorClass::InvalidArgument,
             NodeError::NotLeader { .. }
             | NodeError::BadTransferee { .. }
             | NodeError::SpansShards { .. }
             | NodeError::RemoveStrandsShard { .. }
+            | NodeError::DrainLearner { .. }
+            | NodeError::DrainTooFewMembers { .. }
+            | NodeError::DrainNeedsPlacementMoves
             | NodeError::ShardRequired { .. }
             | NodeError::NotShardable { .. } => ErrorClass::FailedPrecondition,
             NodeError::WrongShard { .. } => ErrorClass::InvalidArgument,

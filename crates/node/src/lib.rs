@@ -143,10 +143,10 @@ pub use engine::{
 pub use error::{ErrorClass, MemberError, NodeError, RemoteError, SpanningRequest};
 pub use frame::{LeaderReply, LeaderRequest, LeaseTtl, NodeMessage, PeerFrame};
 pub use io::{Clock, Transport, Unreachable};
-pub use node::{Node, ShardStamp};
+pub use node::{MemberReplicas, Node, ShardStamp};
 pub use proposal::{
-    AlarmChange, AlarmMember, AlarmType, ClusterInit, Layout, Member, MemberChange, Proposal,
-    ProposalBody, ProposalId, ShardConfig, ShardTarget,
+    AlarmChange, AlarmMember, AlarmType, ClusterInit, DrainChange, Layout, Member, MemberChange,
+    Proposal, ProposalBody, ProposalId, ShardConfig, ShardTarget,
 };
 pub use request::{
     AlarmAction, Completion, Header, NodeStatus, ReadRequest, Reply, Request, RoundOutput,
