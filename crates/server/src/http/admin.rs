@@ -43,6 +43,11 @@ use crate::services::Context;
 /// The path of the drain status, and the prefix of a member's drain.
 pub const DRAIN_PATH: &str = "/ringkv/v1/drain";
 
+/// [`AdminError::reason`] of a member that does not move replicas, so
+/// that a client can tell it from other refusals and carry on without a
+/// drain.
+pub const NO_PLACEMENT_MOVES: &str = "no_placement_moves";
+
 /// Every member's data-shard replicas: `GET` [`DRAIN_PATH`]'s answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainStatus {
@@ -71,6 +76,10 @@ pub struct AdminError {
     pub error: String,
     /// The gRPC code the same refusal has on the etcd API.
     pub code: i32,
+    /// A machine-readable reason where a client may act on it:
+    /// [`NO_PLACEMENT_MOVES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The admin routes over the services' `ctx`.
@@ -105,7 +114,8 @@ fn credential(ctx: &Context, headers: &HeaderMap) -> Credential {
 
 /// The answer to a member that does not move replicas.
 fn moves_off() -> Response<Body> {
-    refusal(Status::from(EtcdError::from(NodeError::DrainNeedsPlacementMoves)))
+    let status = Status::from(EtcdError::from(NodeError::DrainNeedsPlacementMoves));
+    refusal_with(status, Some(NO_PLACEMENT_MOVES))
 }
 
 async fn drain_status(ctx: Context, headers: HeaderMap) -> Response<Body> {
@@ -155,9 +165,17 @@ async fn drain(ctx: Context, headers: HeaderMap, member: String, draining: bool)
 }
 
 fn refusal(status: Status) -> Response<Body> {
+    refusal_with(status, None)
+}
+
+fn refusal_with(status: Status, reason: Option<&str>) -> Response<Body> {
     let code = StatusCode::from_u16(http_status(status.code()))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = AdminError { error: status.message().to_owned(), code: status.code() as i32 };
+    let body = AdminError {
+        error: status.message().to_owned(),
+        code: status.code() as i32,
+        reason: reason.map(str::to_owned),
+    };
     json(code, &body)
 }
 

@@ -10,7 +10,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::admin::{AdminError, DRAIN_PATH, DrainStatus};
+use super::admin::{AdminError, DRAIN_PATH, DrainStatus, NO_PLACEMENT_MOVES};
 use crate::config::HttpUrl;
 
 /// Largest answer read from an admin call, in bytes (a status lists every
@@ -65,6 +65,8 @@ pub enum AdminCallError {
         status: StatusCode,
         /// The member's reason.
         error: String,
+        /// Its machine-readable reason, if it gave one.
+        reason: Option<String>,
     },
     /// An answer that is not what the call answers (an older ringkv, or
     /// not ringkv), or too long.
@@ -79,6 +81,14 @@ pub enum AdminCallError {
         /// What is wrong.
         why: String,
     },
+}
+
+impl AdminCallError {
+    /// Whether the member refused because it does not move replicas
+    /// (every member holds every shard: there is nothing to drain).
+    pub fn no_placement_moves(&self) -> bool {
+        matches!(self, AdminCallError::Refused { reason: Some(r), .. } if r == NO_PLACEMENT_MOVES)
+    }
 }
 
 /// Every member's data-shard replicas and drain flag as the member at
@@ -167,9 +177,9 @@ async fn exchange(url: &HttpUrl, method: Method, path: String) -> Result<Bytes, 
     if status == StatusCode::OK {
         return Ok(body);
     }
-    let error = match serde_json::from_slice::<AdminError>(&body) {
-        Ok(e) => e.error,
-        Err(_) => format!("HTTP {status} (does it run this ringkv version?)"),
+    let (error, reason) = match serde_json::from_slice::<AdminError>(&body) {
+        Ok(e) => (e.error, e.reason),
+        Err(_) => (format!("HTTP {status} (does it run this ringkv version?)"), None),
     };
-    Err(AdminCallError::Refused { url: url.clone(), method, path, status, error })
+    Err(AdminCallError::Refused { url: url.clone(), method, path, status, error, reason })
 }

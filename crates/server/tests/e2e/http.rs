@@ -203,6 +203,7 @@ async fn drain_routes_need_placement_moves_and_an_administrator() {
         let a = http(&plain.endpoint, method, path, "").await;
         assert_eq!(a.status, 412, "{method}");
         assert!(error(&a).contains("--placement-moves"), "{}", error(&a));
+        assert_eq!(a.json()["reason"], "no_placement_moves");
     }
 
     let m = single_with(&["--shards=4", "--placement-moves", "--bcrypt-cost=4"]).await;
