@@ -215,8 +215,8 @@ pub enum NodeError {
     /// quorum: the member is one of too few voters of that shard.
     #[error(
         "member {member:x} is one of {voters} voters of shard {shard}; removing it now would leave \
-         that shard without a quorum: add a member first or wait until the shard's replicas have \
-         moved (ringkv ctl shards)",
+         that shard without a quorum: add a member first, or drain it so that its replicas move \
+         before it goes (ringkv ctl node decommission)",
         member = member.0
     )]
     RemoveStrandsShard {

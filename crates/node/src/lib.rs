@@ -103,7 +103,10 @@
 //! ([`ProposalBody::ShardTargets`]; [`Node::shard_targets`],
 //! [`Node::hosts`], [`Node::shard_replica_nodes`]), never putting a shard
 //! back on a node a target moved it off ([`Node::placement_blocked`]):
-//! replica ids are still node ids.
+//! replica ids are still node ids. A member being drained
+//! ([`Request::Drain`], [`ProposalBody::Drain`]) is left out of placement
+//! so that its replicas move before it is removed; [`Node::drain_status`]
+//! counts what each member still holds.
 //!
 //! Not yet: acting on the targets (data shards still follow the member
 //! table, so every member keeps every shard), forwarding requests for a
