@@ -182,9 +182,11 @@ fn status_shards_keys_and_membership_on_three_processes() {
     });
     assert!(joined, "m3 never became healthy:\n{}", log_tail(&m3_log));
 
-    // Decommission the leader: leadership moves first, then it is removed.
+    // Decommission the leader: leadership moves first, then it is removed
+    // (no drain: without placement moves every member holds every shard).
     let gone = ctl_json(&one, &["node", "decommission", &leader_name]);
     assert_eq!(gone["removed"]["name"], leader_name.as_str());
+    assert!(gone["drain"].is_null(), "{gone}");
     let successor = gone["leadership_moved_to"].as_str().unwrap().to_owned();
     assert_ne!(successor, leader_name);
     let status = ctl_json(&one, &["status"]);

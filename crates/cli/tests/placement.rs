@@ -8,7 +8,11 @@
 //!   revision through one endpoint;
 //! * a member is killed for good: after `--down-timeout` every shard has
 //!   three live replicas again; a client load running throughout is
-//!   checked linearizable (`ringkv-lincheck`), and every key reads back.
+//!   checked linearizable (`ringkv-lincheck`), and every key reads back;
+//! * a member is decommissioned (`ringkv ctl node decommission`): its
+//!   replicas move to the others before it is removed; afterwards every
+//!   shard has three replicas, none of them on it, and every key reads
+//!   back.
 //!
 //! Bounded for CI (16 shards, a few hundred keys). The long version runs
 //! with `RINGKV_PLACEMENT_SHARDS=64 RINGKV_PLACEMENT_KEYS=100000 cargo test
@@ -29,7 +33,7 @@ use ringkv_api::etcdserverpb::{PutRequest, RangeRequest};
 use ringkv_lincheck::{CheckResult, Options, check};
 use serde_json::Value;
 use support::load::{Recorder, Worker};
-use support::{ProcessCluster, RINGKV, ctl, initial_cluster, wait_until};
+use support::{ProcessCluster, RINGKV, ctl, ctl_json, initial_cluster, wait_until};
 
 /// Bounds each wait (a hang fails the test; this is not a speed check).
 const WAIT: Duration = Duration::from_secs(120);
@@ -265,4 +269,43 @@ fn a_member_killed_for_good_is_replaced_after_the_down_timeout_under_load() {
         CheckResult::Undecided(u) => panic!("lincheck undecided: {u:?}"),
     }
     cluster.wait_leader(WAIT).unwrap();
+}
+
+#[test]
+fn a_decommissioned_member_is_drained_before_it_is_removed() {
+    let shards = SHARDS_DEFAULT;
+    let mut cluster = start(5, shards);
+    let rt = runtime();
+    let (before, _) = wait_placement(&cluster.endpoints(), shards, |_| true);
+    let held = before.values().filter(|n| n.contains("m4")).count();
+    assert!(held > 0, "m4 holds no replica to drain: {before:?}");
+    let written = rt.block_on(write_keys(&cluster.members[0].client_url(), 100));
+
+    let out = ringkv_ctl_json(&cluster.endpoints(), &["node", "decommission", "m4"])
+        .expect("decommission failed");
+    assert_eq!(out["removed"]["name"], "m4", "{out}");
+    assert_eq!(out["drain"]["replicas_before"].as_u64(), Some(held as u64), "{out}");
+    assert_eq!(out["drain"]["replicas_left"].as_u64(), Some(0), "{out}");
+    let live: Vec<String> = (0..4).map(|i| cluster.members[i].client_url()).collect();
+    let listed = ctl_json(&live.join(","), &["member", "list"]);
+    let names: Vec<&str> =
+        listed["members"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
+    assert_eq!(names.len(), 4, "{listed}");
+    assert!(!names.contains(&"m4"), "{listed}");
+    // Removed, it learns it and stops serving.
+    let stopped = wait_until(WAIT, || cluster.full_log(4).contains("removed from the cluster"));
+    assert!(stopped, "m4 never learned its removal:\n{}", cluster.log(4));
+    cluster.kill(4);
+
+    let (after, _) =
+        wait_placement(&live.join(","), shards, |p| p.values().all(|nodes| !nodes.contains("m4")));
+    assert!(after.values().all(|n| n.len() == R), "{after:?}");
+    // Shards m4 did not hold stayed where they were.
+    for (s, nodes) in &before {
+        if !nodes.contains("m4") {
+            assert_eq!(&after[s], nodes, "shard {s} moved although m4 did not hold it");
+        }
+    }
+    rt.block_on(check_keys(&live[0], &written));
+    rt.block_on(check_keys(&live[3], &written));
 }

@@ -69,6 +69,9 @@ const RETIRED_PREFIX: &str = "retired/";
 const INCARNATION_PREFIX: &str = "incarnation/";
 /// Bytes of one (node, incarnation) pair in an incarnation record.
 const INCARNATION_PAIR_BYTES: usize = 12;
+/// Prefix of draining-member records: `draining/<id as 16 hex digits>`,
+/// members whose replicas placement moves off before their removal.
+const DRAINING_PREFIX: &str = "draining/";
 
 /// The replicas per data shard of a sharded cluster created before
 /// `--replicas` existed (every node held every shard; 3 was the number
@@ -180,6 +183,10 @@ fn decode_incarnations(v: &[u8]) -> Option<BTreeMap<NodeId, u32>> {
         .collect()
 }
 
+fn draining_record(id: NodeId) -> String {
+    format!("{DRAINING_PREFIX}{:016x}", id.0)
+}
+
 fn alarm_record(a: AlarmMember) -> String {
     format!("{ALARM_PREFIX}{:016x}/{}", a.member.0, a.alarm.name())
 }
@@ -222,6 +229,11 @@ pub(crate) struct ClusterTables {
     /// (absent until the first report): where the shard really is, while
     /// its target says where it is going.
     pub(crate) configs: BTreeMap<ShardId, crate::proposal::ShardConfig>,
+    /// Voting members being drained: placement leaves them out (as it
+    /// leaves out down members) so that their replicas move to the others
+    /// before they are removed. Invariant: every one is a voting member;
+    /// removing a member clears it.
+    pub(crate) draining: BTreeSet<NodeId>,
 }
 
 /// Why a target change was refused when it applied.
@@ -293,6 +305,11 @@ impl ClusterTables {
             let c = decode_exact::<crate::proposal::ShardConfig>(v)
                 .map_err(|e| corrupt(shard, format!("shard configuration record {name}: {e}")))?;
             t.configs.insert(c.shard, c);
+        }
+        for (name, v) in view.records(shard, DRAINING_PREFIX)? {
+            let id = decode_exact::<NodeId>(v)
+                .map_err(|e| corrupt(shard, format!("draining-member record {name}: {e}")))?;
+            t.draining.insert(id);
         }
         for (name, v) in view.records(shard, ALARM_PREFIX)? {
             let a = decode_exact::<AlarmMember>(v)
@@ -582,11 +599,69 @@ impl ClusterTables {
             b.set_record(shard, &removed_record(*id), Some(&encode_to_vec(id)))?;
             self.members.remove(id);
             self.removed.insert(*id);
+            if self.draining.remove(id) {
+                b.set_record(shard, &draining_record(*id), None)?;
+            }
         } else {
             Self::write_member(b, shard, &member)?;
             self.members.insert(member.id, member.clone());
         }
         Ok(Ok(member))
+    }
+
+    /// Applies the start or stop of a member's drain: the outer error is
+    /// the store failing, the inner one the change refused (on every
+    /// replica alike). Starting is refused for a member the table does not
+    /// have, a learner, or when the voting members neither draining nor
+    /// this one would number fewer than the replicas per data shard
+    /// (placement could not leave it out). Stopping a drain that is not
+    /// under way changes nothing.
+    pub(crate) fn apply_drain(
+        &mut self,
+        b: &mut ApplyBatch<'_>,
+        shard: ShardId,
+        change: &crate::proposal::DrainChange,
+    ) -> Result<Result<(), NodeError>, StoreError> {
+        let member = change.member;
+        let Some(m) = self.members.get(&member) else {
+            return Ok(Err(NodeError::DrainUnknownMember { member }));
+        };
+        if !change.draining {
+            if self.draining.remove(&member) {
+                b.set_record(shard, &draining_record(member), None)?;
+            }
+            return Ok(Ok(()));
+        }
+        if m.is_learner {
+            return Ok(Err(NodeError::DrainLearner { member }));
+        }
+        if self.draining.contains(&member) {
+            return Ok(Ok(()));
+        }
+        let replicas = self.replicas_per_shard();
+        let left = self
+            .members
+            .values()
+            .filter(|m| !m.is_learner && m.id != member && !self.draining.contains(&m.id))
+            .count();
+        if left < replicas as usize {
+            return Ok(Err(NodeError::DrainTooFewMembers { member, left, replicas }));
+        }
+        b.set_record(shard, &draining_record(member), Some(&encode_to_vec(&member)))?;
+        self.draining.insert(member);
+        Ok(Ok(()))
+    }
+
+    /// The data shards `member` holds a replica of as the metadata group
+    /// knows it, ascending, among shards `1..=shard_count`: those whose
+    /// reported configuration names it, and every shard not reported yet
+    /// (where it is is not known, so it may be there). What a drain waits
+    /// to see reach nothing.
+    pub(crate) fn shards_held_by(&self, member: NodeId, shard_count: u32) -> Vec<ShardId> {
+        (1..=u64::from(shard_count))
+            .map(ShardId)
+            .filter(|s| self.configs.get(s).is_none_or(|c| c.holds(member)))
+            .collect()
     }
 
     fn check_add(&self, m: &Member) -> Result<(), MemberError> {
@@ -820,6 +895,81 @@ mod tests {
         assert_eq!(zone_after(&mut t, Some("b")).as_deref(), Some("b"));
         assert_eq!(zone_after(&mut t, None), None);
         assert_eq!(t.members[&NodeId(1)].name, "m1");
+    }
+
+    /// A drain starts only for a voting member that R others can replace,
+    /// stops idempotently, survives a reload, and ends with the member.
+    #[test]
+    fn a_drain_is_refused_unless_r_other_voters_remain_and_ends_with_the_member() {
+        use crate::proposal::DrainChange;
+        let shard = crate::config::META_SHARD;
+        let store =
+            MvccStore::open_on(&SimDisk::new(1), crate::STORE_FILE, StoreOptions::default())
+                .unwrap();
+        let mut t = ClusterTables::default();
+        let mut members: Vec<Member> =
+            (1..=5).map(|i| Member { id: NodeId(i), ..Member::default() }).collect();
+        members[4].is_learner = true;
+        let init = ClusterInit { cluster_id: 9, members };
+        let keyspace = Keyspace::new(4, ringkv_ring::HashKeyRule::WholeKey).unwrap();
+        let start = |id: u64| DrainChange { member: NodeId(id), draining: true };
+        let stop = |id: u64| DrainChange { member: NodeId(id), draining: false };
+        store
+            .write(|b| {
+                t.apply_init(b, shard, &init)?;
+                t.apply_layout(b, shard, &Layout { keyspace, replicas: 3 })?;
+                let refused = t.apply_drain(b, shard, &start(9))?.unwrap_err();
+                assert!(matches!(refused, NodeError::DrainUnknownMember { member: NodeId(9) }));
+                let refused = t.apply_drain(b, shard, &start(5))?.unwrap_err();
+                assert!(matches!(refused, NodeError::DrainLearner { member: NodeId(5) }));
+                // Four voters, R = 3: one may drain (twice is once) ...
+                t.apply_drain(b, shard, &start(4))?.unwrap();
+                t.apply_drain(b, shard, &start(4))?.unwrap();
+                // ... a second would leave two.
+                let refused = t.apply_drain(b, shard, &start(3))?.unwrap_err();
+                let NodeError::DrainTooFewMembers { member, left, replicas } = refused else {
+                    panic!("{refused:?}")
+                };
+                assert_eq!((member, left, replicas), (NodeId(3), 2, 3));
+                assert!(refused.to_string().contains("add 1 more members"), "{refused}");
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(t.draining, [NodeId(4)].into());
+        assert_eq!(ClusterTables::load(&store.read().unwrap(), shard).unwrap(), t);
+        store
+            .write(|b| {
+                // Stopped, then stopping again, changes nothing more.
+                t.apply_drain(b, shard, &stop(4))?.unwrap();
+                t.apply_drain(b, shard, &stop(4))?.unwrap();
+                assert!(t.draining.is_empty());
+                t.apply_drain(b, shard, &start(3))?.unwrap();
+                t.apply_member(b, shard, &MemberChange::Remove(NodeId(3)))?.unwrap();
+                Ok(())
+            })
+            .unwrap();
+        assert!(t.draining.is_empty(), "removal ends the drain");
+        assert_eq!(ClusterTables::load(&store.read().unwrap(), shard).unwrap(), t);
+    }
+
+    /// A member holds the shards whose reported configuration names it
+    /// (learner or voter), and every shard not reported yet.
+    #[test]
+    fn a_member_holds_the_reported_shards_naming_it_and_the_unreported_ones() {
+        let mut t = ClusterTables::default();
+        let report = |s: u64, voters: &[u64], learners: &[u64]| crate::proposal::ShardConfig {
+            shard: ShardId(s),
+            applied: ringkv_consensus::LogIndex(3),
+            voters: voters.iter().copied().map(NodeId).collect(),
+            learners: learners.iter().copied().map(NodeId).collect(),
+        };
+        for c in [report(1, &[1, 2, 3], &[]), report(2, &[1, 2], &[4]), report(3, &[2, 3, 4], &[])]
+        {
+            t.configs.insert(c.shard, c);
+        }
+        assert_eq!(t.shards_held_by(NodeId(4), 4), vec![ShardId(2), ShardId(3), ShardId(4)]);
+        assert_eq!(t.shards_held_by(NodeId(1), 3), vec![ShardId(1), ShardId(2)]);
+        assert_eq!(t.shards_held_by(NodeId(9), 3), Vec::<ShardId>::new());
     }
 
     #[test]

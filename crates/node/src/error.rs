@@ -215,8 +215,8 @@ pub enum NodeError {
     /// quorum: the member is one of too few voters of that shard.
     #[error(
         "member {member:x} is one of {voters} voters of shard {shard}; removing it now would leave \
-         that shard without a quorum: add a member first or wait until the shard's replicas have \
-         moved (ringkv ctl shards)",
+         that shard without a quorum: add a member first, or drain it so that its replicas move \
+         before it goes (ringkv ctl node decommission)",
         member = member.0
     )]
     RemoveStrandsShard {
@@ -243,6 +243,53 @@ pub enum NodeError {
         /// The shard.
         shard: ShardId,
     },
+    /// A drain names a member the cluster does not have (never added,
+    /// or already removed).
+    #[error(
+        "member {member:x} is not a member of the cluster: nothing to drain (ringkv ctl node list \
+         shows the members)",
+        member = member.0
+    )]
+    DrainUnknownMember {
+        /// The id given.
+        member: NodeId,
+    },
+    /// A drain names a learner: no data shard is placed on a learner, so
+    /// there is nothing to move off it.
+    #[error(
+        "member {member:x} is a learner, which holds no data shard: remove it directly",
+        member = member.0
+    )]
+    DrainLearner {
+        /// The learner.
+        member: NodeId,
+    },
+    /// Draining the member would leave fewer voting members than the
+    /// replicas each data shard needs.
+    #[error(
+        "draining member {member:x} would leave {left} voting members that are not draining, \
+         fewer than the {replicas} replicas each data shard needs: add {needed} more members \
+         (or stop another drain) first",
+        member = member.0,
+        needed = (*replicas as usize).saturating_sub(*left)
+    )]
+    DrainTooFewMembers {
+        /// The member.
+        member: NodeId,
+        /// Voting members left that are not draining.
+        left: usize,
+        /// Replicas per data shard (`--replicas`).
+        replicas: u32,
+    },
+    /// A drain asked of a cluster whose replicas do not move: without
+    /// `--placement-moves` (or with one shard) every member holds every
+    /// shard, and there is nothing to move.
+    #[error(
+        "this cluster does not move replicas (it runs without --placement-moves, or with one \
+         shard): every member holds every shard, so there is nothing to drain; remove the member \
+         directly"
+    )]
+    DrainNeedsPlacementMoves,
     /// A request for a data shard this member holds no replica of (the
     /// shard is placed on other members): the server sends it on to one of
     /// `hosts`.
@@ -406,6 +453,7 @@ impl NodeError {
             | NodeError::Removed
             | NodeError::UnknownShard { .. }
             | NodeError::NotHosted { .. } => ErrorClass::Unavailable,
+            NodeError::DrainUnknownMember { .. } => ErrorClass::NotFound,
             NodeError::TooManyRequests { .. } | NodeError::NoSpace => ErrorClass::ResourceExhausted,
             NodeError::RequestTooLarge { .. } => ErrorClass::InvalidArgument,
             NodeError::NotLeader { .. }
@@ -413,6 +461,9 @@ impl NodeError {
             | NodeError::SpansShards { .. }
             | NodeError::RemoveStrandsShard { .. }
             | NodeError::RemoveWhileMoving { .. }
+            | NodeError::DrainLearner { .. }
+            | NodeError::DrainTooFewMembers { .. }
+            | NodeError::DrainNeedsPlacementMoves
             | NodeError::ShardRequired { .. }
             | NodeError::NotShardable { .. } => ErrorClass::FailedPrecondition,
             NodeError::WrongShard { .. } => ErrorClass::InvalidArgument,

@@ -108,7 +108,10 @@
 //! until a target drops the node from the shard; a replica the node gets
 //! there later is a new one under a fresh id ([`replica_id`],
 //! [`Node::shard_replica_id`]), so nothing its predecessor promised is
-//! counted for it.
+//! counted for it. A member being drained
+//! ([`Request::Drain`], [`ProposalBody::Drain`]) is left out of placement
+//! so that its replicas move before it is removed; [`Node::drain_status`]
+//! counts what each member still holds.
 
 pub mod auth;
 mod cluster;
@@ -145,10 +148,10 @@ pub use error::{ErrorClass, MemberError, NodeError, RemoteError, SpanningRequest
 pub use frame::{LeaderReply, LeaderRequest, LeaseTtl, NodeMessage, PeerFrame};
 pub use io::{Clock, Transport, Unreachable};
 pub use node::throttle::{MOVE_BURST, MOVE_HELD_CHUNKS_MAX};
-pub use node::{Node, ShardStamp};
+pub use node::{MemberReplicas, Node, ShardStamp};
 pub use proposal::{
-    AlarmChange, AlarmMember, AlarmType, ClusterInit, Layout, Member, MemberChange, Proposal,
-    ProposalBody, ProposalId, ShardConfig, ShardTarget,
+    AlarmChange, AlarmMember, AlarmType, ClusterInit, DrainChange, Layout, Member, MemberChange,
+    Proposal, ProposalBody, ProposalId, ShardConfig, ShardTarget,
 };
 pub use request::{
     AlarmAction, Completion, Header, NodeStatus, ReadRequest, Reply, Request, RoundOutput,

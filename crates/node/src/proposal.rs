@@ -187,6 +187,20 @@ pub enum ProposalBody {
     /// starts on its target's founders only, so no founder held it and
     /// none needs a new incarnation there).
     InitialTargets(Vec<ShardTarget>),
+    /// A member's replicas to be moved off it before it is removed (its
+    /// drain started), or to stay (stopped); sharded clusters with
+    /// placement moves only. Proposed for operators (`ringkv ctl node
+    /// decommission`), checked as an administrator's request.
+    Drain(DrainChange),
+}
+
+/// A start or stop of a member's drain.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DrainChange {
+    /// The member.
+    pub member: NodeId,
+    /// `true` to start the drain, `false` to stop it.
+    pub draining: bool,
 }
 
 /// A data shard's consensus configuration as its leader applied it.
@@ -543,6 +557,23 @@ impl Wire for ShardConfig {
     }
 }
 
+impl Wire for DrainChange {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.member.encode(out);
+        out.push(u8::from(self.draining));
+    }
+
+    fn decode(d: &mut Decoder) -> Result<Self, CodecError> {
+        let member = NodeId::decode(d)?;
+        let draining = d.tag("drain flag", 1)? == 1;
+        // Applied by every replica: a malformed id must not reach a table.
+        if !member.is_valid() {
+            return Err(d.invalid("drained member"));
+        }
+        Ok(DrainChange { member, draining })
+    }
+}
+
 impl Wire for Proposal {
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(PROPOSAL_FORMAT);
@@ -593,6 +624,10 @@ impl Wire for Proposal {
                 out.push(10);
                 t.encode(out);
             }
+            ProposalBody::Drain(c) => {
+                out.push(11);
+                c.encode(out);
+            }
         }
     }
 
@@ -604,7 +639,7 @@ impl Wire for Proposal {
         }
         let id = Option::<ProposalId>::decode(d)?;
         let auth = if format == PROPOSAL_FORMAT { Option::<AuthInfo>::decode(d)? } else { None };
-        let body = match d.tag("proposal body", 10)? {
+        let body = match d.tag("proposal body", 11)? {
             0 => ProposalBody::Kv(Command::decode(d)?),
             1 => ProposalBody::Member(MemberChange::decode(d)?),
             2 => ProposalBody::Alarm(AlarmChange::decode(d)?),
@@ -615,7 +650,8 @@ impl Wire for Proposal {
             7 => ProposalBody::Layout(Layout::decode(d)?),
             8 => ProposalBody::ShardTargets(Vec::<ShardTarget>::decode(d)?),
             9 => ProposalBody::ShardConfig(ShardConfig::decode(d)?),
-            _ => ProposalBody::InitialTargets(Vec::<ShardTarget>::decode(d)?),
+            10 => ProposalBody::InitialTargets(Vec::<ShardTarget>::decode(d)?),
+            _ => ProposalBody::Drain(DrainChange::decode(d)?),
         };
         Ok(Proposal { id, auth, body })
     }
@@ -752,6 +788,9 @@ mod tests {
                     }])
                 }
             ),
+            (1u64..u64::MAX, any::<bool>()).prop_map(|(member, draining)| {
+                ProposalBody::Drain(DrainChange { member: NodeId(member), draining })
+            }),
         ]
     }
 

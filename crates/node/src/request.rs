@@ -114,6 +114,16 @@ pub enum Request {
     AuthChange(AuthChange),
     /// A question about the auth store, answered linearizably.
     AuthQuery(AuthQuery),
+    /// Starts (`draining`) or stops a member's drain: with placement
+    /// moves on, its data-shard replicas move to the other members before
+    /// it is removed (ringkv's own; etcd has no such call). Progress:
+    /// [`crate::Node::drain_status`].
+    Drain {
+        /// The member.
+        member: NodeId,
+        /// `true` to start, `false` to stop.
+        draining: bool,
+    },
 }
 
 /// A read the caller runs on a [`ReadView`] once the node says it may.

@@ -6,7 +6,8 @@
 //! holders; lease grants reach shards the granting member does not hold;
 //! a member cannot be removed while a shard would lose its quorum; a
 //! member unheard for `--down-timeout` has its shards re-created on the
-//! others and drops them when it returns.
+//! others and drops them when it returns; a drained member's shards move
+//! to the others before it is removed.
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]
@@ -394,8 +395,72 @@ fn moves_send_snapshot_bytes_no_faster_than_the_limit<E: Engine>() {
     assert!(over_bound(&sent, step).is_some(), "unthrottled moves stayed within the limit");
 }
 
+fn held_by<E: Engine>(c: &Cluster<E>, on: NodeId, member: NodeId) -> Option<Vec<ShardId>> {
+    let status = c.node(on).drain_status();
+    status.into_iter().find(|m| m.member == member).map(|m| m.shards)
+}
+
+fn a_drained_member_leaves_every_shard_before_its_removal<E: Engine>() {
+    // Four founders, R = 3: each shard on three of them.
+    let mut c = moving::<E>(4, 105);
+    wait_leaders(&mut c);
+    assert!(c.run_until(STEPS * 20, placed), "four-member placement");
+    let keys = write_keys(&mut c, "before");
+    let leader = c.wait_leader(STEPS);
+    // Once every shard's leader has reported its configuration.
+    assert!(c.run_until(STEPS * 10, |c| c.node(leader).shards_moving().is_empty()));
+    let victim = holder_not(&c, leader);
+    let before = held_by(&c, leader, victim).unwrap();
+    assert!(!before.is_empty(), "{victim} holds nothing to drain");
+    let unknown = NodeId(0xdead);
+    let drain = |member, draining| Request::Drain { member, draining };
+    let err = c.call(leader, drain(unknown, true), STEPS).unwrap_err();
+    assert!(matches!(err, NodeError::DrainUnknownMember { member } if member == unknown));
+    c.call(leader, drain(victim, true), STEPS).unwrap();
+    // A second drain would leave two members for three replicas.
+    let other = c.running().into_iter().find(|&id| id != victim && id != leader).unwrap();
+    let err = c.call(leader, drain(other, true), STEPS).unwrap_err();
+    assert!(matches!(err, NodeError::DrainTooFewMembers { left: 2, replicas: 3, .. }), "{err:?}");
+    let drained = c.run_until(STEPS * 40, |c| {
+        placed(c)
+            && c.running().iter().all(|&id| held_by(c, id, victim).is_some_and(|s| s.is_empty()))
+    });
+    assert!(drained, "{victim} still holds {:?}", held_by(&c, leader, victim));
+    // Every shard's reported configuration leaves it, and its leader's.
+    for s in data_shards() {
+        let l = c.leader_of(s).unwrap();
+        assert!(!c.node(l).shard_replica_nodes(s).contains(&victim), "{s}");
+        let status = c.node(l).replica_status(s).unwrap();
+        assert_eq!(status.membership.voters.len(), 3, "{s}");
+        assert!(!status.membership.members().contains(&victim), "{s}");
+        assert!(!c.node(victim).hosts(s), "{victim} still hosts {s}");
+    }
+    check_keys(&mut c, &keys);
+    // Removal now strands nothing; the drain ends with the member.
+    let leader = c.wait_leader(STEPS);
+    let removed = c.call(leader, Request::MemberRemove(victim), STEPS);
+    assert!(removed.is_ok(), "{removed:?}");
+    assert!(c.run_until(STEPS, |c| c.node(victim).stopped().is_some()));
+    c.crash(victim);
+    assert!(c.run_until(STEPS * 10, |c| {
+        c.running().iter().all(|&id| c.node(id).drain_status().iter().all(|m| !m.draining))
+    }));
+    check_keys(&mut c, &keys);
+}
+
+fn a_drain_without_placement_moves_is_refused<E: Engine>() {
+    let mut c = sharded::<E>(3, 106);
+    let leader = wait_leaders(&mut c);
+    let victim = c.running().into_iter().find(|&id| id != leader).unwrap();
+    let err = c.call(leader, Request::Drain { member: victim, draining: true }, STEPS);
+    assert!(matches!(err, Err(NodeError::DrainNeedsPlacementMoves)), "{err:?}");
+    assert!(c.node(leader).drain_status().iter().all(|m| !m.draining));
+}
+
 engine_tests!(
+    a_drained_member_leaves_every_shard_before_its_removal,
     a_replica_given_back_to_a_node_reopens_without_its_predecessors_state,
+    a_drain_without_placement_moves_is_refused,
     a_member_down_past_the_timeout_has_its_shards_re_created_elsewhere,
     a_fourth_member_moves_every_shard_to_its_target_and_loses_nothing,
     a_fifth_member_takes_its_share_and_nothing_is_lost,

@@ -98,6 +98,44 @@ pub(crate) enum CtlError {
         /// How long we waited.
         waited: Duration,
     },
+    /// An admin call on a member's HTTP side failed (a drain start or
+    /// its status).
+    #[error("{source}")]
+    Admin {
+        /// What failed (boxed: it names a URL, a path and a reason).
+        source: Box<ringkv_server::http::admin_client::AdminCallError>,
+    },
+    /// No member other than the one leaving has a client URL to ask.
+    #[error(
+        "no member other than {member} has a client URL to ask about its drain; start the others \
+         (or check `ringkv ctl status`)"
+    )]
+    NoOtherMember {
+        /// The member being decommissioned.
+        member: String,
+    },
+    /// The member being drained disappeared from the member table.
+    #[error("{member} is no longer a member: someone else removed it during its drain")]
+    DrainedMemberGone {
+        /// The member.
+        member: String,
+    },
+    /// The member's replicas did not all move away in time.
+    #[error(
+        "{member} still holds replicas of {} data shards after {waited:?} (--drain-timeout): \
+         shards {}; nothing was removed and the drain stays in place: run the same command again \
+         to keep waiting (`ringkv ctl shards` shows the moves)",
+        .shards.len(),
+        .shards.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    DrainTimedOut {
+        /// The member.
+        member: String,
+        /// How long we waited.
+        waited: Duration,
+        /// The data shards it still holds.
+        shards: Vec<u64>,
+    },
     /// A file could not be read or written.
     #[error("cannot {action} {}: {source}", .path.display())]
     Io {
@@ -201,5 +239,11 @@ impl CtlError {
         } else {
             CtlError::Rpc { endpoint: endpoint.to_owned(), method, status: Box::new(status) }
         }
+    }
+}
+
+impl From<ringkv_server::http::admin_client::AdminCallError> for CtlError {
+    fn from(source: ringkv_server::http::admin_client::AdminCallError) -> CtlError {
+        CtlError::Admin { source: Box::new(source) }
     }
 }

@@ -132,11 +132,18 @@ enum NodeCommand {
         /// The member's name or hex id.
         member: String,
     },
-    /// Takes a member out of service gently: moves leadership away if it
-    /// leads, then removes it.
+    /// Takes a member out of service gently: with placement moves on,
+    /// first moves its shard replicas to the other members (a progress
+    /// bar counts the replicas left); then moves leadership away if it
+    /// leads, and removes it.
     Decommission {
         /// The member's name or hex id.
         member: String,
+        /// Longest wait for the member's replicas to move away, e.g. 30m;
+        /// past it nothing is removed and the drain stays in place (run the
+        /// command again to keep waiting).
+        #[arg(long, value_parser = parse_duration, default_value = node::DRAIN_TIMEOUT_DEFAULT)]
+        drain_timeout: Duration,
     },
 }
 
@@ -228,8 +235,8 @@ async fn run(args: CtlArgs) -> Result<(), CtlError> {
         CtlCommand::Node(NodeCommand::Remove { member }) => {
             node::remove(&clients, format, member).await
         }
-        CtlCommand::Node(NodeCommand::Decommission { member }) => {
-            node::decommission(&clients, format, member).await
+        CtlCommand::Node(NodeCommand::Decommission { member, drain_timeout }) => {
+            node::decommission(&clients, format, member, *drain_timeout).await
         }
         CtlCommand::Snapshot(SnapshotCommand::Save { file }) => {
             snapshot::save(&clients, format, file).await

@@ -1,8 +1,16 @@
 //! `ringkv ctl node list|add|remove|decommission`: membership changes
 //! through the etcd Cluster service, and a leadership hand-over through
-//! `Maintenance.MoveLeader` before a leader leaves.
+//! `Maintenance.MoveLeader` before a leader leaves. With placement moves
+//! on, `decommission` first drains the member: it starts the drain and
+//! follows it through ringkv's admin routes on the members' HTTP side
+//! (`ringkv_server::http::admin`), which etcd's API has no room for.
 
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ringkv_server::config::HttpUrl;
+use ringkv_server::http::admin::DrainStatus;
+use ringkv_server::http::admin_client::{AdminCallError, drain_status, set_drain};
 
 use ringkv_api::etcdserverpb::cluster_client::ClusterClient;
 use ringkv_api::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -20,6 +28,14 @@ pub(crate) const LEADER_MOVE_WAIT: Duration = Duration::from_secs(30);
 
 /// Pause between two looks at who leads.
 const LEADER_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long `decommission` waits, by default, for a member's replicas to
+/// move away (`--drain-timeout`): moving a replica copies its shard, so a
+/// member holding much data takes minutes.
+pub(crate) const DRAIN_TIMEOUT_DEFAULT: &str = "30m";
+
+/// Pause between two looks at a drain's progress.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The member `given` names: its name, or its id in hex (as `status`
 /// prints it).
@@ -174,25 +190,137 @@ fn transferee(view: &ClusterView, leaving: u64) -> Option<&MemberView> {
         .map(|(m, _)| m)
 }
 
+/// A drain's course: the member's replicas when it started and now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Drained {
+    /// Data-shard replicas the member held when the drain was started.
+    before: usize,
+    /// Replicas it still holds (0 once drained).
+    left: usize,
+}
+
+/// The client URLs of the members other than `leaving`, parsed.
+fn other_urls(view: &ClusterView, leaving: u64) -> Vec<HttpUrl> {
+    view.members
+        .iter()
+        .filter(|m| m.member.id != leaving)
+        .filter_map(|m| m.endpoint.as_ref()?.parse().ok())
+        .collect()
+}
+
+/// The drain status from the first of `urls` that gives it.
+async fn any_drain_status(
+    urls: &[HttpUrl],
+    timeout: Duration,
+) -> Result<(HttpUrl, DrainStatus), AdminCallError> {
+    let mut last = None;
+    for url in urls {
+        match drain_status(url, timeout).await {
+            Ok(status) => return Ok((url.clone(), status)),
+            // The same answer from every member: no need to ask on.
+            Err(e) if e.no_placement_moves() => return Err(e),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("called with at least one URL"))
+}
+
+/// The data shards `member` still holds by `status`.
+fn shards_of(status: &DrainStatus, member: u64, name: &str) -> Result<Vec<u64>, CtlError> {
+    let hex = hex_id(member);
+    status
+        .members
+        .iter()
+        .find(|m| m.id == hex)
+        .map(|m| m.shards.clone())
+        .ok_or_else(|| CtlError::DrainedMemberGone { member: name.to_owned() })
+}
+
+/// Drains `member` when the cluster moves replicas: starts the drain and
+/// waits, within `timeout`, until the member holds no data-shard replica
+/// by the configurations the shards' leaders reported, showing a bar
+/// (table output, on a terminal). `None` when the cluster does not move
+/// replicas (every member holds every shard: nothing to drain).
+async fn drain(
+    clients: &Clients,
+    view: &ClusterView,
+    member: &Member,
+    format: OutputFormat,
+    timeout: Duration,
+) -> Result<Option<Drained>, CtlError> {
+    let name = label(member);
+    let urls = other_urls(view, member.id);
+    if urls.is_empty() {
+        return Err(CtlError::NoOtherMember { member: name });
+    }
+    let ask = clients.command_timeout();
+    let (url, status) = match any_drain_status(&urls, ask).await {
+        Ok(found) => found,
+        Err(e) if e.no_placement_moves() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let before = shards_of(&status, member.id, &name)?.len();
+    set_drain(&url, member.id, true, ask).await?;
+    let bar = (format == OutputFormat::Table).then(|| {
+        let bar = ProgressBar::new(before as u64);
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} replicas moved ({elapsed})")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
+    let deadline = Instant::now() + timeout;
+    let left = loop {
+        let (_, status) = any_drain_status(&urls, ask).await?;
+        let left = shards_of(&status, member.id, &name)?;
+        if let Some(bar) = &bar {
+            bar.set_position(before.saturating_sub(left.len()) as u64);
+            bar.set_message(format!("replicas left on {name}: {}", left.len()));
+        }
+        if left.is_empty() {
+            break left.len();
+        }
+        if Instant::now() >= deadline {
+            if let Some(bar) = &bar {
+                bar.abandon();
+            }
+            return Err(CtlError::DrainTimedOut { member: name, waited: timeout, shards: left });
+        }
+        tokio::time::sleep(DRAIN_POLL_INTERVAL).await;
+    };
+    if let Some(bar) = bar {
+        bar.finish();
+        print(&format!("Drained {name}: {before} replicas moved to other members.\n"));
+    }
+    Ok(Some(Drained { before, left }))
+}
+
 /// `ringkv ctl node decommission NAME|ID`: takes a member out of service
-/// without an election timeout's unavailability: if it leads, leadership
-/// moves first to the most up-to-date other voter, then the member is
-/// removed. (With sharding, this is also where its replicas will move
-/// away; today every member holds the one shard, so removal is the whole
-/// story.)
+/// without losing a replica's worth of redundancy or an election
+/// timeout's availability: with placement moves on, its data-shard
+/// replicas first move to the other members (within `drain_timeout`);
+/// then, if it leads, leadership moves to the most up-to-date other
+/// voter, and the member is removed.
 ///
 /// # Errors
-/// No such member, no one to hand leadership to, leadership did not move
-/// within [`LEADER_MOVE_WAIT`], or the cluster refused a change.
+/// No such member, the drain refused (e.g. too few other members) or not
+/// done within `drain_timeout` (it stays in place), no one to hand
+/// leadership to, leadership did not move within [`LEADER_MOVE_WAIT`], or
+/// the cluster refused a change.
 pub(crate) async fn decommission(
     clients: &Clients,
     format: OutputFormat,
     given: &str,
+    drain_timeout: Duration,
 ) -> Result<(), CtlError> {
     let view = ClusterView::gather(clients).await?;
     let members: Vec<Member> = view.members.iter().map(|m| m.member.clone()).collect();
     let member = find(&members, given)?.clone();
     let name = label(&member);
+    let drained = drain(clients, &view, &member, format, drain_timeout).await?;
+    // Leadership may have moved while the replicas did.
+    let view = if drained.is_some() { ClusterView::gather(clients).await? } else { view };
     let leader = view.leader().ok_or(CtlError::NoLeader)?;
     let mut moved_to = None;
     if leader == member.id {
@@ -234,6 +362,10 @@ pub(crate) async fn decommission(
         OutputFormat::Json => print_json(&json!({
             "removed": member_json(&member),
             "leadership_moved_to": moved_to,
+            "drain": drained.map(|d| json!({
+                "replicas_before": d.before,
+                "replicas_left": d.left,
+            })),
         })),
     }
     Ok(())
@@ -264,6 +396,30 @@ mod tests {
 
     fn member(id: u64, name: &str) -> Member {
         Member { id, name: name.to_owned(), ..Member::default() }
+    }
+
+    #[test]
+    fn a_drain_reads_the_members_shards_and_times_out_naming_them() {
+        use ringkv_server::http::admin::MemberDrain;
+        let status = DrainStatus {
+            members: vec![MemberDrain {
+                id: hex_id(0x1f),
+                name: "n2".to_owned(),
+                draining: true,
+                shards: vec![3, 9],
+            }],
+        };
+        assert_eq!(shards_of(&status, 0x1f, "n2").unwrap(), vec![3, 9]);
+        let gone = shards_of(&status, 0xabc, "n1").unwrap_err().to_string();
+        assert!(gone.contains("n1 is no longer a member"), "{gone}");
+        let late = CtlError::DrainTimedOut {
+            member: "n2".to_owned(),
+            waited: Duration::from_secs(60),
+            shards: vec![3, 9],
+        }
+        .to_string();
+        assert!(late.contains("replicas of 2 data shards after 60s"), "{late}");
+        assert!(late.contains("shards 3, 9;") && late.contains("run the same command"), "{late}");
     }
 
     #[test]

@@ -265,6 +265,10 @@ fn apply_entry(
             b.skip(shard, e.index)?;
             tables.apply_initial_targets(b, shard, targets)?;
         }
+        ProposalBody::Drain(change) => {
+            b.skip(shard, e.index)?;
+            out.result = tables.apply_drain(b, shard, change)?.map(|()| Reply::Done);
+        }
     }
     Ok(Some(out))
 }

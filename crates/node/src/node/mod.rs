@@ -6,6 +6,7 @@ mod housekeeping;
 mod leases;
 mod placement;
 mod quiet;
+pub use placement::MemberReplicas;
 pub use quiet::ShardStamp;
 mod round;
 mod route;

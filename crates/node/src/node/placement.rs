@@ -48,7 +48,9 @@ use crate::proposal::{ProposalBody, ShardTarget};
 ///
 /// Members in `down` are left out while the others still number at least
 /// `replicas` (their shards are re-created on the others); with fewer up,
-/// leaving them out would only shrink every shard, so they count.
+/// leaving them out would only shrink every shard, so they count. Members
+/// being drained (`ClusterTables::draining`) are left out the same way,
+/// and before down ones: a drain is what an operator asked for.
 pub(crate) fn ideal_targets(
     tables: &ClusterTables,
     shard_count: u32,
@@ -57,7 +59,12 @@ pub(crate) fn ideal_targets(
 ) -> Option<BTreeMap<ShardId, Vec<NodeId>>> {
     let all: Vec<NodeId> =
         tables.members.values().filter(|m| !m.is_learner).map(|m| m.id).collect();
-    let up: Vec<NodeId> = all.iter().copied().filter(|n| !down.contains(n)).collect();
+    let draining = |n: &NodeId| tables.draining.contains(n);
+    let mut up: Vec<NodeId> =
+        all.iter().copied().filter(|n| !down.contains(n) && !draining(n)).collect();
+    if up.len() < replicas as usize {
+        up = all.iter().copied().filter(|n| !draining(n)).collect();
+    }
     let excluding = up.len() >= replicas as usize && up.len() < all.len();
     let voters = if excluding { up } else { all };
     if voters.is_empty() {
@@ -123,7 +130,46 @@ pub(crate) fn next_targets(
         .collect()
 }
 
+/// A member's data-shard replicas as the metadata group knows them: what
+/// a drain waits to see reach none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberReplicas {
+    /// The member.
+    pub member: NodeId,
+    /// Whether it is being drained.
+    pub draining: bool,
+    /// The data shards it holds a replica of, ascending, by the
+    /// configurations their leaders last reported (a shard not reported
+    /// yet counts as held: where it is is not known).
+    pub shards: Vec<ShardId>,
+}
+
 impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
+    /// Whether this node moves replicas to their targets
+    /// (`--placement-moves`, on a sharded cluster): what a drain needs.
+    pub fn moves_replicas(&self) -> bool {
+        self.cfg.placement_moves && self.is_sharded()
+    }
+
+    /// Every member's data-shard replicas and whether it is being drained,
+    /// in id order, from the metadata shard as applied here (a follower's
+    /// view may trail the leader's by a round trip). Empty on a one-shard
+    /// cluster and before the metadata shard is open.
+    pub fn drain_status(&self) -> Vec<MemberReplicas> {
+        let Some(t) = self.meta_tables().filter(|_| self.is_sharded()) else {
+            return Vec::new();
+        };
+        let shard_count = self.cfg.keyspace.shard_count();
+        t.members
+            .keys()
+            .map(|&member| MemberReplicas {
+                member,
+                draining: t.draining.contains(&member),
+                shards: t.shards_held_by(member, shard_count),
+            })
+            .collect()
+    }
+
     /// The metadata leader's placement pass, at most once per election
     /// timeout and one target change in flight at a time; only once it
     /// has applied everything it knows committed, so that it compares
@@ -400,6 +446,33 @@ mod tests {
         let down: BTreeSet<NodeId> = [NodeId(3), NodeId(4)].into();
         let with = ideal_targets(&t, 8, 3, &down).unwrap();
         assert_eq!(with, ideal_targets(&t, 8, 3, &BTreeSet::new()).unwrap());
+    }
+
+    #[test]
+    fn a_draining_member_is_left_out_as_a_down_one_is() {
+        let mut t = tables(&[1, 2, 3, 4, 5]);
+        t.draining.insert(NodeId(5));
+        let none = BTreeSet::new();
+        let down: BTreeSet<NodeId> = [NodeId(5)].into();
+        let drained = ideal_targets(&t, 16, 3, &none).unwrap();
+        assert!(drained.values().all(|n| n.len() == 3 && !n.contains(&NodeId(5))));
+        let mut plain = t.clone();
+        plain.draining.clear();
+        assert_eq!(drained, ideal_targets(&plain, 16, 3, &down).unwrap());
+        // Four members, one drained: the other three hold every shard.
+        let mut t = tables(&[1, 2, 3, 4]);
+        t.draining.insert(NodeId(4));
+        let ideal = ideal_targets(&t, 8, 3, &none).unwrap();
+        assert!(ideal.values().all(|n| n == &[NodeId(1), NodeId(2), NodeId(3)]));
+        // A down member too: leaving both out leaves two, so only the
+        // drained one is left out (the down one may come back).
+        let down: BTreeSet<NodeId> = [NodeId(3)].into();
+        assert_eq!(ideal_targets(&t, 8, 3, &down).unwrap(), ideal);
+        // Five, one draining and one down: both left out.
+        let mut t = tables(&[1, 2, 3, 4, 5]);
+        t.draining.insert(NodeId(5));
+        let ideal = ideal_targets(&t, 8, 3, &[NodeId(4)].into()).unwrap();
+        assert!(ideal.values().all(|n| n == &[NodeId(1), NodeId(2), NodeId(3)]));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::error::{NodeError, RemoteError, SpanningRequest};
 use crate::frame::{LeaderReply, LeaderRequest, LeaseTtl, NodeMessage};
 use crate::io::{Clock, Transport};
 use crate::proposal::{
-    AlarmChange, AlarmMember, Member, MemberChange, Proposal, ProposalBody, ProposalId,
+    AlarmChange, AlarmMember, DrainChange, Member, MemberChange, Proposal, ProposalBody, ProposalId,
 };
 use crate::request::{AlarmAction, ReadRequest, Reply, Request, Token, read_error};
 
@@ -361,7 +361,11 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                     }
                 }
             }
-            Request::Hash | Request::HashKv(_) | Request::MoveLeader(_) | Request::Defragment => {
+            Request::Hash
+            | Request::HashKv(_)
+            | Request::MoveLeader(_)
+            | Request::Defragment
+            | Request::Drain { .. } => {
                 auth.check_admin(caller)?;
             }
             _ => {}
@@ -446,6 +450,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 let id = added_member_id(&self.cfg.cluster_token, &peer_urls, now);
                 let m = Member { id, peer_urls, is_learner, ..Member::default() };
                 let body = member(MemberChange::Add(m));
+                self.propose_client(token, shard, body, who, deadline, None);
+            }
+            Request::Drain { .. } if !self.cfg.placement_moves || !self.is_sharded() => {
+                self.complete(token, shard, Err(NodeError::DrainNeedsPlacementMoves));
+            }
+            Request::Drain { member, draining } => {
+                let body = ProposalBody::Drain(DrainChange { member, draining });
                 self.propose_client(token, shard, body, who, deadline, None);
             }
             Request::MemberRemove(id) if let Some(e) = self.removal_strands(id) => {

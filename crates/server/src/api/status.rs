@@ -78,8 +78,9 @@ macro_rules! catalog {
             /// A request the shard layout does not allow (ADR 0002): a
             /// transaction whose keys live on several shards, or a request
             /// on one shard's history (Compact, HashKV) on a cluster of
-            /// several. `FailedPrecondition`, with the node's message
-            /// naming the shards and the remedy.
+            /// several; or a member drain refused. `FailedPrecondition`,
+            /// with the node's message naming the shards or member and
+            /// the remedy.
             ShardRefused {
                 /// The text the client sees.
                 message: String,
@@ -393,7 +394,11 @@ impl From<NodeError> for EtcdError {
             e @ (NodeError::SpansShards { .. }
             | NodeError::ShardRequired { .. }
             | NodeError::RemoveStrandsShard { .. }
-            | NodeError::RemoveWhileMoving { .. }) => {
+            | NodeError::RemoveWhileMoving { .. }
+            | NodeError::DrainUnknownMember { .. }
+            | NodeError::DrainLearner { .. }
+            | NodeError::DrainTooFewMembers { .. }
+            | NodeError::DrainNeedsPlacementMoves) => {
                 EtcdError::ShardRefused { message: e.to_string() }
             }
             NodeError::NotHosted { shard, hosts } => {

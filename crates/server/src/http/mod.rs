@@ -9,7 +9,10 @@
 //! | `GET /version` | `{"etcdserver":"3.5.13","etcdcluster":"3.5.0"}` |
 //! | `GET /metrics` | Prometheus text ([`crate::metrics`]) |
 //! | `GET /dashboard…` | the web dashboard and its JSON ([`crate::dashboard`]) |
+//! | `/ringkv/v1/drain…` | ringkv's own admin calls: member drains ([`admin`]) |
 
+pub mod admin;
+pub mod admin_client;
 pub mod gateway;
 
 use std::time::Duration;
@@ -39,9 +42,9 @@ const CONTENT_TYPE_PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8"
 /// `gateway`'s dispatch.
 pub fn router(ctx: Context, services: gateway::Services) -> axum::Router {
     let health_ctx = ctx.clone();
-    let metrics_ctx = ctx;
+    let metrics_ctx = ctx.clone();
     let gateway = services;
-    axum::Router::new()
+    admin::router(ctx)
         .route("/health", get(move || health(health_ctx.clone())))
         .route("/version", get(version))
         .route("/metrics", get(move || metrics(metrics_ctx.clone())))

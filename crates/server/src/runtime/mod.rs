@@ -404,6 +404,7 @@ fn is_proposal(request: &Request) -> bool {
         | Request::MemberRemove(_)
         | Request::MemberUpdate { .. }
         | Request::MemberPromote(_)
+        | Request::Drain { .. }
         | Request::AuthChange(_) => true,
         Request::Alarm { action, .. } => *action != ringkv_node::AlarmAction::Get,
         _ => false,

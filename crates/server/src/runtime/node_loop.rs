@@ -243,6 +243,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
         let meta_applied = node.shard_stamp(node.meta_shard()).map(|s| s.applied);
         if meta_applied != cache.targets_at {
             self.state.set_targets(node.shard_targets());
+            self.state.set_drain_status(node.moves_replicas().then(|| node.drain_status()));
             cache.targets_at = meta_applied;
         }
         self.metrics.set_requests_pending(pending);

@@ -8,7 +8,7 @@ use ringkv_api::etcdserverpb::ResponseHeader;
 use std::collections::BTreeMap;
 
 use ringkv_consensus::{NodeId, ShardId};
-use ringkv_node::{AlarmMember, Header, Member, ShardStatus};
+use ringkv_node::{AlarmMember, Header, Member, MemberReplicas, ShardStatus};
 use ringkv_storage::mvcc::Revision;
 use tokio::sync::watch;
 
@@ -82,6 +82,10 @@ pub struct NodeState {
     /// Each data shard's target replica set the metadata shard records, as
     /// applied here (empty while every member holds every shard).
     targets: Mutex<BTreeMap<ShardId, Vec<NodeId>>>,
+    /// Every member's data-shard replicas and drain flag as the metadata
+    /// shard records them, as applied here; `None` when this member does
+    /// not move replicas (no `--placement-moves`, or one shard).
+    drains: Mutex<Option<Vec<MemberReplicas>>>,
     /// Whether this member is a learner in its member table: read on
     /// every client call (etcd refuses most of them on a learner), so
     /// kept apart from `members` and its lock.
@@ -106,6 +110,7 @@ impl NodeState {
             alarms: Mutex::new(Vec::new()),
             members: Mutex::new(Vec::new()),
             targets: Mutex::new(BTreeMap::new()),
+            drains: Mutex::new(None),
             learner: AtomicBool::new(false),
         }
     }
@@ -298,6 +303,17 @@ impl NodeState {
     /// of the last refresh: `None` while it has none.
     pub fn shard_target(&self, shard: ShardId) -> Option<Vec<NodeId>> {
         self.targets.lock().unwrap_or_else(PoisonError::into_inner).get(&shard).cloned()
+    }
+
+    /// Every member's data-shard replicas and whether it is being drained,
+    /// as of the last refresh: `None` when this member does not move
+    /// replicas (nothing is ever drained).
+    pub fn drain_status(&self) -> Option<Vec<MemberReplicas>> {
+        self.drains.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub(crate) fn set_drain_status(&self, status: Option<Vec<MemberReplicas>>) {
+        *self.drains.lock().unwrap_or_else(PoisonError::into_inner) = status;
     }
 
     pub(crate) fn set_targets(&self, targets: BTreeMap<ShardId, Vec<NodeId>>) {

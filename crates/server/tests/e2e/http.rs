@@ -1,5 +1,5 @@
 //! The HTTP side of the client port: the JSON gateway (as curl would call
-//! it), `/health`, `/version`, `/metrics`.
+//! it), `/health`, `/version`, `/metrics`, the drain admin routes.
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,11 +28,23 @@ impl Answer {
 /// One request on a fresh connection (`Connection: close`), as curl sends
 /// it; the body read to the end, chunked encoding undone.
 pub async fn http(endpoint: &str, method: &str, path: &str, body: &str) -> Answer {
+    http_as(endpoint, method, path, body, None).await
+}
+
+/// [`http`] with an `Authorization` header carrying `token`, if any.
+pub async fn http_as(
+    endpoint: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Answer {
     let addr = endpoint.trim_start_matches("http://");
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    let authorization = token.map(|t| format!("Authorization: {t}\r\n")).unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         {authorization}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -177,4 +189,71 @@ async fn health_is_false_without_a_leader() {
     let health = http(&members[0].endpoint, "GET", "/health", "").await;
     assert_eq!(health.status, 503);
     assert_eq!(health.json(), json!({"health":"false","reason":"RAFT NO LEADER"}));
+}
+
+/// The drain routes: refused where replicas do not move; else a member id
+/// in hex, the node's refusals as JSON with etcd's gateway statuses, and
+/// with auth enabled only for the root role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_routes_need_placement_moves_and_an_administrator() {
+    // The refusal's reason, or the whole body when it is not a refusal.
+    let error = |a: &Answer| {
+        let body = a.json();
+        body["error"].as_str().map_or_else(|| body.to_string(), str::to_owned)
+    };
+    let plain = single().await;
+    for method in ["GET", "POST"] {
+        let path = if method == "GET" { "/ringkv/v1/drain" } else { "/ringkv/v1/drain/1" };
+        let a = http(&plain.endpoint, method, path, "").await;
+        assert_eq!(a.status, 412, "{method}");
+        assert!(error(&a).contains("--placement-moves"), "{}", error(&a));
+        assert_eq!(a.json()["reason"], "no_placement_moves");
+    }
+
+    let m = single_with(&["--shards=4", "--placement-moves", "--bcrypt-cost=4"]).await;
+    let ep = m.endpoint.as_str();
+    let me = format!("{:016x}", m.server().state().member_id().0);
+    eventually("the drain status is published", || async {
+        let a = http(ep, "GET", "/ringkv/v1/drain", "").await;
+        a.status == 200 && a.json()["members"].as_array().is_some_and(|m| m.len() == 1)
+    })
+    .await;
+    let a = http(ep, "GET", "/ringkv/v1/drain", "").await;
+    let only = &a.json()["members"][0];
+    assert_eq!(
+        (only["id"].as_str().unwrap(), only["draining"].as_bool()),
+        (me.as_str(), Some(false))
+    );
+    assert_eq!(only["shards"], json!([1, 2, 3, 4]), "one member holds every shard");
+    let a = http(ep, "POST", "/ringkv/v1/drain/m0", "").await;
+    assert_eq!(a.status, 400, "{}", error(&a));
+    let a = http(ep, "POST", "/ringkv/v1/drain/dead", "").await;
+    assert_eq!(a.status, 412);
+    assert!(error(&a).contains("not a member of the cluster"), "{}", error(&a));
+    let a = http(ep, "POST", &format!("/ringkv/v1/drain/{me}"), "").await;
+    assert_eq!((a.status, a.json()["code"].as_i64()), (412, Some(9)));
+    assert!(error(&a).contains("add 3 more members"), "{}", error(&a));
+
+    auth_setup(&m).await;
+    let c = m.etcd().await;
+    let root = c.auth_client().authenticate("root".into(), "rootpw".into()).await.unwrap();
+    let alice = c.auth_client().authenticate("alice".into(), "alicepw".into()).await.unwrap();
+    let a = http(ep, "GET", "/ringkv/v1/drain", "").await;
+    assert_eq!(a.status, 400, "anonymous: {}", error(&a));
+    assert!(error(&a).contains("user name is empty"), "{}", error(&a));
+    for method in ["GET", "POST", "DELETE"] {
+        let path = if method == "GET" {
+            "/ringkv/v1/drain".to_owned()
+        } else {
+            format!("/ringkv/v1/drain/{me}")
+        };
+        let a = http_as(ep, method, &path, "", Some(alice.token())).await;
+        assert_eq!(a.status, 403, "{method} as alice: {}", error(&a));
+    }
+    let a = http_as(ep, "GET", "/ringkv/v1/drain", "", Some(root.token())).await;
+    assert_eq!(a.status, 200);
+    let a = http_as(ep, "DELETE", &format!("/ringkv/v1/drain/{me}"), "", Some(root.token())).await;
+    assert_eq!((a.status, a.json()["draining"].as_bool()), (200, Some(false)));
+    let a = http_as(ep, "POST", &format!("/ringkv/v1/drain/{me}"), "", Some(root.token())).await;
+    assert!(error(&a).contains("add 3 more members"), "as root: {}", error(&a));
 }
