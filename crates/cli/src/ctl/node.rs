@@ -236,6 +236,14 @@ fn shards_of(status: &DrainStatus, member: u64, name: &str) -> Result<Vec<u64>, 
         .ok_or_else(|| CtlError::DrainedMemberGone { member: name.to_owned() })
 }
 
+/// Whether every member holds every data shard any member holds (a
+/// cluster of at most R voters): there is nowhere to drain a member to.
+fn everyone_holds_everything(status: &DrainStatus) -> bool {
+    let all: std::collections::BTreeSet<u64> =
+        status.members.iter().flat_map(|m| m.shards.iter().copied()).collect();
+    status.members.iter().all(|m| m.shards.len() == all.len())
+}
+
 /// Drains `member` when the cluster moves replicas: starts the drain and
 /// waits, within `timeout`, until the member holds no data-shard replica
 /// by the configurations the shards' leaders reported, showing a bar
@@ -260,6 +268,11 @@ async fn drain(
         Err(e) => return Err(e.into()),
     };
     let before = shards_of(&status, member.id, &name)?.len();
+    if everyone_holds_everything(&status) {
+        // At most R voters: each shard is on every member, and removing
+        // one leaves the others as they are (as without placement moves).
+        return Ok(None);
+    }
     set_drain(&url, member.id, true, ask).await?;
     let bar = (format == OutputFormat::Table).then(|| {
         let bar = ProgressBar::new(before as u64);
@@ -420,6 +433,23 @@ mod tests {
         .to_string();
         assert!(late.contains("replicas of 2 data shards after 60s"), "{late}");
         assert!(late.contains("shards 3, 9;") && late.contains("run the same command"), "{late}");
+    }
+
+    /// At most R voters, every member holds every shard: decommission
+    /// removes without a drain (one would be refused: too few members).
+    #[test]
+    fn a_cluster_where_every_member_holds_every_shard_has_nothing_to_drain() {
+        use ringkv_server::http::admin::MemberDrain;
+        let m = |id: u64, shards: &[u64]| MemberDrain {
+            id: hex_id(id),
+            name: format!("n{id}"),
+            draining: false,
+            shards: shards.to_vec(),
+        };
+        let three = DrainStatus { members: vec![m(1, &[1, 2]), m(2, &[1, 2]), m(3, &[1, 2])] };
+        assert!(everyone_holds_everything(&three));
+        let placed = DrainStatus { members: vec![m(1, &[1, 2]), m(2, &[1]), m(3, &[2])] };
+        assert!(!everyone_holds_everything(&placed));
     }
 
     #[test]
