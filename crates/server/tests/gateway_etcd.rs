@@ -61,7 +61,11 @@ impl Etcd {
         let version = String::from_utf8_lossy(&version.stdout).into_owned();
         assert!(version.contains("etcd Version: 3.4."), "expected etcd 3.4, found: {version}");
         let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
+        // Both held until both are chosen: one port twice would stop etcd.
+        let (a, b) =
+            (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+        let (client, peer) = (a.local_addr().unwrap().port(), b.local_addr().unwrap().port());
+        drop((a, b));
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
         let child = Command::new("etcd")
             .args(["--name", "differential"])
@@ -179,10 +183,6 @@ impl Drop for Etcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// An HTTP response: status, lowercased headers, de-chunked body.

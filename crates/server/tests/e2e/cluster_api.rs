@@ -162,7 +162,7 @@ async fn a_member_added_with_member_add_joins_catches_up_and_is_promoted() {
 
     // Added as a learner, as `etcdctl member add --learner` does; then
     // started with --initial-cluster-state existing on an empty directory.
-    let (client, peer) = (free_port(), free_port());
+    let [client, peer] = free_ports(2)[..] else { unreachable!("two ports") };
     let peer_url = format!("http://127.0.0.1:{peer}");
     let added = cluster
         .member_add(MemberAddRequest { peer_urls: vec![peer_url.clone()], is_learner: true })

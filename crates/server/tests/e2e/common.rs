@@ -28,6 +28,15 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `n` distinct free ports: each listener is held until all are chosen,
+/// so the kernel cannot hand out one port twice (two members on one port
+/// made a founding cluster refuse its own `--initial-cluster`).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
 /// One in-process member and its data directory.
 pub struct Member {
     /// The server; `None` once stopped.
@@ -86,7 +95,8 @@ impl Member {
 /// Starts members named `m0..` founding one cluster, `extra` flags added
 /// to each.
 pub async fn cluster_with(n: usize, extra: &[&str]) -> Vec<Member> {
-    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let all = free_ports(2 * n);
+    let ports: Vec<(u16, u16)> = all.chunks(2).map(|p| (p[0], p[1])).collect();
     let initial: Vec<String> = ports
         .iter()
         .enumerate()
