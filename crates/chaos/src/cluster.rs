@@ -69,9 +69,10 @@ pub struct ClusterSpec {
     pub shards: u32,
     /// `--hash-key-segments` (0, the whole key, is not passed).
     pub hash_key_segments: u32,
-    /// `--placement-moves` (passed only when on): data shards move to the
-    /// members placement targets, so with more members than replicas each
-    /// member holds some shards only.
+    /// `--placement-moves` (passed on sharded clusters, so that a binary
+    /// without it runs unsharded): data shards move to the members
+    /// placement targets, so with more members than replicas each member
+    /// holds some shards only.
     pub placement_moves: bool,
     /// `--down-timeout` when placement moves are on; `None` keeps the
     /// binary's default.
@@ -223,11 +224,13 @@ impl Cluster {
         if self.spec.hash_key_segments != 0 {
             args.push(format!("--hash-key-segments={}", self.spec.hash_key_segments));
         }
-        if self.spec.placement_moves {
-            args.push("--placement-moves".to_owned());
-            if let Some(d) = self.spec.down_timeout {
-                args.push(format!("--down-timeout={}ms", d.as_millis()));
-            }
+        if self.spec.shards > 1 {
+            args.push(format!("--placement-moves={}", self.spec.placement_moves));
+        }
+        if self.spec.placement_moves
+            && let Some(d) = self.spec.down_timeout
+        {
+            args.push(format!("--down-timeout={}ms", d.as_millis()));
         }
         args
     }

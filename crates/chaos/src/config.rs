@@ -156,14 +156,16 @@ pub struct ChaosArgs {
     /// of a key decide its shard (0: the whole key).
     #[arg(long, value_name = "K", default_value_t = DEFAULT_HASH_KEY_SEGMENTS, value_parser = clap::value_parser!(u32).range(0..=i64::from(HASH_KEY_SEGMENTS_MAX)))]
     pub hash_key_segments: u32,
-    /// The nodes' --placement-moves: beyond R members each data shard
-    /// lives on R of them (a node forwards requests for the others).
-    #[arg(long)]
+    /// The nodes' --placement-moves (ringkv's default, on): beyond R
+    /// members each data shard lives on R of them (a node forwards
+    /// requests for the others); false: every member holds every shard.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true",
+          default_value_t = true, action = clap::ArgAction::Set)]
     pub placement_moves: bool,
-    /// The nodes' --down-timeout with --placement-moves (e.g. 5s): how long
-    /// a killed node goes unheard before its shards are re-created on
+    /// The nodes' --down-timeout with placement moves on (e.g. 5s): how
+    /// long a killed node goes unheard before its shards are re-created on
     /// the others [default: ringkv's].
-    #[arg(long, value_parser = parse_duration, requires = "placement_moves")]
+    #[arg(long, value_parser = parse_duration)]
     pub down_timeout: Option<Duration>,
     /// Run every node on loopback (no root needed; no partitions or loss).
     #[arg(long)]
@@ -219,7 +221,7 @@ impl ChaosArgs {
             engine: Engine::Raft,
             shards: DEFAULT_SHARDS,
             hash_key_segments: DEFAULT_HASH_KEY_SEGMENTS,
-            placement_moves: false,
+            placement_moves: true,
             down_timeout: None,
             no_netns: false,
             out: None,
@@ -278,8 +280,8 @@ impl ChaosArgs {
         if self.hash_key_segments != DEFAULT_HASH_KEY_SEGMENTS {
             cmd.push_str(&format!(" --hash-key-segments {}", self.hash_key_segments));
         }
-        if self.placement_moves {
-            cmd.push_str(" --placement-moves");
+        if !self.placement_moves {
+            cmd.push_str(" --placement-moves false");
         }
         if let Some(d) = self.down_timeout {
             cmd.push_str(&format!(" --down-timeout {}", format_duration(d)));
@@ -395,7 +397,7 @@ mod tests {
         args.nemesis.push(NemesisKind::RollingRestart);
         args.shards = 8;
         args.hash_key_segments = 2;
-        args.placement_moves = true;
+        args.placement_moves = false;
         args.down_timeout = Some(Duration::from_secs(4));
         let cmd = args.rerun_command(42);
         let words: Vec<&str> = cmd.split_whitespace().collect();
@@ -409,7 +411,7 @@ mod tests {
         assert_eq!(parsed.workload, WorkloadKind::Set);
         assert_eq!(parsed.time_limit, Duration::from_millis(1500));
         assert_eq!((parsed.shards, parsed.hash_key_segments), (8, 2));
-        assert!(parsed.placement_moves);
+        assert!(!parsed.placement_moves);
         assert_eq!(parsed.down_timeout, Some(Duration::from_secs(4)));
         assert!(parsed.nemeses().contains(&NemesisKind::RollingRestart));
     }

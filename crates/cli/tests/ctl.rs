@@ -298,13 +298,14 @@ fn shards_and_status_show_every_shard_of_a_sharded_cluster() {
 
 /// Three members and `--replicas 2`: the metadata leader records a target
 /// of two members for every data shard (none for the metadata shard,
-/// which stays on every member), and `ctl shards` shows it. Replicas do
-/// not move yet (ADR 0002, step 2), so every data shard still has three
-/// and shows as moving.
+/// which stays on every member), and `ctl shards` shows it. With
+/// placement moves off replicas do not move, so every data shard still
+/// has three and shows as moving.
 #[test]
 fn shards_shows_each_data_shards_target_beyond_the_replication_factor() {
     let shards_flag = format!("--shards={DATA_SHARDS}");
-    let cluster = ProcessCluster::start_with(3, &[&shards_flag, "--replicas=2"]).unwrap();
+    let flags = [shards_flag.as_str(), "--replicas=2", "--placement-moves=false"];
+    let cluster = ProcessCluster::start_with(3, &flags).unwrap();
     cluster.wait_leader(WAIT).unwrap();
     let one = cluster.members[0].client_url();
     let mut shards = Value::Null;

@@ -222,6 +222,31 @@ fn a_sixth_member_takes_its_share_of_replicas_and_no_key_is_lost() {
     assert!(ratio <= 1.5, "{moved} replicas moved, ideal {ideal:.1}");
     rt.block_on(check_keys(&cluster.members[i].client_url(), &written));
     rt.block_on(check_keys(&url, &written));
+
+    // And it leaves: decommissioned, its replicas go back to the members
+    // they left (as new replicas under fresh ids): the five-member
+    // placement again, and nothing else moves.
+    let left_at = Instant::now();
+    let out = ringkv_ctl_json(&cluster.endpoints(), &["node", "decommission", "m5"])
+        .expect("decommission failed");
+    assert_eq!(out["drain"]["replicas_left"].as_u64(), Some(0), "{out}");
+    let live: Vec<String> = (0..5).map(|m| cluster.members[m].client_url()).collect();
+    let (back, settled_at) =
+        wait_placement(&live.join(","), shards, |p| p.values().all(|nodes| !nodes.contains("m5")));
+    let leave_time = settled_at.duration_since(left_at);
+    let mut moved_back = 0;
+    for (s, nodes) in &back {
+        moved_back += nodes.difference(&after[s]).count();
+    }
+    let ratio = moved_back as f64 / ideal;
+    println!(
+        "placement: 6 -> 5 members (decommission m5): {moved_back} replicas moved, ideal R*S/N \
+         {ideal:.1}, ratio {ratio:.2}; settled {leave_time:?} after the decommission began"
+    );
+    assert_eq!(back, before, "the five-member placement did not come back");
+    assert_eq!(moved_back, moved, "only the replicas m5 took moved back");
+    rt.block_on(check_keys(&live[0], &written));
+    rt.block_on(check_keys(&live[4], &written));
 }
 
 #[test]

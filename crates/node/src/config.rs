@@ -291,13 +291,12 @@ pub struct NodeConfig {
     /// Most data shards whose target replica set one placement pass of the
     /// metadata leader changes (`--max-concurrent-moves`).
     pub max_concurrent_moves: u32,
-    /// Whether data shards move to their targets (`--placement-moves`,
-    /// off by default): replicas are created, caught up and dropped so
-    /// that each shard ends on its target's nodes. Off, targets are only
-    /// recorded and every member holds every shard. Off by default because
-    /// replica ids are still node ids: a shard can never return to a node
-    /// it left, so a cluster that shrinks back to R members after growing
-    /// past R cannot refill every shard (ADR 0002).
+    /// Whether data shards move to their targets (`--placement-moves`, on
+    /// by default in the server; off in [`NodeConfig::new`], which the
+    /// simulations build on, so each says when it wants moves): replicas
+    /// are created, caught up and dropped so that each shard ends on its
+    /// target's nodes. Off, targets are only recorded and every member
+    /// holds every shard.
     pub placement_moves: bool,
     /// Snapshot data bytes per message to a replica being caught up (the
     /// engines' InstallSnapshot chunk), at least 1.

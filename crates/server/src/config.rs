@@ -88,6 +88,9 @@ pub const DEFAULT_SHARDS: u64 = 1;
 pub const DEFAULT_REPLICAS: u64 = ringkv_node::REPLICAS_DEFAULT as u64;
 /// Largest `--replicas` (the ring's limit).
 pub const REPLICAS_MAX: u64 = ringkv_ring::REPLICAS_MAX as u64;
+/// Default `--placement-moves`: data shards move to where the ring places
+/// them (a shard can return to a member it left, under a fresh replica id).
+pub const DEFAULT_PLACEMENT_MOVES: bool = true;
 /// Default `--max-concurrent-moves`.
 pub const DEFAULT_MAX_CONCURRENT_MOVES: u64 = ringkv_node::MAX_CONCURRENT_MOVES_DEFAULT as u64;
 /// Largest `--max-concurrent-moves`: more shards moving at once than any
@@ -251,7 +254,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DURATION")]
     pub down_timeout: Option<String>,
 
-    /// Move data shards to the members placement targets (beyond --replicas members each shard then lives on R of them, not on every member). Off by default: a shard can never return to a member it left, so a cluster that shrinks back after growing cannot refill every shard (docs/adr/0002-sharding.md). [default: false]
+    /// Move data shards to the members placement targets: beyond --replicas members each shard lives on R of them, placed by the ring, and joining or leaving members move about 1/N of the replicas. With false every member holds every shard (docs/adr/0002-sharding.md). [default: true]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub placement_moves: Option<bool>,
 
@@ -1425,7 +1428,7 @@ fn validate(
         )?,
         client_tls,
         peer_tls,
-        placement_moves: raw.placement_moves.unwrap_or(false),
+        placement_moves: raw.placement_moves.unwrap_or(DEFAULT_PLACEMENT_MOVES),
         move_bytes_per_second: raw.move_bytes_per_second.unwrap_or(DEFAULT_MOVE_BYTES_PER_SECOND),
         zone,
         down_timeout,

@@ -441,7 +441,10 @@ fn replicas_and_concurrent_moves_reach_the_node() {
     let config = parse(&["--replicas=5", "--max-concurrent-moves=2"], no_env()).unwrap();
     let node = crate::server::node_config(&config, crate::server::Start::Found).unwrap();
     assert_eq!((node.replicas, node.max_concurrent_moves), (5, 2));
-    assert!(!node.placement_moves, "moves are off unless asked for");
+    assert!(node.placement_moves, "moves are on unless turned off");
+    let config = parse(&["--placement-moves=false"], no_env()).unwrap();
+    let node = crate::server::node_config(&config, crate::server::Start::Found).unwrap();
+    assert!(!node.placement_moves);
     let config = parse(&["--placement-moves"], no_env()).unwrap();
     let node = crate::server::node_config(&config, crate::server::Start::Found).unwrap();
     assert!(node.placement_moves);
@@ -541,7 +544,7 @@ fn help_states_each_default_and_the_precedence() {
         ("shards", DEFAULT_SHARDS.to_string()),
         ("replicas", DEFAULT_REPLICAS.to_string()),
         ("max-concurrent-moves", DEFAULT_MAX_CONCURRENT_MOVES.to_string()),
-        ("placement-moves", "false".to_owned()),
+        ("placement-moves", DEFAULT_PLACEMENT_MOVES.to_string()),
         ("down-timeout", "5m".to_owned()),
         ("hash-key-segments", DEFAULT_HASH_KEY_SEGMENTS.to_string()),
         ("initial-cluster-state", "new".to_owned()),
