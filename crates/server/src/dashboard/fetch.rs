@@ -1,17 +1,15 @@
 //! Fetches another member's view (`GET /dashboard/api/node` on its client
-//! port) over plain HTTP/1.1, one connection per fetch: a poll a second
-//! to a handful of members needs no connection pool.
+//! port) over plain HTTP/1.1, one connection per fetch
+//! (`crate::http::exchange`).
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use axum::http::{Method, StatusCode};
 
 use super::NODE_VIEW_BYTES_MAX;
 use super::view::NodeView;
 use crate::config::HttpUrl;
+use crate::http::exchange::{ExchangeError, exchange};
 
 /// The path fetched.
 pub const NODE_VIEW_PATH: &str = "/dashboard/api/node";
@@ -69,48 +67,22 @@ pub enum FetchError {
 /// # Errors
 /// See [`FetchError`].
 pub async fn fetch_node_view(url: &HttpUrl, timeout: Duration) -> Result<NodeView, FetchError> {
-    match tokio::time::timeout(timeout, exchange(url)).await {
+    match tokio::time::timeout(timeout, fetch(url)).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout { url: url.clone(), timeout }),
     }
 }
 
-async fn exchange(url: &HttpUrl) -> Result<NodeView, FetchError> {
-    let stream = TcpStream::connect((url.host().to_string(), url.port()))
-        .await
-        .map_err(|source| FetchError::Io { url: url.clone(), source })?;
-    let http = |source| FetchError::Http { url: url.clone(), source };
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
-    // The connection is driven here, beside the request, and dropped with
-    // it: nothing outlives the fetch (or its timeout).
-    let authority = url.to_string();
-    let authority = authority.trim_start_matches("http://").to_owned();
-    let request = Request::get(NODE_VIEW_PATH)
-        .header(header::HOST, authority)
-        .header(header::ACCEPT, "application/json")
-        .body(Body::empty())
-        .expect("a static path and a valid authority make a request");
-    let call = async {
-        let response = sender.send_request(request).await.map_err(http)?;
-        if response.status() != StatusCode::OK {
-            return Err(FetchError::Status { url: url.clone(), status: response.status() });
-        }
-        axum::body::to_bytes(Body::new(response.into_body()), NODE_VIEW_BYTES_MAX)
-            .await
-            .map_err(|e| FetchError::Malformed { url: url.clone(), why: e.to_string() })
-    };
-    let bytes = tokio::select! {
-        result = call => result?,
-        ended = connection => {
-            // The connection ended before the answer did.
-            ended.map_err(http)?;
-            return Err(FetchError::Malformed {
-                url: url.clone(),
-                why: "the connection closed before the answer".to_owned(),
-            });
-        }
-    };
+async fn fetch(url: &HttpUrl) -> Result<NodeView, FetchError> {
+    let answer = exchange(url, Method::GET, NODE_VIEW_PATH, NODE_VIEW_BYTES_MAX).await;
+    let (status, bytes) = answer.map_err(|e| match e {
+        ExchangeError::Io(source) => FetchError::Io { url: url.clone(), source },
+        ExchangeError::Http(source) => FetchError::Http { url: url.clone(), source },
+        ExchangeError::Malformed(why) => FetchError::Malformed { url: url.clone(), why },
+    })?;
+    if status != StatusCode::OK {
+        return Err(FetchError::Status { url: url.clone(), status });
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| FetchError::Malformed { url: url.clone(), why: e.to_string() })
 }

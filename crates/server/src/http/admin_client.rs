@@ -1,16 +1,14 @@
 //! The client side of [`super::admin`], for `ringkv ctl`: one HTTP/1.1
-//! exchange per call on a fresh connection (a poll every few hundred
-//! milliseconds needs no pool), plain `http://` only, as the dashboard's
-//! fetch.
+//! exchange per call on a fresh connection (`super::exchange`), plain
+//! `http://` only, as the dashboard's fetch.
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::http::{Method, Request, StatusCode, header};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use axum::body::Bytes;
+use axum::http::{Method, StatusCode};
 
 use super::admin::{AdminError, DRAIN_PATH, DrainStatus, NO_PLACEMENT_MOVES};
+use super::exchange::ExchangeError;
 use crate::config::HttpUrl;
 
 /// Largest answer read from an admin call, in bytes (a status lists every
@@ -137,43 +135,18 @@ async fn call(
 }
 
 async fn exchange(url: &HttpUrl, method: Method, path: String) -> Result<Bytes, AdminCallError> {
-    let stream = TcpStream::connect((url.host().to_string(), url.port()))
-        .await
-        .map_err(|source| AdminCallError::Io { url: url.clone(), source })?;
-    let http = |source| AdminCallError::Http { url: url.clone(), source };
-    let malformed = |why: String| AdminCallError::Malformed {
-        url: url.clone(),
-        method: method.clone(),
-        path: path.clone(),
-        why,
-    };
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
-    let authority = url.to_string();
-    let authority = authority.trim_start_matches("http://").to_owned();
-    let request = Request::builder()
-        .method(method.clone())
-        .uri(&path)
-        .header(header::HOST, authority)
-        .header(header::ACCEPT, "application/json")
-        .body(Body::empty())
-        .map_err(|e| malformed(format!("cannot build the request: {e}")))?;
-    let answer = async {
-        let response = sender.send_request(request).await.map_err(http)?;
-        let status = response.status();
-        let body = axum::body::to_bytes(Body::new(response.into_body()), ADMIN_ANSWER_BYTES_MAX)
-            .await
-            .map_err(|e| malformed(e.to_string()))?;
-        Ok((status, body))
-    };
-    // The connection is driven beside the request and dropped with it.
-    let (status, body) = tokio::select! {
-        result = answer => result?,
-        ended = connection => {
-            ended.map_err(http)?;
-            return Err(malformed("the connection closed before the answer".to_owned()));
-        }
-    };
+    let answer =
+        super::exchange::exchange(url, method.clone(), &path, ADMIN_ANSWER_BYTES_MAX).await;
+    let (status, body) = answer.map_err(|e| match e {
+        ExchangeError::Io(source) => AdminCallError::Io { url: url.clone(), source },
+        ExchangeError::Http(source) => AdminCallError::Http { url: url.clone(), source },
+        ExchangeError::Malformed(why) => AdminCallError::Malformed {
+            url: url.clone(),
+            method: method.clone(),
+            path: path.clone(),
+            why,
+        },
+    })?;
     if status == StatusCode::OK {
         return Ok(body);
     }

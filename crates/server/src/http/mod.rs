@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub(crate) mod exchange;
 pub mod gateway;
 
 use std::time::Duration;
