@@ -23,7 +23,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -31,9 +30,8 @@ use std::time::{Duration, Instant};
 use ringkv_api::etcdserverpb::kv_client::KvClient;
 use ringkv_api::etcdserverpb::{PutRequest, RangeRequest};
 use ringkv_lincheck::{CheckResult, Options, check};
-use serde_json::Value;
 use support::load::{Recorder, Worker};
-use support::{ProcessCluster, RINGKV, ctl, ctl_json, initial_cluster, wait_until};
+use support::{ProcessCluster, ctl, ctl_json, initial_cluster, ringkv_ctl_json, wait_until};
 
 /// Bounds each wait (a hang fails the test; this is not a speed check).
 const WAIT: Duration = Duration::from_secs(120);
@@ -53,17 +51,6 @@ const LOAD_KEYS: &[&str] = &["load/a", "load/b", "load/c", "load/d"];
 
 fn env_or(var: &str, default: u64) -> u64 {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// `ringkv ctl -w json ARGS` against `endpoints`, parsed.
-fn ringkv_ctl_json(endpoints: &str, args: &[&str]) -> Option<Value> {
-    let out = Command::new(RINGKV)
-        .args(["ctl", "--endpoints", endpoints, "-w", "json"])
-        .args(args)
-        .env_remove("ETCDCTL_ENDPOINTS")
-        .output()
-        .unwrap();
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
 }
 
 /// Each data shard's replicas (member names), once every shard is on R

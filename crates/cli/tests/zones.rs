@@ -11,11 +11,10 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{ProcessCluster, RINGKV, Timing, wait_until};
+use support::{ProcessCluster, Timing, ringkv_ctl_json, wait_until};
 
 /// Bounds each wait (a hang fails the test; this is not a speed check).
 const WAIT: Duration = Duration::from_secs(120);
@@ -29,18 +28,6 @@ const R: usize = 3;
 /// Member `i`'s zone.
 fn zone(i: usize) -> String {
     format!("zone-{}", i % ZONES)
-}
-
-/// `ringkv ctl -w json ARGS` against `endpoints`, parsed; `None` if it
-/// failed.
-fn ringkv_ctl_json(endpoints: &str, args: &[&str]) -> Option<Value> {
-    let out = Command::new(RINGKV)
-        .args(["ctl", "--endpoints", endpoints, "-w", "json"])
-        .args(args)
-        .env_remove("ETCDCTL_ENDPOINTS")
-        .output()
-        .unwrap();
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
 }
 
 fn strings(value: &Value) -> Option<Vec<String>> {

@@ -55,6 +55,19 @@ pub enum Timing {
     Default,
 }
 
+/// `ringkv ctl -w json ARGS` against `endpoints`, parsed; `None` if it
+/// failed.
+#[allow(dead_code)]
+pub fn ringkv_ctl_json(endpoints: &str, args: &[&str]) -> Option<serde_json::Value> {
+    let out = Command::new(RINGKV)
+        .args(["ctl", "--endpoints", endpoints, "-w", "json"])
+        .args(args)
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .output()
+        .unwrap();
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+}
+
 /// Ports not yet used by another test in this process: each is bound once
 /// to make sure it is free, then released for the server to bind.
 pub fn free_port() -> u16 {
