@@ -238,6 +238,13 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                     let hosts = self.shard_replica_nodes(shard);
                     self.complete(token, shard, Err(NodeError::NotHosted { shard, hosts }));
                 }
+                // A replica the shard removed, not yet dropped, knows no
+                // leader and never will: the shard is elsewhere (the churn
+                // simulation's seed 68 waited on one until the deadline).
+                Ok((shard, _)) if self.left_behind(shard) => {
+                    let hosts = self.meta_tables().map(|t| t.holders_of(shard)).unwrap_or_default();
+                    self.complete(token, shard, Err(NodeError::NotHosted { shard, hosts }));
+                }
                 Ok((shard, caller)) => {
                     self.route(token, shard, request, caller, credential, deadline, now);
                 }
@@ -517,6 +524,20 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             // size in use in Status.
             Request::Defragment => self.complete(token, shard, Ok(Reply::Done)),
         }
+    }
+
+    /// Whether this node's replica of data shard `shard` knows no leader
+    /// and the shard's recorded configuration leaves it out: a replica the
+    /// shard removed (or never added), which will not learn a leader.
+    fn left_behind(&self, shard: ShardId) -> bool {
+        let Some(s) = self.shards.get(&shard) else { return false };
+        self.cfg.placement_moves
+            && self.is_data_shard(shard)
+            && s.soft.leader.is_none()
+            && self
+                .meta_tables()
+                .and_then(|t| t.configs.get(&shard))
+                .is_some_and(|c| !c.holds(s.rid))
     }
 
     /// With placement moves on, the refusal of removing `member` while it
