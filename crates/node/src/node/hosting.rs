@@ -78,19 +78,24 @@ fn decode_incarnation(shard: ShardId, what: &str, v: &[u8]) -> Result<u32, NodeE
     }
 }
 
-/// The data shards of `cfg`'s keyspace whose replica this node dropped
-/// and has not been given again, with the incarnation dropped; and the
-/// incarnation of every replica it created past incarnation 0 (see the
-/// module docs).
-#[allow(clippy::type_complexity)]
+/// What a node's disk says of its data-shard replicas' incarnations.
+#[derive(Debug, Default)]
+pub(super) struct Incarnations {
+    /// Shards whose replica this node dropped and has not been given
+    /// again, with the incarnation dropped.
+    pub(super) dropped: BTreeMap<ShardId, u32>,
+    /// The incarnation of every replica it created past incarnation 0.
+    pub(super) created: BTreeMap<ShardId, u32>,
+}
+
+/// The incarnation records of `cfg`'s keyspace (see the module docs).
 pub(super) fn load_tombstones(
     store: &MvccStore,
     cfg: &NodeConfig,
-) -> Result<(BTreeMap<ShardId, u32>, BTreeMap<ShardId, u32>), NodeError> {
-    let mut dropped = BTreeMap::new();
-    let mut incarnations = BTreeMap::new();
+) -> Result<Incarnations, NodeError> {
+    let mut out = Incarnations::default();
     if !cfg.is_sharded() {
-        return Ok((dropped, incarnations));
+        return Ok(out);
     }
     for shard in cfg.keyspace.shard_ids().map(|s| ShardId(s.0)) {
         let k = match store.node_record(&incarnation_record(shard))? {
@@ -98,17 +103,17 @@ pub(super) fn load_tombstones(
             None => 0,
         };
         if k > 0 {
-            incarnations.insert(shard, k);
+            out.created.insert(shard, k);
         }
         if let Some(v) = store.node_record(&tombstone_record(shard))? {
             let d = decode_incarnation(shard, "dropped replica", &v)?;
             // A tombstone older than the replica created after it is spent.
             if d >= k {
-                dropped.insert(shard, d);
+                out.dropped.insert(shard, d);
             }
         }
     }
-    Ok((dropped, incarnations))
+    Ok(out)
 }
 
 /// The shards a node starts replicas of when it opens: every shard of its
@@ -209,7 +214,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
                 // Held under an older incarnation while the target names
                 // this node again: kept while the shard still counts it
                 // (the leader keeps it then), else dropped for a new one.
-                Some(s) if !wanted || s.rid != crate::cluster::replica_id(me, shard, k) => {
+                Some(s) if !wanted || s.incarnation != k => {
                     let last = s.replica.storage().last_index();
                     let joined = s.applied > LogIndex::ZERO
                         || last > LogIndex::ZERO

@@ -545,11 +545,12 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             bootstrap_new_cluster(&mut wal, &config, id, members)?;
         }
         let now = clock.now();
-        let (tombstones, incarnations) = load_tombstones(&store, &config)?;
+        let hosting::Incarnations { dropped: tombstones, created } =
+            load_tombstones(&store, &config)?;
         let mut shards = BTreeMap::new();
         for shard in opened_shards(&config, &wal, &store, &tombstones) {
             reconcile_restored_snapshot(&mut wal, &store, shard, E::SNAPSHOT_KEEPS_LATER_ENTRIES)?;
-            let k = incarnations.get(&shard).copied().unwrap_or(0);
+            let k = created.get(&shard).copied().unwrap_or(0);
             shards.insert(shard, HostedShard::open(&config, id, k, shard, &store, &wal, now)?);
         }
         // A drop that crashed part way: finish it.
@@ -853,8 +854,10 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         // The peer's replica of a shard may have an id of its own.
         let mut theirs = Vec::new();
         for s in self.shards.values() {
-            for r in s.replica.membership().members() {
-                if r != s.rid && self.node_of(r) == peer {
+            // Runs on every failed send: no set built per shard.
+            let m = s.replica.membership();
+            for &r in m.voters.iter().chain(&m.outgoing).chain(&m.learners) {
+                if r != s.rid && self.node_of(r) == peer && !theirs.contains(&(s.id, r)) {
                     theirs.push((s.id, r));
                 }
             }
@@ -1004,9 +1007,8 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             );
         }
         for (&t, &k) in &self.tombstones {
-            let hosted = self.shards.get(&t).map(|s| s.rid);
-            let dropped = crate::cluster::replica_id(self.id, t, k);
-            assert!(hosted != Some(dropped), "shard {t} hosted as {dropped} after it was dropped");
+            let hosted = self.shards.get(&t).map(|s| s.incarnation);
+            assert!(hosted != Some(k), "shard {t} hosted in incarnation {k} after it was dropped");
         }
         for s in self.shards.values() {
             let st = s.replica.status();
