@@ -8,6 +8,8 @@ mod common;
 use common::*;
 use ringkv_node::Engine;
 use ringkv_node::NodeError;
+use ringkv_node::{Reply, Request};
+use ringkv_storage::mvcc::RangeRequest;
 
 fn three_nodes_elect_a_leader_and_commit_puts<E: Engine>() {
     let mut c = cluster::<E>(3, 1);
@@ -48,6 +50,52 @@ fn a_linearizable_read_on_a_follower_sees_an_acknowledged_write<E: Engine>() {
     c.net.heal();
     let kv = get_on(&mut c, follower, "x", false).unwrap().unwrap();
     assert_eq!(kv.value, b("new"), "a linearizable read returned a stale value");
+}
+
+/// Linearizable reads a follower takes in one round share one read-index
+/// request to the leader, and each is served at an index covering every
+/// write acknowledged before it arrived.
+fn a_followers_reads_of_one_round_share_one_read_index<E: Engine>() {
+    const READS: usize = 64;
+    let mut c = cluster::<E>(3, 5);
+    let leader = c.wait_leader(100);
+    let follower = c.running().into_iter().find(|&id| id != leader).unwrap();
+    for i in 0..READS {
+        put(&mut c, leader, &format!("k{i}"), &format!("v{i}")).unwrap();
+    }
+    settle(&mut c);
+    let before = c.traffic;
+    let tokens: Vec<_> = (0..READS)
+        .map(|i| {
+            let req = RangeRequest { key: b(&format!("k{i}")), ..RangeRequest::default() };
+            c.submit(follower, Request::Range(req))
+        })
+        .collect();
+    let mut answers: Vec<Option<Result<Reply, NodeError>>> = (0..READS).map(|_| None).collect();
+    for _ in 0..STEPS {
+        if answers.iter().all(Option::is_some) {
+            break;
+        }
+        c.step();
+        for (i, t) in tokens.iter().enumerate() {
+            if answers[i].is_none() {
+                answers[i] = c.take_result(follower, *t);
+            }
+        }
+    }
+    let sent = c.traffic.since(before);
+    for (i, a) in answers.into_iter().enumerate() {
+        let Some(Ok(Reply::Range(r))) = a else { panic!("read {i}: {a:?}") };
+        assert_eq!(r.kvs[0].value, b(&format!("v{i}")), "read {i}");
+    }
+    // One request and its answer, plus the leader's heartbeat round and
+    // whatever the ticks sent meanwhile; one request per read would be at
+    // least 2 * READS.
+    assert!(
+        sent.consensus_messages < READS as u64,
+        "{READS} reads took {} consensus messages",
+        sent.consensus_messages
+    );
 }
 
 fn requests_time_out_without_a_quorum<E: Engine>() {
@@ -125,5 +173,6 @@ engine_tests!(
     three_nodes_elect_a_leader_and_commit_puts,
     a_put_on_a_follower_is_forwarded_and_answered_there,
     a_linearizable_read_on_a_follower_sees_an_acknowledged_write,
+    a_followers_reads_of_one_round_share_one_read_index,
     requests_time_out_without_a_quorum,
 );

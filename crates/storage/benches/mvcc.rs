@@ -10,6 +10,13 @@
 //!   every `CHECKPOINT_INTERVAL_APPLIES` entries); measured on a small store (~10,000 keys) and
 //!   again at 500,000 keys.
 //! - range: a prefix scan returning 10,000 keys out of 110,000.
+//! - get: point reads of one key out of 100,000, through
+//!   [`MvccStore::range`] as the servers' reads go. `get/shared_view`:
+//!   reads with no commit between them, which share one read view (a read
+//!   load, or the reads of one round); `get/after_commit`: the first read
+//!   after a commit, which opens the view (a redb read transaction and its
+//!   tables). Wall-clock median per read, and thread CPU per read of the
+//!   shared-view reads.
 //! - apply: what the node does per round (issue 10): batches of 256, 32
 //!   and 4 puts (8-byte keys, 256-byte values) applied in one engine
 //!   transaction each, on a file-backed store loaded with 100,000 keys:
@@ -41,6 +48,10 @@ const LARGE_STORE_KEYS: usize = 500_000;
 const SCAN_KEYS: usize = 10_000;
 const OTHER_KEYS: usize = 100_000;
 const SCAN_SAMPLES: usize = 30;
+/// Point reads measured in `get/shared_view`.
+const GET_SHARED_SAMPLES: usize = 50_000;
+/// Commits, each followed by one measured read, in `get/after_commit`.
+const GET_AFTER_COMMIT_SAMPLES: usize = 3_000;
 /// Puts per engine transaction in the apply benchmark: a loaded round,
 /// and a round of a node serving fewer clients (where the per-transaction
 /// cost weighs more).
@@ -153,6 +164,52 @@ fn bench_range(dir: &std::path::Path) {
     );
 }
 
+fn bench_get(dir: &std::path::Path) {
+    let store = MvccStore::open(dir.join("get.redb"), StoreOptions::default()).unwrap();
+    let mut w = Writer { store, shard: ShardId(1), next: 0 };
+    let value = Bytes::from(vec![0x5a; VALUE_BYTES]);
+    let all: Vec<u64> = (0..APPLY_STORE_KEYS).collect();
+    for chunk in all.chunks(BATCH) {
+        w.batch(chunk.iter().map(|&i| put(apply_key(i), &value)).collect());
+    }
+    let mut rng = DetRng::new(11);
+    let get = |w: &Writer, rng: &mut DetRng| -> Duration {
+        let req = RangeRequest {
+            key: Bytes::from(apply_key(rng.next_u64() % APPLY_STORE_KEYS)),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let r = w.store.range(w.shard, &req).unwrap();
+        let t = start.elapsed();
+        assert_eq!(r.kvs.len(), 1);
+        t
+    };
+    let report = |label: &str, walls: Vec<Duration>, cpu: Option<Duration>| {
+        let n = walls.len();
+        println!(
+            "mvcc/get/{label}: median {:.2} us per read; thread CPU {} ({n} reads)",
+            median(walls).as_secs_f64() * 1e6,
+            cpu.map_or("n/a".to_owned(), |c| format!(
+                "{:.2} us per read",
+                c.as_secs_f64() * 1e6 / n as f64
+            )),
+        );
+    };
+    let cpu_before = thread_cpu();
+    let walls: Vec<_> = (0..GET_SHARED_SAMPLES).map(|_| get(&w, &mut rng)).collect();
+    let cpu = cpu_before.zip(thread_cpu()).map(|(a, b)| b.saturating_sub(a));
+    report("shared_view", walls, cpu);
+    // The commit before each read is not timed. No CPU figure: the
+    // scheduler's accounting is too coarse for one read at a time.
+    let mut walls = Vec::with_capacity(GET_AFTER_COMMIT_SAMPLES);
+    for _ in 0..GET_AFTER_COMMIT_SAMPLES {
+        let key = apply_key(rng.next_u64() % APPLY_STORE_KEYS);
+        w.batch(vec![put(key, &value)]);
+        walls.push(get(&w, &mut rng));
+    }
+    report("after_commit", walls, None);
+}
+
 /// The key of index `i` of the apply benchmark's key space: 8 bytes,
 /// spread over the whole key range as random keys would be.
 fn apply_key(i: u64) -> Vec<u8> {
@@ -249,5 +306,8 @@ fn main() {
     }
     if selected("range") {
         bench_range(dir.path());
+    }
+    if selected("get") {
+        bench_get(dir.path());
     }
 }

@@ -119,8 +119,9 @@ struct PendingProposal {
 enum ReadState {
     /// No leader known yet.
     Unsent,
-    /// Asked the engine at `at`; the leader confirms it.
-    Sent { at: Duration, leader: Option<NodeId> },
+    /// Asked the engine at `at`, in read batch `batch` (the request id the
+    /// engine answers); the leader confirms it.
+    Sent { at: Duration, batch: u64 },
     /// Confirmed: may be served once `index` is applied.
     Indexed(LogIndex),
 }

@@ -307,11 +307,14 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         Ok(())
     }
 
+    /// The leader confirmed read batch `rs.id` (see `send_reads`): every
+    /// read still waiting on it may be served once `rs.index` is applied.
+    /// A read asked for again in a later batch waits for that one.
     fn on_read_state(&mut self, rs: ReadState) {
-        if let Some(r) = self.reads.get_mut(&rs.id.0)
-            && !matches!(r.state, Pending::Indexed(_))
-        {
-            r.state = Pending::Indexed(rs.index);
+        for r in self.reads.values_mut() {
+            if matches!(r.state, Pending::Sent { batch, .. } if batch == rs.id.0) {
+                r.state = Pending::Indexed(rs.index);
+            }
         }
     }
 

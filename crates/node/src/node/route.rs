@@ -2,7 +2,7 @@
 //! forwarded to it), linearizable reads, leader-only calls, transfers; and
 //! serving what other nodes forward to this one when it leads.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -400,14 +400,14 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             }
             Request::Range(r) => {
                 let read = ReadKind::Store(ReadRequest::Range(r));
-                self.start_read(token, shard, read, credential, deadline, now);
+                self.start_read(token, shard, read, credential, deadline);
             }
             Request::MemberList { linearizable: false } => {
                 self.ready_read(token, shard, ReadRequest::MemberList, &caller);
             }
             Request::MemberList { linearizable: true } => {
                 let read = ReadKind::Store(ReadRequest::MemberList);
-                self.start_read(token, shard, read, credential, deadline, now);
+                self.start_read(token, shard, read, credential, deadline);
             }
             Request::AuthQuery(q @ AuthQuery::Check(_)) => {
                 // Checked now, as etcd checks a watch when it is created.
@@ -416,7 +416,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
             }
             Request::AuthQuery(q) => {
                 let read = ReadKind::Auth(q);
-                self.start_read(token, shard, read, credential, deadline, now);
+                self.start_read(token, shard, read, credential, deadline);
             }
             Request::AuthChange(change) => {
                 self.propose_client(token, shard, ProposalBody::Auth(change), who, deadline, None);
@@ -826,32 +826,58 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         read: ReadKind,
         credential: Credential,
         deadline: Duration,
-        now: Duration,
     ) {
         let seq = self.next_seq();
         let state = ReadState::Unsent;
         self.reads.insert(seq, PendingRead { token, deadline, shard, read, credential, state });
-        self.send_read(seq, now);
+        // Asked for with the round's other reads of the shard, later in
+        // this round (`send_reads`).
     }
 
-    /// Asks the engine for a read index (the leader confirms it; a
-    /// follower's engine forwards the request to the leader).
-    fn send_read(&mut self, seq: u64, now: Duration) {
-        let Some(r) = self.reads.get(&seq) else { return };
-        let Some(s) = self.shards.get_mut(&r.shard) else { return };
-        let leader = s.soft.leader;
-        s.wake();
-        match s.replica.read_index(RequestId(seq)) {
-            Ok(()) => {
-                let r = self.reads.get_mut(&seq).expect("checked above");
-                r.state = ReadState::Sent { at: now, leader };
+    /// Asks the engine for one read index per shard for all the reads not
+    /// asked for yet (or asked an election timeout ago without an answer).
+    /// Every read of a batch arrived before its request went out, so the
+    /// index the leader confirms for the request is one each may be served
+    /// at (etcd's server batches its reads the same way). One request per
+    /// shard per round rather than one per read: a follower sends its
+    /// leader one message a round, not one per read, and the leader
+    /// answers one.
+    fn send_reads(&mut self, now: Duration) {
+        let resend = self.cfg.election_timeout();
+        let mut due: BTreeMap<ShardId, Vec<u64>> = BTreeMap::new();
+        for (&k, r) in &self.reads {
+            let send = match r.state {
+                ReadState::Unsent => true,
+                ReadState::Sent { at, .. } => now >= at + resend,
+                ReadState::Indexed(_) => false,
+            };
+            if send {
+                due.entry(r.shard).or_default().push(k);
             }
-            Err(ProposeError::Busy { pending, limit }) => {
-                let r = self.reads.remove(&seq).expect("checked above");
-                self.complete(r.token, r.shard, Err(NodeError::TooManyRequests { pending, limit }));
+        }
+        for (shard, seqs) in due {
+            let batch = self.next_seq();
+            let Some(s) = self.shards.get_mut(&shard) else { continue };
+            s.wake();
+            match s.replica.read_index(RequestId(batch)) {
+                Ok(()) => {
+                    for k in seqs {
+                        if let Some(r) = self.reads.get_mut(&k) {
+                            r.state = ReadState::Sent { at: now, batch };
+                        }
+                    }
+                }
+                Err(ProposeError::Busy { pending, limit }) => {
+                    for k in seqs {
+                        if let Some(r) = self.reads.remove(&k) {
+                            let e = NodeError::TooManyRequests { pending, limit };
+                            self.complete(r.token, r.shard, Err(e));
+                        }
+                    }
+                }
+                // No leader known: try again next round.
+                Err(_) => {}
             }
-            // No leader known: try again next round.
-            Err(_) => {}
         }
     }
 
@@ -991,20 +1017,7 @@ impl<E: Engine, D: Disk, T: Transport, C: Clock> Node<E, D, T, C> {
         for id in unplaced {
             self.place(id);
         }
-        let resend = self.cfg.election_timeout();
-        let reads: Vec<u64> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| match r.state {
-                ReadState::Unsent => true,
-                ReadState::Sent { at, .. } => now >= at + resend,
-                ReadState::Indexed(_) => false,
-            })
-            .map(|(&k, _)| k)
-            .collect();
-        for k in reads {
-            self.send_read(k, now);
-        }
+        self.send_reads(now);
         let calls: Vec<u64> =
             self.calls.iter().filter(|(_, c)| c.sent_to.is_none()).map(|(&k, _)| k).collect();
         for k in calls {

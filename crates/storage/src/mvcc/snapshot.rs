@@ -80,7 +80,7 @@ enum Phase {
 /// pages this view sees stay allocated until it is dropped.
 #[derive(Debug)]
 pub struct SnapshotExport {
-    view: ReadView,
+    view: std::sync::Arc<ReadView>,
     shard: u64,
     meta: ShardMeta,
     phase: Phase,

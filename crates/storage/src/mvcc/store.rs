@@ -109,6 +109,19 @@ struct Progress {
     durable: HashMap<ShardId, LogIndex>,
 }
 
+/// The read view of the latest commit, shared by every read that starts
+/// before the next one. Opening a view (a redb read transaction and its six
+/// tables) was 12 % of a member's CPU under serializable gets at 256
+/// clients (`docs/perf/README.md`); most reads now clone an `Arc`.
+#[derive(Debug, Default)]
+struct ViewCache {
+    /// Commits so far. A view is cached only if no commit ended while it
+    /// was being opened, so the cache never holds a view older than the
+    /// latest commit.
+    generation: u64,
+    view: Option<Arc<ReadView>>,
+}
+
 /// Where the store's bytes live, to report its size.
 #[derive(Debug)]
 enum Location {
@@ -131,6 +144,7 @@ pub struct MvccStore {
     db: Database,
     options: StoreOptions,
     progress: Mutex<Progress>,
+    views: Mutex<ViewCache>,
     location: Location,
 }
 
@@ -226,7 +240,24 @@ impl MvccStore {
             }
         }
         txn.commit().map_err(StoreError::engine("commit"))?;
-        Ok(MvccStore { db, options, progress: Mutex::new(progress), location })
+        let views = Mutex::new(ViewCache::default());
+        Ok(MvccStore { db, options, progress: Mutex::new(progress), views, location })
+    }
+
+    fn views(&self) -> MutexGuard<'_, ViewCache> {
+        // Holds no invariant a panic could break halfway.
+        self.views.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Commits `txn` (see [`commit`]) and retires the cached read view,
+    /// before anyone learns of the commit: every read that starts after
+    /// this returns sees it. Retired even if the commit failed.
+    fn commit(&self, txn: WriteTransaction, durable: bool) -> Result<(), StoreError> {
+        let result = commit(txn, durable);
+        let mut views = self.views();
+        views.generation += 1;
+        views.view = None;
+        result
     }
 
     fn progress(&self) -> MutexGuard<'_, Progress> {
@@ -297,7 +328,7 @@ impl MvccStore {
             .map_err(StoreError::engine("write node record"))?;
         }
         let mut progress = self.progress();
-        commit(txn, true)?;
+        self.commit(txn, true)?;
         mark_durable(&mut progress);
         Ok(())
     }
@@ -342,7 +373,7 @@ impl MvccStore {
         let durable = progress.applies_since_checkpoint + applies
             >= self.options.checkpoint_interval_applies
             || progress.bytes_since_checkpoint + bytes >= self.options.checkpoint_interval_bytes;
-        commit(txn, durable)?;
+        self.commit(txn, durable)?;
         progress.applies_since_checkpoint += applies;
         progress.bytes_since_checkpoint += bytes;
         for (shard, meta) in metas {
@@ -388,7 +419,7 @@ impl MvccStore {
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(StoreError::engine("begin write"))?;
         let mut progress = self.progress();
-        commit(txn, true)?;
+        self.commit(txn, true)?;
         mark_durable(&mut progress);
         Ok(())
     }
@@ -424,7 +455,7 @@ impl MvccStore {
             tables.meta.remove(shard.0).map_err(StoreError::engine("remove meta"))?;
         }
         let mut progress = self.progress();
-        commit(txn, true)?;
+        self.commit(txn, true)?;
         mark_durable(&mut progress);
         progress.applied.remove(&shard);
         progress.durable.remove(&shard);
@@ -432,12 +463,27 @@ impl MvccStore {
     }
 
     /// A consistent view of every shard as of now; later writes do not
-    /// change it. Hold it briefly: it pins the pages it sees.
+    /// change it. Hold it briefly: it pins the pages it sees. Reads that
+    /// start between two commits share one view.
     ///
     /// # Errors
     /// The engine failed.
-    pub fn read(&self) -> Result<ReadView, StoreError> {
-        ReadView::new(self.db.begin_read().map_err(StoreError::engine("begin read"))?)
+    pub fn read(&self) -> Result<Arc<ReadView>, StoreError> {
+        let generation = {
+            let views = self.views();
+            if let Some(view) = &views.view {
+                return Ok(Arc::clone(view));
+            }
+            views.generation
+        };
+        let view = Arc::new(ReadView::new(
+            self.db.begin_read().map_err(StoreError::engine("begin read"))?,
+        )?);
+        let mut views = self.views();
+        if views.generation == generation && views.view.is_none() {
+            views.view = Some(Arc::clone(&view));
+        }
+        Ok(view)
     }
 
     /// Shorthand for a range on a fresh [`ReadView`].
@@ -461,7 +507,7 @@ impl MvccStore {
         applied: LogIndex,
     ) -> Result<(), StoreError> {
         let mut progress = self.progress();
-        commit(txn, true)?;
+        self.commit(txn, true)?;
         mark_durable(&mut progress);
         progress.applied.insert(shard, applied);
         progress.durable.insert(shard, applied);
