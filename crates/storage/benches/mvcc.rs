@@ -164,14 +164,21 @@ fn bench_range(dir: &std::path::Path) {
     );
 }
 
-fn bench_get(dir: &std::path::Path) {
-    let store = MvccStore::open(dir.join("get.redb"), StoreOptions::default()).unwrap();
+/// A file-backed store named `name` in `dir`, loaded with the
+/// [`APPLY_STORE_KEYS`] keys of [`apply_key`] (values of `value`).
+fn loaded_store(dir: &std::path::Path, name: &str, value: &Bytes) -> Writer {
+    let store = MvccStore::open(dir.join(name), StoreOptions::default()).unwrap();
     let mut w = Writer { store, shard: ShardId(1), next: 0 };
-    let value = Bytes::from(vec![0x5a; VALUE_BYTES]);
     let all: Vec<u64> = (0..APPLY_STORE_KEYS).collect();
     for chunk in all.chunks(BATCH) {
-        w.batch(chunk.iter().map(|&i| put(apply_key(i), &value)).collect());
+        w.batch(chunk.iter().map(|&i| put(apply_key(i), value)).collect());
     }
+    w
+}
+
+fn bench_get(dir: &std::path::Path) {
+    let value = Bytes::from(vec![0x5a; VALUE_BYTES]);
+    let mut w = loaded_store(dir, "get.redb", &value);
     let mut rng = DetRng::new(11);
     let get = |w: &Writer, rng: &mut DetRng| -> Duration {
         let req = RangeRequest {
@@ -230,14 +237,8 @@ fn bench_apply(dir: &std::path::Path, batch: usize) {
         .map(|v| v.parse().expect("MVCC_APPLY_SAMPLES is a number of batches"))
         .unwrap_or(APPLY_SAMPLES)
         .max(1);
-    let store =
-        MvccStore::open(dir.join(format!("apply_{batch}.redb")), StoreOptions::default()).unwrap();
-    let mut w = Writer { store, shard: ShardId(1), next: 0 };
     let value = Bytes::from(vec![0x5a; VALUE_BYTES]);
-    let all: Vec<u64> = (0..APPLY_STORE_KEYS).collect();
-    for chunk in all.chunks(BATCH) {
-        w.batch(chunk.iter().map(|&i| put(apply_key(i), &value)).collect());
-    }
+    let mut w = loaded_store(dir, &format!("apply_{batch}.redb"), &value);
     let mut rng = DetRng::new(7);
     let mut fresh = APPLY_STORE_KEYS;
     // Overwrites of keys drawn from the first `hot` of the store's keys

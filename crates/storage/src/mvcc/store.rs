@@ -141,10 +141,12 @@ enum Location {
 /// [`MvccStore::read`], a consistent view that writes do not disturb.
 /// All methods take `&self`; share the store in an `Arc`.
 pub struct MvccStore {
+    /// Before `db`: fields drop in order, and the cached view's read
+    /// transaction must end before its database closes.
+    views: Mutex<ViewCache>,
     db: Database,
     options: StoreOptions,
     progress: Mutex<Progress>,
-    views: Mutex<ViewCache>,
     location: Location,
 }
 
@@ -241,7 +243,7 @@ impl MvccStore {
         }
         txn.commit().map_err(StoreError::engine("commit"))?;
         let views = Mutex::new(ViewCache::default());
-        Ok(MvccStore { db, options, progress: Mutex::new(progress), views, location })
+        Ok(MvccStore { views, db, options, progress: Mutex::new(progress), location })
     }
 
     fn views(&self) -> MutexGuard<'_, ViewCache> {
@@ -254,9 +256,14 @@ impl MvccStore {
     /// this returns sees it. Retired even if the commit failed.
     fn commit(&self, txn: WriteTransaction, durable: bool) -> Result<(), StoreError> {
         let result = commit(txn, durable);
-        let mut views = self.views();
-        views.generation += 1;
-        views.view = None;
+        let retired = {
+            let mut views = self.views();
+            views.generation += 1;
+            views.view.take()
+        };
+        // Closing the retired view's read transaction (if this held its
+        // last reference) happens outside the lock readers take.
+        drop(retired);
         result
     }
 
