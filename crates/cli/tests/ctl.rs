@@ -60,7 +60,20 @@ fn status_shards_keys_and_membership_on_three_processes() {
     // One endpoint is enough: the member list names the others.
     let one = cluster.members[(leader + 1) % 3].client_url();
 
-    let status = ctl_json(&one, &["status"]);
+    // A member's role is published every round, the shards it holds and
+    // leads every `STATUS_REFRESH_INTERVAL` (50 ms): right after the
+    // election the two can disagree for a refresh (seen under a loaded CI
+    // run: the leader's row said 0 shards led).
+    let mut status = Value::Null;
+    let settled = wait_until(WAIT, || {
+        status = ctl_json(&one, &["status"]);
+        status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["role"] == "leader" && m["shards_led"] == 1)
+    });
+    assert!(settled, "no member reported leading the shard: {status}");
     let members = status["members"].as_array().unwrap();
     assert_eq!(names(&status["members"]), ["m0", "m1", "m2"]);
     for m in members {
