@@ -51,7 +51,6 @@ use ringkv_node::{
 use ringkv_ring::Keyspace;
 use ringkv_storage::FsDisk;
 use ringkv_storage::mvcc::{MvccStore, RangeRequest};
-use tokio::runtime::Handle;
 use tokio::sync::{broadcast, oneshot};
 use tracing::{info, warn};
 
@@ -94,6 +93,49 @@ pub struct Answer {
 /// What the node thread answers a request with.
 type NodeResult = Result<Answer, NodeError>;
 
+/// What the node thread sends back for a request.
+#[derive(Debug)]
+enum NodeReply {
+    /// The answer.
+    Done(NodeResult),
+    /// A read the node has ordered (a linearizable read once its index is
+    /// applied): the waiting task runs it on the store itself, rather than
+    /// a task spawned for it that then wakes the waiting one.
+    Read(OrderedRead),
+}
+
+/// A read ready to run (see [`NodeReply::Read`]).
+#[derive(Debug)]
+struct OrderedRead {
+    store: Arc<MvccStore>,
+    header: ringkv_node::Header,
+    shard: ShardId,
+    read: ReadRequest,
+    auth_revision: Option<u64>,
+}
+
+impl OrderedRead {
+    fn run(self) -> NodeResult {
+        let OrderedRead { store, header, shard, read, auth_revision } = self;
+        store
+            .read()
+            .map_err(NodeError::from)
+            .and_then(|view| execute_read(&view, shard, &read, auth_revision))
+            .map(|reply| Answer { header, reply })
+    }
+
+    /// Runs the read: a point read here, on the caller's runtime worker
+    /// (a few microseconds in the store's cache); a range, which may scan
+    /// much more, on the blocking pool, where it cannot stall other
+    /// requests' tasks. `None`: the blocking pool is shutting down.
+    async fn serve(self) -> Option<NodeResult> {
+        if is_point_read(&self.read) {
+            return Some(self.run());
+        }
+        tokio::task::spawn_blocking(move || self.run()).await.ok()
+    }
+}
+
 /// What the node thread takes from its inbox.
 #[derive(Debug)]
 enum NodeInput {
@@ -104,7 +146,7 @@ enum NodeInput {
         request: Request,
         shard: Option<ShardId>,
         credential: Credential,
-        reply: oneshot::Sender<NodeResult>,
+        reply: oneshot::Sender<NodeReply>,
     },
     /// A frame from a peer, or news that a peer is unreachable.
     Peer(PeerEvent),
@@ -205,7 +247,11 @@ impl NodeHandle {
             Err(TrySendError::Full(_)) => Err(EtcdError::TooManyRequests),
             Err(TrySendError::Disconnected(_)) => Err(EtcdError::Stopped),
             Ok(()) => match answer.await {
-                Ok(result) => result.map_err(EtcdError::from),
+                Ok(NodeReply::Done(result)) => result.map_err(EtcdError::from),
+                Ok(NodeReply::Read(read)) => match read.serve().await {
+                    Some(result) => result.map_err(EtcdError::from),
+                    None => Err(EtcdError::Stopped),
+                },
                 Err(_) => Err(EtcdError::Stopped),
             },
         };
@@ -423,7 +469,6 @@ struct OpenAndRun {
     opened: oneshot::Sender<Opened>,
     inbox: Receiver<NodeInput>,
     events: broadcast::Sender<Arc<[WatchEvents]>>,
-    runtime: Handle,
     link: PeerLink,
     metrics: Metrics,
 }
@@ -432,8 +477,7 @@ impl WithEngine for OpenAndRun {
     type Output = ();
 
     fn run<E: Engine>(self) {
-        let OpenAndRun { config, keyspace, disk, opened, inbox, events, runtime, link, metrics } =
-            self;
+        let OpenAndRun { config, keyspace, disk, opened, inbox, events, link, metrics } = self;
         let clock = MonotonicClock::new();
         let election_timeout = config.election_timeout();
         let node = match Node::<E, _, _, _>::open(config, disk, link.clone(), clock) {
@@ -467,7 +511,7 @@ impl WithEngine for OpenAndRun {
         if opened.send(Ok((Arc::clone(&state), store, Arc::clone(&hubs)))).is_err() {
             return;
         }
-        node_loop::Loop { node, clock, inbox, state, events, hubs, runtime, link, metrics }.run();
+        node_loop::Loop { node, clock, inbox, state, events, hubs, link, metrics }.run();
     }
 }
 
@@ -501,8 +545,6 @@ impl NodeRuntime {
         data_dir: &Path,
         metrics: Metrics,
     ) -> Result<NodeRuntime, StartError> {
-        let runtime = Handle::try_current()
-            .map_err(|_| StartError::Thread("not called within a tokio runtime".to_owned()))?;
         let keyspace = config.keyspace;
         let (inbox, inbox_rx) = sync_channel(INBOX_INPUTS_MAX);
         let (events, _) = broadcast::channel(EVENT_BROADCAST_CAPACITY);
@@ -548,7 +590,6 @@ impl NodeRuntime {
                     opened: opened_tx,
                     inbox: inbox_rx,
                     events: thread_events,
-                    runtime,
                     link: thread_link,
                     metrics: thread_metrics,
                 });

@@ -8,16 +8,15 @@ use std::time::Duration;
 use ringkv_consensus::{NodeId, ShardId};
 use ringkv_node::{
     Clock, Completion, Credential, Engine, Member, Node, NodeError, Request, Token, WatchEvents,
-    execute_read,
 };
 use ringkv_storage::Disk;
-use tokio::runtime::Handle;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use super::io::{MonotonicClock, PeerLink};
 use super::{
-    Answer, INBOX_DRAIN_MAX, NodeInput, NodeResult, NodeState, STATUS_REFRESH_INTERVAL, ShardReport,
+    Answer, INBOX_DRAIN_MAX, NodeInput, NodeReply, NodeState, OrderedRead, STATUS_REFRESH_INTERVAL,
+    ShardReport,
 };
 use crate::config::HttpUrl;
 use crate::metrics::Metrics;
@@ -32,7 +31,6 @@ pub(super) struct Loop<E: Engine, D: Disk> {
     pub(super) state: Arc<NodeState>,
     pub(super) events: broadcast::Sender<Arc<[WatchEvents]>>,
     pub(super) hubs: Arc<WatchHubs>,
-    pub(super) runtime: Handle,
     pub(super) link: PeerLink,
     pub(super) metrics: Metrics,
 }
@@ -40,7 +38,7 @@ pub(super) struct Loop<E: Engine, D: Disk> {
 impl<E: Engine, D: Disk> Loop<E, D> {
     /// Runs until a [`NodeInput::Shutdown`] arrives or every sender is gone.
     pub(super) fn run(mut self) {
-        let mut waiting: HashMap<Token, tokio::sync::oneshot::Sender<NodeResult>> = HashMap::new();
+        let mut waiting: HashMap<Token, tokio::sync::oneshot::Sender<NodeReply>> = HashMap::new();
         let mut next_token = 0u64;
         let mut more = false;
         let mut last_refresh: Option<Duration> = None;
@@ -76,7 +74,7 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                                 waiting.insert(token, reply);
                             }
                             Err(e) => {
-                                let _ = reply.send(Err(e));
+                                let _ = reply.send(NodeReply::Done(Err(e)));
                             }
                         }
                     }
@@ -134,31 +132,16 @@ impl<E: Engine, D: Disk> Loop<E, D> {
                 let Some(reply) = waiting.remove(&completion.token()) else { continue };
                 match completion {
                     Completion::Done { header, result, .. } => {
-                        let _ = reply.send(result.map(|reply| Answer { header, reply }));
+                        let _ = reply
+                            .send(NodeReply::Done(result.map(|reply| Answer { header, reply })));
                     }
                     Completion::ReadReady { header, shard, read, auth_revision, .. } => {
                         // Reads never run on this thread: the loop only
-                        // orders them.
+                        // orders them, and the request's own task runs
+                        // each (`OrderedRead::serve`).
                         let store = Arc::clone(self.node.store());
-                        let point = super::is_point_read(&read);
-                        let run = move || {
-                            let result = store
-                                .read()
-                                .map_err(NodeError::from)
-                                .and_then(|view| execute_read(&view, shard, &read, auth_revision))
-                                .map(|reply| Answer { header, reply });
-                            let _ = reply.send(result);
-                        };
-                        if point {
-                            // One key is a few microseconds in the store's
-                            // cache: a runtime worker takes it without the
-                            // blocking pool's thread hand-off, which cost
-                            // more than the read itself (profile in
-                            // docs/perf/).
-                            self.runtime.spawn(async move { run() });
-                        } else {
-                            self.runtime.spawn_blocking(run);
-                        }
+                        let read = OrderedRead { store, header, shard, read, auth_revision };
+                        let _ = reply.send(NodeReply::Read(read));
                     }
                 }
             }
