@@ -9,8 +9,9 @@
 //!            node thread: recv_timeout(next_wakeup) ─▶ drain ≤ INBOX_DRAIN_MAX
 //!                         ─▶ Node::run_round (WAL fsync happens here, blocking)
 //!                         ─▶ completions: Done → oneshot;
-//!                                         ReadReady → tokio blocking pool
-//!                                                     (execute_read on a ReadView)
+//!                                         ReadReady → oneshot, and the request's
+//!                                                     task runs it (execute_read on a
+//!                                                     ReadView; ranges on the blocking pool)
 //!                         ─▶ events: its shard's watch hub (every event),
 //!                            then broadcast
 //!                         ─▶ every STATUS_REFRESH_INTERVAL: NodeState, metrics,
